@@ -1,0 +1,1 @@
+"""trigger: Puppet-native cross-node orchestration over etcd."""

@@ -1,0 +1,269 @@
+"""The watcher's protocol core: events and `now` in, actions out, no IO.
+
+Theory of operation
+-------------------
+Each host has an inbox in the store. A fire writes one entry into the inbox
+of every target host. The host's watcher feeds this core with what it reads
+and sees in the store (`Snapshot`, `Changes`) and with what the run queue
+tells (`EnqueueFailed`, the queue's live runs inside a `Snapshot`). The
+core answers with actions for the adapter to carry out (`EnqueueRun`,
+`Quarantine`, `MarkRunLost`) or only to report (`Coalesce`).
+
+The one rule: while the inbox holds entries, exactly one queued run must be
+waiting for them. A run, when it starts, removes the entries present at
+that moment and marks itself started in the same transaction; entries that
+arrive later stay and get the next run. Hence:
+
+* every fire is followed by a run that starts after it (an entry goes only
+  when such a run starts);
+* fires arriving while a run is queued join it (`Coalesce`);
+* fires arriving during a running run cause exactly one more run.
+
+The core keeps nothing that the store and the queue cannot tell it again:
+after a crash, a reconnect or a compacted watch, a new `Snapshot` rebuilds
+its state. Runs the store calls queued or started but the queue no longer
+holds (a killed queue server, a watcher killed between writing the record
+and queueing) are marked lost, and their entries get a new run.
+
+Changes are applied only if they are newer than the last snapshot, so a
+watch that lags behind a re-read cannot roll the state back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+from .layout import Layout
+from .records import BadRecord, Entry, RunRecord, parse_entry, parse_run
+from .store.base import Change, KeyValue, Put
+
+MAX_RETRY_DELAY = 60.0
+
+
+# -- events (what happened) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The host's whole prefix read at `revision`, and the queue's live run ids.
+
+    `live_runs` is None when the queue could not be asked; then no run is
+    declared lost on its account.
+    """
+
+    items: tuple[KeyValue, ...]
+    revision: int
+    live_runs: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Changes seen by the watch under the host's prefix, in revision order."""
+
+    changes: tuple[Change, ...]
+
+
+@dataclass(frozen=True)
+class EnqueueFailed:
+    """The adapter could not queue a run the core asked for."""
+
+    run_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed; lets a delayed retry happen."""
+
+
+Event = Union[Snapshot, Changes, EnqueueFailed, Tick]
+
+
+# -- actions (what to do) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnqueueRun:
+    """Write a queued run record, then queue `trigger run` for it."""
+
+    run_id: str
+    record: RunRecord
+    waiting: tuple[str, ...]  # the entries now waiting for it
+
+    def describe(self) -> str:
+        return f"enqueue run {self.run_id} for {len(self.waiting)} fire(s): {', '.join(self.waiting[:5])}"
+
+
+@dataclass(frozen=True)
+class Coalesce:
+    """An entry joined the run already queued (report only)."""
+
+    event_id: str
+    run_id: str
+
+    def describe(self) -> str:
+        return f"coalesce fire {self.event_id} into queued run {self.run_id}"
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """Move an unusable inbox value aside: put it under quarantine, delete it."""
+
+    key: str
+    value: bytes
+    reason: str
+
+    def describe(self) -> str:
+        return f"quarantine {self.key}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class MarkRunLost:
+    """Record that a run will never start or finish; its entries get a new run."""
+
+    run_id: str
+    record: RunRecord
+
+    def describe(self) -> str:
+        return f"run {self.run_id} lost: {self.record.reason}"
+
+
+Action = Union[EnqueueRun, Coalesce, Quarantine, MarkRunLost]
+
+
+class ProtocolError(Exception):
+    """An event the core cannot take in its current state."""
+
+
+# -- the core ------------------------------------------------------------------
+
+
+@dataclass
+class WatcherCore:
+    host: str
+    layout: Layout
+    new_run_id: Callable[[], str]
+    pending: dict[str, Entry] = field(default_factory=dict)
+    runs: dict[str, RunRecord] = field(default_factory=dict)
+    queued_run: str | None = None
+    revision: int = 0
+    retry_at: float = 0.0
+    failures: int = 0
+    synced: bool = False
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        if isinstance(event, Snapshot):
+            actions = self._snapshot(event, now)
+        elif not self.synced:
+            raise ProtocolError(f"{type(event).__name__} before the first Snapshot")
+        elif isinstance(event, Changes):
+            actions = self._changes(event)
+        elif isinstance(event, EnqueueFailed):
+            actions = self._enqueue_failed(event, now)
+        elif isinstance(event, Tick):
+            actions = []
+        else:
+            raise ProtocolError(f"unknown event {event!r}")
+        return actions + self._decide(now)
+
+    @property
+    def wake_at(self) -> float | None:
+        """When a `Tick` would queue a run that a failure delayed, if ever."""
+        if self.pending and self.queued_run is None:
+            return self.retry_at
+        return None
+
+    @property
+    def busy(self) -> bool:
+        """True while something is outstanding that the queue must finish."""
+        return bool(self.pending) or any(r.active for r in self.runs.values())
+
+    # -- transitions -----------------------------------------------------------
+
+    def _snapshot(self, event: Snapshot, now: float) -> list[Action]:
+        self.pending.clear()
+        self.runs.clear()
+        self.queued_run = None
+        self.revision = event.revision
+        self.synced = True
+        actions: list[Action] = []
+        for kv in event.items:
+            actions += self._apply(Put(kv.key, kv.value, kv.mod_revision), coalesce=False)
+        live = event.live_runs
+        for run in sorted(self.runs.values(), key=lambda r: r.run_id):
+            if not run.active:
+                continue
+            if live is not None and run.run_id not in live:
+                actions.append(self._lose(run, f"{run.state} in the store but not in the queue"))
+            elif run.state == "queued":
+                # With two queued runs (a race with an older watcher) entries
+                # wait for the newest; the other still runs and serves them.
+                self.queued_run = run.run_id
+        return actions
+
+    def _changes(self, event: Changes) -> list[Action]:
+        actions: list[Action] = []
+        for change in event.changes:
+            if change.revision > self.revision:
+                actions += self._apply(change, coalesce=True)
+        if event.changes:
+            self.revision = max(self.revision, event.changes[-1].revision)
+        return actions
+
+    def _apply(self, change: Change, coalesce: bool) -> list[Action]:
+        kind, name = self.layout.classify(self.host, change.key)
+        if kind == "entry":
+            if not isinstance(change, Put):
+                self.pending.pop(name, None)
+                return []
+            try:
+                entry = parse_entry(change.value)
+            except BadRecord as exc:
+                return [Quarantine(change.key, change.value, str(exc))]
+            if name in self.pending:
+                return []
+            self.pending[name] = entry
+            if coalesce and self.queued_run is not None:
+                return [Coalesce(name, self.queued_run)]
+            return []
+        if kind == "run":
+            if not isinstance(change, Put):
+                self.runs.pop(name, None)
+                return []
+            try:
+                run = parse_run(change.value)
+            except BadRecord as exc:
+                return [Quarantine(change.key, change.value, str(exc))]
+            self.runs[name] = run
+            if run.state != "queued":
+                self.failures = 0  # a run got through: the queue works
+                if name == self.queued_run:
+                    self.queued_run = None
+            return []
+        return []
+
+    def _enqueue_failed(self, event: EnqueueFailed, now: float) -> list[Action]:
+        actions: list[Action] = []
+        run = self.runs.get(event.run_id)
+        if run is not None and run.state == "queued":
+            actions.append(self._lose(run, f"could not queue: {event.reason}"))
+        if self.queued_run == event.run_id:
+            self.queued_run = None
+        self.failures += 1
+        self.retry_at = now + min(MAX_RETRY_DELAY, 2.0 ** (self.failures - 1))
+        return actions
+
+    def _lose(self, run: RunRecord, reason: str) -> MarkRunLost:
+        lost = RunRecord(**{**run.__dict__, "state": "lost", "reason": reason})
+        self.runs[run.run_id] = lost
+        return MarkRunLost(run.run_id, lost)
+
+    def _decide(self, now: float) -> list[Action]:
+        if not self.pending or self.queued_run is not None or now < self.retry_at:
+            return []
+        run_id = self.new_run_id()
+        record = RunRecord(run_id=run_id, host=self.host, state="queued", queued_at=now)
+        self.runs[run_id] = record
+        self.queued_run = run_id
+        return [EnqueueRun(run_id, record, tuple(sorted(self.pending)))]

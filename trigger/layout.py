@@ -1,0 +1,55 @@
+"""Where things live in the store, as pure functions of the prefix.
+
+    P/hosts/<host>/<event-id>     inbox entry (one per fire and target host)
+    P/hosts/<host>/runs/<run-id>  run record (queued, started, finished, lost)
+    P/quarantine/<host>/<key>     an inbox value the watcher could not use
+    P/refused/<event-id>          a fire refused by the loop TTL
+
+Inbox entries and run records of a host share one prefix so that one watch
+sees a run's start and the removal of the entries it served in the same
+revision, in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "/puppet_trigger/events"
+
+
+@dataclass(frozen=True)
+class Layout:
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self):
+        if not self.prefix.startswith("/") or self.prefix.endswith("/"):
+            raise ValueError(
+                f"bad prefix {self.prefix!r}: it must start with '/' and not end with '/'"
+            )
+
+    def host_prefix(self, host: str) -> str:
+        return f"{self.prefix}/hosts/{host}/"
+
+    def entry_key(self, host: str, event_id: str) -> str:
+        return f"{self.prefix}/hosts/{host}/{event_id}"
+
+    def runs_prefix(self, host: str) -> str:
+        return f"{self.prefix}/hosts/{host}/runs/"
+
+    def run_key(self, host: str, run_id: str) -> str:
+        return f"{self.prefix}/hosts/{host}/runs/{run_id}"
+
+    def quarantine_key(self, host: str, key: str) -> str:
+        return f"{self.prefix}/quarantine/{host}/{key.rsplit('/', 1)[-1]}"
+
+    def refused_key(self, event_id: str) -> str:
+        return f"{self.prefix}/refused/{event_id}"
+
+    def classify(self, host: str, key: str) -> tuple[str, str]:
+        """('entry', id), ('run', run_id) or ('other', rest) for a key under host_prefix."""
+        rest = key[len(self.host_prefix(host)):]
+        if "/" not in rest and rest:
+            return "entry", rest
+        if rest.startswith("runs/") and "/" not in rest[5:] and rest[5:]:
+            return "run", rest[5:]
+        return "other", rest

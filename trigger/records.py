@@ -1,0 +1,183 @@
+"""What trigger keeps in the store: inbox entries and run records.
+
+Both are JSON objects. Everything read back from the store is untrusted:
+`parse_entry` and `parse_run` check every field and raise `BadRecord` with
+a one-line reason, so a corrupt value can be set aside, never crash a
+watcher and never reach a shell.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+MAX_VALUE_BYTES = 8192
+MAX_RUN_BYTES = 256 * 1024
+MAX_SERVED = 1000  # ids kept in a run record; a storm may serve more
+MAX_NAME_CHARS = 256
+MAX_TTL = 100
+DEFAULT_TTL = 5
+
+# Hostnames, FQDNs and the ids we generate: no spaces, no '/', nothing a
+# shell would read as syntax.
+_HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+RUN_STATES = ("queued", "started", "finished", "lost")
+
+
+class BadRecord(ValueError):
+    """A stored value or an argument that trigger refuses, with the reason."""
+
+
+def check_host(host: object) -> str:
+    """Return `host` if it is a usable host name, else raise BadRecord."""
+    if not isinstance(host, str) or not host:
+        raise BadRecord(f"host name must be a non-empty string, got {host!r}")
+    if not _HOST_RE.fullmatch(host):
+        raise BadRecord(
+            f"bad host name {host!r}: use letters, digits, '.', '-' and '_' only"
+        )
+    return host
+
+
+def check_id(value: object, what: str = "id") -> str:
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise BadRecord(f"bad {what} {value!r}")
+    return value
+
+
+def check_ttl(ttl: object) -> int:
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL:
+        raise BadRecord(f"ttl must be an integer from 1 to {MAX_TTL}, got {ttl!r}")
+    return ttl
+
+
+def split_hosts(text: str) -> list[str]:
+    """Parse `--hosts a,b,c`; duplicates collapse, order is kept."""
+    hosts = [h.strip() for h in text.split(",")]
+    if not text.strip():
+        raise BadRecord("--hosts is empty")
+    return list(dict.fromkeys(check_host(h) for h in hosts))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One fire as seen by one target host: the value of an inbox key."""
+
+    id: str
+    trigger: str
+    fired_at: float
+    hop: int = 1
+    ttl: int = DEFAULT_TTL
+    chain: tuple[str, ...] = ()
+    origin: str = ""
+
+    def encode(self) -> bytes:
+        data = asdict(self)
+        data["chain"] = list(self.chain)
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One queued run of a host, from queueing to its exit code."""
+
+    run_id: str
+    host: str
+    state: str
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    served: tuple[str, ...] = ()
+    hop: int = 0
+    chain: tuple[str, ...] = ()
+    reason: str = ""
+
+    def encode(self) -> bytes:
+        data = asdict(self)
+        data["served"] = list(self.served)
+        data["chain"] = list(self.chain)
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "started")
+
+
+def _load_object(value: bytes, limit: int = MAX_VALUE_BYTES) -> dict:
+    if len(value) > limit:
+        raise BadRecord(f"value is {len(value)} bytes, more than {limit}")
+    try:
+        data = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRecord(f"value is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRecord(f"value is JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _field(data: dict, name: str, types, default=field):
+    if name not in data:
+        if default is field:
+            raise BadRecord(f"field {name!r} is missing")
+        return default
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise BadRecord(f"field {name!r} has the wrong type: {value!r:.60}")
+    return value
+
+
+def _hosts(data: dict, name: str) -> tuple[str, ...]:
+    value = _field(data, name, list, [])
+    if len(value) > MAX_TTL + 1:
+        raise BadRecord(f"field {name!r} is too long ({len(value)} hosts)")
+    return tuple(check_host(h) for h in value)
+
+
+def parse_entry(value: bytes) -> Entry:
+    data = _load_object(value)
+    trigger = _field(data, "trigger", str)
+    if not trigger or len(trigger) > MAX_NAME_CHARS:
+        raise BadRecord(f"field 'trigger' must be 1 to {MAX_NAME_CHARS} characters")
+    hop = _field(data, "hop", int, 1)
+    if hop < 1:
+        raise BadRecord(f"field 'hop' must be at least 1, got {hop}")
+    origin = _field(data, "origin", str, "")
+    return Entry(
+        id=check_id(_field(data, "id", str), "event id"),
+        trigger=trigger,
+        fired_at=float(_field(data, "fired_at", (int, float))),
+        hop=hop,
+        ttl=check_ttl(_field(data, "ttl", int, DEFAULT_TTL)),
+        chain=_hosts(data, "chain"),
+        origin=check_host(origin) if origin else "",
+    )
+
+
+def parse_run(value: bytes) -> RunRecord:
+    data = _load_object(value, MAX_RUN_BYTES)
+    state = _field(data, "state", str)
+    if state not in RUN_STATES:
+        raise BadRecord(f"field 'state' must be one of {', '.join(RUN_STATES)}")
+
+    def when(name):
+        v = _field(data, name, (int, float, type(None)), None)
+        return None if v is None else float(v)
+
+    served = _field(data, "served", list, [])[:MAX_SERVED]
+    return RunRecord(
+        run_id=check_id(_field(data, "run_id", str), "run id"),
+        host=check_host(_field(data, "host", str)),
+        state=state,
+        queued_at=when("queued_at"),
+        started_at=when("started_at"),
+        finished_at=when("finished_at"),
+        exit_code=_field(data, "exit_code", (int, type(None)), None),
+        served=tuple(check_id(s, "event id") for s in served),
+        hop=_field(data, "hop", int, 0),
+        chain=_hosts(data, "chain"),
+        reason=_field(data, "reason", str, "")[:MAX_NAME_CHARS],
+    )
