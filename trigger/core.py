@@ -237,6 +237,10 @@ class WatcherCore:
                 return [Quarantine(change.key, change.value, str(exc))]
             self.runs[name] = run
             if run.state != "queued":
+                # Entries a started run served are acknowledged even before
+                # their deletion arrives (a large inbox takes several txns).
+                for event_id in run.served:
+                    self.pending.pop(event_id, None)
                 self.failures = 0  # a run got through: the queue works
                 if name == self.queued_run:
                     self.queued_run = None

@@ -13,8 +13,8 @@ import re
 from dataclasses import asdict, dataclass, field
 
 MAX_VALUE_BYTES = 8192
-MAX_RUN_BYTES = 256 * 1024
-MAX_SERVED = 1000  # ids kept in a run record; a storm may serve more
+MAX_RUN_BYTES = 1024 * 1024
+MAX_SERVED = 20000  # ids a run record lists; etcd takes requests up to 1.5 MiB
 MAX_NAME_CHARS = 256
 MAX_TTL = 100
 DEFAULT_TTL = 5

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up what trigger needs, installing only what is missing.
+#   scripts/setup.sh           the virtualenv (.venv) with trigger and the test tools
+#   scripts/setup.sh --system  also the Debian packages the tests run for real
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(etcd-server etcd-client task-spooler puppet puppet-lint openssh-server iproute2 vagrant)
+if [ "${1:-}" = "--system" ]; then
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+# Reinstall only when the project's dependencies changed.
+stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  rm -f .venv/.installed-*; touch "$stamp"
+fi

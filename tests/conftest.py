@@ -1,0 +1,42 @@
+"""Shared fixtures. A test that needs a program says so through `need()`:
+outside CI a missing program skips the test with the package to install;
+in CI (CI=true) it fails, so no coverage is claimed that did not run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.etcd_server import EtcdServer
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(program: str, package: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        message = f"{program} not found: install the Debian package {package}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("this test needs root")
+        pytest.skip("this test needs root")
+
+
+@pytest.fixture
+def etcd_server(tmp_path):
+    """A fresh single-member etcd on free loopback ports, killed afterwards."""
+    need("etcd", "etcd-server")
+    server = EtcdServer(tmp_path / "etcd").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,89 @@
+"""A real etcd server on loopback, on free ports, in a directory of its own.
+
+Used by the test fixtures and the benchmarks. Needs the `etcd` binary
+(Debian package etcd-server).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EtcdServer:
+    """`start()`, `stop()`, `restart()` keep the data dir and the ports."""
+
+    def __init__(self, data_dir: Path, extra_args: tuple[str, ...] = ()):
+        self.binary = shutil.which("etcd")
+        if self.binary is None:
+            raise RuntimeError("etcd not found: install the Debian package etcd-server")
+        self.data_dir = Path(data_dir)
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self, timeout: float = 20.0) -> "EtcdServer":
+        client, peer = self.endpoint, f"http://127.0.0.1:{self.peer_port}"
+        args = [
+            self.binary,
+            "--name", "test",
+            "--data-dir", str(self.data_dir / "data"),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"test={peer}",
+            "--log-level", "error",
+            *self.extra_args,
+        ]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "etcd.log", "ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited with {self.proc.returncode}; see {self.data_dir}/etcd.log")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/health", timeout=1) as r:
+                    if b'"true"' in r.read():
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"etcd did not become healthy in {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> "EtcdServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,120 @@
+"""Firing a trigger: one inbox entry per target host, with loop protection.
+
+The hop count travels with a triggered run in the environment of `trigger
+run` (TRIGGER_HOP, TRIGGER_CHAIN); a fire made inside that run carries
+hop + 1 and is refused above its ttl. A refusal is recorded in the store
+so it can be seen from anywhere, and raised as `LoopRefused`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+from .layout import Layout
+from .records import DEFAULT_TTL, BadRecord, Entry, check_host, check_ttl
+from .store.base import PutOp, Store
+
+TXN_OPS = 128  # etcd's default --max-txn-ops
+
+
+class LoopRefused(Exception):
+    """A fire above its ttl; the message names the chain of hosts."""
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a fire comes from: the hop and hosts of the run that made it."""
+
+    hop: int = 0
+    chain: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Lineage":
+        """Read what `trigger run` put into a run's environment."""
+        raw_hop = env.get("TRIGGER_HOP", "").strip()
+        if not raw_hop:
+            return cls()
+        if not raw_hop.isdigit():
+            raise BadRecord(f"TRIGGER_HOP must be a number, got {raw_hop!r}")
+        raw_chain = env.get("TRIGGER_CHAIN", "").strip()
+        chain = tuple(check_host(h) for h in raw_chain.split(",")) if raw_chain else ()
+        return cls(int(raw_hop), chain)
+
+    def to_env(self) -> dict[str, str]:
+        return {"TRIGGER_HOP": str(self.hop), "TRIGGER_CHAIN": ",".join(self.chain)}
+
+
+def new_event_id(now: float | None = None) -> str:
+    """Sortable by time, unique without coordination."""
+    now = time.time() if now is None else now
+    return f"{int(now * 1e6):016x}-{secrets.token_hex(4)}"
+
+
+def make_entry(
+    name: str,
+    lineage: Lineage,
+    origin: str,
+    ttl: int = DEFAULT_TTL,
+    now: float | None = None,
+    event_id: str | None = None,
+) -> Entry:
+    """The entry a fire writes, or LoopRefused if it would exceed the ttl."""
+    check_ttl(ttl)
+    if not name or len(name) > 256:
+        raise BadRecord("trigger name must be 1 to 256 characters")
+    now = time.time() if now is None else now
+    hop = lineage.hop + 1
+    chain = lineage.chain + ((origin,) if origin else ())  # hosts that fired, in order
+    if hop > ttl:
+        raise LoopRefused(
+            f"loop refused: trigger {name!r} would be hop {hop} > ttl {ttl}; "
+            f"chain {' -> '.join(chain) or '(none)'}"
+        )
+    return Entry(
+        id=event_id or new_event_id(now),
+        trigger=name,
+        fired_at=now,
+        hop=hop,
+        ttl=ttl,
+        chain=chain[-(ttl + 1):],
+        origin=origin,
+    )
+
+
+def write_entry(store: Store, layout: Layout, entry: Entry, hosts: list[str]) -> int:
+    """Put the entry into every host's inbox, TXN_OPS keys per transaction."""
+    value = entry.encode()
+    ops = [PutOp(layout.entry_key(check_host(h), entry.id), value) for h in hosts]
+    revision = 0
+    for i in range(0, len(ops), TXN_OPS):
+        revision = store.txn(ops[i : i + TXN_OPS]) or revision
+    return revision
+
+
+def fire(store: Store, layout: Layout, name: str, hosts: list[str], lineage: Lineage,
+         origin: str, ttl: int = DEFAULT_TTL, now: float | None = None,
+         event_id: str | None = None) -> Entry:
+    """Write one fire into every host's inbox; record and raise a refusal.
+
+    `event_id` is for callers that need determinism (the simulator).
+    """
+    now = time.time() if now is None else now
+    event_id = event_id or new_event_id(now)
+    hosts = [check_host(h) for h in hosts]
+    try:
+        entry = make_entry(name, lineage, origin, ttl, now, event_id)
+    except LoopRefused as refusal:
+        record = {
+            "id": event_id, "trigger": name, "hosts": hosts, "hop": lineage.hop + 1,
+            "ttl": ttl, "chain": [*lineage.chain, origin], "refused_at": now,
+            "reason": str(refusal),
+        }
+        store.put(layout.refused_key(event_id), json.dumps(record, sort_keys=True).encode())
+        raise
+    write_entry(store, layout, entry, hosts)
+    return entry

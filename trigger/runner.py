@@ -1,0 +1,68 @@
+"""What a queued run does around its command: mark start, run, mark finish.
+
+`start_run` is the acknowledgement: one transaction writes the started run
+record, listing every inbox entry present, and removes those entries (a
+large inbox needs more transactions; the record comes first, so a crash in
+between leaves entries that merely get one more run). An entry therefore
+goes only when a run that started after its fire has begun.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import replace
+
+from .fire import TXN_OPS, Lineage
+from .layout import Layout
+from .records import MAX_SERVED, BadRecord, RunRecord, parse_entry, parse_run
+from .store.base import DeleteOp, PutOp, Store
+
+
+def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float) -> RunRecord:
+    items, _ = store.get_prefix(layout.host_prefix(host))
+    queued_at, served, keys = None, [], []
+    best = None
+    for kv in items:
+        kind, name = layout.classify(host, kv.key)
+        try:
+            if kind == "run" and name == run_id:
+                queued_at = parse_run(kv.value).queued_at
+            elif kind == "entry" and len(served) < MAX_SERVED:
+                entry = parse_entry(kv.value)
+                served.append(name)
+                keys.append(kv.key)
+                if best is None or entry.hop > best.hop:
+                    best = entry
+        except BadRecord:
+            continue  # the watcher quarantines it; a run cannot serve it
+    lineage = Lineage(best.hop, best.chain) if best else Lineage()
+    record = RunRecord(
+        run_id=run_id, host=host, state="started", queued_at=queued_at,
+        started_at=now, served=tuple(served), hop=lineage.hop, chain=lineage.chain,
+    )
+    deletes = [DeleteOp(k) for k in keys]
+    store.txn([PutOp(layout.run_key(host, run_id), record.encode()), *deletes[: TXN_OPS - 1]])
+    rest = deletes[TXN_OPS - 1 :]
+    for i in range(0, len(rest), TXN_OPS):
+        store.txn(rest[i : i + TXN_OPS])
+    return record
+
+
+def finish_run(store: Store, layout: Layout, record: RunRecord, exit_code: int,
+               now: float, lease: int = 0) -> RunRecord:
+    done = replace(record, state="finished", finished_at=now, exit_code=exit_code)
+    store.put(layout.run_key(record.host, record.run_id), done.encode(), lease=lease)
+    return done
+
+
+def run_command(argv: list[str], record: RunRecord) -> int:
+    """Run the configured command (an argv, never a shell) with the lineage."""
+    env = dict(os.environ)
+    env.update(Lineage(record.hop, record.chain).to_env())
+    env["TRIGGER_RUN_ID"] = record.run_id
+    env["TRIGGER_HOST"] = record.host
+    try:
+        return subprocess.call(argv, env=env)
+    except OSError as exc:
+        raise BadRecord(f"cannot run {argv[0]!r}: {exc.strerror}") from None
