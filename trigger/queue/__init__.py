@@ -1,0 +1,29 @@
+"""Run queues, chosen by name: `tsp` (task-spooler) or `inline` (in-process)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class QueueError(Exception):
+    """The queue could not take a run or could not be asked; the message says why."""
+
+
+class RunQueue(Protocol):
+    def enqueue(self, run_id: str, argv: list[str]) -> None:
+        """Queue `argv` (never through a shell) under the given run id."""
+
+    def live_run_ids(self) -> frozenset[str]:
+        """Run ids the queue holds, queued or running."""
+
+
+def open_queue(name: str) -> RunQueue:
+    if name == "tsp":
+        from .tsp import TspQueue
+
+        return TspQueue()
+    if name == "inline":
+        from .inline import InlineQueue
+
+        return InlineQueue()
+    raise ValueError(f"unknown queue {name!r}: use tsp or inline")

@@ -1,0 +1,81 @@
+"""task-spooler as the run queue: one `tsp` server per TS_SOCKET.
+
+Each run is labelled `trigger:<run-id>`, so `tsp -l` tells which of our
+runs the server still holds. A server that died takes its queue with it;
+the next `tsp` call starts a new, empty one, and the watcher re-queues.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from . import QueueError
+
+LABEL_PREFIX = "trigger:"
+LIVE_STATES = ("queued", "running", "allocating")
+
+_ROW = re.compile(
+    r"^(?P<id>\d+)\s+(?P<state>\S+)\s+(?P<output>\S+)\s+"
+    r"(?:(?P<exit>-?\d+)\s+(?P<times>[\d.]+/[\d.]+/[\d.]+)\s+)?(?P<command>.*)$"
+)
+
+
+@dataclass(frozen=True)
+class TspJob:
+    id: int
+    state: str
+    exit_code: int | None
+    label: str
+    command: str
+
+    @property
+    def run_id(self) -> str | None:
+        return self.label[len(LABEL_PREFIX):] if self.label.startswith(LABEL_PREFIX) else None
+
+
+def parse_tsp_list(text: str) -> list[TspJob]:
+    """Parse the output of `tsp -l` (task-spooler 1.0)."""
+    jobs = []
+    for line in text.splitlines():
+        match = _ROW.match(line)
+        if not match:
+            continue  # the header, or a blank line
+        command, label = match["command"], ""
+        if command.startswith("[") and "]" in command:
+            label, command = command[1:].split("]", 1)
+        jobs.append(TspJob(
+            id=int(match["id"]),
+            state=match["state"],
+            exit_code=int(match["exit"]) if match["exit"] is not None else None,
+            label=label,
+            command=command,
+        ))
+    return jobs
+
+
+class TspQueue:
+    def __init__(self, tsp: str = "tsp", timeout: float = 10.0):
+        self.tsp = shutil.which(tsp)
+        if self.tsp is None:
+            raise QueueError(f"{tsp} not found: install the Debian package task-spooler")
+        self.timeout = timeout
+
+    def _call(self, args: list[str]) -> str:
+        try:
+            done = subprocess.run([self.tsp, *args], capture_output=True, text=True,
+                                  timeout=self.timeout, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise QueueError(f"tsp {args[0]} failed: {exc}") from None
+        if done.returncode != 0:
+            raise QueueError(f"tsp {args[0]} exited {done.returncode}: {done.stderr.strip()[:200]}")
+        return done.stdout
+
+    def enqueue(self, run_id: str, argv: list[str]) -> None:
+        self._call(["-L", LABEL_PREFIX + run_id, *argv])
+
+    def live_run_ids(self) -> frozenset[str]:
+        jobs = parse_tsp_list(self._call(["-l"]))
+        return frozenset(j.run_id for j in jobs if j.run_id and j.state in LIVE_STATES)
