@@ -1,0 +1,213 @@
+"""Every transition of the watcher core, on hand-made events."""
+
+import itertools
+
+import pytest
+
+from trigger.core import (
+    Changes,
+    Coalesce,
+    EnqueueFailed,
+    EnqueueRun,
+    MarkRunLost,
+    ProtocolError,
+    Quarantine,
+    Snapshot,
+    Tick,
+    WatcherCore,
+)
+from trigger.layout import Layout
+from trigger.records import Entry, RunRecord
+from trigger.store.base import Delete, KeyValue, Put
+
+L = Layout()
+HOST = "lb1.example.com"
+
+
+def make_core():
+    ids = (f"r{i}" for i in itertools.count(1))
+    return WatcherCore(HOST, L, lambda: next(ids))
+
+
+def entry(eid, hop=1):
+    return Entry(eid, "refresh", 1.0, hop=hop)
+
+
+def put_entry(eid, rev):
+    return Put(L.entry_key(HOST, eid), entry(eid).encode(), rev)
+
+
+def put_run(run_id, state, rev, served=()):
+    record = RunRecord(run_id, HOST, state, queued_at=1.0, served=tuple(served))
+    return Put(L.run_key(HOST, run_id), record.encode(), rev)
+
+
+def kv(change):
+    return KeyValue(change.key, change.value, change.revision, change.revision)
+
+
+def synced(items=(), live=frozenset(), revision=10):
+    core = make_core()
+    actions = core.handle(Snapshot(tuple(kv(c) for c in items), revision, live), 0.0)
+    return core, actions
+
+
+def test_events_before_the_first_snapshot_are_refused():
+    with pytest.raises(ProtocolError, match="Changes before the first Snapshot"):
+        make_core().handle(Changes(()), 0.0)
+
+
+def test_empty_inbox_does_nothing():
+    core, actions = synced()
+    assert actions == [] and not core.busy
+
+
+def test_snapshot_with_entries_enqueues_one_run_for_all():
+    core, actions = synced([put_entry("e1", 3), put_entry("e2", 4)])
+    assert [type(a) for a in actions] == [EnqueueRun]
+    assert actions[0].run_id == "r1" and actions[0].waiting == ("e1", "e2")
+    assert actions[0].record.state == "queued" and core.queued_run == "r1"
+
+
+def test_new_entry_when_idle_enqueues():
+    core, _ = synced()
+    actions = core.handle(Changes((put_entry("e1", 11),)), 5.0)
+    assert [(type(a), a.run_id) for a in actions] == [(EnqueueRun, "r1")]
+    assert actions[0].record.queued_at == 5.0
+
+
+def test_entries_while_queued_coalesce():
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11),)), 1.0)
+    core.handle(Changes((put_run("r1", "queued", 12),)), 1.0)  # our own record echoed back
+    actions = core.handle(Changes((put_entry("e2", 13), put_entry("e3", 14))), 2.0)
+    assert actions == [Coalesce("e2", "r1"), Coalesce("e3", "r1")]
+
+
+def test_run_start_acks_and_later_entries_get_exactly_one_more_run():
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11),)), 1.0)
+    start = (put_run("r1", "started", 12, served=["e1"]), Delete(L.entry_key(HOST, "e1"), 12))
+    assert core.handle(Changes(start), 2.0) == []
+    assert core.queued_run is None and not core.pending
+    actions = []
+    for i in range(30):
+        actions += core.handle(Changes((put_entry(f"s{i}", 13 + i),)), 3.0 + i)
+    assert [type(a) for a in actions] == [EnqueueRun] + [Coalesce] * 29
+    # fires in one batch wait for one run too
+    core, _ = synced()
+    batch = tuple(put_entry(f"b{i}", 11 + i) for i in range(30))
+    actions = core.handle(Changes(batch), 1.0)
+    assert [type(a) for a in actions] == [EnqueueRun] and len(actions[0].waiting) == 30
+
+
+def test_served_entries_count_as_acknowledged_before_their_delete_arrives():
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11), put_entry("e2", 12))), 1.0)
+    actions = core.handle(Changes((put_run("r1", "started", 13, served=["e1", "e2"]),)), 2.0)
+    assert actions == [] and not core.pending
+
+
+def test_entry_arriving_between_run_read_and_start_gets_a_new_run():
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11),)), 1.0)
+    assert core.handle(Changes((put_entry("e2", 12),)), 1.5) == [Coalesce("e2", "r1")]
+    # the run read the inbox before e2 landed, so it served only e1
+    actions = core.handle(Changes((put_run("r1", "started", 13, served=["e1"]),)), 2.0)
+    assert [(type(a), a.waiting) for a in actions] == [(EnqueueRun, ("e2",))]
+
+
+def test_changes_older_than_the_snapshot_are_ignored():
+    core, _ = synced(revision=20)
+    assert core.handle(Changes((put_entry("old", 15),)), 1.0) == []
+    assert not core.pending
+
+
+def test_duplicate_put_of_a_pending_entry_is_not_a_new_fire():
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11),)), 1.0)
+    assert core.handle(Changes((put_entry("e1", 12),)), 1.0) == []
+
+
+def test_bad_inbox_value_is_quarantined_and_the_rest_still_served():
+    core, _ = synced()
+    bad = Put(L.entry_key(HOST, "bad"), b"{not json", 11)
+    actions = core.handle(Changes((bad, put_entry("e1", 12))), 1.0)
+    assert isinstance(actions[0], Quarantine) and actions[0].key.endswith("/bad")
+    assert "not JSON" in actions[0].reason
+    assert isinstance(actions[1], EnqueueRun) and actions[1].waiting == ("e1",)
+
+
+def test_bad_run_record_is_quarantined():
+    core, _ = synced()
+    bad = Put(L.run_key(HOST, "rx"), b'{"state": "dancing"}', 11)
+    actions = core.handle(Changes((bad,)), 1.0)
+    assert isinstance(actions[0], Quarantine) and "state" in actions[0].reason
+
+
+def test_keys_of_other_shapes_are_ignored():
+    core, _ = synced()
+    other = Put(L.host_prefix(HOST) + "something/deeper/x", b"zzz", 11)
+    assert core.handle(Changes((other,)), 1.0) == []
+
+
+def test_snapshot_marks_runs_missing_from_the_queue_lost_and_requeues():
+    items = [put_run("r9", "queued", 5), put_entry("e1", 6)]
+    core, actions = synced(items, live=frozenset())
+    assert isinstance(actions[0], MarkRunLost) and actions[0].record.state == "lost"
+    assert "not in the queue" in actions[0].record.reason
+    assert isinstance(actions[1], EnqueueRun)
+
+
+def test_snapshot_keeps_a_queued_run_the_queue_still_holds():
+    core, actions = synced([put_run("r9", "queued", 5), put_entry("e1", 6)], live=frozenset({"r9"}))
+    assert actions == [] and core.queued_run == "r9"
+
+
+def test_snapshot_without_queue_knowledge_declares_nothing_lost():
+    core, actions = synced([put_run("r9", "started", 5)], live=None)
+    assert actions == []
+
+
+def test_started_run_that_died_is_lost_but_finished_runs_are_history():
+    items = [put_run("r8", "finished", 4), put_run("r9", "started", 5)]
+    core, actions = synced(items, live=frozenset())
+    assert [(type(a), a.run_id) for a in actions] == [(MarkRunLost, "r9")]
+
+
+def test_enqueue_failure_loses_the_run_and_retries_after_a_growing_delay():
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11),)), 10.0)
+    actions = core.handle(EnqueueFailed("r1", "tsp not found"), 10.0)
+    assert [type(a) for a in actions] == [MarkRunLost]
+    assert core.wake_at == 11.0
+    assert core.handle(Tick(), 10.5) == []
+    retry = core.handle(Tick(), 11.0)
+    assert [(type(a), a.run_id) for a in retry] == [(EnqueueRun, "r2")]
+    core.handle(EnqueueFailed("r2", "again"), 11.0)
+    assert core.wake_at == 13.0  # 1 s, then 2 s, ...
+
+
+def test_a_run_getting_through_resets_the_retry_delay():
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11),)), 0.0)
+    core.handle(EnqueueFailed("r1", "x"), 0.0)
+    core.handle(Tick(), 1.0)
+    core.handle(Changes((put_run("r2", "started", 12, served=["e1"]),)), 2.0)
+    assert core.failures == 0
+
+
+def test_deleting_a_run_record_forgets_it():
+    core, _ = synced([put_run("r8", "finished", 4)])
+    core.handle(Changes((Delete(L.run_key(HOST, "r8"), 11),)), 1.0)
+    assert "r8" not in core.runs
+
+
+def test_busy_while_runs_are_active():
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11),)), 0.0)
+    assert core.busy
+    core.handle(Changes((put_run("r1", "started", 12, served=["e1"]),)), 1.0)
+    assert core.busy  # still running
+    core.handle(Changes((put_run("r1", "finished", 13, served=["e1"]),)), 2.0)
+    assert not core.busy
