@@ -57,9 +57,11 @@ class WatchDaemon:
         self.check_interval = check_interval
         self.idle_check = idle_check
         self.stopping = threading.Event()
+        self._inbox: queue_module.Queue = queue_module.Queue()
 
     def stop(self) -> None:
         self.stopping.set()
+        self._inbox.put(None)  # wakes the loop at once
 
     def run_forever(self) -> None:
         delay = 0.2
@@ -78,7 +80,9 @@ class WatchDaemon:
 
     def _follow(self) -> None:
         revision = self._resync()
-        inbox: queue_module.Queue = queue_module.Queue()
+        inbox = self._inbox = queue_module.Queue()
+        if self.stopping.is_set():
+            return
         watch = self.store.watch_prefix(self.layout.host_prefix(self.core.host), revision + 1, inbox.put)
         try:
             while not self.stopping.is_set():
@@ -91,6 +95,8 @@ class WatchDaemon:
                     else:
                         self._resync()
                     continue
+                if item is None:
+                    return
                 if isinstance(item, BaseException):
                     raise item
                 self._apply(self.core.handle(Changes(tuple(item)), self.clock()))

@@ -1,0 +1,94 @@
+"""A real node on loopback: etcd, a task-spooler server of its own, the watcher.
+
+`node.fire()` fires through the real CLI path (the etcd store) and keeps the
+fire times; `node.runs()` reads what the recorder run command wrote;
+`node.unserved()` lists fires with no run that started after them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need
+from trigger.fire import Lineage, fire
+from trigger.layout import Layout
+from trigger.store import open_store
+
+RECORDER = Path(__file__).with_name("recorder.py")
+
+
+class Node:
+    def __init__(self, tmp: Path, endpoint: str, host: str = "node1.test"):
+        self.tmp, self.endpoint, self.host = tmp, endpoint, host
+        self.log = tmp / "runs.jsonl"
+        self.watch_log = tmp / "watch.log"
+        self.env = {**os.environ, "TS_SOCKET": str(tmp / "tsp.sock"), "TMPDIR": str(tmp)}
+        self.env.pop("ETCDCTL_ENDPOINTS", None)
+        self.store = open_store("etcd", endpoints=[endpoint])
+        self.layout = Layout()
+        self.fires: list[float] = []
+        self.proc: subprocess.Popen | None = None
+
+    def start_watcher(self, run_seconds: float = 0.2, check_interval: float = 0.5, exit_code: int = 0):
+        run_cmd = f"{sys.executable} {RECORDER} {self.log} {run_seconds} {exit_code}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trigger", "watch", "--host", self.host, "--queue", "tsp",
+             "--endpoints", self.endpoint, "--run-cmd", run_cmd,
+             "--check-interval", str(check_interval)],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.watch_log, "a"),
+            start_new_session=True,
+        )
+        return self.proc
+
+    def kill_watcher(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def fire(self, name: str = "refresh") -> float:
+        entry = fire(self.store, self.layout, name, [self.host], Lineage(), "tester")
+        self.fires.append(entry.fired_at)
+        return entry.fired_at
+
+    def runs(self) -> list[dict]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def unserved(self) -> list[float]:
+        starts = [r["start"] for r in self.runs()]
+        return [f for f in self.fires if not any(s > f for s in starts)]
+
+    def wait_served(self, timeout: float = 30.0) -> list[float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.unserved():
+                return []
+            time.sleep(0.1)
+        return self.unserved()
+
+    def tsp(self, *args: str) -> str:
+        return subprocess.run(["tsp", *args], env=self.env, capture_output=True, text=True).stdout
+
+    def close(self):
+        self.kill_watcher()
+        subprocess.run(["tsp", "-K"], env=self.env, capture_output=True)
+        self.store.close()
+
+
+@pytest.fixture
+def node(tmp_path, etcd_server):
+    need("tsp", "task-spooler")
+    n = Node(tmp_path, etcd_server.endpoint)
+    try:
+        yield n
+    finally:
+        n.close()
