@@ -1,0 +1,387 @@
+"""The Puppet module puppet/trigger, applied with real Puppet (Debian `puppet`).
+
+Each `puppet apply` gets its own vardir/confdir/codedir under tmp_path, so
+nothing touches /etc/puppet or /var/cache/puppet and tests do not share
+state. The module finds the `trigger` command through Hiera
+(`trigger::params::trigger_bin`), the way a site would point it at its
+virtualenv; the seed's example manifest is applied as shipped.
+
+What is checked against a real etcd is the store itself (`etcdctl get -w
+json`): the keys written and the store revision, so "fires nothing" means no
+write at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI, need
+from tests.etcd_server import free_port
+
+pytestmark = pytest.mark.puppet
+
+REPO = Path(__file__).resolve().parents[3]
+MODULEPATH = REPO / "puppet"
+MODULE = MODULEPATH / "trigger"
+EXAMPLES = MODULE / "examples"
+PREFIX = "/puppet_trigger/events"
+LB_HOSTS = ["lb01.example.com", "lb02.example.com"]
+
+# Puppet prints these on some containers (Facter cannot read /proc/1/environ);
+# they are not ours and say nothing about the module.
+FACTER_NOISE = re.compile(r"^.*Facter: .*$\n?", re.MULTILINE)
+# What a Ruby backtrace looks like in Puppet's output.
+BACKTRACE = re.compile(r"\.rb:\d+:in |/lib/ruby/|^\s+from /", re.MULTILINE)
+
+
+def trigger_bin() -> str:
+    path = os.environ.get("TRIGGER_BIN") or str(REPO / ".venv" / "bin" / "trigger")
+    if not os.access(path, os.X_OK):
+        message = f"{path} not found: run scripts/setup.sh (or set TRIGGER_BIN)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without trigger or etcd settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TRIGGER_", "ETCDCTL_", "FACTER_"))}
+    env.update(extra)
+    return env
+
+
+class Apply:
+    """`puppet apply` in a private Puppet home under `root`."""
+
+    def __init__(self, root: Path, hiera: dict | None = None):
+        need("puppet", "puppet")
+        self.root = root
+        for d in ("var", "conf", "code", "log", "run"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        data = {"trigger::params::trigger_bin": trigger_bin(), **(hiera or {})}
+        (root / "data").mkdir(exist_ok=True)
+        (root / "data" / "common.json").write_text(json.dumps(data))
+        (root / "hiera.yaml").write_text(
+            "---\nversion: 5\ndefaults:\n  datadir: data\n  data_hash: json_data\n"
+            "hierarchy:\n  - name: common\n    path: common.json\n"
+        )
+
+    def __call__(self, manifest: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        path = self.root / f"manifest-{time.monotonic_ns()}.pp"
+        path.write_text(manifest)
+        r = self.root
+        proc = subprocess.run(
+            ["puppet", "apply", "--color=false", "--detailed-exitcodes",
+             "--modulepath", str(MODULEPATH),
+             "--vardir", str(r / "var"), "--confdir", str(r / "conf"),
+             "--codedir", str(r / "code"), "--logdir", str(r / "log"),
+             "--rundir", str(r / "run"), "--hiera_config", str(r / "hiera.yaml"),
+             str(path)],
+            env=env or clean_env(), capture_output=True, text=True, timeout=120,
+        )
+        proc.output = FACTER_NOISE.sub("", proc.stdout + proc.stderr)
+        return proc
+
+
+def etcd_dump(endpoint: str, prefix: str = "/") -> tuple[int, dict[str, bytes]]:
+    """The store revision and every key under `prefix` with its value."""
+    need("etcdctl", "etcd-client")
+    out = subprocess.run(
+        ["etcdctl", "--endpoints", endpoint, "get", "--prefix", prefix, "-w", "json"],
+        env={**clean_env(), "ETCDCTL_API": "3"}, capture_output=True, text=True, check=True,
+        timeout=30,
+    ).stdout
+    data = json.loads(out)
+    kvs = {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"])
+           for kv in data.get("kvs", [])}
+    return data["header"]["revision"], kvs
+
+
+def inbox_entries(kvs: dict[str, bytes]) -> dict[str, list[dict]]:
+    """host -> the inbox entries (decoded) among `kvs`."""
+    inboxes: dict[str, list[dict]] = {}
+    for key, value in kvs.items():
+        rest = key[len(f"{PREFIX}/hosts/"):].split("/") if key.startswith(f"{PREFIX}/hosts/") else []
+        if len(rest) == 2:  # <host>/<event-id>, not runs/...
+            inboxes.setdefault(rest[0], []).append(json.loads(value))
+    return inboxes
+
+
+def exec_notifying(trigger_title: str, marker: Path) -> str:
+    """A resource that changes (and notifies) only while `marker` is missing."""
+    return (f"exec {{ '/usr/bin/touch {marker}':\n  creates => '{marker}',\n"
+            f"  notify  => Trigger['{trigger_title}'],\n}}\n")
+
+
+# -- firing ----------------------------------------------------------------------
+
+
+def test_seed_example_fires_once_per_host_and_second_apply_changes_nothing(tmp_path, etcd_server):
+    example = (EXAMPLES / "etcd-test.pp").read_text()
+    # The seed's declaration, metaparameter `tag` included, as shipped.
+    assert "trigger { 'refresh load balancers':" in example
+    assert "tag      => ['staging', 'lb', 'puppetlabs.com']" in example
+    assert "notify  => Trigger['refresh load balancers']" in example
+    # Only the marker file moves into this test's directory.
+    marker = tmp_path / "foo"
+    manifest = example.replace("/tmp/foo", str(marker))
+    assert f"exec {{ '/usr/bin/touch {marker}':" in manifest
+    assert f"creates => '{marker}'," in manifest
+
+    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": [etcd_server.endpoint]})
+    first = apply(manifest)
+    assert first.returncode == 2, first.output  # changes, no failures
+
+    revision, kvs = etcd_dump(etcd_server.endpoint)
+    inboxes = inbox_entries(kvs)
+    assert sorted(inboxes) == LB_HOSTS, kvs.keys()
+    assert all(len(entries) == 1 for entries in inboxes.values()), inboxes
+    (a,), (b,) = inboxes.values()
+    assert a == b  # one fire: the same entry in every inbox
+    assert a["trigger"] == "refresh load balancers"
+    assert a["hop"] == 1 and a["ttl"] == 5
+    assert a["id"] in first.output  # the fire's output is logged
+    assert "Trigger[refresh load balancers]/Exec[trigger fire refresh load balancers]" in first.output
+
+    second = apply(manifest)
+    assert second.returncode == 0, second.output  # no changes, no failures
+    assert "trigger fire" not in second.output
+    assert etcd_dump(etcd_server.endpoint) == (revision, kvs)  # not a single write
+
+
+def test_declaring_a_trigger_without_notifying_it_fires_nothing(tmp_path, etcd_server):
+    revision, _ = etcd_dump(etcd_server.endpoint)
+    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": etcd_server.endpoint})
+    result = apply("trigger { 'idle': hosts => ['lb01.example.com'], provider => 'etcd' }\n"
+                   f"file {{ '{tmp_path / 'unrelated'}': content => 'x' }}\n")
+    assert result.returncode == 2, result.output  # the file changed...
+    assert "trigger fire" not in result.output
+    assert etcd_dump(etcd_server.endpoint)[0] == revision  # ...and nothing was fired
+
+
+def test_dummy_provider_writes_nothing(tmp_path, etcd_server):
+    revision, _ = etcd_dump(etcd_server.endpoint)
+    apply = Apply(tmp_path / "puppet")
+    manifest = (
+        "trigger { 'refresh load balancers':\n"
+        "  hosts    => ['lb01.example.com', 'lb02.example.com'],\n"
+        "  provider => 'dummy',\n}\n"
+        + exec_notifying("refresh load balancers", tmp_path / "foo")
+    )
+    result = apply(manifest, clean_env(ETCDCTL_ENDPOINTS=etcd_server.endpoint))
+    assert result.returncode == 2, result.output
+    assert "dummy provider" in result.output and "wrote nothing" in result.output
+    assert etcd_dump(etcd_server.endpoint)[0] == revision
+
+
+def test_hop_count_reaches_the_fire_and_the_loop_stops_at_ttl(tmp_path, etcd_server):
+    """A Puppet run started by a trigger has TRIGGER_HOP/TRIGGER_CHAIN in its
+    environment (set by `trigger run`); a trigger it notifies carries hop + 1,
+    and the fire that would exceed the ttl fails the resource."""
+    apply = Apply(tmp_path / "puppet")
+    trigger = ("trigger { 'bounce': hosts => ['web01.example.com'], ttl => 3,\n"
+               f"  endpoints => '{etcd_server.endpoint}' }}\n")
+    # A run on lb01 serving an entry that app01 fired and web01 passed on.
+    carried = apply(trigger + exec_notifying("bounce", tmp_path / "hop2"),
+                    clean_env(TRIGGER_HOP="2", TRIGGER_CHAIN="app01.example.com,web01.example.com",
+                              TRIGGER_HOST="lb01.example.com"))
+    assert carried.returncode == 2, carried.output
+    (entry,) = inbox_entries(etcd_dump(etcd_server.endpoint)[1])["web01.example.com"]
+    assert entry["hop"] == 3 and entry["ttl"] == 3
+    assert entry["chain"] == ["app01.example.com", "web01.example.com", "lb01.example.com"]
+
+    # The run on web01 that this entry starts notifies the trigger again.
+    refused = apply(trigger + exec_notifying("bounce", tmp_path / "hop3"),
+                    clean_env(TRIGGER_HOP=str(entry["hop"]), TRIGGER_CHAIN=",".join(entry["chain"]),
+                              TRIGGER_HOST="web01.example.com"))
+    assert refused.returncode in (4, 6), refused.output  # failures
+    assert "Exec[trigger fire bounce]" in refused.output
+    assert "loop refused: trigger 'bounce' would be hop 4 > ttl 3" in refused.output
+    assert ("app01.example.com -> web01.example.com -> lb01.example.com -> web01.example.com"
+            in refused.output)
+    assert not BACKTRACE.search(refused.output), refused.output
+    _, kvs = etcd_dump(etcd_server.endpoint)
+    assert len(inbox_entries(kvs)["web01.example.com"]) == 1  # no second entry
+    assert [k for k in kvs if k.startswith(f"{PREFIX}/refused/")], kvs.keys()  # recorded
+
+
+# -- validation ------------------------------------------------------------------
+
+
+def test_module_passes_parser_validate_and_puppet_lint(tmp_path):
+    need("puppet", "puppet")
+    lint = need("puppet-lint", "puppet-lint")
+    manifests = sorted(str(p) for p in MODULE.rglob("*.pp"))
+    assert any(p.endswith("examples/etcd-test.pp") for p in manifests)
+    home = [f"--{d}dir={tmp_path / d}" for d in ("var", "conf", "code")]
+    validate = subprocess.run(["puppet", "parser", "validate", *home, *manifests],
+                              capture_output=True, text=True, timeout=60)
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+    templates = sorted(str(p) for p in (MODULE / "templates").glob("*.epp"))
+    assert templates
+    epp = subprocess.run(["puppet", "epp", "validate", *home, *templates],
+                         capture_output=True, text=True, timeout=60)
+    assert epp.returncode == 0, epp.stdout + epp.stderr
+    result = subprocess.run([lint, "--fail-on-warnings", str(MODULE)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    metadata = json.loads((MODULE / "metadata.json").read_text())
+    assert metadata["name"].endswith("-trigger") and metadata["version"]
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ("hosts => ['lb01.example.com', '']",
+         "Trigger['bad']: hosts entry 1 is empty"),
+        ("hosts => ['lb01.example.com; reboot']",
+         "Trigger['bad']: hosts entry 0 ('lb01.example.com; reboot') is not a host name"),
+        ("hosts => ['lb01.example.com'], ttl => 'five'",
+         "Trigger[bad]: parameter 'ttl' expects an Integer value, got String"),
+        ("hosts => ['lb01.example.com'], provider => 'mcollective'",
+         "Trigger[bad]: parameter 'provider' expects a match for Trigger::Provider"),
+    ],
+    ids=["empty-host", "shell-in-host", "ttl-not-integer", "unknown-provider"],
+)
+def test_bad_parameters_fail_with_a_clear_message(tmp_path, params, message):
+    apply = Apply(tmp_path / "puppet")
+    result = apply(f"trigger {{ 'bad': {params} }}\n" + exec_notifying("bad", tmp_path / "m"))
+    assert result.returncode == 1, result.output  # the catalog did not compile
+    assert message in result.output
+    assert not BACKTRACE.search(result.output), result.output
+    assert not (tmp_path / "m").exists()  # nothing was applied
+
+
+# -- the watcher and etcd classes --------------------------------------------------
+
+
+def test_watch_class_renders_a_unit_running_trigger_watch(tmp_path):
+    need("tsp", "task-spooler")  # the class ensures the package; it is already there
+    unit = tmp_path / "trigger-watch.service"
+    run_cmd = "puppet apply '/srv/site.pp' --tags ${role}_100%"
+    puppet_quoted = run_cmd.replace("'", "\\'")
+    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": ["http://10.0.0.1:2379",
+                                                                        "http://10.0.0.2:2379"]})
+    manifest = (
+        "class { 'trigger::watch::etcd':\n"
+        f"  run_cmd          => '{puppet_quoted}',\n"
+        "  host             => 'web01.example.com',\n"
+        "  ts_socket        => '/run/trigger/tsp.socket',\n"
+        "  manage_unit      => true,\n"
+        "  manage_service   => false,\n"
+        f"  unit_file        => '{unit}',\n}}\n"
+    )
+    result = apply(manifest)
+    assert result.returncode == 2, result.output
+    assert "Service[" not in result.output and "daemon-reload" not in result.output
+
+    text = unit.read_text()
+    (exec_start,) = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    bin_path = trigger_bin()
+    assert exec_start == (
+        f'ExecStart={bin_path} "watch" "--host" "web01.example.com" '
+        f'"--run-cmd" "puppet apply \'/srv/site.pp\' --tags $${{role}}_100%%" '
+        f'"--queue" "tsp" "--prefix" "{PREFIX}" '
+        '"--endpoints" "http://10.0.0.1:2379,http://10.0.0.2:2379"'
+    )
+    assert 'Environment="TS_SOCKET=/run/trigger/tsp.socket"' in text
+    assert "Restart=always" in text and "WantedBy=multi-user.target" in text
+    if shutil.which("systemd-analyze"):  # systemd's own parser, offline
+        verify = subprocess.run(["systemd-analyze", "verify", str(unit)],
+                                capture_output=True, text=True, timeout=30)
+        assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+
+    # Undo systemd's quoting and specifiers: the words the CLI gets are the
+    # ones the class meant, and the CLI accepts them.
+    words = [w.replace("%%", "%").replace("$$", "$")
+             for w in re.findall(r'"([^"]*)"', exec_start)]
+    sys.path.insert(0, str(REPO))
+    from trigger.cli import build_parser
+
+    args = build_parser().parse_args(words)
+    assert args.run_cmd == run_cmd and args.host == "web01.example.com"
+    assert args.queue == "tsp" and args.endpoints == "http://10.0.0.1:2379,http://10.0.0.2:2379"
+
+    again = apply(manifest)
+    assert again.returncode == 0, again.output  # idempotent
+
+
+def test_install_etcd_config_starts_a_real_etcd(tmp_path):
+    """The rendered /etc/default/etcd, given to etcd as its environment (as
+    the Debian unit does), starts a healthy single-member etcd."""
+    etcd = need("etcd", "etcd-server")
+    client, peer = free_port(), free_port()
+    config, data_dir = tmp_path / "etcd.default", tmp_path / "data"
+    apply = Apply(tmp_path / "puppet")
+    result = apply(
+        "class { 'trigger::install::etcd':\n"
+        "  member_name    => 'node1',\n"
+        f"  peer_url       => 'http://127.0.0.1:{peer}',\n"
+        f"  client_urls    => ['http://127.0.0.1:{client}'],\n"
+        f"  data_dir       => '{data_dir}',\n"
+        f"  config_file    => '{config}',\n"
+        "  user           => 'root',\n"
+        "  manage_package => false,\n"
+        "  manage_service => false,\n}\n"
+    )
+    assert result.returncode == 2, result.output
+    env = dict(re.findall(r'^(ETCD_[A-Z_]+)="([^"]*)"$', config.read_text(), re.MULTILINE))
+    assert env["ETCD_INITIAL_CLUSTER"] == f"node1=http://127.0.0.1:{peer}"
+    assert env["ETCD_DATA_DIR"] == str(data_dir)
+    assert "discovery" not in config.read_text().lower()
+    assert oct(data_dir.stat().st_mode & 0o777) == "0o700"
+
+    log = open(tmp_path / "etcd.log", "wb")
+    proc = subprocess.Popen([etcd, "--log-level", "error"], env={**clean_env(), **env},
+                            stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline, healthy = time.monotonic() + 20, False
+        while time.monotonic() < deadline and not healthy and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{client}/health", timeout=1) as r:
+                    healthy = b'"true"' in r.read()
+            except OSError:
+                time.sleep(0.05)
+        assert healthy, (tmp_path / "etcd.log").read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+
+
+def test_install_etcd_static_peers_and_a_member_outside_them(tmp_path):
+    apply = Apply(tmp_path / "puppet")
+    params = (
+        "  peers          => { 'etcd2' => 'http://10.0.0.12:2380', 'etcd1' => 'http://10.0.0.11:2380' },\n"
+        f"  data_dir       => '{tmp_path / 'data'}',\n"
+        f"  config_file    => '{tmp_path / 'etcd.default'}',\n"
+        "  user           => 'root',\n"
+        "  manage_package => false,\n"
+        "  manage_service => false,\n"
+    )
+    outsider = apply("class { 'trigger::install::etcd':\n  member_name => 'etcd9',\n" + params + "}\n")
+    assert outsider.returncode == 1, outsider.output
+    assert "member_name 'etcd9' is not one of the peers (etcd1, etcd2)" in outsider.output
+    assert not BACKTRACE.search(outsider.output)
+
+    member = apply("class { 'trigger::install::etcd':\n  member_name => 'etcd2',\n" + params + "}\n")
+    assert member.returncode == 2, member.output
+    text = (tmp_path / "etcd.default").read_text()
+    assert 'ETCD_NAME="etcd2"' in text
+    assert 'ETCD_INITIAL_CLUSTER="etcd1=http://10.0.0.11:2380,etcd2=http://10.0.0.12:2380"' in text
+    assert 'ETCD_INITIAL_ADVERTISE_PEER_URLS="http://10.0.0.12:2380"' in text
+    assert 'ETCD_ADVERTISE_CLIENT_URLS="http://10.0.0.12:2379"' in text
+    assert 'ETCD_LISTEN_CLIENT_URLS="http://10.0.0.12:2379,http://127.0.0.1:2379"' in text
