@@ -4,11 +4,29 @@ Watches are called synchronously, in revision order, from the call that
 made the change, so a simulation on simulated time sees changes at the
 moment they happen. Leases end when the clock passes their deadline; the
 check runs at every operation and at `expire_leases()`.
+
+Where etcd 3.4 (default configuration) behaves in a particular way, this
+store does the same, and tests/unit/store/contract.py checks both:
+
+- a write that changes nothing (a txn of deletes of missing keys, an empty
+  txn) does not raise the revision;
+- a txn may put a key only once and may not both put and delete it;
+  more than `max_txn_ops` (128) ops or compares is refused, and so is a
+  request larger than `max_request_bytes` (1.5 MiB);
+- a lease ttl below `min_lease_ttl` (2 s) is raised to it;
+- after `compact(R)` a watch may still start at R: it replays the puts made
+  at R and later, but not deletes made at R (etcd drops those tombstones);
+  a watch from below R fails with `CompactedError(R)`;
+- a watch from a future revision sees nothing before that revision;
+- if a watch callback raises, the error is logged and the watch ends with a
+  `StoreError` given to the callback, so the watcher re-reads instead of
+  silently missing a batch (the etcd store does the same).
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,12 +45,21 @@ from .base import (
     WatchCallback,
 )
 
+log = logging.getLogger(__name__)
 
-@dataclass
+# etcd's defaults: --max-txn-ops, --max-request-bytes, and the minimum lease
+# TTL that follows from --heartbeat-interval 100ms, --election-timeout 1000ms.
+MAX_TXN_OPS = 128
+MAX_REQUEST_BYTES = 1536 * 1024
+MIN_LEASE_TTL = 2
+
+
+@dataclass(eq=False)
 class _Watch:
     store: "MemoryStore"
     prefix: str
     callback: WatchCallback
+    start_revision: int = 0
     alive: bool = True
 
     def cancel(self) -> None:
@@ -40,6 +67,26 @@ class _Watch:
             self.alive = False
             if self in self.store._watches:
                 self.store._watches.remove(self)
+
+    def deliver(self, changes: list[Change]) -> None:
+        mine = [c for c in changes if c.key.startswith(self.prefix) and c.revision >= self.start_revision]
+        if not mine or not self.alive:
+            return
+        try:
+            self.callback(mine)
+        except Exception as e:
+            log.exception("watch callback for %s failed", self.prefix)
+            self.fail(StoreError(f"watch callback for {self.prefix} failed: {e!r}"))
+
+    def fail(self, error: StoreError) -> None:
+        """Give `error` to the callback once; the watch is dead after it."""
+        if not self.alive:
+            return
+        self.cancel()
+        try:
+            self.callback(error)
+        except Exception:
+            log.exception("watch callback for %s failed on %s", self.prefix, error)
 
 
 @dataclass
@@ -50,13 +97,18 @@ class _Lease:
 
 
 class MemoryStore:
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *,
+                 max_txn_ops: int = MAX_TXN_OPS, max_request_bytes: int = MAX_REQUEST_BYTES,
+                 min_lease_ttl: int = MIN_LEASE_TTL):
         self._clock = clock
+        self.max_txn_ops = max_txn_ops
+        self.max_request_bytes = max_request_bytes
+        self.min_lease_ttl = min_lease_ttl
         self._lock = threading.RLock()
         self._data: dict[str, KeyValue] = {}
         self._keys: list[str] = []  # sorted, for prefix ranges
         self._revision = 1  # a new etcd cluster starts at revision 1
-        self._compacted = 0
+        self._compacted = 0  # watches may start at this revision, not below
         self._history: list[tuple[int, Change]] = []
         self._watches: list[_Watch] = []
         self._leases: dict[int, _Lease] = {}
@@ -98,6 +150,7 @@ class MemoryStore:
             return True
 
     def txn(self, ops: list[Op], expect_missing: tuple[str, ...] = ()) -> int | None:
+        self._check_request(ops, expect_missing)
         with self._lock:
             self._expire()
             if any(k in self._data for k in expect_missing):
@@ -106,6 +159,34 @@ class MemoryStore:
                 if isinstance(op, PutOp) and op.lease and op.lease not in self._leases:
                     raise StoreError(f"lease {op.lease:x} not found")
             return self._commit(ops)
+
+    def _check_request(self, ops: list[Op], expect_missing: tuple[str, ...]) -> None:
+        """Refuse what etcd refuses before it looks at the data."""
+        if len(ops) > self.max_txn_ops or len(expect_missing) > self.max_txn_ops:
+            raise StoreError(
+                f"txn of {len(ops)} ops: more operations than etcd's --max-txn-ops allows "
+                f"({self.max_txn_ops}); split the transaction into batches"
+            )
+        puts: set[str] = set()
+        deletes: set[str] = set()
+        size = 0
+        for op in ops:
+            if isinstance(op, PutOp):
+                if not isinstance(op.value, bytes):
+                    raise TypeError(f"store values are bytes, not {type(op.value).__name__}")
+                if op.key in puts:
+                    raise StoreError(f"txn of {len(ops)} ops: a transaction may name each key only once")
+                puts.add(op.key)
+                size += len(op.key) + len(op.value)
+            elif isinstance(op, DeleteOp):
+                deletes.add(op.key)
+                size += len(op.key)
+            else:
+                raise TypeError(f"not a store op: {op!r}")
+        if puts & deletes:
+            raise StoreError(f"txn of {len(ops)} ops: a transaction may name each key only once")
+        if size > self.max_request_bytes:
+            raise StoreError(f"request of {size} bytes is larger than etcd's --max-request-bytes allows")
 
     def _commit(self, ops: list[Op]) -> int:
         revision = self._revision + 1
@@ -129,33 +210,34 @@ class MemoryStore:
                     self._leases[old.lease].keys.discard(op.key)
                 changes.append(Delete(op.key, revision))
         if not changes:
-            # etcd still raises the revision for a write that changed nothing.
-            self._revision = revision
-            return revision
+            # Like etcd: a write that changed nothing keeps the revision.
+            return self._revision
         self._revision = revision
         self._history.extend((revision, c) for c in changes)
         for watch in list(self._watches):
-            mine = [c for c in changes if c.key.startswith(watch.prefix)]
-            if mine and watch.alive:
-                watch.callback(mine)
+            watch.deliver(changes)
         return revision
 
     # -- watches -----------------------------------------------------------
 
     def watch_prefix(self, prefix: str, start_revision: int, callback: WatchCallback) -> _Watch:
+        """Changes under prefix from start_revision on (0: from now on).
+
+        The callback is called before this returns with the history since
+        start_revision (or with CompactedError), then from every write.
+        """
         with self._lock:
             self._expire()
-            watch = _Watch(self, prefix, callback)
-            if start_revision and start_revision <= self._compacted:
-                watch.alive = False
-                callback(CompactedError(self._compacted + 1))
-                return watch
-            start = start_revision or self._revision + 1
-            i = bisect.bisect_left(self._history, start, key=lambda rc: rc[0])
-            backlog = [c for _, c in self._history[i:] if c.key.startswith(prefix)]
-            if backlog:
-                callback(backlog)
+            start = start_revision if start_revision > 0 else self._revision + 1
+            watch = _Watch(self, prefix, callback, start)
             self._watches.append(watch)
+            if start < self._compacted:
+                watch.fail(CompactedError(self._compacted))
+                return watch
+            i = bisect.bisect_left(self._history, start, key=lambda rc: rc[0])
+            backlog = [c for _, c in self._history[i:]]
+            if backlog:
+                watch.deliver(backlog)
             return watch
 
     def compact(self, revision: int) -> None:
@@ -163,15 +245,22 @@ class MemoryStore:
             if revision > self._revision:
                 raise StoreError(f"cannot compact revision {revision}: newest is {self._revision}")
             if revision <= self._compacted:
-                raise CompactedError(self._compacted + 1)
+                raise CompactedError(self._compacted)
             self._compacted = revision
-            i = bisect.bisect_left(self._history, revision + 1, key=lambda rc: rc[0])
-            del self._history[:i]
+            # etcd keeps the newest version of each key at or below the
+            # compacted revision unless it is a tombstone: a watch from
+            # `revision` still sees the puts made at `revision`, not its deletes.
+            i = bisect.bisect_left(self._history, revision, key=lambda rc: rc[0])
+            j = bisect.bisect_left(self._history, revision + 1, key=lambda rc: rc[0])
+            kept = [(r, c) for r, c in self._history[i:j] if isinstance(c, Put)]
+            self._history[:j] = kept
 
     # -- leases ------------------------------------------------------------
 
     def lease_grant(self, ttl: int) -> int:
+        """A new lease; like etcd, a ttl below the minimum becomes the minimum."""
         with self._lock:
+            ttl = max(ttl, self.min_lease_ttl)
             lease = self._next_lease
             self._next_lease += 1
             self._leases[lease] = _Lease(ttl, self._clock() + ttl)
