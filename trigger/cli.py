@@ -2,7 +2,8 @@
 
 Errors the user can fix end in one line on stderr and a non-zero exit:
 2 for bad input, 1 when the store cannot be reached, 3 for a fire refused
-by the loop TTL, 75 when a run could not be recorded as started.
+by the loop TTL, 4 when a waited-for run failed or did not finish in time,
+75 when a run could not be recorded as started.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import socket
 import sys
 import time
 
-from .fire import Lineage, LoopRefused, fire
+from .fire import Lineage, LoopRefused, fire, new_event_id
 from .layout import DEFAULT_PREFIX, Layout
-from .records import DEFAULT_TTL, BadRecord, check_host, check_id, parse_entry, parse_run, split_hosts
+from .records import DEFAULT_TTL, BadRecord, check_host, check_id
 from .store import DEFAULT_ENDPOINTS, StoreError, UnavailableError, open_store
 
-EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_TEMPFAIL = 2, 1, 3, 75
+EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_FAILED, EXIT_TEMPFAIL = 2, 1, 3, 4, 75
 DEFAULT_RUN_CMD = "puppet agent --test"
 DEFAULT_RETENTION = 7 * 24 * 3600
 
@@ -55,26 +56,83 @@ def _origin() -> str:
 
 
 def cmd_fire(args) -> int:
-    hosts = split_hosts(args.hosts)
+    from .coordination import resolve_targets, split_targets
+
+    targets = split_targets(args.hosts)
     lineage = Lineage.from_env()
+    limit = 1 if args.serial else args.max_concurrent
     if args.provider == "dummy":
-        print(f"dummy provider: would fire {args.name!r} for {', '.join(hosts)}; wrote nothing")
+        print(f"dummy provider: would fire {args.name!r} for {', '.join(targets)}; wrote nothing")
         return 0
-    store = _store(args)
+    if args.provider == "exec" and not args.exec_cmd:
+        raise BadRecord("the exec provider needs --exec-cmd, e.g. 'mco puppet runonce -I {host}'")
+    layout = Layout(args.prefix)
+    needs_store = args.provider == "etcd" or any(t.startswith("role:") for t in targets)
+    store = _store(args) if needs_store else None
     try:
-        entry = fire(store, Layout(args.prefix), args.name, hosts, lineage, _origin(), args.ttl)
+        hosts, empty = resolve_targets(store, layout, targets) if store else (targets, [])
+        for role in empty:
+            print(f"trigger: warning: role:{role} has no live member", file=sys.stderr)
+        if not hosts:
+            raise BadRecord(f"no host to fire {args.name!r} at: {args.hosts} has no live member")
+        if args.provider == "exec":
+            return _exec_fire(args, hosts, lineage)
+        event_id = new_event_id()
+        _, revision = store.get_prefix(layout.fire_key(event_id))  # the revision before the fire
+        entry = fire(store, layout, args.name, hosts, lineage, _origin(), args.ttl,
+                     event_id=event_id, max_concurrent=limit, retention=args.retention)
+        print(entry.id)
+        if not args.wait:
+            return 0
+        from .results import wait_for_fire
+
+        results = wait_for_fire(store, layout, entry.id, hosts, revision, args.timeout,
+                                _ok_codes(args.ok_codes))
     finally:
-        store.close()
-    print(entry.id)
-    return 0
+        if store is not None:
+            store.close()
+    _print_results(results.values())
+    return 0 if all(r.state == "ok" for r in results.values()) else EXIT_FAILED
+
+
+def _exec_fire(args, hosts, lineage) -> int:
+    from .providers import exec_fire
+    from .results import HostResult
+
+    results = exec_fire(args.exec_cmd, args.name, hosts, lineage, _origin(), args.ttl,
+                        timeout=args.timeout if args.wait else None)
+    ok = _ok_codes(args.ok_codes)
+    _print_results([HostResult(r.host, "ok" if r.exit_code in ok else "failed", r.exit_code)
+                    for r in results])
+    return 0 if all(r.exit_code in ok for r in results) else EXIT_FAILED
+
+
+def _ok_codes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise BadRecord(f"--ok-codes must be numbers separated by commas, got {text!r}") from None
+
+
+def _print_results(results) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("host", "result", "exit", "duration")
+    colour = {"ok": "green", "failed": "red", "lost": "red"}
+    for r in sorted(results, key=lambda r: r.host):
+        table.add_row(r.host, f"[{colour.get(r.state, 'yellow')}]{r.state}",
+                      "" if r.exit_code is None else str(r.exit_code),
+                      "" if r.duration is None else f"{r.duration:.1f}s")
+    Console(stderr=False).print(table)
 
 
 # -- watch -----------------------------------------------------------------------
 
 
 def cmd_watch(args) -> int:
+    from .coordination import Membership, split_targets
     from .core import WatcherCore
-    from .fire import new_event_id
     from .queue import open_queue
     from .watch import WatchDaemon
 
@@ -96,14 +154,27 @@ def cmd_watch(args) -> int:
                         format=f"%(asctime)s trigger-watch[{host}] %(levelname)s %(message)s")
     core = WatcherCore(host, layout, lambda: new_event_id())
     daemon = WatchDaemon(store, queue, core, run_argv, check_interval=args.check_interval)
+    roles = tuple(split_targets(args.roles)) if args.roles else ()
+    elections = tuple(_names(args.elections))
+    membership = Membership(store, layout, host, roles, elections, args.config_dir,
+                            ttl=args.member_ttl).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: daemon.stop())
     logging.getLogger("trigger.watch").info(
         "watching %s on %s, queue %s, run %s", layout.host_prefix(host), ",".join(endpoints),
         args.queue, shlex.join(run_cmd))
     daemon.run_forever()
+    membership.stop()
     store.close()
     return 0
+
+
+def _names(text: str | None) -> list[str]:
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    for n in names:
+        if len(n) > 256:
+            raise BadRecord(f"name longer than 256 characters: {n[:40]!r}...")
+    return names
 
 
 # -- run -------------------------------------------------------------------------
@@ -122,13 +193,34 @@ def cmd_run(args) -> int:
         print(f"trigger: error: run {run_id} could not be recorded as started; not running it",
               file=sys.stderr)
         return EXIT_TEMPFAIL
-    code = run_command(args.command, record)
+    slots = _take_slots(store, layout, record)
+    try:
+        code = run_command(args.command, record)
+    finally:
+        for slot in slots:
+            slot.release()
     lease = _retry(lambda: store.lease_grant(args.retention)) if args.retention else 0
     if _retry(lambda: finish_run(store, layout, record, code, time.time(), lease or 0)) is None:
         print(f"trigger: warning: run {run_id} finished ({code}) but could not be recorded",
               file=sys.stderr)
     store.close()
     return code
+
+
+def _take_slots(store, layout, record):
+    """Hold a slot of every limited trigger the run serves, in name order
+    (one order for every host, so two runs never wait on each other)."""
+    from .coordination import Slot
+
+    slots = []
+    for trigger, limit in sorted(record.limits):
+        slot = Slot(store, layout, trigger, limit, record.run_id)
+        waited = slot.acquire()
+        if waited > 0.5:
+            print(f"trigger: waited {waited:.1f}s for a slot of {trigger!r} ({limit} at once)",
+                  file=sys.stderr)
+        slots.append(slot)
+    return slots
 
 
 def _retry(call, attempts: int = 5):
@@ -145,40 +237,64 @@ def _retry(call, attempts: int = 5):
 
 
 def cmd_status(args) -> int:
-    layout = Layout(args.prefix)
+    from rich.console import Console
+    from rich.table import Table
+
+    from .results import status
+
     store = _store(args)
     try:
-        items, revision = store.get_prefix(f"{args.prefix}/")
+        hosts = status(store, Layout(args.prefix))
     finally:
         store.close()
-    hosts: dict[str, dict] = {}
-    for kv in items:
-        parts = kv.key[len(args.prefix) + 1:].split("/")
-        if parts[0] == "hosts" and len(parts) >= 3:
-            h = hosts.setdefault(parts[1], {"pending": 0, "runs": [], "quarantined": 0})
-            kind, _ = layout.classify(parts[1], kv.key)
-            try:
-                if kind == "entry":
-                    parse_entry(kv.value)
-                    h["pending"] += 1
-                elif kind == "run":
-                    h["runs"].append(parse_run(kv.value))
-            except BadRecord:
-                h["quarantined"] += 1
-        elif parts[0] == "quarantine" and len(parts) >= 3:
-            hosts.setdefault(parts[1], {"pending": 0, "runs": [], "quarantined": 0})["quarantined"] += 1
     if args.json:
-        print(json.dumps({h: {**v, "runs": [r.__dict__ for r in v["runs"]]} for h, v in hosts.items()},
-                         default=list, sort_keys=True))
+        print(json.dumps([{**h.__dict__, "last": h.last and h.last.__dict__} for h in hosts],
+                         sort_keys=True))
         return 0
-    print(f"{'host':30} {'pending':>7} {'active':>6} {'quarant.':>8}  last run")
-    for name in sorted(hosts):
-        h = hosts[name]
-        runs = sorted(h["runs"], key=lambda r: r.queued_at or r.started_at or 0)
-        active = sum(r.active for r in runs)
-        last = runs[-1] if runs else None
-        last_text = f"{last.run_id} {last.state} exit={last.exit_code}" if last else "-"
-        print(f"{name:30} {h['pending']:>7} {active:>6} {h['quarantined']:>8}  {last_text}")
+    table = Table("host", "watcher", "roles", "inbox", "queued", "running", "quarantined", "last run")
+    for h in hosts:
+        last = h.last
+        last_text = f"{last.state} exit={last.exit_code} ({last.run_id})" if last else "-"
+        table.add_row(h.host, "[green]alive" if h.alive else "[red]absent", ",".join(h.roles),
+                      str(h.pending), str(h.queued), str(h.running),
+                      f"[red]{h.quarantined}" if h.quarantined else "0", last_text)
+    Console().print(table)
+    return 0
+
+
+def cmd_history(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .results import history
+
+    store = _store(args)
+    try:
+        fires = history(store, Layout(args.prefix), args.limit, _ok_codes(args.ok_codes))
+    finally:
+        store.close()
+    table = Table("fired", "trigger", "event", "from", "ok", "failed", "pending")
+    for f in fires:
+        count = lambda *states: str(sum(r.state in states for r in f.results))  # noqa: E731
+        table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.fired_at)), f.trigger,
+                      f.event_id, f.origin, count("ok"), count("failed", "lost"),
+                      count("waiting", "running"))
+    Console().print(table)
+    return 0
+
+
+def cmd_leader(args) -> int:
+    from .coordination import leader
+
+    store = _store(args)
+    try:
+        holder = leader(store, Layout(args.prefix), args.name)
+    finally:
+        store.close()
+    if holder is None:
+        print(f"trigger: no holder of {args.name!r}", file=sys.stderr)
+        return EXIT_FAILED
+    print(holder)
     return 0
 
 
@@ -193,7 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--hosts", required=True, help="comma-separated host names")
     p.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="loop limit: hops allowed (default 5)")
-    p.add_argument("--provider", default="etcd", choices=["etcd", "dummy"])
+    p.add_argument("--provider", default="etcd", choices=["etcd", "dummy", "exec"])
+    p.add_argument("--exec-cmd", help="exec provider: the command per host, {host} filled in, "
+                   "e.g. 'mco puppet runonce -I {host}' (never run through a shell)")
+    p.add_argument("--max-concurrent", type=int, default=0,
+                   help="at most N of the hosts run at once (0: no limit)")
+    p.add_argument("--serial", action="store_true", help="one host at a time (--max-concurrent 1)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for every host to finish a run that serves this fire")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
+    p.add_argument("--ok-codes", default="0,2",
+                   help="exit codes that count as success (default 0,2: puppet --test)")
+    p.add_argument("--retention", type=int, default=DEFAULT_RETENTION,
+                   help="seconds the fire is kept for `trigger history` (0: not kept)")
     _common(p)
     p.set_defaults(func=cmd_fire)
 
@@ -205,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between re-reads while runs are outstanding")
     p.add_argument("--retention", type=int, default=DEFAULT_RETENTION,
                    help="seconds a finished run record is kept")
+    p.add_argument("--roles", help="roles this host has, comma-separated (for --hosts role:NAME)")
+    p.add_argument("--elections", help="elections this host stands in, comma-separated")
+    p.add_argument("--config-dir", help="also read roles and elections from the file names in "
+                   "DIR/roles/ and DIR/elections/, as Puppet writes them")
+    p.add_argument("--member-ttl", type=int, default=10,
+                   help="seconds after which a silent watcher loses its roles and elections")
     _common(p)
     p.set_defaults(func=cmd_watch)
 
@@ -216,10 +350,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="inboxes and runs per host")
+    p = sub.add_parser("status", help="per host: watcher alive, inbox, runs, last result")
     p.add_argument("--json", action="store_true")
     _common(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("history", help="recent fires and what became of them")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--ok-codes", default="0,2")
+    _common(p)
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("leader", help="print the current holder of an election")
+    p.add_argument("name")
+    _common(p)
+    p.set_defaults(func=cmd_leader)
     return parser
 
 
@@ -229,9 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         args.command = args.command[1:]
     try:
         if hasattr(args, "ttl"):
-            from .records import check_ttl
+            from .records import check_limit, check_ttl
 
             check_ttl(args.ttl)
+            check_limit(args.max_concurrent)
         if hasattr(args, "prefix"):
             Layout(args.prefix)
         return args.func(args)
@@ -244,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except TimeoutError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 

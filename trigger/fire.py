@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .layout import Layout
-from .records import DEFAULT_TTL, BadRecord, Entry, check_host, check_ttl
+from .records import DEFAULT_TTL, BadRecord, Entry, check_host, check_limit, check_ttl
 from .store.base import PutOp, Store
 
 TXN_OPS = 128  # etcd's default --max-txn-ops
@@ -62,9 +62,11 @@ def make_entry(
     ttl: int = DEFAULT_TTL,
     now: float | None = None,
     event_id: str | None = None,
+    max_concurrent: int = 0,
 ) -> Entry:
     """The entry a fire writes, or LoopRefused if it would exceed the ttl."""
     check_ttl(ttl)
+    check_limit(max_concurrent)
     if not name or len(name) > 256:
         raise BadRecord("trigger name must be 1 to 256 characters")
     now = time.time() if now is None else now
@@ -83,6 +85,7 @@ def make_entry(
         ttl=ttl,
         chain=chain[-(ttl + 1):],
         origin=origin,
+        max_concurrent=max_concurrent,
     )
 
 
@@ -98,16 +101,18 @@ def write_entry(store: Store, layout: Layout, entry: Entry, hosts: list[str]) ->
 
 def fire(store: Store, layout: Layout, name: str, hosts: list[str], lineage: Lineage,
          origin: str, ttl: int = DEFAULT_TTL, now: float | None = None,
-         event_id: str | None = None) -> Entry:
+         event_id: str | None = None, max_concurrent: int = 0, retention: int = 0) -> Entry:
     """Write one fire into every host's inbox; record and raise a refusal.
 
-    `event_id` is for callers that need determinism (the simulator).
+    With `retention`, the fire and its hosts are also kept under `P/fires/`
+    on a lease of that many seconds, for `trigger history`. `event_id` is
+    for callers that need determinism (the simulator).
     """
     now = time.time() if now is None else now
     event_id = event_id or new_event_id(now)
     hosts = [check_host(h) for h in hosts]
     try:
-        entry = make_entry(name, lineage, origin, ttl, now, event_id)
+        entry = make_entry(name, lineage, origin, ttl, now, event_id, max_concurrent)
     except LoopRefused as refusal:
         record = {
             "id": event_id, "trigger": name, "hosts": hosts, "hop": lineage.hop + 1,
@@ -116,5 +121,10 @@ def fire(store: Store, layout: Layout, name: str, hosts: list[str], lineage: Lin
         }
         store.put(layout.refused_key(event_id), json.dumps(record, sort_keys=True).encode())
         raise
+    if retention:
+        record = {"id": entry.id, "trigger": name, "hosts": hosts, "fired_at": now,
+                  "origin": origin, "hop": entry.hop, "max_concurrent": max_concurrent}
+        store.put(layout.fire_key(entry.id), json.dumps(record, sort_keys=True).encode(),
+                  lease=store.lease_grant(retention))
     write_entry(store, layout, entry, hosts)
     return entry

@@ -4,6 +4,10 @@
     P/hosts/<host>/runs/<run-id>  run record (queued, started, finished, lost)
     P/quarantine/<host>/<key>     an inbox value the watcher could not use
     P/refused/<event-id>          a fire refused by the loop TTL
+    P/fires/<event-id>            a fire and its hosts, kept for the retention (lease)
+    P/members/<host>              a live watcher and its roles (lease)
+    P/elections/<name>/<host>     a candidate; the oldest is the leader (lease)
+    P/slots/<trigger>/<run-id>    a run holding or waiting for a slot (lease)
 
 Inbox entries and run records of a host share one prefix so that one watch
 sees a run's start and the removal of the entries it served in the same
@@ -44,6 +48,27 @@ class Layout:
 
     def refused_key(self, event_id: str) -> str:
         return f"{self.prefix}/refused/{event_id}"
+
+    def fire_key(self, event_id: str) -> str:
+        return f"{self.prefix}/fires/{event_id}"
+
+    def fires_prefix(self) -> str:
+        return f"{self.prefix}/fires/"
+
+    def members_prefix(self) -> str:
+        return f"{self.prefix}/members/"
+
+    def member_key(self, host: str) -> str:
+        return f"{self.prefix}/members/{host}"
+
+    def election_prefix(self, name: str) -> str:
+        return f"{self.prefix}/elections/{name}/"
+
+    def candidate_key(self, name: str, host: str) -> str:
+        return f"{self.prefix}/elections/{name}/{host}"
+
+    def slots_prefix(self, trigger: str) -> str:
+        return f"{self.prefix}/slots/{trigger}/"
 
     def classify(self, host: str, key: str) -> tuple[str, str]:
         """('entry', id), ('run', run_id) or ('other', rest) for a key under host_prefix."""

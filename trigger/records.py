@@ -18,6 +18,7 @@ MAX_SERVED = 20000  # ids a run record lists; etcd takes requests up to 1.5 MiB
 MAX_NAME_CHARS = 256
 MAX_TTL = 100
 DEFAULT_TTL = 5
+MAX_LIMIT = 100000
 
 # Hostnames, FQDNs and the ids we generate: no spaces, no '/', nothing a
 # shell would read as syntax.
@@ -54,6 +55,12 @@ def check_ttl(ttl: object) -> int:
     return ttl
 
 
+def check_limit(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
+        raise BadRecord(f"max_concurrent must be an integer from 0 to {MAX_LIMIT}, got {value!r}")
+    return value
+
+
 def split_hosts(text: str) -> list[str]:
     """Parse `--hosts a,b,c`; duplicates collapse, order is kept."""
     hosts = [h.strip() for h in text.split(",")]
@@ -73,6 +80,7 @@ class Entry:
     ttl: int = DEFAULT_TTL
     chain: tuple[str, ...] = ()
     origin: str = ""
+    max_concurrent: int = 0  # how many of the trigger's hosts may run at once; 0: no limit
 
     def encode(self) -> bytes:
         data = asdict(self)
@@ -95,9 +103,11 @@ class RunRecord:
     hop: int = 0
     chain: tuple[str, ...] = ()
     reason: str = ""
+    limits: tuple[tuple[str, int], ...] = ()  # (trigger, max_concurrent) of what it served
 
     def encode(self) -> bytes:
         data = asdict(self)
+        data["limits"] = [list(pair) for pair in self.limits]
         data["served"] = list(self.served)
         data["chain"] = list(self.chain)
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
@@ -154,6 +164,7 @@ def parse_entry(value: bytes) -> Entry:
         ttl=check_ttl(_field(data, "ttl", int, DEFAULT_TTL)),
         chain=_hosts(data, "chain"),
         origin=check_host(origin) if origin else "",
+        max_concurrent=check_limit(_field(data, "max_concurrent", int, 0)),
     )
 
 
@@ -180,4 +191,11 @@ def parse_run(value: bytes) -> RunRecord:
         hop=_field(data, "hop", int, 0),
         chain=_hosts(data, "chain"),
         reason=_field(data, "reason", str, "")[:MAX_NAME_CHARS],
+        limits=tuple(_limit_pair(p) for p in _field(data, "limits", list, [])[:MAX_SERVED]),
     )
+
+
+def _limit_pair(pair) -> tuple[str, int]:
+    if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+        raise BadRecord(f"bad limit {pair!r:.60}")
+    return pair[0][:MAX_NAME_CHARS], check_limit(pair[1])

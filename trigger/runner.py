@@ -22,7 +22,7 @@ from .store.base import DeleteOp, PutOp, Store
 def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float) -> RunRecord:
     items, _ = store.get_prefix(layout.host_prefix(host))
     queued_at, served, keys = None, [], []
-    best = None
+    best, limits = None, {}
     for kv in items:
         kind, name = layout.classify(host, kv.key)
         try:
@@ -32,6 +32,9 @@ def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float) 
                 entry = parse_entry(kv.value)
                 served.append(name)
                 keys.append(kv.key)
+                if entry.max_concurrent:
+                    limits[entry.trigger] = min(limits.get(entry.trigger, entry.max_concurrent),
+                                                entry.max_concurrent)
                 if best is None or entry.hop > best.hop:
                     best = entry
         except BadRecord:
@@ -40,6 +43,7 @@ def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float) 
     record = RunRecord(
         run_id=run_id, host=host, state="started", queued_at=queued_at,
         started_at=now, served=tuple(served), hop=lineage.hop, chain=lineage.chain,
+        limits=tuple(sorted(limits.items())),
     )
     deletes = [DeleteOp(k) for k in keys]
     store.txn([PutOp(layout.run_key(host, run_id), record.encode()), *deletes[: TXN_OPS - 1]])

@@ -37,12 +37,13 @@ class Node:
         self.fires: list[float] = []
         self.proc: subprocess.Popen | None = None
 
-    def start_watcher(self, run_seconds: float = 0.2, check_interval: float = 0.5, exit_code: int = 0):
+    def start_watcher(self, run_seconds: float = 0.2, check_interval: float = 0.5, exit_code: int = 0,
+                      extra: tuple[str, ...] = ()):
         run_cmd = f"{sys.executable} {RECORDER} {self.log} {run_seconds} {exit_code}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "trigger", "watch", "--host", self.host, "--queue", "tsp",
              "--endpoints", self.endpoint, "--run-cmd", run_cmd,
-             "--check-interval", str(check_interval)],
+             "--check-interval", str(check_interval), *extra],
             env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.watch_log, "a"),
             start_new_session=True,
         )
@@ -82,6 +83,21 @@ class Node:
         self.kill_watcher()
         subprocess.run(["tsp", "-K"], env=self.env, capture_output=True)
         self.store.close()
+
+
+@pytest.fixture
+def nodes(tmp_path, etcd_server):
+    """Four hosts, each with its own watcher and task-spooler, on one etcd."""
+    need("tsp", "task-spooler")
+    made = []
+    try:
+        for i in range(1, 5):
+            (tmp_path / f"n{i}").mkdir()
+            made.append(Node(tmp_path / f"n{i}", etcd_server.endpoint, f"node{i}.test"))
+        yield made
+    finally:
+        for n in made:
+            n.close()
 
 
 @pytest.fixture

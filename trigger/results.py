@@ -1,0 +1,188 @@
+"""What became of a fire: each host's run that served it, found by event id.
+
+A run record lists the inbox entries it served, so the run that answers a
+fire is known exactly, with no clock comparison between hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import queue as queue_module
+import time
+from dataclasses import dataclass
+
+from .layout import Layout
+from .records import BadRecord, RunRecord, parse_run
+from .store.base import Put, Store, StoreError
+
+PUPPET_OK = (0, 2)  # `puppet agent --test`: 0 no changes, 2 changes applied
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    state: str  # waiting, running, ok, failed, lost
+    exit_code: int | None = None
+    duration: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("ok", "failed", "lost")
+
+
+def result_of(host: str, run: RunRecord | None, ok_codes=PUPPET_OK) -> HostResult:
+    if run is None:
+        return HostResult(host, "waiting")
+    if run.state == "lost":
+        return HostResult(host, "lost")
+    if run.state != "finished":
+        return HostResult(host, "running")
+    duration = (run.finished_at - run.started_at) if run.started_at and run.finished_at else None
+    state = "ok" if run.exit_code in ok_codes else "failed"
+    return HostResult(host, state, run.exit_code, duration)
+
+
+def runs_serving(store_items, layout: Layout) -> dict[str, dict[str, RunRecord]]:
+    """{event id: {host: the run that served it}} from a read of P/hosts/."""
+    served: dict[str, dict[str, RunRecord]] = {}
+    for kv in store_items:
+        run = _run_of(layout, kv.key, kv.value)
+        if run is not None:
+            for event_id in run.served:
+                served.setdefault(event_id, {})[run.host] = run
+    return served
+
+
+def _run_of(layout: Layout, key: str, value: bytes) -> RunRecord | None:
+    parts = key[len(layout.prefix) + 1:].split("/")
+    if len(parts) != 4 or parts[0] != "hosts" or parts[2] != "runs":
+        return None
+    try:
+        return parse_run(value)
+    except BadRecord:
+        return None
+
+
+def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str], revision: int,
+                  timeout: float, ok_codes=PUPPET_OK) -> dict[str, HostResult]:
+    """Follow run records from `revision` until every host has finished a run
+    that served the fire, or the timeout; returns each host's result."""
+    results = {h: HostResult(h, "waiting") for h in hosts}
+    prefix = f"{layout.prefix}/hosts/"
+    deadline = time.monotonic() + timeout
+    changes: queue_module.Queue = queue_module.Queue()
+    watch = store.watch_prefix(prefix, revision + 1, changes.put)
+    try:
+        while not all(r.done for r in results.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                item = changes.get(timeout=left)
+            except queue_module.Empty:
+                break
+            if isinstance(item, StoreError):
+                # Re-read what the lost watch may have missed, then follow again.
+                items, revision = store.get_prefix(prefix)
+                for host, run in runs_serving(items, layout).get(event_id, {}).items():
+                    if host in results:
+                        results[host] = result_of(host, run, ok_codes)
+                watch = store.watch_prefix(prefix, revision + 1, changes.put)
+                continue
+            for change in item:
+                if isinstance(change, Put):
+                    run = _run_of(layout, change.key, change.value)
+                    if run is not None and run.host in results and event_id in run.served:
+                        results[run.host] = result_of(run.host, run, ok_codes)
+    finally:
+        watch.cancel()
+    return results
+
+
+@dataclass(frozen=True)
+class FireHistory:
+    event_id: str
+    trigger: str
+    fired_at: float
+    origin: str
+    results: tuple[HostResult, ...]
+
+
+def history(store: Store, layout: Layout, limit: int = 20, ok_codes=PUPPET_OK) -> list[FireHistory]:
+    """The newest fires still kept, with what each host's run made of them."""
+    fires, _ = store.get_prefix(layout.fires_prefix())
+    records = []
+    for kv in fires:
+        try:
+            records.append(json.loads(kv.value))
+        except ValueError:
+            continue
+    records.sort(key=lambda r: r.get("fired_at", 0), reverse=True)
+    records = records[:limit]
+    items, _ = store.get_prefix(f"{layout.prefix}/hosts/")
+    served = runs_serving(items, layout)
+    out = []
+    for r in records:
+        runs = served.get(r.get("id"), {})
+        results = tuple(result_of(h, runs.get(h), ok_codes) for h in r.get("hosts", []))
+        out.append(FireHistory(r.get("id", "?"), r.get("trigger", "?"), r.get("fired_at", 0.0),
+                               r.get("origin", ""), results))
+    return out
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    host: str
+    alive: bool
+    roles: tuple[str, ...]
+    pending: int
+    queued: int
+    running: int
+    quarantined: int
+    last: RunRecord | None
+
+
+def status(store: Store, layout: Layout) -> list[HostStatus]:
+    """Per host: watcher alive (its member key), inbox, active runs, last result."""
+    from .coordination import parse_member
+    from .records import parse_entry
+
+    items, _ = store.get_prefix(f"{layout.prefix}/")
+    seen: dict[str, dict] = {}
+
+    def host(name):
+        return seen.setdefault(name, {"alive": False, "roles": (), "pending": 0, "runs": [],
+                                      "quarantined": 0})
+
+    for kv in items:
+        parts = kv.key[len(layout.prefix) + 1:].split("/")
+        if len(parts) < 2:
+            continue
+        if parts[0] == "members" and len(parts) == 2:
+            try:
+                member = parse_member(kv.value)
+            except BadRecord:
+                continue
+            host(member.host).update(alive=True, roles=member.roles)
+        elif parts[0] == "quarantine":
+            host(parts[1])["quarantined"] += 1
+        elif parts[0] == "hosts" and len(parts) >= 3:
+            kind, _ = layout.classify(parts[1], kv.key)
+            try:
+                if kind == "entry":
+                    parse_entry(kv.value)
+                    host(parts[1])["pending"] += 1
+                elif kind == "run":
+                    host(parts[1])["runs"].append(parse_run(kv.value))
+            except BadRecord:
+                host(parts[1])["quarantined"] += 1  # the watcher moves it aside soon
+    out = []
+    for name in sorted(seen):
+        h = seen[name]
+        runs = sorted(h["runs"], key=lambda r: r.started_at or r.queued_at or 0)
+        finished = [r for r in runs if r.state in ("finished", "lost")]
+        out.append(HostStatus(
+            name, h["alive"], h["roles"], h["pending"],
+            sum(r.state == "queued" for r in runs), sum(r.state == "started" for r in runs),
+            h["quarantined"], finished[-1] if finished else None))
+    return out
