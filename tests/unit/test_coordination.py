@@ -1,0 +1,130 @@
+"""Members, roles, slots and elections on the in-memory store with a fake clock."""
+
+import threading
+
+import pytest
+
+from trigger.coordination import (
+    Member,
+    Membership,
+    Slot,
+    leader,
+    live_members,
+    read_config_dir,
+    register,
+    resolve_targets,
+    split_targets,
+)
+from trigger.layout import Layout
+from trigger.records import BadRecord
+from trigger.store.memory import MemoryStore
+
+L = Layout()
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def store(clock):
+    return MemoryStore(clock=clock)
+
+
+def join(store, host, roles=(), elections=(), ttl=10):
+    lease = store.lease_grant(ttl)
+    register(store, L, Member(host, tuple(roles), 0.0, tuple(elections)), lease)
+    return lease
+
+
+def test_split_targets_accepts_roles_and_rejects_bad_names():
+    assert split_targets("a,role:lb,a") == ["a", "role:lb"]
+    with pytest.raises(BadRecord, match="bad host name"):
+        split_targets("role:l b")
+    with pytest.raises(BadRecord, match="is empty"):
+        split_targets(" ")
+
+
+def test_roles_resolve_to_live_members_only(store, clock):
+    join(store, "lb1", ["lb"])
+    join(store, "lb2", ["lb"], ttl=5)
+    join(store, "web1", ["web"])
+    assert resolve_targets(store, L, ["role:lb", "extra"]) == (["extra", "lb1", "lb2"], [])
+    clock.now = 6  # lb2's watcher went silent
+    assert resolve_targets(store, L, ["role:lb", "role:db"]) == (["lb1"], ["db"])
+    assert [m.host for m in live_members(store, L)] == ["lb1", "web1"]
+
+
+def test_leader_is_the_oldest_live_candidate(store, clock):
+    assert leader(store, L, "db master") is None
+    join(store, "db1", elections=["db master"], ttl=5)
+    join(store, "db2", elections=["db master"], ttl=10)
+    assert leader(store, L, "db master") == "db1"
+    clock.now = 6
+    assert leader(store, L, "db master") == "db2"
+
+
+def test_membership_reregisters_after_its_lease_ran_out(store, clock, tmp_path):
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "roles" / "loadbalancer").touch()
+    m = Membership(store, L, "lb1", roles=("edge",), config_dir=str(tmp_path), ttl=3, clock=clock)
+    m.beat()
+    assert live_members(store, L)[0].roles == ("edge", "loadbalancer")
+    clock.now = 10  # etcd was unreachable longer than the lease
+    assert live_members(store, L) == []
+    m.beat()  # the refresh fails: lease gone
+    m.beat()  # a new lease, registered again
+    assert [x.host for x in live_members(store, L)] == ["lb1"]
+
+
+def test_membership_follows_the_config_dir(store, clock, tmp_path):
+    (tmp_path / "elections").mkdir()
+    m = Membership(store, L, "db1", config_dir=str(tmp_path), ttl=30, clock=clock)
+    m.beat()
+    assert leader(store, L, "primary") is None
+    (tmp_path / "elections" / "primary").touch()
+    m.beat()
+    assert leader(store, L, "primary") == "db1"
+    (tmp_path / "elections" / "primary").unlink()
+    m.beat()
+    assert leader(store, L, "primary") is None
+    m.stop()
+    assert live_members(store, L) == []
+
+
+def test_read_config_dir_without_dir():
+    assert read_config_dir(None) == ((), ())
+
+
+def test_slots_admit_limit_holders_and_the_next_when_one_leaves(store):
+    a, b, c = (Slot(store, L, "refresh lbs", 2, h) for h in ("a", "b", "c"))
+    a.acquire(timeout=1)
+    b.acquire(timeout=1)
+    with pytest.raises(TimeoutError, match="no slot of 2 free"):
+        c.acquire(timeout=0.2)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(c.acquire(timeout=5)))
+    waiter.start()
+    a.release()
+    waiter.join(5)
+    assert got and not waiter.is_alive()
+    for s in (b, c):
+        s.release()
+    assert store.get_prefix(L.slots_prefix("refresh%20lbs"))[0] == []
+
+
+def test_a_crashed_slot_holder_frees_its_slot_when_its_lease_ends(store, clock):
+    holder = Slot(store, L, "t", 1, "a", ttl=5)
+    holder.acquire(timeout=1)
+    holder.lease._stop.set()  # the holder's process died: nobody refreshes
+    clock.now = 6
+    Slot(store, L, "t", 1, "b").acquire(timeout=1)

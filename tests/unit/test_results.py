@@ -1,0 +1,60 @@
+"""Finding each host's run that served a fire, in the in-memory store."""
+
+import threading
+
+from trigger.fire import Lineage, fire
+from trigger.layout import Layout
+from trigger.results import history, result_of, status, wait_for_fire
+from trigger.runner import finish_run, start_run
+from trigger.store.memory import MemoryStore
+
+L = Layout()
+
+
+def test_result_of_each_state():
+    store = MemoryStore()
+    fire(store, L, "t", ["h"], Lineage(), "o")
+    started = start_run(store, L, "h", "r1", 10.0)
+    assert result_of("h", None).state == "waiting"
+    assert result_of("h", started).state == "running"
+    done = finish_run(store, L, started, 2, 12.5)
+    r = result_of("h", done)
+    assert (r.state, r.exit_code, r.duration) == ("ok", 2, 2.5)
+    assert result_of("h", finish_run(store, L, started, 1, 13.0)).state == "failed"
+
+
+def test_wait_for_fire_follows_runs_by_event_id():
+    store = MemoryStore()
+    _, before = store.get_prefix("/x")
+    entry = fire(store, L, "t", ["a", "b"], Lineage(), "o")
+    results = {}
+
+    def waiter():
+        results.update(wait_for_fire(store, L, entry.id, ["a", "b"], before, timeout=5))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    other = fire(store, L, "u", ["a"], Lineage(), "o")  # noqa: F841  (served by the same run)
+    finish_run(store, L, start_run(store, L, "a", "ra", 1.0), 0, 2.0)
+    finish_run(store, L, start_run(store, L, "b", "rb", 1.0), 6, 3.0)
+    thread.join(5)
+    assert {h: (r.state, r.exit_code) for h, r in results.items()} == {"a": ("ok", 0), "b": ("failed", 6)}
+
+
+def test_wait_for_fire_times_out_with_waiting_hosts():
+    store = MemoryStore()
+    entry = fire(store, L, "t", ["a"], Lineage(), "o")
+    assert wait_for_fire(store, L, entry.id, ["a"], store.revision, timeout=0.1)["a"].state == "waiting"
+
+
+def test_history_and_status():
+    store = MemoryStore()
+    entry = fire(store, L, "deploy", ["a", "b"], Lineage(), "o", retention=60)
+    finish_run(store, L, start_run(store, L, "a", "ra", 1.0), 0, 2.0)
+    (h,) = history(store, L)
+    assert h.event_id == entry.id and h.trigger == "deploy"
+    assert [(r.host, r.state) for r in h.results] == [("a", "ok"), ("b", "waiting")]
+    store.put(L.entry_key("b", "junk"), b"nope")
+    by_host = {s.host: s for s in status(store, L)}
+    assert by_host["a"].last.exit_code == 0 and by_host["a"].pending == 0
+    assert by_host["b"].pending == 1 and by_host["b"].quarantined == 1 and not by_host["b"].alive
