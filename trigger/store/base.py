@@ -62,7 +62,9 @@ class Delete:
 Change = Union[Put, Delete]
 
 # A watch callback gets the changes of one or more revisions, in revision
-# order, or a StoreError once, after which the watch is dead.
+# order, or a StoreError once, after which the watch is dead. It is called
+# from the store's own thread (etcd) or from inside the write (memory); a
+# callback that raises ends its watch with a StoreError.
 WatchCallback = Callable[[Union[list[Change], StoreError]], None]
 
 
