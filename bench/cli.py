@@ -35,7 +35,7 @@ class Settings:
     scale_rate: float
 
 
-QUICK = Settings(latency_samples=20, fanout_reps=1, etcdctl_sample=50, storm_spread=10.0,
+QUICK = Settings(latency_samples=20, fanout_reps=1, etcdctl_sample=100, storm_spread=10.0,
                  footprint_seconds=5.0, cold_reps=5, scale_hosts=1000, scale_procs=4,
                  scale_seconds=12.0, scale_rate=100.0)
 FULL = Settings(latency_samples=200, fanout_reps=3, etcdctl_sample=1000, storm_spread=10.0,

@@ -67,6 +67,8 @@ def fmt_ratio(value: float | None) -> str:
         return "n/a"
     if value >= 100:
         return f"{value:,.0f}×"
+    if 0 < value < 0.1:
+        return f"{value:.2g}×"
     return f"{value:.2f}×" if value < 10 else f"{value:.1f}×"
 
 
