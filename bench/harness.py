@@ -36,6 +36,7 @@ REPO = BENCH.parent
 RECORDER = BENCH / "recorder.sh"
 SEED_LOOP = BENCH / "seed" / "watch-loop.sh"
 SEED_FIRE = BENCH / "seed" / "fire.sh"
+REAPER = BENCH / "reaper.py"
 TAG_VAR = "TRIGGER_BENCH_TAG"
 
 
@@ -244,8 +245,18 @@ class _Node:
         self.env = {**base_env(), "TS_SOCKET": str(self.dir / "tsp.sock"), "TMPDIR": str(self.dir),
                     "TS_MAXFINISHED": "10000"}
         session.uses_tsp(self.env)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | None = None  # reaper.py, the node's process group leader
+        self.pid: int | None = None  # the watcher (ours) or the loop's bash (seed)
         self.fires: list[float] = []
+
+    def _spawn(self, argv: list[str], log_name: str) -> None:
+        """Start argv under reaper.py, which counts the CPU of the runs it leaves behind."""
+        pidfile = self.dir / "main.pid"
+        self.proc = self.session.spawn([sys.executable, str(REAPER), str(pidfile), *argv], env=self.env,
+                                       stderr=open(self.dir / log_name, "ab"))
+        if not wait_for(pidfile.exists, 10.0, 0.01):
+            raise RuntimeError(f"{self.kind} node {self.host} did not start")
+        self.pid = int(pidfile.read_text())
 
     def run_cmd(self) -> list[str]:
         return ["/bin/bash", str(RECORDER), str(self.log.path), f"{self.run_seconds:g}"]
@@ -295,8 +306,7 @@ class OursNode(_Node):
         argv = [sys.executable, "-m", "trigger", "watch", "--host", self.host, "--queue", "tsp",
                 "--endpoints", self.endpoint, "--run-cmd", shlex.join(self.run_cmd()),
                 "--check-interval", f"{self.check_interval:g}"]
-        self.proc = self.session.spawn(argv, env=self.env,
-                                       stderr=open(self.dir / "watch.log", "ab"))
+        self._spawn(argv, "watch.log")
         return self
 
     def fire(self) -> float:
@@ -319,7 +329,7 @@ class SeedNode(_Node):
 
     def start(self) -> "SeedNode":
         argv = ["/bin/bash", str(SEED_LOOP), self.endpoint, self.key, *self.run_cmd()]
-        self.proc = self.session.spawn(argv, env=self.env, stderr=open(self.dir / "loop.log", "ab"))
+        self._spawn(argv, "loop.log")
         return self
 
     def fire(self) -> float:

@@ -1,0 +1,200 @@
+"""Item 6: what a watcher costs, idle and busy, and what a cold `trigger fire` costs.
+
+Idle: our `trigger watch` and the seed's loop (bash and its `etcdctl
+watch`), both warmed up and then left alone, measured over the same window:
+CPU (their own and their waited-for children's), resident memory, and
+context switches per second, where a poll loop would show even when its
+CPU rounds to zero. The tsp servers (one per node on both sides, the same
+C program) are not counted.
+
+Busy: 100 fires/s for a while, one side after the other (measuring CPU
+while the other side burns it would be unfair). The watcher's own CPU and
+peak RSS, and the CPU of the runs it caused (taken from its tsp server's
+waited-for children: `trigger run` and the command for us, the command for
+the seed).
+
+Cold start: `trigger fire` to one host, against the seed's provider (an
+`etcdctl set` process), interleaved; and what `trigger run` adds before
+a run's command starts, against the interpreter's own start.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from .harness import (
+    SEED_FIRE,
+    OursNode,
+    SeedNode,
+    V2Client,
+    base_env,
+    group_pids,
+    proc_cpu,
+    proc_rss_mb,
+    proc_switches,
+    wait_for,
+    warm_up,
+)
+from .report import Row, verdict
+from .stats import cpu_percent, summarize
+
+IDLE_CPU_TARGET = 0.5  # % of one core: "about zero"
+RSS_TARGET = 60.0  # MB
+
+
+class Meter:
+    """CPU, RSS and context switches of a set of processes over a window."""
+
+    def __init__(self, pids_fn):
+        self.pids_fn = pids_fn
+        self.peak_rss = 0.0
+        self._cpu0 = self._cpu()
+        self._sw0 = self._switches()
+        self._t0 = time.monotonic()
+
+    def _cpu(self) -> float:
+        total = 0.0
+        for pid in self.pids_fn():
+            try:
+                total += proc_cpu(pid)
+            except OSError:
+                continue
+        return total
+
+    def _switches(self) -> int:
+        return sum(proc_switches(pid) for pid in self.pids_fn())
+
+    def sample(self) -> None:
+        rss = 0.0
+        for pid in self.pids_fn():
+            try:
+                rss += proc_rss_mb(pid)
+            except OSError:
+                continue
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def result(self) -> dict:
+        wall = time.monotonic() - self._t0
+        cpu = self._cpu() - self._cpu0
+        return {"wall_s": wall, "cpu_s": cpu, "cpu_percent": cpu_percent(cpu, wall),
+                "peak_rss_mb": self.peak_rss, "switches_per_s": (self._switches() - self._sw0) / wall}
+
+
+def _watch(meters: list[Meter], seconds: float, while_fn=None) -> None:
+    deadline = time.monotonic() + seconds
+    next_sample = 0.0
+    while time.monotonic() < deadline:
+        if while_fn is not None:
+            while_fn()
+        if time.monotonic() >= next_sample:
+            for m in meters:
+                m.sample()
+            next_sample = time.monotonic() + 0.25
+        if while_fn is None:
+            time.sleep(0.25)
+
+
+def _busy(node, pids_fn, seconds: float, rate: float) -> dict:
+    runs_meter = Meter(lambda: [node.proc.pid])  # reaper.py: the runs' CPU is its children's
+    meter = Meter(pids_fn)
+    t0 = time.monotonic()
+    fired = [0]
+
+    def fire_on_schedule():
+        due = int((time.monotonic() - t0) * rate)
+        while fired[0] < due:
+            node.fire()
+            fired[0] += 1
+        time.sleep(max(0.0, t0 + (fired[0] + 1) / rate - time.monotonic()))
+
+    _watch([meter, runs_meter], seconds, fire_on_schedule)
+    result = meter.result()
+    runs = runs_meter.result()
+    result.update({"fires": fired[0], "fire_rate": fired[0] / result["wall_s"],
+                   "runs_cpu_percent": runs["cpu_percent"]})
+    return result
+
+
+def _cold(argv: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True, timeout=60)
+    return time.perf_counter() - t0
+
+
+def cold_starts(endpoint: str, reps: int) -> dict[str, list[float]]:
+    env = base_env()
+    py = sys.executable
+    commands = {
+        "trigger fire": [py, "-m", "trigger", "fire", "bench-cold", "--hosts", "cold1",
+                         "--endpoints", endpoint, "--prefix", "/bench/cold"],
+        "etcdctl set": [str(SEED_FIRE), endpoint, "/puppet_trigger/cold1", "x"],
+        "trigger run -- true": [py, "-m", "trigger", "run", "--host", "cold1", "--run-id", "RUNID",
+                                "--endpoints", endpoint, "--prefix", "/bench/cold", "--", "/bin/true"],
+        "python -c pass": [py, "-c", "pass"],
+        "python -c 'import trigger.store.etcd'": [py, "-c", "import trigger.store.etcd"],
+    }
+    times: dict[str, list[float]] = {k: [] for k in commands}
+    for i in range(reps + 1):  # the first round warms the page cache and is dropped
+        for name, argv in commands.items():
+            argv = [a.replace("RUNID", f"cold-{i}") for a in argv]
+            seconds = _cold(argv, env)
+            if i:
+                times[name].append(seconds)
+    return times
+
+
+def run(session, etcd, store, seconds: float, cold_reps: int) -> tuple[list[Row], dict]:
+    v2 = V2Client(etcd.endpoint)
+    session.on_close(v2.close)
+    ours = OursNode(session, etcd.endpoint, "foot-ours", store).start()
+    seed = SeedNode(session, etcd.endpoint, "foot-seed", v2).start()
+    ready = {"ours": warm_up(ours), "seed": warm_up(seed)}
+    time.sleep(1.0)  # let the last run's finish reach the watcher
+
+    ours_pids = lambda: [ours.pid]  # noqa: E731  (the watcher; its tsp calls are waited-for children)
+    # bash and its etcdctl watch: the node's process group but for reaper.py
+    seed_pids = lambda: [p for p in group_pids(seed.proc.pid) if p != seed.proc.pid]  # noqa: E731
+    idle_ours, idle_seed = Meter(ours_pids), Meter(seed_pids)
+    _watch([idle_ours, idle_seed], seconds)
+    idle = {"ours": idle_ours.result(), "seed": idle_seed.result()}
+
+    busy = {"ours": _busy(ours, ours_pids, seconds, 100.0)}
+    wait_for(lambda: not ours.unserved(), 30, 0.05)
+    busy["seed"] = _busy(seed, seed_pids, seconds, 100.0)
+    busy["ours_unserved_after"] = len(ours.unserved())
+    ours.stop()
+    seed.stop()
+
+    cold = cold_starts(etcd.endpoint, cold_reps)
+    cs = {k: summarize(v) for k, v in cold.items()}
+
+    i, o, s = idle["ours"], idle["seed"], busy
+    rows = [
+        Row("6 footprint", "idle watcher CPU", i["cpu_percent"], "%", o["cpu_percent"], "seed loop",
+            target=f"≈ 0 (< {IDLE_CPU_TARGET} %)", verdict=verdict(i["cpu_percent"] < IDLE_CPU_TARGET),
+            note=f"{i['wall_s']:.0f} s"),
+        Row("6 footprint", "idle watcher wake-ups", i["switches_per_s"], "/s", o["switches_per_s"], "seed loop",
+            note="context switches of all threads"),
+        Row("6 footprint", "idle watcher RSS", i["peak_rss_mb"], "MB", o["peak_rss_mb"], "seed loop",
+            target=f"< {RSS_TARGET:.0f} MB", verdict=verdict(i["peak_rss_mb"] < RSS_TARGET)),
+        Row("6 footprint", "100 fires/s: watcher CPU", s["ours"]["cpu_percent"], "%",
+            s["seed"]["cpu_percent"], "seed loop",
+            note=f"{s['ours']['fire_rate']:.0f} vs {s['seed']['fire_rate']:.0f} fires/s reached"),
+        Row("6 footprint", "100 fires/s: watcher peak RSS", s["ours"]["peak_rss_mb"], "MB",
+            s["seed"]["peak_rss_mb"], "seed loop", target=f"< {RSS_TARGET:.0f} MB",
+            verdict=verdict(s["ours"]["peak_rss_mb"] < RSS_TARGET)),
+        Row("6 footprint", "100 fires/s: CPU of the runs caused", s["ours"]["runs_cpu_percent"], "%",
+            s["seed"]["runs_cpu_percent"], "seed loop", note="tsp job runners, reaped by bench/reaper.py"),
+        Row("6 footprint", "trigger fire cold start p50", cs["trigger fire"]["p50"], "s",
+            cs["etcdctl set"]["p50"], "etcdctl set", target="< 0.4 s",
+            verdict=verdict(cs["trigger fire"]["p50"] < 0.4),
+            note=f"n={cold_reps}, p90 {cs['trigger fire']['p90']:.2f} s"),
+        Row("6 footprint", "trigger run -- true cold p50", cs["trigger run -- true"]["p50"], "s",
+            cs["python -c pass"]["p50"], "python -c pass"),
+        Row("6 footprint", "import trigger.store.etcd p50", cs["python -c 'import trigger.store.etcd'"]["p50"],
+            "s", cs["python -c pass"]["p50"], "python -c pass"),
+    ]
+    return rows, {"idle": idle, "busy": busy, "cold_s": cold, "cold_summary_s": cs, "ready": ready}
