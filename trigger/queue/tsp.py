@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 
 from . import QueueError
@@ -77,5 +78,15 @@ class TspQueue:
         self._call(["-L", LABEL_PREFIX + run_id, *argv])
 
     def live_run_ids(self) -> frozenset[str]:
-        jobs = parse_tsp_list(self._call(["-l"]))
+        # A server that is dying, or being started by a concurrent call,
+        # refuses a client for a moment; asking is harmless, so ask again.
+        for attempt in range(3):
+            try:
+                text = self._call(["-l"])
+                break
+            except QueueError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.1)
+        jobs = parse_tsp_list(text)
         return frozenset(j.run_id for j in jobs if j.run_id and j.state in LIVE_STATES)
