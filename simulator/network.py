@@ -1,0 +1,273 @@
+"""etcd on simulated time: one shared MemoryStore, seen by each node through its own connection.
+
+`Etcd` owns the real `trigger.store.memory.MemoryStore` (etcd's semantics:
+revisions, watch from a revision, compaction, leases on the simulated
+clock). Each node talks to it through a `NodeStore`, which is what a node's
+watcher, its `trigger run` and its `trigger fire` see: the same `Store`
+interface, but it fails with `UnavailableError` while the node is cut off or
+etcd is restarting, and its watches deliver after a small network latency
+instead of synchronously inside the write.
+
+Watches are multiplexed, as an etcd client does over one gRPC stream: the
+store holds a single watch on the hosts prefix and `Etcd` routes each change
+to the node watches of its host. MemoryStore calls every watch at every
+write, so 10,000 separate watches would cost 10,000 calls per write. A node
+watch still starts through the store's own `watch_prefix` (which replays the
+backlog from its start revision or fails with `CompactedError`), then moves
+to the router; both happen at one simulated instant, so nothing slips past.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from trigger.store.base import CompactedError, StoreError, UnavailableError
+from trigger.store.memory import MemoryStore
+
+
+class NodeWatch:
+    """A node's watch on its host prefix; dies once, with an error, on a fault."""
+
+    __slots__ = ("conn", "host", "callback", "alive", "_batch", "_batch_at")
+
+    def __init__(self, conn: "NodeStore", host: str, callback: Callable):
+        self.conn = conn
+        self.host = host
+        self.callback = callback
+        self.alive = True
+        self._batch: list | None = None
+        self._batch_at = -1.0
+
+    def send(self, changes: list) -> None:
+        """Deliver changes after the network latency, in order; one delivery per instant."""
+        env = self.conn.etcd.env
+        at = env.now + self.conn.etcd.latency
+        if self._batch is not None and self._batch_at == at:
+            self._batch.extend(changes)
+            return
+        batch = list(changes)
+        self._batch, self._batch_at = batch, at
+        self.conn.etcd.in_flight += 1
+        env.timeout(self.conn.etcd.latency).callbacks.append(lambda _e: self._deliver(batch))
+
+    def _deliver(self, batch: list) -> None:
+        self.conn.etcd.in_flight -= 1
+        if self._batch is batch:
+            self._batch = None
+        if self.alive:
+            self.callback(batch)
+
+    def die(self, error: StoreError) -> None:
+        """The connection broke: drop what is in flight, report the error once."""
+        if not self.alive:
+            return
+        self.alive = False
+        self.conn.etcd.unroute(self)
+        self.conn.watches.pop(self, None)
+        env = self.conn.etcd.env
+        env.timeout(self.conn.etcd.latency).callbacks.append(lambda _e: self.callback(error))
+
+    def cancel(self) -> None:
+        if self.alive:
+            self.alive = False
+            self.conn.etcd.unroute(self)
+            self.conn.watches.pop(self, None)
+
+
+class Etcd:
+    """The etcd cluster: the shared store, whether it is up, and the watch router."""
+
+    def __init__(self, env, hosts_prefix: str, latency: float, run_history: float):
+        self.env = env
+        self.store = MemoryStore(clock=lambda: env.now)
+        self.latency = latency
+        self.up = True
+        self.in_flight = 0  # watch deliveries and watch requests on the wire
+        self.connections: dict[str, NodeStore] = {}
+        self._routes: dict[str, list[NodeWatch]] = {}
+        self._hosts_prefix = hosts_prefix
+        self._cut = len(hosts_prefix)
+        self._run_history = run_history
+        self._lease = 0
+        self._lease_until = -1.0
+        self.store.watch_prefix(hosts_prefix, 0, self._route)
+
+    def connect(self, host: str) -> "NodeStore":
+        conn = NodeStore(self, host)
+        self.connections[host] = conn
+        return conn
+
+    # -- routing -----------------------------------------------------------------
+
+    def _route(self, changes: list) -> None:
+        cut = self._cut
+        routes = self._routes
+        if len(changes) == 1:
+            key = changes[0].key
+            watches = routes.get(key[cut:key.find("/", cut)])
+            if watches:
+                for watch in watches:
+                    watch.send(changes)
+            return
+        by_host: dict[str, list] = {}
+        for change in changes:
+            key = change.key
+            host = key[cut:key.find("/", cut)]
+            if host in routes:
+                by_host.setdefault(host, []).append(change)
+        for host, mine in by_host.items():
+            for watch in routes[host]:
+                watch.send(mine)
+
+    def route(self, watch: NodeWatch) -> None:
+        self._routes.setdefault(watch.host, []).append(watch)
+
+    def unroute(self, watch: NodeWatch) -> None:
+        watches = self._routes.get(watch.host)
+        if watches and watch in watches:
+            watches.remove(watch)
+            if not watches:
+                del self._routes[watch.host]
+
+    # -- faults ------------------------------------------------------------------
+
+    def go_down(self) -> None:
+        """etcd stops (a restart begins): every watch dies, every call fails; data is kept."""
+        self.up = False
+        for host in sorted(self.connections):
+            self.connections[host].kill_watches(UnavailableError("etcd restarting"))
+
+    def come_up(self) -> None:
+        self.up = True
+
+    def compact(self) -> int:
+        """Compact all history up to the current revision; returns it."""
+        revision = self.store.revision
+        try:
+            self.store.compact(revision)
+        except CompactedError:
+            pass  # already compacted there
+        return revision
+
+    # -- run history ---------------------------------------------------------------
+
+    def history_lease(self) -> int:
+        """A lease that ends `run_history` seconds (at most a minute more) from now.
+
+        Finished run records are written with it so they expire as the real
+        daemon's do. One lease serves every finish within a minute: the
+        store checks all leases at every call, so a lease per run would cost
+        the simulation far more than it tells.
+        """
+        now = self.env.now
+        if now >= self._lease_until:
+            self._lease = self.store.lease_grant(int(self._run_history) + 60)
+            self._lease_until = now + 60
+        return self._lease
+
+
+class NodeStore:
+    """One node's connection to etcd: the `Store` interface, failing while cut off."""
+
+    def __init__(self, etcd: Etcd, host: str):
+        self.etcd = etcd
+        self.host = host
+        self.cut = False
+        self.watches: dict[NodeWatch, None] = {}  # insertion order: deterministic
+        self._store = etcd.store
+
+    def _check(self) -> None:
+        if self.cut:
+            raise UnavailableError(f"{self.host} is cut off from etcd")
+        if not self.etcd.up:
+            raise UnavailableError("etcd is restarting")
+
+    def get(self, key):
+        self._check()
+        return self._store.get(key)
+
+    def get_prefix(self, prefix):
+        self._check()
+        return self._store.get_prefix(prefix)
+
+    def put(self, key, value, lease=0):
+        self._check()
+        return self._store.put(key, value, lease)
+
+    def delete(self, key):
+        self._check()
+        return self._store.delete(key)
+
+    def txn(self, ops, expect_missing=()):
+        self._check()
+        return self._store.txn(ops, expect_missing)
+
+    def lease_grant(self, ttl):
+        self._check()
+        return self._store.lease_grant(ttl)
+
+    def lease_refresh(self, lease):
+        self._check()
+        return self._store.lease_refresh(lease)
+
+    def lease_revoke(self, lease):
+        self._check()
+        return self._store.lease_revoke(lease)
+
+    def compact(self, revision):
+        self._check()
+        return self._store.compact(revision)
+
+    def close(self):
+        self.kill_watches(UnavailableError("connection closed"))
+
+    def watch_prefix(self, prefix: str, start_revision: int, callback) -> NodeWatch:
+        """Ask for a watch; the server creates it one latency later.
+
+        Changes made in between are in its backlog (it starts at
+        `start_revision`); a compaction in between fails it with
+        CompactedError, as a real watch request would.
+        """
+        self._check()
+        host = prefix[self.etcd._cut:-1]
+        if not prefix.startswith(self.etcd._hosts_prefix) or "/" in host or not host:
+            raise ValueError(f"the simulator routes host-prefix watches only, not {prefix!r}")
+        watch = NodeWatch(self, host, callback)
+        self.watches[watch] = None
+        self.etcd.in_flight += 1
+        self.etcd.env.timeout(self.etcd.latency).callbacks.append(
+            lambda _e: self._create(watch, prefix, start_revision)
+        )
+        return watch
+
+    def _create(self, watch: NodeWatch, prefix: str, start_revision: int) -> None:
+        self.etcd.in_flight -= 1
+        if not watch.alive:
+            return
+        try:
+            self._check()
+        except StoreError as exc:
+            watch.die(exc)
+            return
+        replies: list = []
+        probe = self._store.watch_prefix(prefix, start_revision, replies.append)
+        probe.cancel()
+        if replies and isinstance(replies[0], StoreError):
+            watch.die(replies[0])
+            return
+        self.etcd.route(watch)
+        if replies:
+            watch.send(replies[0])
+
+    def kill_watches(self, error: StoreError) -> None:
+        for watch in list(self.watches):
+            watch.die(error)
+
+    # -- faults ----------------------------------------------------------------------
+
+    def cut_off(self) -> None:
+        self.cut = True
+        self.kill_watches(UnavailableError(f"{self.host} is cut off from etcd"))
+
+    def reconnect(self) -> None:
+        self.cut = False

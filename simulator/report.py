@@ -1,0 +1,293 @@
+"""The outcome of a simulation: a JSON document, a terminal table, a verdict.
+
+`Report.data` holds only what the simulation decided, rounded to the
+millisecond, in a fixed order, so the same scenario and seed always give
+the same bytes. Wall time and events per second describe the machine, not
+the scenario; they live on the Report object and are printed, never
+written into the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .simulation import Simulation
+
+PER_NODE_ROWS = 40  # above this many nodes the table shows roles, and the busiest nodes
+
+
+def _t(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+@dataclass
+class Report:
+    data: dict
+    events: int
+    wall_seconds: float
+    trace: list[tuple[float, str, str]] = field(default_factory=list)
+    run_spans: list[tuple[int, float, float, bool]] = field(default_factory=list)
+    hosts: list[tuple[str, str]] = field(default_factory=list)  # (host, role), in order
+
+    @property
+    def ok(self) -> bool:
+        return self.data["check"]["ok"]
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.wall_seconds if self.wall_seconds else 0.0
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.data, indent=1, sort_keys=False) + "\n").encode()
+
+
+def build_report(sim: Simulation) -> Report:
+    scenario = sim.scenario
+    remaining = sim.remaining_entries()
+    unserved_by_host: dict[str, list] = {}
+    for host, event_id, fired_at, trigger in remaining:
+        unserved_by_host.setdefault(host, []).append((fired_at, event_id, trigger))
+    remaining_keys = {(h, e) for h, e, _, _ in remaining}
+
+    problems: list[str] = []
+    unserved = []
+    for host in sorted(unserved_by_host):
+        entries = sorted(unserved_by_host[host])
+        reason = sim.explain_unserved(host)
+        unserved.append({
+            "host": host, "count": len(entries), "first_fired_at": _t(entries[0][0]),
+            "triggers": sorted({t for _, _, t in entries}),
+            "reason": reason or "no fault explains it",
+        })
+        if reason is None:
+            problems.append(f"{len(entries)} fire(s) on {host} never followed by a run, "
+                            "and no fault explains it")
+    vanished = sorted(k for k in sim.fired if k not in sim.served_by and k not in remaining_keys)
+    if vanished:
+        host, event_id = vanished[0]
+        problems.append(f"{len(vanished)} fire(s) left the inbox without a run, first "
+                        f"{event_id} on {host}")
+    if sim.still_busy:
+        problems.append(
+            f"triggered runs still going when the drain window closed at {sim.ended_at:g} s "
+            f"({scenario.drain:g} s after the last scheduled run): an unbounded loop, "
+            "or raise `drain`"
+        )
+
+    refusals = sim.refusals()
+    refused_by_chain: dict[tuple, dict] = {}
+    refused_by_origin: Counter = Counter()
+    for record in refusals:
+        chain = tuple(record["chain"])
+        if chain:
+            refused_by_origin[chain[-1]] += 1
+        key = (record["trigger"], chain)
+        group = refused_by_chain.setdefault(key, {
+            "trigger": record["trigger"], "chain": list(chain), "hop": record["hop"],
+            "ttl": record["ttl"], "count": 0, "first_at": _t(record["refused_at"]),
+        })
+        group["count"] += 1
+    refused = sorted(refused_by_chain.values(), key=lambda g: (-g["count"], g["first_at"], g["chain"]))
+
+    nodes = []
+    unserved_count = {u["host"]: u["count"] for u in unserved}
+    for host, node in sim.nodes.items():
+        s = node.stats
+        left = unserved_count.get(host, 0)
+        nodes.append({
+            "host": host,
+            "role": node.role.name,
+            "runs_scheduled": s.scheduled_runs,
+            "runs_triggered": s.triggered_runs,
+            "scheduled_skipped": s.scheduled_skipped,
+            "runs_aborted": s.runs_aborted,
+            "runs_lost": s.runs_lost,
+            "fires_received": s.fires_received,
+            "fires_coalesced": s.fires_coalesced,
+            "fires_sent": s.fires_sent,
+            "fires_refused": refused_by_origin.get(host, 0),
+            "fires_failed": s.fires_failed,
+            "max_queue_depth": s.max_queue_depth,
+            "unserved": left,
+            "quiescent_at": None if left else _t(s.last_trigger_activity),
+            "watch_errors": dict(s.watch_errors),
+            "resyncs": s.resyncs,
+        })
+
+    def total(key):
+        return sum(n[key] for n in nodes)
+
+    quiet = [n["quiescent_at"] for n in nodes]
+    totals = {
+        "nodes": len(nodes),
+        "runs_scheduled": total("runs_scheduled"),
+        "runs_triggered": total("runs_triggered"),
+        "scheduled_skipped": total("scheduled_skipped"),
+        "runs_aborted": total("runs_aborted"),
+        "runs_lost": total("runs_lost"),
+        "fires_made": sim.fires_made,
+        "fires_received": total("fires_received"),
+        "fires_coalesced": total("fires_coalesced"),
+        "fires_refused": len(refusals),
+        "fires_failed": total("fires_failed"),
+        "max_queue_depth": max(n["max_queue_depth"] for n in nodes),
+        "unserved": total("unserved"),
+        "first_fire_at": _t(sim.first_fire_at),
+        "quiescent_at": None if any(n["unserved"] for n in nodes) or sim.still_busy
+        else max((q for q in quiet if q is not None), default=None),
+        "watch_errors": {
+            k: sum(n["watch_errors"][k] for n in nodes) for k in ("unavailable", "compacted")
+        },
+        "resyncs": total("resyncs"),
+    }
+
+    data = {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "seed": sim.seed,
+        "until": scenario.until,
+        "drain": scenario.drain,
+        "ended_at": _t(sim.ended_at),
+        "simulated_events": sim.events,
+        "check": {"ok": not problems, "problems": problems},
+        "totals": totals,
+        "refused": refused,
+        "unserved": unserved,
+        "faults": [
+            {"at": f.at, "kind": f.kind, "hosts": list(f.hosts), "for": f.span,
+             "factor": f.factor, "what": f.describe()}
+            for f in scenario.faults
+        ],
+        "nodes": nodes,
+    }
+    return Report(
+        data=data, events=sim.events, wall_seconds=sim.wall_seconds, trace=sim.trace_lines,
+        run_spans=sim.run_spans, hosts=[(h, n.role.name) for h, n in sim.nodes.items()],
+    )
+
+
+# -- the terminal table ----------------------------------------------------------------
+
+COLUMNS = (
+    ("runs\nsched", "runs_scheduled"),
+    ("runs\ntrig", "runs_triggered"),
+    ("fires\nrecv", "fires_received"),
+    ("coal-\nesced", "fires_coalesced"),
+    ("ttl\nrefused", "fires_refused"),
+    ("max\nqueue", "max_queue_depth"),
+    ("un-\nserved", "unserved"),
+)
+
+
+def _quiet(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _common_domain(hosts: list[str]) -> str:
+    """The DNS suffix every host shares (`example.com`), to keep the table narrow."""
+    parts = [h.split(".")[1:] for h in hosts]
+    if not parts or not all(parts):
+        return ""
+    common = parts[0]
+    for p in parts[1:]:
+        while common and p[-len(common):] != common:
+            common = common[1:]
+    return ".".join(common)
+
+
+def render(report: Report, console, all_nodes: bool = False) -> None:
+    """Print the report as rich tables to `console`."""
+    from rich import box
+    from rich.table import Table
+
+    data = report.data
+    totals = data["totals"]
+    nodes = data["nodes"]
+    title = f"trigger-sim: {data['scenario']} (seed {data['seed']}, {len(nodes)} nodes, " \
+            f"{data['until']:g} s + drain, ended {data['ended_at']:g} s)"
+    per_node = all_nodes or len(nodes) <= PER_NODE_ROWS
+    domain = _common_domain([n["host"] for n in nodes])
+    if domain and per_node:
+        title += f"\nhosts in {domain}"
+    table = Table(title=title, title_justify="left", show_footer=True, box=box.SIMPLE_HEAD,
+                  collapse_padding=True, pad_edge=False)
+    table.add_column("node" if per_node else "role (nodes)", footer="total", no_wrap=True)
+    if per_node:
+        table.add_column("role", no_wrap=True)
+    for label, key in COLUMNS:
+        table.add_column(label, justify="right", footer=str(totals[key]),
+                         min_width=max(len(part) for part in label.split("\n")))
+    quiet_total = totals["quiescent_at"]
+    table.add_column("quiet\nat (s)", justify="right", min_width=7,
+                     footer=_quiet(quiet_total) if quiet_total is not None or not totals["unserved"]
+                     else "never")
+
+    def row(first, extra, values, quiet):
+        cells = [first, *extra]
+        for _, key in COLUMNS:
+            v = values[key]
+            text = str(v)
+            if key == "unserved" and v:
+                text = f"[bold red]{v}[/]"
+            elif key == "fires_refused" and v:
+                text = f"[yellow]{v}[/]"
+            cells.append(text)
+        cells.append(quiet)
+        table.add_row(*cells)
+
+    if per_node:
+        for n in nodes:
+            host = n["host"][: -len(domain) - 1] if domain else n["host"]
+            row(host, [n["role"]], n, _quiet(n["quiescent_at"]))
+    else:
+        roles: dict[str, list] = {}
+        for n in nodes:
+            roles.setdefault(n["role"], []).append(n)
+        for role, members in roles.items():
+            agg = {key: sum(m[key] for m in members) for _, key in COLUMNS}
+            agg["max_queue_depth"] = max(m["max_queue_depth"] for m in members)
+            qs = [m["quiescent_at"] for m in members]
+            quiet = "never" if any(m["unserved"] for m in members) else _quiet(
+                max((q for q in qs if q is not None), default=None))
+            row(f"{role} ({len(members)})", [], agg, quiet)
+    console.print(table)
+    if not per_node:
+        busiest = sorted(nodes, key=lambda n: (-n["runs_triggered"], -n["fires_received"], n["host"]))[:5]
+        console.print("busiest nodes: " + ", ".join(
+            f"{n['host']} ({n['runs_triggered']} triggered runs for {n['fires_received']} fires)"
+            for n in busiest))
+
+    extra = []
+    if totals["scheduled_skipped"]:
+        extra.append(f"{totals['scheduled_skipped']} scheduled run(s) skipped (a run in progress)")
+    if totals["runs_lost"]:
+        extra.append(f"{totals['runs_lost']} queued run(s) marked lost and replaced")
+    if totals["runs_aborted"]:
+        extra.append(f"{totals['runs_aborted']} run(s) could not mark their start")
+    if totals["fires_failed"]:
+        extra.append(f"{totals['fires_failed']} fire(s) failed: etcd unreachable")
+    we = totals["watch_errors"]
+    if we["unavailable"] or we["compacted"]:
+        extra.append(f"watch errors: {we['unavailable']} unavailable, {we['compacted']} compacted")
+    for line in extra:
+        console.print(f"  {line}")
+    for fault in data["faults"]:
+        console.print(f"  fault: {fault['what']}")
+    for group in data["refused"][:10]:
+        console.print(
+            f"  [yellow]loop refused by ttl {group['ttl']}[/] x{group['count']}: "
+            f"{group['trigger']!r} chain {' -> '.join(group['chain'])}"
+        )
+    if len(data["refused"]) > 10:
+        console.print(f"  ... and {len(data['refused']) - 10} more refused chains (see report.json)")
+    for u in data["unserved"][:10]:
+        console.print(f"  [red]unserved[/] {u['count']} fire(s) on {u['host']}: {u['reason']}")
+    if len(data["unserved"]) > 10:
+        console.print(f"  ... and {len(data['unserved']) - 10} more hosts with unserved fires")
+    if data["check"]["ok"]:
+        console.print("[green]check: ok[/] (every fire followed by a run, loops bounded)")
+    else:
+        for problem in data["check"]["problems"]:
+            console.print(f"[bold red]check failed:[/] {problem}")

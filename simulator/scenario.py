@@ -1,0 +1,486 @@
+"""Scenario files: YAML in, a checked `Scenario` out, or one `ScenarioError`.
+
+Every value is checked here, once, so the simulation never meets a bad
+field: an error names the field by its path (`roles.web.resources.X.changes`)
+and says what was expected, on one line. The format is documented with a
+commented example in simulator/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trigger.records import MAX_TTL, BadRecord, check_host
+
+CHANGES = ("once", "always", "never", "until_converged")
+FAULT_KINDS = ("cut_off", "kill_watcher", "restart_etcd", "compact_etcd", "slow_runs", "kill_tsp")
+NODE_FAULTS = ("cut_off", "kill_watcher", "slow_runs", "kill_tsp")
+
+
+class ScenarioError(ValueError):
+    """A scenario the simulator cannot run; the message names the field."""
+
+
+# -- the checked scenario --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A run-duration distribution, sampled with a node's own random stream."""
+
+    kind: str  # fixed | uniform | normal | exponential
+    a: float
+    b: float = 0.0
+
+    def sample(self, rng) -> float:
+        if self.kind == "fixed":
+            return self.a
+        if self.kind == "uniform":
+            return rng.uniform(self.a, self.b)
+        if self.kind == "normal":
+            return max(0.1, rng.gauss(self.a, self.b))
+        return max(0.1, rng.expovariate(1.0 / self.a))
+
+    def describe(self) -> str:
+        if self.kind == "fixed":
+            return f"{self.a:g} s"
+        if self.kind == "uniform":
+            return f"uniform {self.a:g}-{self.b:g} s"
+        if self.kind == "normal":
+            return f"normal mean {self.a:g} s sd {self.b:g} s"
+        return f"exponential mean {self.a:g} s"
+
+
+@dataclass(frozen=True)
+class Agent:
+    """The Puppet agent's own schedule: a run every `interval`, first one after a splay."""
+
+    interval: float
+    splay: float
+    duration: Duration
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource of a role's manifest: when it changes and what it notifies."""
+
+    name: str
+    changes: str  # once | always | never | until_converged | probability
+    probability: float = 0.0
+    start: float = 0.0  # `from`: no change before this time
+    notify: tuple[str, ...] = ()
+    collects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    agent: Agent
+    resources: tuple[Resource, ...]
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    hosts: tuple[str, ...]
+    ttl: int
+
+
+@dataclass(frozen=True)
+class ExternalFire:
+    """`trigger fire` run by hand or by CI at a given time, outside any Puppet run."""
+
+    at: float
+    trigger: str
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float
+    kind: str
+    hosts: tuple[str, ...] = ()
+    span: float | None = None  # `for`: None means until the end
+    factor: float = 1.0
+
+    def describe(self) -> str:
+        who = ""
+        if self.hosts:
+            who = self.hosts[0] if len(self.hosts) == 1 else f"{len(self.hosts)} hosts"
+            who = f" {who}"
+        span = "" if self.span is None else f" for {self.span:g} s"
+        factor = f" x{self.factor:g}" if self.kind == "slow_runs" else ""
+        if self.kind in ("restart_etcd",) and self.span is None:
+            span = ""
+        return f"{self.kind}{who}{factor}{span} at {self.at:g} s"
+
+
+@dataclass(frozen=True)
+class WatcherSettings:
+    """How the simulated `trigger watch` and `trigger run` behave; defaults are the real ones."""
+
+    watch_latency: float = 0.002  # store write -> watch delivery (etcd on a LAN)
+    check_interval: float = 5.0  # re-read after this long without a delivery while busy
+    idle_check: float = 300.0  # ... and while idle
+    reconnect_delay: float = 0.2  # first wait after a store error; doubles
+    reconnect_max: float = 10.0
+    run_history: float = 7 * 24 * 3600.0  # finished run records expire (trigger run --retention)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    until: float
+    drain: float
+    seed: int
+    watcher: WatcherSettings
+    nodes: tuple[tuple[str, str], ...]  # (host, role) in declaration order
+    roles: dict[str, Role]
+    triggers: dict[str, Trigger]
+    fires: tuple[ExternalFire, ...] = ()
+    faults: tuple[Fault, ...] = ()
+    role_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+# -- name ranges -------------------------------------------------------------------
+
+_RANGE = re.compile(r"\[(\d+):(\d+)\]")
+
+
+def expand_names(pattern: str) -> list[str]:
+    """`web[001:003].example.com` -> web001, web002, web003 (width from the start).
+
+    Several ranges in one name multiply; a name without brackets is itself.
+    """
+    match = _RANGE.search(pattern)
+    if match is None:
+        if "[" in pattern or "]" in pattern:
+            raise ValueError(f"bad name range in {pattern!r}: use [START:END] with digits")
+        return [pattern]
+    start, end = match.group(1), match.group(2)
+    if int(end) < int(start):
+        raise ValueError(f"name range {match.group(0)} in {pattern!r} ends before it starts")
+    width = len(start)
+    head, tail = pattern[: match.start()], pattern[match.end():]
+    names = []
+    for i in range(int(start), int(end) + 1):
+        for rest in expand_names(tail):
+            names.append(f"{head}{i:0{width}d}{rest}")
+    return names
+
+
+# -- parsing -----------------------------------------------------------------------
+
+
+def load_scenario(source: str | Path | dict) -> Scenario:
+    """A checked scenario from a YAML file, a YAML string, or an already-parsed dict."""
+    if isinstance(source, dict):
+        return parse_scenario(source, "scenario")
+    path = Path(source)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError(f"{path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: expected a mapping at the top, got {_kind(data)}")
+    data.setdefault("name", path.stem)
+    try:
+        return parse_scenario(data, str(path))
+    except ScenarioError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _fail(where: str, message: str):
+    raise ScenarioError(f"{where}: {message}")
+
+
+def _mapping(value: Any, where: str, allowed: tuple[str, ...] | None = None) -> dict:
+    if not isinstance(value, dict):
+        _fail(where, f"expected a mapping, got {_kind(value)}")
+    if allowed is not None:
+        for key in value:
+            if key not in allowed:
+                _fail(f"{where}.{key}", f"unknown field; expected one of {', '.join(allowed)}")
+    return value
+
+
+def _number(value: Any, where: str, minimum: float = 0.0, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(where, f"expected a number, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        _fail(where, f"must be {'more than' if strict else 'at least'} {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        _fail(where, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _duration(value: Any, where: str) -> Duration:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Duration("fixed", _number(value, where, 0.0, strict=True))
+    spec = _mapping(value, where, ("fixed", "uniform", "normal", "exponential"))
+    if len(spec) != 1:
+        _fail(where, "give exactly one of fixed, uniform, normal, exponential")
+    (kind, args), = spec.items()
+    at = f"{where}.{kind}"
+    if kind in ("fixed", "exponential"):
+        return Duration(kind, _number(args, at, 0.0, strict=True))
+    if not isinstance(args, list) or len(args) != 2:
+        _fail(at, f"expected [{'MIN, MAX' if kind == 'uniform' else 'MEAN, SD'}], got {args!r}")
+    a, b = _number(args[0], f"{at}[0]"), _number(args[1], f"{at}[1]")
+    if kind == "uniform" and not 0 < a <= b:
+        _fail(at, f"expected 0 < MIN <= MAX, got {args!r}")
+    if kind == "normal" and a <= 0:
+        _fail(at, f"the mean must be more than 0, got {a:g}")
+    return Duration(kind, a, b)
+
+
+def _agent(value: Any, where: str, base: Agent) -> Agent:
+    spec = _mapping(value, where, ("interval", "splay", "duration"))
+    interval = _number(spec.get("interval", base.interval), f"{where}.interval", 0.0, strict=True)
+    splay = _number(spec.get("splay", min(base.splay, interval)), f"{where}.splay")
+    duration = _duration(spec["duration"], f"{where}.duration") if "duration" in spec else base.duration
+    return Agent(interval, splay, duration)
+
+
+def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
+    top = (
+        "name", "description", "until", "drain", "seed", "watcher", "agent",
+        "nodes", "roles", "triggers", "fires", "faults",
+    )
+    _mapping(data, "scenario", top)
+    for key in ("until", "nodes", "roles"):
+        if key not in data:
+            _fail(key, "missing (required)")
+    name = _string(data.get("name", Path(source).stem), "name")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        _fail("description", f"expected a string, got {_kind(description)}")
+    until = _number(data["until"], "until", 0.0, strict=True)
+    drain = _number(data.get("drain", 3600), "drain")
+    seed = data.get("seed", 1)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        _fail("seed", f"expected an integer, got {seed!r}")
+
+    w = _mapping(data.get("watcher", {}) or {}, "watcher", tuple(WatcherSettings.__dataclass_fields__))
+    defaults = WatcherSettings()
+    watcher = WatcherSettings(**{
+        name: _number(w.get(name, getattr(defaults, name)), f"watcher.{name}", 0.0,
+                      strict=name != "watch_latency")
+        for name in WatcherSettings.__dataclass_fields__
+    })
+
+    base = _agent(
+        data.get("agent", {}), "agent",
+        Agent(1800.0, 1800.0, Duration("uniform", 20.0, 40.0)),
+    )
+
+    # nodes: {NAME-PATTERN: ROLE}
+    nodes_spec = _mapping(data["nodes"], "nodes")
+    if not nodes_spec:
+        _fail("nodes", "no nodes")
+    nodes: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for pattern, role in nodes_spec.items():
+        at = f"nodes.{pattern}"
+        if not isinstance(pattern, str):
+            _fail(at, f"expected a host name or range as the key, got {pattern!r}")
+        role = _string(role, at)
+        try:
+            names = expand_names(pattern)
+            for host in names:
+                check_host(host)
+        except (ValueError, BadRecord) as exc:
+            _fail(at, str(exc))
+        for host in names:
+            if host in seen:
+                _fail(at, f"{host} is already declared (role {seen[host]})")
+            seen[host] = role
+            nodes.append((host, role))
+
+    role_hosts: dict[str, list[str]] = {}
+    for host, role in nodes:
+        role_hosts.setdefault(role, []).append(host)
+
+    roles_spec = _mapping(data["roles"], "roles")
+    for role in role_hosts:
+        if role not in roles_spec:
+            _fail(f"nodes", f"role {role!r} has no entry under roles")
+
+    triggers_spec = _mapping(data.get("triggers", {}) or {}, "triggers")
+
+    def resolve(value: Any, where: str) -> tuple[str, ...]:
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            _fail(where, "no hosts")
+        hosts: list[str] = []
+        for i, item in enumerate(items):
+            at = where if not isinstance(value, list) else f"{where}[{i}]"
+            item = _string(item, at)
+            if item == "all":
+                hosts.extend(h for h, _ in nodes)
+            elif item.startswith("role:"):
+                role = item[5:]
+                if role not in role_hosts:
+                    _fail(at, f"no node has role {role!r}")
+                hosts.extend(role_hosts[role])
+            else:
+                try:
+                    names = expand_names(item)
+                except ValueError as exc:
+                    _fail(at, str(exc))
+                for host in names:
+                    if host not in seen:
+                        _fail(at, f"{host} is not a node of this scenario")
+                hosts.extend(names)
+        return tuple(dict.fromkeys(hosts))
+
+    triggers: dict[str, Trigger] = {}
+    for tname, spec in triggers_spec.items():
+        at = f"triggers.{tname}"
+        if not isinstance(tname, str) or not tname or len(tname) > 256:
+            _fail(at, "a trigger name must be 1 to 256 characters")
+        spec = _mapping(spec, at, ("hosts", "ttl"))
+        if "hosts" not in spec:
+            _fail(f"{at}.hosts", "missing (required)")
+        ttl = spec.get("ttl", 5)
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL:
+            _fail(f"{at}.ttl", f"expected an integer from 1 to {MAX_TTL}, got {ttl!r}")
+        triggers[tname] = Trigger(tname, resolve(spec["hosts"], f"{at}.hosts"), ttl)
+
+    roles: dict[str, Role] = {}
+    resource_names: set[str] = set()
+    for rname, spec in roles_spec.items():
+        at = f"roles.{rname}"
+        spec = _mapping(spec if spec is not None else {}, at, ("agent", "resources"))
+        agent = _agent(spec.get("agent", {}), f"{at}.agent", base)
+        resources = []
+        res_spec = _mapping(spec.get("resources", {}) or {}, f"{at}.resources")
+        for res_name, rspec in res_spec.items():
+            rat = f"{at}.resources.{res_name}"
+            rspec = _mapping(rspec, rat, ("changes", "from", "notify", "collects"))
+            resources.append(_resource(str(res_name), rspec, rat, triggers))
+            resource_names.add(str(res_name))
+        roles[rname] = Role(rname, agent, tuple(resources))
+    for role in roles.values():
+        for res in role.resources:
+            for i, other in enumerate(res.collects):
+                if other not in resource_names:
+                    _fail(f"roles.{role.name}.resources.{res.name}.collects[{i}]",
+                          f"no role declares a resource {other!r}")
+
+    fires = []
+    for i, spec in enumerate(data.get("fires", []) or []):
+        at = f"fires[{i}]"
+        spec = _mapping(spec, at, ("at", "trigger", "from"))
+        for key in ("at", "trigger"):
+            if key not in spec:
+                _fail(f"{at}.{key}", "missing (required)")
+        trigger = _string(spec["trigger"], f"{at}.trigger")
+        if trigger not in triggers:
+            _fail(f"{at}.trigger", f"no trigger named {trigger!r}")
+        origin = spec.get("from", "")
+        if origin:
+            origin = _string(origin, f"{at}.from")
+            if origin not in seen:
+                _fail(f"{at}.from", f"{origin} is not a node of this scenario")
+        fires.append(ExternalFire(_number(spec["at"], f"{at}.at"), trigger, origin))
+
+    faults = []
+    for i, spec in enumerate(data.get("faults", []) or []):
+        at = f"faults[{i}]"
+        spec = _mapping(spec, at, ("at", "kind", "hosts", "for", "factor"))
+        for key in ("at", "kind"):
+            if key not in spec:
+                _fail(f"{at}.{key}", "missing (required)")
+        kind = spec["kind"]
+        if kind not in FAULT_KINDS:
+            _fail(f"{at}.kind", f"expected one of {', '.join(FAULT_KINDS)}, got {kind!r}")
+        hosts: tuple[str, ...] = ()
+        if kind in NODE_FAULTS:
+            if "hosts" not in spec:
+                _fail(f"{at}.hosts", f"missing (required for {kind})")
+            hosts = resolve(spec["hosts"], f"{at}.hosts")
+        elif "hosts" in spec:
+            _fail(f"{at}.hosts", f"{kind} affects etcd, not hosts; remove hosts")
+        span = None
+        if "for" in spec:
+            if kind == "compact_etcd":
+                _fail(f"{at}.for", "compact_etcd happens at once; remove for")
+            span = _number(spec["for"], f"{at}.for")
+        elif kind == "restart_etcd":
+            span = 0.0
+        factor = 1.0
+        if kind == "slow_runs":
+            factor = _number(spec.get("factor", 2), f"{at}.factor", 0.0, strict=True)
+        elif "factor" in spec:
+            _fail(f"{at}.factor", "only slow_runs takes a factor")
+        faults.append(Fault(_number(spec["at"], f"{at}.at"), kind, hosts, span, factor))
+
+    return Scenario(
+        name=name, description=description, until=until, drain=drain, seed=seed,
+        watcher=watcher, nodes=tuple(nodes), roles=roles, triggers=triggers,
+        fires=tuple(sorted(fires, key=lambda f: f.at)),
+        faults=tuple(faults),
+        role_hosts={r: tuple(h) for r, h in role_hosts.items()},
+    )
+
+
+def _resource(name: str, spec: dict, where: str, triggers: dict[str, Trigger]) -> Resource:
+    changes = spec.get("changes", "never")
+    probability = 0.0
+    if isinstance(changes, (int, float)) and not isinstance(changes, bool):
+        probability = _number(changes, f"{where}.changes")
+        if probability > 1:
+            _fail(f"{where}.changes", f"a probability must be from 0 to 1, got {changes!r}")
+        changes = "probability"
+    elif changes not in CHANGES:
+        _fail(f"{where}.changes",
+              f"expected once, always, never, until_converged or a probability, got {changes!r}")
+    notify = spec.get("notify", [])
+    if isinstance(notify, str):
+        notify = [notify]
+    if not isinstance(notify, list):
+        _fail(f"{where}.notify", f"expected a list of trigger names, got {_kind(notify)}")
+    for i, tname in enumerate(notify):
+        if tname not in triggers:
+            _fail(f"{where}.notify[{i}]", f"no trigger named {tname!r} under triggers")
+    collects = spec.get("collects", [])
+    if isinstance(collects, str):
+        collects = [collects]
+    if not isinstance(collects, list) or not all(isinstance(c, str) for c in collects):
+        _fail(f"{where}.collects", "expected a list of resource names")
+    if changes == "until_converged" and not collects:
+        _fail(f"{where}.collects", "until_converged needs the resources it collects")
+    if collects and changes != "until_converged":
+        _fail(f"{where}.collects", "only an until_converged resource collects")
+    start = _number(spec.get("from", 0), f"{where}.from")
+    return Resource(name, changes, probability, start, tuple(dict.fromkeys(notify)),
+                    tuple(dict.fromkeys(collects)))

@@ -1,0 +1,275 @@
+"""Wiring: a scenario's nodes, etcd, faults and external fires on one SimPy clock.
+
+The simulation runs in two phases. Until `scenario.until`, the Puppet
+agents run on their schedule and faults and external fires happen at their
+times. Then it drains: no more scheduled runs, and triggered activity goes
+on until nothing is left to do or `scenario.drain` seconds have passed. A
+loop that the TTL bounds dies out in the drain; one still firing at its end
+is reported as unbounded.
+
+Everything is deterministic: SimPy breaks time ties by scheduling order,
+every node draws from its own `random.Random(f"{seed}/{host}")`, event and
+run ids are counters, and nothing reads the wall clock except the report's
+wall-time measure, which stays out of the report's JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import simpy
+
+from trigger.fire import Lineage, LoopRefused, fire
+from trigger.layout import Layout
+from trigger.records import BadRecord, parse_entry
+from trigger.store.base import StoreError
+
+from .network import Etcd, NodeStore
+from .node import Node
+from .scenario import Fault, Scenario
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario, seed: int | None = None, trace: bool = False):
+        self.scenario = scenario
+        self.seed = scenario.seed if seed is None else seed
+        self.env = simpy.Environment()
+        self.layout = Layout()
+        self.etcd = Etcd(
+            self.env, self.layout.prefix + "/hosts/",
+            scenario.watcher.watch_latency, scenario.watcher.run_history,
+        )
+        self.operator = NodeStore(self.etcd, "operator")  # `trigger fire` outside any node
+        self.tracing = trace
+        self.trace_lines: list[tuple[float, str, str]] = []
+        self.draining = False
+        self.versions: dict[str, int] = {}  # resource name -> times changed on any node
+        self.run_spans: list[tuple[int, float, float, bool]] = []  # node index, start, end, triggered
+        self.coalesced: list[tuple[float, str, str, str]] = []  # time, host, event id, run id
+        self.fired: dict[tuple[str, str], float] = {}  # (host, event id) -> written at
+        self.served_by: dict[tuple[str, str], tuple[str, float]] = {}  # -> (run id, started at)
+        self.fault_windows: list[tuple[Fault, float, float]] = []  # fault, start, end
+        self.fires_made = 0
+        self.last_fire_at: float | None = None
+        self.first_fire_at: float | None = None
+        self.events = 0
+        self.quiet = False
+        self._scheduled_left = len(scenario.faults) + (1 if scenario.fires else 0)
+        self.wall_seconds = 0.0
+        self.ended_at = 0.0
+        self._event_counter = 0
+        self.nodes: dict[str, Node] = {}
+        for index, (host, role) in enumerate(scenario.nodes):
+            self.nodes[host] = Node(self, host, scenario.roles[role], index)
+
+    # -- recording -----------------------------------------------------------------
+
+    def trace(self, host: str, what: str) -> None:
+        if self.tracing:
+            self.trace_lines.append((round(self.env.now, 3), host, what))
+
+    def served(self, node: Node, record) -> None:
+        now = self.env.now
+        for event_id in record.served:
+            self.served_by[(node.host, event_id)] = (record.run_id, now)
+
+    # -- firing ----------------------------------------------------------------------
+
+    def fire(self, name: str, lineage: Lineage, origin: str, node: Node | None) -> None:
+        """`trigger fire NAME` from a run on `node` (or by an operator when node is None)."""
+        trigger = self.scenario.triggers[name]
+        self._event_counter += 1
+        event_id = f"ev{self._event_counter:07d}"
+        now = self.env.now
+        store = node.store if node is not None else self.operator
+        who = origin or "operator"
+        try:
+            fire(store, self.layout, name, list(trigger.hosts), lineage, origin,
+                 trigger.ttl, now, event_id)
+        except LoopRefused as refusal:
+            if node is not None:
+                node.stats.fires_refused += 1
+            self.trace(who, f"fire {name!r} refused: {refusal}")
+            return
+        except StoreError as exc:
+            if node is not None:
+                node.stats.fires_failed += 1
+            self.trace(who, f"fire {name!r} failed: {exc}")
+            return
+        if node is not None:
+            node.stats.fires_sent += 1
+        self.fires_made += 1
+        self.last_fire_at = now
+        if self.first_fire_at is None:
+            self.first_fire_at = now
+        for host in trigger.hosts:
+            target = self.nodes[host]
+            target.stats.fires_received += 1
+            target.stats.last_trigger_activity = now
+            self.fired[(host, event_id)] = now
+        self.trace(who, f"fire {name!r} {event_id} hop {lineage.hop + 1} to {len(trigger.hosts)} host(s)")
+
+    def _external_fires(self):
+        for spec in self.scenario.fires:
+            if spec.at > self.env.now:
+                yield self.env.timeout(spec.at - self.env.now)
+            node = self.nodes[spec.origin] if spec.origin else None
+            self.fire(spec.trigger, Lineage(), spec.origin, node)
+        self._scheduled_left -= 1
+
+    # -- faults ----------------------------------------------------------------------
+
+    def _fault(self, fault: Fault):
+        try:
+            yield from self._apply_fault(fault)
+        finally:
+            self._scheduled_left -= 1
+
+    def _apply_fault(self, fault: Fault):
+        env = self.env
+        yield env.timeout(fault.at)
+        end = float("inf") if fault.span is None else env.now + fault.span
+        self.fault_windows.append((fault, env.now, end))
+        nodes = [self.nodes[h] for h in fault.hosts]
+        label = fault.hosts[0] if len(fault.hosts) == 1 else "etcd" if not fault.hosts else f"{len(fault.hosts)} hosts"
+        self.trace(label, f"fault: {fault.describe()}")
+        kind = fault.kind
+        if kind == "cut_off":
+            for node in nodes:
+                node.store.cut_off()
+        elif kind == "kill_watcher":
+            for node in nodes:
+                node.watcher.kill()
+        elif kind == "restart_etcd":
+            self.etcd.go_down()
+        elif kind == "compact_etcd":
+            self.etcd.compact()
+            return
+        elif kind == "slow_runs":
+            for node in nodes:
+                node.slow_factor = fault.factor
+        elif kind == "kill_tsp":
+            for node in nodes:
+                for run_id in node.tsp.kill(fault.span or 0.0):
+                    self.trace(node.host, f"task-spooler killed: queued {run_id} vanished")
+            return  # the queue's own down_until ends the span
+        if fault.span is None:
+            return
+        yield env.timeout(fault.span)
+        self.trace(label, f"fault over: {kind}")
+        if kind == "cut_off":
+            for node in nodes:
+                node.store.reconnect()
+        elif kind == "kill_watcher":
+            for node in nodes:
+                node.watcher.start()
+        elif kind == "restart_etcd":
+            self.etcd.come_up()
+        elif kind == "slow_runs":
+            for node in nodes:
+                node.slow_factor = 1.0
+
+    # -- running -----------------------------------------------------------------------
+
+    def run(self) -> "Simulation":
+        env = self.env
+        started = time.perf_counter()
+        for node in self.nodes.values():
+            node.watcher.start()
+            env.process(node.agent())
+        if self.scenario.fires:
+            env.process(self._external_fires())
+        for fault in self.scenario.faults:
+            env.process(self._fault(fault))
+        step, peek = env.step, env.peek
+        until = self.scenario.until
+        events = 0
+        while peek() < until:
+            step()
+            events += 1
+        self.draining = True
+        end = until + self.scenario.drain
+        env.process(self._watch_for_quiet())
+        while not self.quiet and peek() <= end:
+            step()
+            events += 1
+        self.events = events
+        self.ended_at = env.now
+        self.still_busy = self._busy_at_end(end)
+        self.wall_seconds = time.perf_counter() - started
+        return self
+
+    def _watch_for_quiet(self):
+        """During the drain, stop once nothing is left that could lead to a run.
+
+        Idle watchers re-read every `idle_check` forever; that alone must not
+        keep the simulation going.
+        """
+        nodes = list(self.nodes.values())
+        hint = 0
+        while True:
+            if self._scheduled_left == 0 and self.etcd.in_flight == 0:
+                for i in range(len(nodes)):
+                    node = nodes[(hint + i) % len(nodes)]
+                    watcher = node.watcher
+                    if node.tsp.depth or node.puppet_busy or (
+                        watcher.alive and watcher.core is not None and watcher.core.busy
+                    ):
+                        hint = (hint + i) % len(nodes)
+                        break
+                else:
+                    self.quiet = True
+                    return
+            yield self.env.timeout(1.0)
+
+    def _busy_at_end(self, end: float) -> bool:
+        """Triggered activity still going when the drain window closed."""
+        if self.quiet or self.env.peek() == float("inf"):
+            return False
+        if any(n.tsp.depth for n in self.nodes.values()):
+            return True
+        window = max(self.scenario.drain / 4, 1.0)
+        return self.last_fire_at is not None and self.last_fire_at >= end - window
+
+    # -- reading the outcome from the store ------------------------------------------------
+
+    def remaining_entries(self) -> list[tuple[str, str, float, str]]:
+        """Inbox entries still in the store: (host, event id, fired at, trigger)."""
+        items, _ = self.etcd.store.get_prefix(self.layout.prefix + "/hosts/")
+        left = []
+        for kv in items:
+            host = kv.key[len(self.layout.prefix) + 7:].split("/", 1)[0]
+            kind, name = self.layout.classify(host, kv.key)
+            if kind != "entry":
+                continue
+            try:
+                entry = parse_entry(kv.value)
+            except BadRecord:
+                continue
+            left.append((host, name, entry.fired_at, entry.trigger))
+        return left
+
+    def refusals(self) -> list[dict]:
+        items, _ = self.etcd.store.get_prefix(self.layout.prefix + "/refused/")
+        return [json.loads(kv.value) for kv in items]
+
+    def explain_unserved(self, host: str) -> str | None:
+        """The fault that makes serving `host` impossible at the end, if any."""
+        node = self.nodes[host]
+        for fault, start, end in self.fault_windows:
+            if end < self.ended_at:
+                continue
+            if fault.kind == "restart_etcd":
+                return f"etcd down since {start:g} s (restart_etcd)"
+            if host not in fault.hosts:
+                continue
+            if fault.kind == "cut_off":
+                return f"{host} cut off from etcd since {start:g} s"
+            if fault.kind == "kill_watcher" and not node.watcher.alive:
+                return f"watcher of {host} killed at {start:g} s and not restarted"
+            if fault.kind == "kill_tsp" and not node.tsp.up:
+                return f"task-spooler of {host} down since {start:g} s"
+        if self.still_busy:
+            return f"still being served when the drain window closed at {self.ended_at:g} s"
+        return None

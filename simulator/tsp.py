@@ -1,0 +1,70 @@
+"""A node's fake task-spooler: queued runs in FIFO order, one slot running them.
+
+Like `tsp`, it runs one job at a time in the order they were queued. A
+killed server loses its queued jobs; the job it was running goes on (it is
+a separate process) and still marks its finish. While the queue is down
+(`kill_tsp` with `for`), pushes are refused, which the watcher reports to
+the core as `EnqueueFailed`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .node import Node
+
+
+class FakeTaskSpooler:
+    def __init__(self, node: "Node"):
+        self.node = node
+        self.env = node.sim.env
+        self.queue: deque[str] = deque()
+        self.running: str | None = None
+        self.down_until = -1.0
+
+    @property
+    def up(self) -> bool:
+        return self.env.now >= self.down_until
+
+    @property
+    def depth(self) -> int:
+        return len(self.queue) + (self.running is not None)
+
+    def push(self, run_id: str) -> str | None:
+        """Queue `trigger run` for run_id; the reason if the queue refuses it."""
+        if not self.up:
+            return "task-spooler server is not running"
+        self.queue.append(run_id)
+        stats = self.node.stats
+        depth = self.depth
+        if depth > stats.max_queue_depth:
+            stats.max_queue_depth = depth
+        if self.running is None:
+            self._next()
+        return None
+
+    def live_run_ids(self) -> frozenset[str] | None:
+        """What `tsp -l` would list, or None when the server cannot be asked."""
+        if not self.up:
+            return None
+        live = set(self.queue)
+        if self.running is not None:
+            live.add(self.running)
+        return frozenset(live)
+
+    def kill(self, down_for: float = 0.0) -> list[str]:
+        """The server dies: queued jobs vanish. Returns their run ids."""
+        lost = list(self.queue)
+        self.queue.clear()
+        self.down_until = self.env.now + down_for
+        return lost
+
+    def _next(self) -> None:
+        if not self.queue:
+            self.running = None
+            return
+        self.running = self.queue.popleft()
+        process = self.env.process(self.node.triggered_run(self.running))
+        process.callbacks.append(lambda _e: self._next())
