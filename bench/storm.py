@@ -62,13 +62,27 @@ class Pair:
         self.seed.stop()
 
 
-def _storm_during_run(session, etcd, store, v2, fires: int = 30) -> dict:
-    pair = Pair(session, etcd, store, v2, "storm30", run_seconds=1.0)
+def _storm_during_run(session, etcd, store, v2, fires: int = 30, attempts: int = 2) -> dict:
+    """The storm must land inside the first run; on a machine so loaded that
+    the first run did not start in time, try once more on fresh nodes."""
+    failed = []
+    for attempt in range(attempts):
+        result = _storm_during_run_once(session, etcd, store, v2, fires, f"storm30{'abc'[attempt]}")
+        if all(result["storm_inside_first_run"].values()):
+            break
+        failed.append(result)
+    result["failed_attempts"] = failed
+    return result
+
+
+def _storm_during_run_once(session, etcd, store, v2, fires: int, name: str) -> dict:
+    pair = Pair(session, etcd, store, v2, name, run_seconds=1.0)
     try:
         pair.t0 = time.time()
         pair.tick()
         first = {side: node.wait_run_after(pair.t0, 10) for side, node in
                  (("ours", pair.ours), ("seed", pair.seed))}
+        first_delay = {side: None if t is None else t - pair.t0 for side, t in first.items()}
         t_storm = time.time()
         for _ in range(fires):
             pair.tick()
@@ -77,6 +91,7 @@ def _storm_during_run(session, etcd, store, v2, fires: int = 30) -> dict:
         return {"ours_runs": pair.ours_runs(), "seed_runs": pair.seed_runs(),
                 "ours_unserved": len(pair.ours.unserved()), "storm_seconds": t_end - t_storm,
                 "storm_inside_first_run": {s: (t is not None and t_end < t + 1.0) for s, t in first.items()},
+                "first_run_delay_s": first_delay,
                 "ready": pair.ready}
     finally:
         pair.stop()
