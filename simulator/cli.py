@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="simulate a scenario and report")
     run.add_argument("scenario", help="a scenario YAML file, or the name of a shipped one (seed, storm, loop, fleet, faults)")
     run.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's, else 1)")
-    run.add_argument("--out", type=Path, default=Path("sim-out"),
-                     help="directory for report.json and timeline.png (default: sim-out)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="directory for report.json and timeline.png (default: out/sim/SCENARIO)")
     run.add_argument("--check", action="store_true",
                      help="exit 1 on an unbounded loop or fires never followed by a run")
     run.add_argument("--trace", action="store_true", help="also write trace.txt: every (time, host, what)")
@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"trigger-sim: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.out is None:
+        args.out = Path("out") / "sim" / scenario.name
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from trigger.fire import Lineage, LoopRefused, fire
 from trigger.records import RunRecord
 from trigger.runner import finish_run, start_run
-from trigger.store.base import StoreError
+from trigger.store.base import UnavailableError
 
 from .tsp import FakeTaskSpooler
 from .watcher import SimWatcher
@@ -106,24 +106,34 @@ class Node:
     # -- a run started by task-spooler -------------------------------------------------
 
     def triggered_run(self, run_id: str):
-        """What `trigger run -- puppet agent --test --waitforlock` does for one queued run."""
+        """What `trigger run RUN_ID -- puppet agent --test --waitforlock` does for one queued run."""
         sim = self.sim
-        try:
-            record = start_run(self.store, sim.layout, self.host, run_id, self.env.now)
-        except StoreError as exc:
+        record = yield from self._retry(
+            lambda: start_run(self.store, sim.layout, self.host, run_id, self.env.now), run_id, "start")
+        if record is None:
             self.stats.runs_aborted += 1
-            sim.trace(self.host, f"{run_id} cannot mark its start ({exc}); exits 1")
+            sim.trace(self.host, f"{run_id} could not be recorded as started; not running it (exit 75)")
             return
         sim.served(self, record)
         served = ", ".join(record.served[:3]) + (f" +{len(record.served) - 3}" if len(record.served) > 3 else "")
         sim.trace(self.host, f"{run_id} starts: serves {served or 'nothing'} (hop {record.hop})")
         exit_code = yield from self.puppet_run("triggered", Lineage(record.hop, record.chain), run_id)
         self.stats.last_trigger_activity = self.env.now
-        try:
-            finish_run(self.store, sim.layout, record, exit_code, self.env.now,
-                       lease=sim.etcd.history_lease())
-        except StoreError as exc:
-            sim.trace(self.host, f"{run_id} cannot mark its finish ({exc})")
+        done = yield from self._retry(
+            lambda: finish_run(self.store, sim.layout, record, exit_code, self.env.now,
+                               lease=sim.etcd.history_lease()), run_id, "finish")
+        if done is None:
+            sim.trace(self.host, f"{run_id} finished ({exit_code}) but could not be recorded")
+
+    def _retry(self, call, run_id: str, what: str, attempts: int = 5):
+        """`trigger run`'s retry: up to 5 tries while etcd is unreachable, waiting 1, 2, 4, 8, 8 s."""
+        for attempt in range(attempts):
+            try:
+                return call()
+            except UnavailableError as exc:
+                self.sim.trace(self.host, f"{run_id} cannot mark its {what}: {exc}")
+                yield self.env.timeout(min(2.0 ** attempt, 8.0))
+        return None
 
     # -- a Puppet run of either kind ----------------------------------------------------
 
@@ -141,7 +151,7 @@ class Node:
         start = env.now
         changed = self._compile()
         label = run_id or "scheduled run"
-        sim.trace(self.host, f"{label} runs Puppet: {len(changed)} change(s)")
+        sim.trace(self.host, f"{label}: Puppet applies {len(changed)} change(s)")
         if kind == "scheduled":
             self.stats.scheduled_runs += 1
         else:
@@ -155,12 +165,13 @@ class Node:
         for name in notified:
             self._fire(name, lineage)
         sim.run_spans.append((self.index, start, env.now, kind == "triggered"))
-        sim.trace(self.host, f"{label} ends")
+        exit_code = 2 if changed else 0  # puppet agent --test --detailed-exitcodes
+        sim.trace(self.host, f"{label} ends, exit {exit_code}")
         if self._lock_waiters:
             self._lock_waiters.popleft().succeed()
         else:
             self.puppet_busy = False
-        return 2 if changed else 0  # puppet agent --test --detailed-exitcodes
+        return exit_code
 
     def _compile(self) -> list:
         """The resources that change in this run, in manifest order."""

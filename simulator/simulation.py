@@ -213,8 +213,8 @@ class Simulation:
                 for i in range(len(nodes)):
                     node = nodes[(hint + i) % len(nodes)]
                     watcher = node.watcher
-                    if node.tsp.depth or node.puppet_busy or (
-                        watcher.alive and watcher.core is not None and watcher.core.busy
+                    if node.tsp.depth or node.puppet_busy or watcher.alive and (
+                        not watcher.connected or watcher.core.busy
                     ):
                         hint = (hint + i) % len(nodes)
                         break

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 GANTT_MAX = 60
+SMALL_ROLE = 24  # roles up to this many nodes get bars in a large picture
 MAX_ROWS = 1000
 SCHEDULED, TRIGGERED = "#9e9e9e", "#d62728"
 
@@ -45,8 +46,8 @@ def _gantt(plt, hosts, spans, end, title):
         rows.setdefault(index, {False: [], True: []})[triggered].append((start, max(stop - start, end / 2000)))
     for index, kinds in rows.items():
         y = len(hosts) - 1 - index
-        ax.broken_barh(kinds[False], (y - 0.35, 0.7), facecolors=SCHEDULED)
-        ax.broken_barh(kinds[True], (y - 0.35, 0.7), facecolors=TRIGGERED)
+        ax.broken_barh(kinds[False], (y - 0.35, 0.7), facecolors=SCHEDULED, edgecolor="white", linewidth=0.6)
+        ax.broken_barh(kinds[True], (y - 0.35, 0.7), facecolors=TRIGGERED, edgecolor="white", linewidth=0.6)
     ax.set_yticks(range(len(hosts)))
     ax.set_yticklabels([h for h, _ in reversed(hosts)], fontsize=8)
     ax.set_xlim(0, end)
@@ -65,29 +66,48 @@ def _raster(plt, hosts, spans, end, title):
     import numpy as np
     from matplotlib.colors import ListedColormap
 
+    # Small roles (the load balancers a storm lands on) would be a few
+    # pixel rows in the raster: they get bars of their own instead.
+    sizes: dict[str, int] = {}
+    for _, role in hosts:
+        sizes[role] = sizes.get(role, 0) + 1
+    small = {r for r, n in sizes.items() if n <= SMALL_ROLE}
+    if sum(sizes[r] for r in small) > GANTT_MAX:
+        small = set()
+    bar_rows = {i: k for k, i in enumerate(i for i, (_, r) in enumerate(hosts) if r in small)}
+    raster_hosts = [(i, h, r) for i, (h, r) in enumerate(hosts) if r not in small]
+    raster_row = {i: k for k, (i, _, _) in enumerate(raster_hosts)}
+
     bins = 600
-    n = len(hosts)
-    group = max(1, -(-n // MAX_ROWS))  # nodes per row
-    rows = -(-n // group)
+    n = len(raster_hosts)
+    group = max(1, -(-n // MAX_ROWS))  # nodes per pixel row
+    rows = max(1, -(-n // group))
     busy = np.zeros((rows, bins, 2))  # time fraction spent in scheduled / triggered runs
     running = np.zeros((bins, 2))
     width = end / bins
+    bars: dict[int, dict[bool, list]] = {}
     for index, start, stop, triggered in spans:
-        row, kind = index // group, int(triggered)
+        kind = int(triggered)
         first, last = int(start / width), min(int(stop / width), bins - 1)
+        row = raster_row.get(index)
         for b in range(first, last + 1):
-            overlap = min(stop, (b + 1) * width) - max(start, b * width)
+            overlap = (min(stop, (b + 1) * width) - max(start, b * width)) / width
             if overlap > 0:
-                busy[row, b, kind] += overlap / width
-                running[b, kind] += overlap / width
+                running[b, kind] += overlap
+                if row is not None:
+                    busy[row // group, b, kind] += overlap
+        if index in bar_rows:
+            bars.setdefault(index, {False: [], True: []})[triggered].append(
+                (start, max(stop - start, end / 2000)))
     busy /= group
-    # 0 idle, 1 mostly scheduled, 2 mostly triggered
-    image = np.zeros((rows, bins))
+    image = np.zeros((rows, bins))  # 0 idle, 1 mostly scheduled, 2 mostly triggered
     active = busy.sum(axis=2) > 0.05
     image[active] = 1 + (busy[..., 1] >= busy[..., 0])[active]
-    fig, (top, ax) = plt.subplots(
-        2, 1, figsize=(12, 8), sharex=True, gridspec_kw={"height_ratios": [1, 4]}
-    )
+
+    panels = [1.2] + ([max(1.0, 0.25 * len(bar_rows))] if bar_rows else []) + [4]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 8 + 0.1 * len(bar_rows)), sharex=True,
+                             gridspec_kw={"height_ratios": panels})
+    top, ax = axes[0], axes[-1]
     t = (np.arange(bins) + 0.5) * width
     top.fill_between(t, 0, running[:, 0], color=SCHEDULED, step="mid", label="scheduled")
     top.fill_between(t, running[:, 0], running[:, 0] + running[:, 1], color=TRIGGERED,
@@ -95,21 +115,33 @@ def _raster(plt, hosts, spans, end, title):
     top.set_ylabel("runs in\nprogress")
     top.legend(loc="upper right", fontsize=8)
     top.set_title(title, fontsize=10)
+    if bar_rows:
+        mid = axes[1]
+        count = len(bar_rows)
+        for index, kinds in bars.items():
+            y = count - 1 - bar_rows[index]
+            mid.broken_barh(kinds[False], (y - 0.35, 0.7), facecolors=SCHEDULED, edgecolor="white", linewidth=0.6)
+            mid.broken_barh(kinds[True], (y - 0.35, 0.7), facecolors=TRIGGERED, edgecolor="white", linewidth=0.6)
+        ordered = sorted(bar_rows, key=bar_rows.get)
+        mid.set_yticks(range(count))
+        mid.set_yticklabels([hosts[i][0] for i in reversed(ordered)], fontsize=7)
+        mid.set_ylim(-0.7, count - 0.3)
+        mid.grid(axis="x", alpha=0.3)
     cmap = ListedColormap(["white", SCHEDULED, TRIGGERED])
     ax.imshow(image, aspect="auto", interpolation="nearest", cmap=cmap, vmin=0, vmax=2,
               extent=(0, end, rows, 0))
-    # Role bands on the left axis.
-    ticks, labels, start = [], [], 0
-    for i in range(1, n + 1):
-        if i == n or hosts[i][1] != hosts[start][1]:
-            ticks.append((start + i) / 2 / group)
-            labels.append(f"{hosts[start][1]} ({i - start})")
-            if i < n:
-                ax.axhline(i / group, color="black", linewidth=0.5)
-            start = i
+    ticks, labels, first = [], [], 0
+    for k in range(1, n + 1):
+        if k == n or raster_hosts[k][2] != raster_hosts[first][2]:
+            ticks.append((first + k) / 2 / group)
+            labels.append(f"{raster_hosts[first][2]} ({k - first})")
+            if k < n:
+                ax.axhline(k / group, color="black", linewidth=0.5)
+            first = k
     ax.set_yticks(ticks)
     ax.set_yticklabels(labels, fontsize=8)
-    ax.set_ylabel("nodes" if group == 1 else f"nodes ({group} per row)")
+    ax.set_ylabel("nodes" if group == 1 else f"nodes ({group} per pixel row)")
     ax.set_xlabel("simulated time (s)")
+    ax.set_xlim(0, end)
     fig.tight_layout()
     return fig

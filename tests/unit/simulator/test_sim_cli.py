@@ -1,0 +1,66 @@
+"""`trigger-sim run`: files written, --check's exit status, bad input as one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from simulator import SCENARIOS
+from simulator.cli import main
+
+
+def test_run_writes_report_timeline_and_trace(tmp_path, capsys):
+    assert main(["run", "seed", "--out", str(tmp_path), "--trace"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["scenario"] == "seed" and report["check"]["ok"]
+    assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "r000001 starts" in (tmp_path / "trace.txt").read_text()
+    out = capsys.readouterr().out
+    assert "lb01" in out and "total" in out and "events/s" in out
+
+
+def test_large_scenarios_are_tabled_by_role_and_drawn_as_a_raster(tmp_path, capsys):
+    assert main(["run", str(SCENARIOS / "storm.yaml"), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "web (500)" in out and "lb (3)" in out and "busiest nodes" in out
+    assert (tmp_path / "timeline.png").stat().st_size > 10_000
+
+
+def unbounded_loop(tmp_path):
+    """A loop with ttl 100 and a drain of 5 minutes: still firing when the drain ends."""
+    data = yaml.safe_load((SCENARIOS / "loop.yaml").read_text())
+    data["until"] = 100
+    data["drain"] = 300
+    data["agent"]["splay"] = 50
+    for trigger in data["triggers"].values():
+        trigger["ttl"] = 100
+    path = tmp_path / "unbounded.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_check_fails_on_an_unbounded_loop(tmp_path, capsys):
+    path = unbounded_loop(tmp_path)
+    assert main(["run", str(path), "--out", str(tmp_path), "--no-plot"]) == 0  # reported, not judged
+    assert main(["run", str(path), "--out", str(tmp_path), "--no-plot", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "check failed" in out and "unbounded loop" in out
+
+
+def test_check_passes_on_faults_that_explain_their_unserved_fires(tmp_path):
+    assert main(["run", "faults", "--out", str(tmp_path), "--no-plot", "--check"]) == 0
+
+
+def test_bad_scenario_is_one_line_and_exit_2(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"until": 10, "nodes": {"a": "x"}, "roles": {"x": {}},
+                                    "triggers": {"t": {"hosts": "role:y"}}}))
+    assert main(["run", str(path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"trigger-sim: {path}: triggers.t.hosts: no node has role 'y'\n"
+
+
+def test_missing_scenario_is_exit_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err

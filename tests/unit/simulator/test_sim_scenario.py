@@ -1,0 +1,101 @@
+"""Scenario files: name ranges, defaults, and one-line errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from simulator import SCENARIOS
+from simulator.scenario import ScenarioError, expand_names, load_scenario
+
+
+def minimal(**overrides) -> dict:
+    data = {
+        "until": 60,
+        "nodes": {"web[1:2].example.com": "web", "lb.example.com": "lb"},
+        "roles": {"web": {"resources": {"vhost": {"changes": "once", "notify": ["t"]}}}, "lb": {}},
+        "triggers": {"t": {"hosts": "role:lb"}},
+    }
+    data.update(overrides)
+    return data
+
+
+def test_name_ranges_keep_the_width_of_their_start():
+    assert expand_names("web[001:003].example.com") == [
+        "web001.example.com", "web002.example.com", "web003.example.com"]
+    assert expand_names("w[8:10]") == ["w8", "w9", "w10"]
+    assert expand_names("r[1:2]n[1:2]") == ["r1n1", "r1n2", "r2n1", "r2n2"]
+    assert expand_names("plain.example.com") == ["plain.example.com"]
+
+
+def test_defaults_and_role_targets():
+    scenario = load_scenario(minimal())
+    assert scenario.nodes == (("web1.example.com", "web"), ("web2.example.com", "web"),
+                              ("lb.example.com", "lb"))
+    assert scenario.triggers["t"].hosts == ("lb.example.com",)
+    assert scenario.triggers["t"].ttl == 5
+    assert scenario.roles["web"].agent.interval == 1800
+    assert scenario.watcher.check_interval == 5 and scenario.watcher.idle_check == 300
+
+
+@pytest.mark.parametrize("shipped", sorted(p.stem for p in SCENARIOS.glob("*.yaml")))
+def test_shipped_scenarios_load(shipped):
+    scenario = load_scenario(SCENARIOS / f"{shipped}.yaml")
+    assert scenario.name == shipped and scenario.description
+
+
+def test_fleet_has_ten_thousand_nodes():
+    assert len(load_scenario(SCENARIOS / "fleet.yaml").nodes) == 10_000
+
+
+BAD = [
+    ({"until": -1}, "until: must be more than 0"),
+    ({"untill": 5}, "scenario.untill: unknown field"),
+    ({"nodes": {"web[3:1]": "web"}}, "nodes.web[3:1]: name range [3:1]"),
+    ({"nodes": {"bad host": "web"}}, "nodes.bad host: bad host name"),
+    ({"nodes": {"x": "nosuch"}}, "nodes: role 'nosuch' has no entry under roles"),
+    ({"triggers": {"t": {"hosts": "role:db"}}}, "triggers.t.hosts: no node has role 'db'"),
+    ({"triggers": {"t": {"hosts": ["ghost.example.com"]}}},
+     "triggers.t.hosts[0]: ghost.example.com is not a node of this scenario"),
+    ({"triggers": {"t": {"hosts": "role:lb", "ttl": 0}}}, "triggers.t.ttl: expected an integer from 1 to 100"),
+    ({"roles": {"web": {"resources": {"vhost": {"changes": "sometimes"}}}, "lb": {}}},
+     "roles.web.resources.vhost.changes: expected once, always, never, until_converged or a probability"),
+    ({"roles": {"web": {"resources": {"vhost": {"changes": 1.5}}}, "lb": {}}},
+     "roles.web.resources.vhost.changes: a probability must be from 0 to 1"),
+    ({"roles": {"web": {"resources": {"vhost": {"notify": ["nope"]}}}, "lb": {}}},
+     "roles.web.resources.vhost.notify[0]: no trigger named 'nope'"),
+    ({"roles": {"web": {"resources": {"cfg": {"changes": "until_converged"}}}, "lb": {}}},
+     "roles.web.resources.cfg.collects: until_converged needs the resources it collects"),
+    ({"roles": {"web": {"agent": {"duration": {"uniform": [5, 1]}}}, "lb": {}}},
+     "roles.web.agent.duration.uniform: expected 0 < MIN <= MAX"),
+    ({"agent": {"duration": {"gamma": 3}}}, "agent.duration.gamma: unknown field"),
+    ({"faults": [{"at": 1, "kind": "meteor"}]}, "faults[0].kind: expected one of cut_off"),
+    ({"faults": [{"at": 1, "kind": "cut_off"}]}, "faults[0].hosts: missing (required for cut_off)"),
+    ({"faults": [{"at": 1, "kind": "restart_etcd", "hosts": "all"}]}, "faults[0].hosts: restart_etcd affects etcd"),
+    ({"fires": [{"at": 1, "trigger": "nope"}]}, "fires[0].trigger: no trigger named 'nope'"),
+    ({"watcher": {"check_interval": 0}}, "watcher.check_interval: must be more than 0"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD, ids=[m.split(":")[0] for _, m in BAD])
+def test_bad_input_is_one_line_naming_the_field(change, message):
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(minimal(**change))
+    text = str(error.value)
+    assert "\n" not in text
+    assert text.startswith(message), text
+
+
+def test_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("until: [1\n")
+    with pytest.raises(ScenarioError, match=r"s.yaml: not valid YAML at line 2"):
+        load_scenario(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ScenarioError, match="expected a mapping at the top, got a list"):
+        load_scenario(path)
+    with pytest.raises(ScenarioError, match="no such file"):
+        load_scenario(tmp_path / "missing.yaml")
+    path.write_text(yaml.safe_dump(minimal(until="soon")))
+    with pytest.raises(ScenarioError, match=r"s.yaml: until: expected a number, got 'soon'"):
+        load_scenario(path)
