@@ -1,6 +1,6 @@
-# @summary A `role:NAME` target: every host that has role NAME.
+# @summary A `role:NAME` target: every host whose watcher has role NAME.
 #
-# Accepted by the `trigger` type's validation so that manifests can be written
-# against it now; resolving roles to hosts is the job of the `trigger` command
-# and not done yet (it refuses the entry with a one-line error).
-type Trigger::Role = Pattern[/\Arole:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,250}[A-Za-z0-9_])?\z/]
+# `trigger fire` resolves it to the live members of the role (watchers that
+# registered it in etcd, from `trigger::role` or `roles`), at the moment of
+# the fire. NAME follows the host name rule.
+type Trigger::Roletarget = Pattern[/\Arole:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,250}[A-Za-z0-9_])?\z/]
