@@ -18,6 +18,16 @@
 #     run_cmd => 'puppet apply manifest.pp',
 #   }
 #
+# @example A load balancer that also stands in an election
+#   class { 'trigger::watch::etcd': roles => ['loadbalancer'] }
+#   trigger::election { 'lb primary': }
+#
+# Roles and elections come from two places, merged by the watcher: `roles`
+# and `elections` here (on its command line: changing them restarts it),
+# and the file names in CONFIG_DIR/roles/ and CONFIG_DIR/elections/, which
+# `trigger::role` and `trigger::election` write anywhere in the catalog and
+# the watcher re-reads every few seconds without a restart.
+#
 # @param run_cmd
 #   The command a triggered run executes, split into words the way a POSIX
 #   shell would split them, without running a shell. It must not contain
@@ -49,6 +59,30 @@
 #   The name of the unit, without `.service`.
 # @param unit_file
 #   Where the unit is written.
+# @param roles
+#   Roles of this node, for triggers with `hosts => ['role:NAME']`.
+# @param elections
+#   Elections this node stands in (see `trigger::election`).
+# @param config_dir
+#   Where the watcher reads more roles and elections (`--config-dir`);
+#   default from trigger::params (/etc/trigger). The class manages
+#   CONFIG_DIR/roles and CONFIG_DIR/elections, purging files no resource of
+#   the catalog declares, and writes CONFIG_DIR/client.conf (mode 0600) for
+#   the `trigger_leaders` fact.
+# @param member_ttl
+#   Seconds after which a silent watcher loses its roles and elections
+#   (`--member-ttl`); unset: the command's default (10).
+# @param cacert
+#   CA certificate for etcd's TLS; default from trigger::params.
+# @param cert
+#   Client certificate for etcd; default from trigger::params.
+# @param key
+#   The client certificate's key; default from trigger::params.
+# @param user
+#   etcd user `NAME` or `NAME:PASSWORD`; default from trigger::params. It is
+#   kept out of the unit file: it goes to CONFIG_DIR/watch.env (mode 0600),
+#   which the unit reads as its environment, and reaches the command line
+#   as `--user ${TRIGGER_ETCD_USER}`.
 class trigger::watch::etcd (
   String[1] $run_cmd = 'puppet agent --test',
   Trigger::Hostname $host = $facts['networking']['fqdn'],
@@ -63,6 +97,14 @@ class trigger::watch::etcd (
   Optional[Boolean] $manage_service = undef,
   Pattern[/\A[A-Za-z0-9_.@\-]+\z/] $service_name = 'trigger-watch',
   Trigger::Absolutepath $unit_file = "/etc/systemd/system/${service_name}.service",
+  Array[Trigger::Hostname] $roles = [],
+  Array[String] $elections = [],
+  Optional[Trigger::Absolutepath] $config_dir = undef,
+  Optional[Integer[1, 3600]] $member_ttl = undef,
+  Optional[Trigger::Absolutepath] $cacert = undef,
+  Optional[Trigger::Absolutepath] $cert = undef,
+  Optional[Trigger::Absolutepath] $key = undef,
+  Optional[Trigger::Etcduser] $user = undef,
 ) {
   include trigger::params
 
@@ -72,24 +114,77 @@ class trigger::watch::etcd (
     fail("trigger::watch::etcd: run_cmd must not contain double quotes, backslashes or line breaks: '${run_cmd}'")
   }
 
+  $elections.each |$election| {
+    unless $election =~ Trigger::Electionname {
+      fail(@("MESSAGE"/L))
+        trigger::watch::etcd: '${election}' is not a usable election name: \
+        use ASCII letters, digits, spaces and _ . : @ + = - (starting and ending \
+        with a letter, digit or _), at most 200 characters
+        |- MESSAGE
+    }
+  }
+
   $systemd = $facts['service_provider'] == 'systemd' or $facts['trigger_systemd'] == true
   $_manage_unit = $manage_unit.lest || { $systemd }
   $_manage_service = $manage_service.lest || { $systemd }
   $_keyprefix = $keyprefix.lest || { $trigger::params::keyprefix }
   $_endpoints = $endpoints.lest || { $trigger::params::endpoints }
   $_trigger_bin = $trigger_bin.lest || { $trigger::params::trigger_bin }
+  $_config_dir = $config_dir.lest || { $trigger::params::config_dir }
+  $_user = $user.lest || { $trigger::params::user }
+  $connection_args = trigger::connection_args('trigger::watch::etcd', $endpoints, $cacert, $cert, $key)
 
-  $endpoint_args = $_endpoints ? {
-    undef   => [],
-    default => ['--endpoints', [$_endpoints].flatten.join(',')],
-  }
   $watch_args = [
     'watch',
     '--host', $host,
     '--run-cmd', $run_cmd,
     '--queue', $queue,
     '--prefix', $_keyprefix,
-  ] + $endpoint_args
+    '--config-dir', $_config_dir,
+  ] + ($roles.empty ? { true => [], default => ['--roles', $roles.unique.join(',')] }
+  ) + ($elections.empty ? { true => [], default => ['--elections', $elections.unique.join(',')] }
+  ) + ($member_ttl ? { undef => [], default => ['--member-ttl', String($member_ttl)] }
+  ) + $connection_args
+
+  unless defined(Trigger::Config_dir[$_config_dir]) {
+    trigger::config_dir { $_config_dir: }
+  }
+
+  # The user (and password) is kept out of the unit file, which anyone may
+  # read: systemd takes it from this file and passes it as one word.
+  $environment_file = "${_config_dir}/watch.env"
+  $user_value = $_user ? {
+    Sensitive => $_user.unwrap,
+    default   => $_user,
+  }
+  $environment_file_ensure = $_user ? { undef => 'absent', default => 'file' }
+  file { $environment_file:
+    ensure    => $environment_file_ensure,
+    owner     => 'root',
+    group     => 'root',
+    mode      => '0600',
+    content   => $_user.then |$_| {
+      Sensitive("# Managed by Puppet (trigger::watch::etcd)\nTRIGGER_ETCD_USER='${user_value}'\n")
+    },
+    show_diff => false,
+  }
+
+  # How the trigger_leaders fact reaches etcd: the watcher's settings.
+  $client_settings = {
+    'trigger_bin' => $_trigger_bin,
+    'prefix'      => $_keyprefix,
+    'config_dir'  => $_config_dir,
+    'user'        => $user_value,
+  } + Hash($connection_args.slice(2).map |$pair| { [$pair[0][2, -1], $pair[1]] })
+  $client_lines = $client_settings.filter |$k, $v| { $v =~ NotUndef }.map |$k, $v| { "${k}=${v}\n" }
+  file { "${_config_dir}/client.conf":
+    ensure    => file,
+    owner     => 'root',
+    group     => 'root',
+    mode      => '0600',
+    content   => Sensitive("# Managed by Puppet (trigger::watch::etcd): read by the trigger_leaders fact.\n${client_lines.join}"),
+    show_diff => false,
+  }
 
   if $manage_package and $queue == 'tsp' {
     package { $package_name:
@@ -108,6 +203,7 @@ class trigger::watch::etcd (
           'trigger_bin' => $_trigger_bin,
           'args'        => $watch_args,
           'ts_socket'   => $ts_socket,
+          'env_file'    => $_user.then |$_| { $environment_file },
       }),
     }
   }
@@ -126,6 +222,7 @@ class trigger::watch::etcd (
     if $_manage_unit {
       File[$unit_file] ~> Exec["systemctl daemon-reload for ${service_name}"] ~> Service[$service_name]
     }
+    File[$environment_file] ~> Service[$service_name]
     if $manage_package and $queue == 'tsp' {
       Package[$package_name] -> Service[$service_name]
     }
