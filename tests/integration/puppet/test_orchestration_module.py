@@ -1,0 +1,305 @@
+"""The module's orchestration features, applied with real Puppet on a real etcd.
+
+Concurrency limits, role targeting, waiting for results, elections read back
+with `trigger::leader` and the `trigger_leaders` fact, the exec provider,
+and the TLS/user options. Where a watcher is needed it is the real
+`trigger watch` with the inline queue and `true`/`false` as the run, killed
+by a finalizer; where a command line must be inspected, `puppet apply
+--debug` logs each exec's argv.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.puppet.puppet_apply import (
+    BACKTRACE,
+    PREFIX,
+    REPO,
+    Apply,
+    clean_env,
+    etcd_dump,
+    exec_notifying,
+    inbox_entries,
+    trigger_bin,
+)
+
+pytestmark = [pytest.mark.puppet, pytest.mark.etcd]
+
+ARGV_RECORDER = REPO / "tests" / "integration" / "argv_recorder.py"
+
+
+def recorder_bin(tmp_path: Path) -> Path:
+    """An executable that records its argv (and TRIGGER_HOP) to $ARGV_LOG."""
+    path = tmp_path / "record-argv"
+    path.write_text(f'#!/bin/sh\nexec {sys.executable} {ARGV_RECORDER} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def exec_argvs(output: str) -> dict[str, list[str]]:
+    """Trigger title -> the argv of its `trigger fire`, from `--debug` output."""
+    found = {}
+    for title, argv in re.findall(
+            r"Exec\[trigger fire (.+?)\]\(provider=posix\): Executing '(\[.*\])'", output):
+        found[title] = ast.literal_eval(argv)  # Ruby's inspect of strings: Python literals
+    return found
+
+
+@pytest.fixture
+def watchers(tmp_path):
+    """Start real `trigger watch` processes; all are killed at the end."""
+    procs: list[subprocess.Popen] = []
+
+    def start(endpoint: str, host: str, *args: str, run_cmd: str = "true") -> subprocess.Popen:
+        log = open(tmp_path / f"watch-{host}.log", "ab")  # noqa: SIM115 (owned by the process)
+        proc = subprocess.Popen(
+            [trigger_bin(), "watch", "--host", host, "--queue", "inline", "--run-cmd", run_cmd,
+             "--member-ttl", "2", "--endpoints", endpoint, *args],
+            env=clean_env(), stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+def member_roles(endpoint: str, host: str) -> list[str] | None:
+    value = etcd_dump(endpoint, f"{PREFIX}/members/{host}")[1].get(f"{PREFIX}/members/{host}")
+    return json.loads(value)["roles"] if value else None
+
+
+def run_records(endpoint: str, host: str) -> list[dict]:
+    kvs = etcd_dump(endpoint, f"{PREFIX}/hosts/{host}/runs/")[1]
+    return [json.loads(v) for v in kvs.values()]
+
+
+# -- the trigger type ------------------------------------------------------------
+
+
+def test_serial_and_max_concurrent_reach_the_command_and_the_fire(tmp_path, etcd_server):
+    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": etcd_server.endpoint},
+                  debug=True)
+    manifest = (
+        "trigger { 'rolling lb': hosts => ['lb01.test', 'lb02.test'], serial => true }\n"
+        "trigger { 'web batch': hosts => ['web01.test'], max_concurrent => 3 }\n"
+        + exec_notifying("rolling lb", tmp_path / "a") + exec_notifying("web batch", tmp_path / "b")
+    )
+    result = apply(manifest)
+    assert result.returncode == 2, result.output
+    argvs = exec_argvs(result.output)
+    assert "--serial" in argvs["rolling lb"] and "--max-concurrent" not in argvs["rolling lb"]
+    batch = argvs["web batch"]
+    assert batch[batch.index("--max-concurrent") + 1] == "3" and "--serial" not in batch
+    assert batch[-2:] == ["--", "web batch"]
+
+    inboxes = inbox_entries(etcd_dump(etcd_server.endpoint)[1])
+    assert [e["max_concurrent"] for e in inboxes["lb01.test"]] == [1]
+    assert [e["max_concurrent"] for e in inboxes["lb02.test"]] == [1]
+    assert [e["max_concurrent"] for e in inboxes["web01.test"]] == [3]
+
+
+def test_role_target_reaches_the_live_member_and_wait_reports_its_result(
+        tmp_path, etcd_server, watchers):
+    """`hosts => ['role:loadbalancer']` fires at the watcher that has the role
+    (and at no other); with `wait => true` the Puppet run waits for that
+    host's run, logs its result and fails when it failed."""
+    endpoint = etcd_server.endpoint
+    watchers(endpoint, "lb01.test", "--roles", "loadbalancer")
+    watchers(endpoint, "web01.test", "--roles", "web")
+    watchers(endpoint, "lb02.test", "--roles", "loadbalancer-broken", run_cmd="false")
+    for host in ("lb01.test", "web01.test", "lb02.test"):
+        wait_until(lambda h=host: member_roles(endpoint, h), what=f"{host} registered")
+
+    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": endpoint})
+    ok = apply("trigger { 'refresh lb': hosts => ['role:loadbalancer'], wait => true,\n"
+               "  wait_timeout => 20 }\n" + exec_notifying("refresh lb", tmp_path / "a"))
+    assert ok.returncode == 2, ok.output
+    (fire,) = [json.loads(v) for v in etcd_dump(endpoint, f"{PREFIX}/fires/")[1].values()]
+    assert fire["hosts"] == ["lb01.test"] and fire["trigger"] == "refresh lb"
+    (run,) = run_records(endpoint, "lb01.test")
+    assert fire["id"] in run["served"] and run["exit_code"] == 0
+    assert run_records(endpoint, "web01.test") == []
+    row = [line for line in ok.output.splitlines() if "lb01.test" in line and "ok" in line]
+    assert row, ok.output  # the results table is in the Puppet log
+
+    failed = apply("trigger { 'refresh broken': hosts => ['role:loadbalancer-broken'],\n"
+                   "  wait => true, wait_timeout => 20 }\n"
+                   + exec_notifying("refresh broken", tmp_path / "b"))
+    assert failed.returncode in (4, 6), failed.output  # failures
+    assert "Exec[trigger fire refresh broken]" in failed.output
+    assert "returned 4 instead of one of [0]" in failed.output
+    assert [line for line in failed.output.splitlines() if "lb02.test" in line and "failed" in line]
+    assert not BACKTRACE.search(failed.output), failed.output
+
+
+def test_exec_provider_runs_the_command_once_per_host_as_argv(tmp_path, etcd_server):
+    log = tmp_path / "argv.jsonl"
+    apply = Apply(tmp_path / "puppet")
+    exec_cmd = f"{sys.executable} {ARGV_RECORDER} puppet runonce -I {{host}} --note 'a b;c'"
+    result = apply(
+        "trigger { 'via mco': hosts => ['lb01.test', 'lb02.test'], provider => 'exec',\n"
+        f"  exec_cmd => \"{exec_cmd}\" }}\n" + exec_notifying("via mco", tmp_path / "a"),
+        clean_env(ARGV_LOG=str(log)))
+    assert result.returncode == 2, result.output
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c["argv"] for c in calls] == [
+        ["puppet", "runonce", "-I", "lb01.test", "--note", "a b;c"],
+        ["puppet", "runonce", "-I", "lb02.test", "--note", "a b;c"],
+    ]
+    assert {c["hop"] for c in calls} == {"1"}
+
+
+# -- elections -------------------------------------------------------------------
+
+
+def test_election_from_puppet_is_read_back_by_the_function_and_the_fact(
+        tmp_path, etcd_server, watchers):
+    """trigger::election drops a file the watcher reads (no restart);
+    trigger::leader and the trigger_leaders fact name the holder."""
+    endpoint, config_dir = etcd_server.endpoint, tmp_path / "etc-trigger"
+    (config_dir / "elections").mkdir(parents=True)
+    (config_dir / "elections" / "stale").write_text("")  # not in the catalog: purged
+    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": endpoint,
+                                        "trigger::params::config_dir": str(config_dir)})
+    # The watcher class (no unit, no package here) writes client.conf for the fact.
+    setup = apply("class { 'trigger::watch::etcd': host => 'db01.test', queue => 'inline',\n"
+                  "  manage_package => false, manage_unit => false, manage_service => false }\n"
+                  "trigger::election { 'db master': }\n"
+                  "trigger::role { 'database': }\n")
+    assert setup.returncode == 2, setup.output
+    assert sorted(p.name for p in (config_dir / "elections").iterdir()) == ["db master"]
+    assert sorted(p.name for p in (config_dir / "roles").iterdir()) == ["database"]
+
+    watchers(endpoint, "db01.test", "--config-dir", str(config_dir))
+    wait_until(lambda: member_roles(endpoint, "db01.test") == ["database"], what="role registered")
+    holder = subprocess.run([trigger_bin(), "leader", "db master", "--endpoints", endpoint],
+                            check=False, capture_output=True, text=True, env=clean_env(), timeout=30)
+    assert holder.stdout.strip() == "db01.test", holder.stderr
+
+    read = apply(
+        "notify { \"db master is ${trigger::leader('db master')}\": }\n"
+        "notify { \"nobody holds: ${trigger::leader('no such election') =~ Undef}\": }\n"
+        "notify { \"fact: ${facts['trigger_leaders']['db master']}\": }\n",
+        clean_env(TRIGGER_CONFIG_DIR=str(config_dir)))
+    assert read.returncode == 2, read.output
+    assert "Notice: db master is db01.test" in read.output
+    assert "Notice: nobody holds: true" in read.output
+    assert "Notice: fact: db01.test" in read.output
+
+
+def test_leader_function_fails_loudly_when_etcd_is_unreachable(tmp_path):
+    apply = Apply(tmp_path / "puppet")
+    result = apply("notify { \"${trigger::leader('db master', 'http://127.0.0.1:9')}\": }\n")
+    assert result.returncode == 1, result.output
+    assert "trigger::leader('db master'): trigger: error:" in result.output
+    assert "127.0.0.1:9" in result.output
+    assert not BACKTRACE.search(result.output), result.output
+
+
+# -- TLS and the etcd user ---------------------------------------------------------
+
+
+def test_tls_and_user_reach_the_fire_and_the_unit_but_not_the_logs(tmp_path):
+    unit, config_dir = tmp_path / "trigger-watch.service", tmp_path / "etc-trigger"
+    apply = Apply(tmp_path / "puppet", {
+        "trigger::params::endpoints": "https://etcd1.test:2379",
+        "trigger::params::config_dir": str(config_dir),
+        "trigger::params::cacert": "/etc/trigger/tls/ca.pem",
+        "trigger::params::cert": "/etc/trigger/tls/node.pem",
+        "trigger::params::key": "/etc/trigger/tls/node.key",
+        "trigger::params::trigger_bin": str(recorder_bin(tmp_path)),
+    })
+    result = apply(
+        "trigger { 'plain': hosts => ['lb01.test'], user => 'lb-firer' }\n"
+        "trigger { 'secret': hosts => ['lb01.test'], user => Sensitive('lb-firer:s3cret pw') }\n"
+        + exec_notifying("plain", tmp_path / "a") + exec_notifying("secret", tmp_path / "b")
+        + "class { 'trigger::watch::etcd': host => 'lb01.test', manage_package => false,\n"
+        f"  manage_unit => true, manage_service => false, unit_file => '{unit}',\n"
+        "  user => Sensitive('lb01:s3cret pw') }\n",
+        clean_env(ARGV_LOG=str(tmp_path / "argv.jsonl")))
+    assert result.returncode == 2, result.output
+    assert "s3cret" not in result.output
+    plain, secret = sorted((json.loads(line)["argv"] for line in
+                            (tmp_path / "argv.jsonl").read_text().splitlines()),
+                           key=lambda argv: argv[-1])
+    tls = ["--endpoints", "https://etcd1.test:2379", "--cacert", "/etc/trigger/tls/ca.pem",
+           "--cert", "/etc/trigger/tls/node.pem", "--key", "/etc/trigger/tls/node.key"]
+    assert plain[-len(tls) - 4:] == [*tls, "--user", "lb-firer", "--", "plain"]
+    assert secret[-len(tls) - 4:] == [*tls, "--user", "lb-firer:s3cret pw", "--", "secret"]
+
+    text = unit.read_text()
+    (exec_start,) = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    assert " ".join(f'"{w}"' for w in tls) in exec_start
+    assert exec_start.endswith('"--user" "${TRIGGER_ETCD_USER}"') and "s3cret" not in text
+    assert f"EnvironmentFile={config_dir}/watch.env" in text
+    env_file = config_dir / "watch.env"
+    assert "TRIGGER_ETCD_USER='lb01:s3cret pw'" in env_file.read_text()
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    client = (config_dir / "client.conf").read_text()
+    assert "cacert=/etc/trigger/tls/ca.pem\n" in client
+    assert oct((config_dir / "client.conf").stat().st_mode & 0o777) == "0o600"
+
+
+# -- bad parameters ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        ("trigger { 'bad': hosts => ['lb01'], provider => 'exec', exec_cmd => 'mco puppet runonce' }",
+         "Trigger['bad']: exec_cmd must name the host as {host}"),
+        ("trigger { 'bad': hosts => ['lb01'], provider => 'exec' }",
+         "Trigger['bad']: provider 'exec' needs exec_cmd"),
+        ("trigger { 'bad': hosts => ['lb01'], max_concurrent => -1 }",
+         "Trigger['bad']: max_concurrent must be from 0 (no limit) to 100000, got -1"),
+        ("trigger { 'bad': hosts => ['lb01'], serial => true, max_concurrent => 3 }",
+         "Trigger['bad']: serial => true means max_concurrent 1, but max_concurrent is 3"),
+        ("trigger { 'bad': hosts => ['lb01'], cert => '/etc/node.pem' }",
+         "Trigger['bad']: cert and key go together: cert is set, the other is not"),
+        ("trigger::election { 'db/master': }",
+         "Trigger::Election['db/master']: 'db/master' is not a usable election name"),
+    ],
+    ids=["exec-without-host", "exec-without-cmd", "negative-limit", "serial-and-limit",
+         "cert-without-key", "slash-in-election"],
+)
+def test_bad_parameters_fail_with_a_clear_message(tmp_path, manifest, message):
+    apply = Apply(tmp_path / "puppet", {"trigger::params::config_dir": str(tmp_path / "etc")})
+    result = apply(f"{manifest}\nfile {{ '{tmp_path / 'm'}': ensure => file }}\n")
+    assert result.returncode == 1, result.output  # the catalog did not compile
+    assert message in result.output
+    assert not BACKTRACE.search(result.output), result.output
+    assert not (tmp_path / "m").exists() and not (tmp_path / "etc").exists()  # nothing applied
+
+
+def test_function_and_fact_are_valid_ruby():
+    """The fact and the function are plain Ruby that Puppet loads lazily."""
+    for path in (Path(REPO, "puppet/trigger/lib/facter/trigger_leaders.rb"),
+                 Path(REPO, "puppet/trigger/lib/puppet/functions/trigger/leader.rb")):
+        check = subprocess.run(["ruby", "-c", str(path)], check=False, capture_output=True,
+                               text=True, timeout=30)
+        assert check.returncode == 0, check.stderr
