@@ -1,0 +1,132 @@
+"""The lab under test: `--lab=local` (default, CI) or `--lab=vagrant`.
+
+One lab per session: made fresh (after removing whatever an interrupted
+session left) and destroyed at the end, also when a test fails, on Ctrl-C
+and on SIGTERM. With `--lab-reuse` the tests use the lab that
+`python -m lab converge` brought up and leave it up (`python -m lab verify`
+does that).
+
+    pytest tests/integration/lab                      # a fresh local lab
+    pytest tests/integration/lab --lab=vagrant        # the Vagrantfile's VMs
+    python -m lab converge && python -m lab verify    # keep the lab between runs
+
+pytest reads `--lab` only where this file is loaded at start-up: give the
+directory (or a file in it) on the command line.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from lab import open_lab
+from lab.base import LabError
+from tests.conftest import need, need_root
+from tests.integration.lab import checks
+from trigger.layout import Layout
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("lab", "trigger test lab (tests/integration/lab)")
+    group.addoption("--lab", default="local", choices=("local", "vagrant"),
+                    help="the lab backend: local namespaced nodes (default) or Vagrant VMs")
+    group.addoption("--lab-reuse", action="store_true",
+                    help="use the lab that is up (python -m lab converge) and leave it up")
+    group.addoption("--lab-name", default=None,
+                    help="name of the local lab (default: pytest; with --lab-reuse: dev)")
+
+
+def _need_backend(backend: str) -> None:
+    if backend == "local":
+        need_root()
+        from lab.local import missing_programs
+
+        for program, package in sorted(missing_programs().items()):
+            need(program, package)
+    else:
+        from lab.vagrant import unavailable
+
+        reason = unavailable()
+        if reason:
+            pytest.skip(f"vagrant lab: {reason}")
+
+
+@pytest.fixture(scope="session")
+def lab(request):
+    """The lab, converged: etcd cluster healthy, a watcher on every node."""
+    backend = request.config.getoption("--lab")
+    reuse = request.config.getoption("--lab-reuse")
+    _need_backend(backend)
+    options = {}
+    if backend == "local":
+        options["name"] = request.config.getoption("--lab-name") or ("dev" if reuse else "pytest")
+    the_lab = open_lab(backend, **options)
+    if reuse:
+        if not all(s["state"] == "up" for s in the_lab.status().values()):
+            pytest.fail(f"--lab-reuse: the {backend} lab is not up; run `python -m lab --lab {backend} converge`")
+        yield the_lab
+        return
+    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the lab is destroyed.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        the_lab.destroy()  # whatever an interrupted session left
+        the_lab.create()
+        the_lab.converge()
+        yield the_lab
+    except LabError as exc:
+        pytest.fail(f"the {backend} lab did not come up: {exc}", pytrace=False)
+    finally:
+        try:
+            the_lab.destroy()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def hosts(lab):
+    """testinfra hosts by node name, reached over SSH with the lab's ssh-config."""
+    import testinfra
+
+    return {node: testinfra.get_host(f"ssh://{node}", ssh_config=str(lab.ssh_config), sudo=lab.sudo)
+            for node in lab.nodes}
+
+
+@pytest.fixture
+def node1(hosts):
+    return hosts["node1"]
+
+
+@pytest.fixture
+def node2(hosts):
+    return hosts["node2"]
+
+
+@pytest.fixture
+def node3(hosts):
+    return hosts["node3"]
+
+
+@pytest.fixture
+def settled(lab, hosts):
+    """Before the test: no run queued or running, no fire waiting, on any node."""
+    layout = Layout()
+
+    def quiet():
+        for node, host in hosts.items():
+            if not checks.idle(host):
+                return False
+            keys = host.check_output(
+                f"ETCDCTL_API=3 ETCDCTL_ENDPOINTS={','.join(lab.endpoints(node))} "
+                f"etcdctl get --prefix --keys-only {layout.host_prefix(node)}").split()
+            if any(layout.classify(node, key)[0] == "entry" for key in keys):
+                return False
+        return True
+
+    checks.wait_until(quiet, 120, "the lab did not settle: runs or fires still outstanding")
+    yield
+
