@@ -2,9 +2,8 @@
 
 Theory of operation
 -------------------
-`etcd3` gives us the generated gRPC stubs and the channel setup
-(`etcd3.Etcd3Client`); we make every call ourselves so that we decide what
-happens on failure:
+`etcd3` gives us the generated gRPC stubs; we make the channels (plain or
+TLS) and every call ourselves, so that we decide what happens on failure:
 
 * **Endpoints.** One client (one gRPC channel) per endpoint, made lazily.
   A call starts at the endpoint that answered last; if it fails with
@@ -25,6 +24,28 @@ happens on failure:
   delivered) and drops anything at or below it.
   etcd never splits the events of one revision across watch responses (we do
   not ask for fragments), so each callback gets whole revisions.
+* **TLS.** An `https://` endpoint gets a gRPC secure channel: the server is
+  checked against `cacert` (else the system's CAs), and `cert`/`key` are
+  the client certificate etcd's `--client-cert-auth` asks for. The files
+  are read and checked once, up front (`load_tls`), so a wrong path or a
+  key that does not match its certificate is a one-line error, not a
+  failed handshake later. TLS options with a plain `http://` endpoint are
+  refused rather than silently ignored. A handshake that fails because of
+  a certificate (unknown CA, wrong host name, client certificate refused)
+  is a configuration error (`StoreError`), not an outage
+  (`UnavailableError`), so callers that retry outages do not retry it.
+* **Authentication.** With `user`/`password`, each endpoint's connection
+  asks etcd for a token (Authenticate) on first use and sends it as the
+  `token` metadata of every call. etcd's tokens expire (simple tokens after
+  `--auth-token-ttl`, 300 s, without use; all tokens when etcd restarts): a
+  call refused with "invalid auth token" or "auth revision is old" is
+  refused before it is applied, so it re-authenticates once and calls
+  again, writes included. An open watch stream keeps working after its
+  token expired (etcd checks the token when the watch is created); a new
+  watch refused for an expired token re-authenticates and is opened again.
+  That is how a watcher outlives its token, where the etcd3 client's own
+  watcher hangs. Without `user`, a client certificate's common name is the
+  etcd user (etcd's `--client-cert-auth`).
 * **Transactions.** `txn` is one etcd Txn: compares `create_revision == 0`
   for `expect_missing`, the ops as the success branch, an empty failure
   branch. etcd refuses a txn with more than `--max-txn-ops` (default 128)
@@ -35,6 +56,9 @@ first imported: the stubs in etcd3 0.12.0 were generated for protobuf 3 and
 the C++/upb implementations of protobuf >= 4 refuse them ("Descriptors cannot
 be created directly"). If protobuf was already imported with another
 implementation, importing this module fails with a message saying so.
+`GRPC_VERBOSITY=NONE` (unless set) keeps grpc's C core from printing its
+own log lines (a failed TLS handshake logs several) next to our one-line
+errors.
 """
 
 from __future__ import annotations
@@ -42,9 +66,12 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import logging  # noqa: E402
 import queue  # noqa: E402
+import re  # noqa: E402
+import ssl  # noqa: E402
 import threading  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Callable, TypeVar  # noqa: E402
@@ -53,7 +80,6 @@ from urllib.parse import urlsplit  # noqa: E402
 import grpc  # noqa: E402
 
 try:
-    import etcd3  # noqa: E402
     import etcd3.etcdrpc as rpc  # noqa: E402
 except TypeError as e:  # protobuf was imported earlier with the upb/C++ backend
     raise ImportError(
@@ -96,20 +122,141 @@ _GRPC_OPTIONS = [
 _EVENT_PUT = rpc.kv_pb2.Event.PUT
 
 
+@dataclass(frozen=True)
+class TlsConfig:
+    """What an https endpoint is checked against (`cacert`, PEM; None: the
+    system's CAs) and the client certificate it is shown (`cert`, `key`)."""
+
+    cacert: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = field(default=None, repr=False)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self.cacert, self.key, self.cert)
+
+
+def load_tls(cacert: str | None = None, cert: str | None = None, key: str | None = None) -> TlsConfig | None:
+    """Read and check the PEM files etcdctl's --cacert/--cert/--key name.
+
+    None when none is given. Raises ValueError with a one-line reason for a
+    file that cannot be read, is not PEM, or a key that does not match its
+    certificate: better now than as a failed handshake later.
+    """
+    if not (cacert or cert or key):
+        return None
+    if bool(cert) != bool(key):
+        raise ValueError("--cert and --key go together: give both (the client certificate and its key)")
+
+    def read(path: str, option: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read(1 << 20)
+        except OSError as e:
+            raise ValueError(f"cannot read {option} {path}: {e.strerror}") from None
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca_pem = read(cacert, "--cacert") if cacert else None
+    if cacert:
+        try:
+            context.load_verify_locations(cadata=ca_pem.decode("ascii"))
+        except (ssl.SSLError, UnicodeDecodeError, ValueError) as e:
+            raise ValueError(f"--cacert {cacert}: not a PEM CA certificate ({_ssl_reason(e)})") from None
+    cert_pem = key_pem = None
+    if cert:
+        cert_pem, key_pem = read(cert, "--cert"), read(key, "--key")
+        try:
+            context.load_cert_chain(cert, key, password=lambda: b"")
+        except (ssl.SSLError, ValueError) as e:
+            raise ValueError(f"--cert {cert} / --key {key}: not a PEM certificate and its unencrypted "
+                             f"key ({_ssl_reason(e)})") from None
+        except OSError as e:
+            raise ValueError(f"cannot read --cert {cert} or --key {key}: {e.strerror}") from None
+    return TlsConfig(ca_pem, cert_pem, key_pem)
+
+
+def _ssl_reason(error: Exception) -> str:
+    """`KEY_VALUES_MISMATCH` -> `key values mismatch`, without `(_ssl.c:NNN)`."""
+    reason = getattr(error, "reason", None)
+    text = reason.lower().replace("_", " ") if reason else re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(error))
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An etcd user and password (etcd's password authentication)."""
+
+    user: str
+    password: str = field(repr=False)
+
+
+class _Connection:
+    """A gRPC channel to one endpoint, the stubs over it, and its auth token."""
+
+    call_credentials = None  # the token travels as metadata, as etcd expects
+
+    def __init__(self, endpoint: "_Endpoint"):
+        if endpoint.secure:
+            credentials = (endpoint.tls or TlsConfig()).channel_credentials()
+            self.channel = grpc.secure_channel(endpoint.target, credentials, options=_GRPC_OPTIONS)
+        else:
+            self.channel = grpc.insecure_channel(endpoint.target, options=_GRPC_OPTIONS)
+        self.kvstub = rpc.KVStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.authstub = rpc.AuthStub(self.channel)
+        self.token: str | None = None
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        token = self.token
+        return (("token", token),) if token else None
+
+    def close(self) -> None:
+        self.channel.close()
+
+
 @dataclass
 class _Endpoint:
     url: str
     target: str  # host:port for grpc
-    client: "etcd3.Etcd3Client | None" = None
+    secure: bool = False  # https: a TLS channel
+    tls: TlsConfig | None = None
+    credentials: Credentials | None = None
+    client: _Connection | None = None
+    authenticated: bool = False  # a token was asked for (or etcd has auth disabled)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def connect(self, timeout: float) -> "etcd3.Etcd3Client":
+    def connect(self, timeout: float) -> _Connection:
+        """The endpoint's connection, authenticated if there are credentials.
+        Raises grpc.RpcError when etcd does not answer or refuses the user."""
         with self.lock:
             if self.client is None:
-                host, _, port = self.target.rpartition(":")
-                self.client = etcd3.Etcd3Client(host=host, port=int(port), timeout=timeout,
-                                                grpc_options=_GRPC_OPTIONS)
+                self.client = _Connection(self)
+                self.authenticated = False
+            if self.credentials is not None and not self.authenticated:
+                self._authenticate(timeout)
             return self.client
+
+    def reauthenticate(self, stale_token: str | None, timeout: float) -> _Connection:
+        """A new token, unless another thread got one since `stale_token` was refused."""
+        with self.lock:
+            if self.client is None:
+                self.client = _Connection(self)
+                self._authenticate(timeout)
+            elif self.client.token == stale_token:
+                self._authenticate(timeout)
+            return self.client
+
+    def _authenticate(self, timeout: float) -> None:
+        request = rpc.AuthenticateRequest(name=self.credentials.user, password=self.credentials.password)
+        try:
+            response = self.client.authstub.Authenticate(request, timeout)
+        except grpc.RpcError as e:
+            if "authentication is not enabled" not in _details(e):
+                raise
+            self.client.token = None  # etcd takes every call without a token
+        else:
+            self.client.token = response.token
+        self.authenticated = True
 
     def close(self) -> None:
         with self.lock:
@@ -119,7 +266,7 @@ class _Endpoint:
 
 
 def parse_endpoint(url: str) -> _Endpoint:
-    """`http://host:port` (or bare `host:port`) as etcdctl takes it."""
+    """`http://host:port`, `https://host:port` (or bare `host:port`) as etcdctl takes it."""
     text = url.strip()
     if "://" not in text:
         text = "http://" + text
@@ -128,12 +275,48 @@ def parse_endpoint(url: str) -> _Endpoint:
         port = parts.port or 2379
     except ValueError as e:
         raise StoreError(f"bad etcd endpoint {url!r}: {e}") from None
-    if parts.scheme == "https":
-        raise StoreError(f"etcd endpoint {url!r}: https is not supported yet; use http://")
-    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
-        raise StoreError(f"bad etcd endpoint {url!r}: expected http://HOST:PORT")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise StoreError(f"bad etcd endpoint {url!r}: expected http://HOST:PORT or https://HOST:PORT")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return _Endpoint(url=url.strip(), target=f"{host}:{port}")
+    return _Endpoint(url=url.strip(), target=f"{host}:{port}", secure=parts.scheme == "https")
+
+
+# What etcd says when a call's token is gone (expired, or etcd restarted) or
+# was issued before a change of users and roles: the call was refused before
+# being applied, so authenticating again and repeating it is safe.
+_TOKEN_REFUSED = ("invalid auth token", "auth revision is old", "user name is empty")
+
+# Handshake failures that are configuration, not an outage, and what to check.
+_TLS_PROBLEMS = (
+    ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not signed by a CA in --cacert"),
+    ("Hostname Verification", "the server's certificate does not name this host"),
+    ("Peer name", "the server's certificate does not name this host"),
+    ("TSI_DATA_CORRUPTED", "the server refused the TLS handshake: it wants a client certificate "
+                           "signed by a CA it trusts (--cert, --key)"),
+    ("BAD_CERTIFICATE", "the server refused our client certificate (--cert, --key)"),
+    ("CERTIFICATE_REQUIRED", "the server wants a client certificate (--cert, --key)"),
+)
+
+
+def _token_refused(error: grpc.RpcError) -> bool:
+    details = _details(error)
+    return any(text in details for text in _TOKEN_REFUSED)
+
+
+def _tls_problem(details: str) -> str | None:
+    for text, problem in _TLS_PROBLEMS:
+        if text in details:
+            return problem
+    return None
+
+
+class EtcdError(StoreError):
+    """A refusal etcd explained that has no message of our own: keeps etcd's
+    status code and words so callers (trigger.auth) can tell them apart."""
+
+    def __init__(self, message: str, code: str, details: str):
+        super().__init__(message)
+        self.code, self.details = code, details
 
 
 def _key(key: str) -> bytes:
@@ -165,6 +348,15 @@ def _kv(kv) -> KeyValue:
     return KeyValue(_str(kv.key), bytes(kv.value), kv.create_revision, kv.mod_revision, kv.lease)
 
 
+def _hint(endpoint: _Endpoint, details: str) -> str:
+    """etcd's words, and what a handshake cut short usually means."""
+    if "Socket closed" in details:
+        if endpoint.secure:
+            return f"{details}; is it a plain http:// endpoint?"
+        return f"{details}; does it want https://?"
+    return details
+
+
 def _details(error: grpc.RpcError) -> str:
     try:
         text = error.details() or error.code().name
@@ -176,12 +368,32 @@ def _details(error: grpc.RpcError) -> str:
 class EtcdStore:
     """The Store protocol (trigger.store.base) on etcd's v3 gRPC API."""
 
-    def __init__(self, endpoints: list[str], timeout: float = 5.0):
+    def __init__(self, endpoints: list[str], timeout: float = 5.0, *,
+                 cacert: str | None = None, cert: str | None = None, key: str | None = None,
+                 user: str | None = None, password: str | None = None,
+                 tls: TlsConfig | None = None):
+        """`cacert`/`cert`/`key` are PEM file paths (or give `tls` already
+        loaded); `user` and `password` turn on password authentication.
+        Raises ValueError for unusable TLS files or options."""
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
         if not endpoints:
             raise StoreError("no etcd endpoints given")
         self._endpoints = [parse_endpoint(e) for e in endpoints]
+        tls = tls or load_tls(cacert, cert, key)
+        if tls is not None:
+            plain = [e.url for e in self._endpoints if not e.secure]
+            if plain:
+                raise ValueError(f"TLS options given but {', '.join(plain)} is plain http: "
+                                 "use https:// endpoints (refusing to send the connection unencrypted)")
+        if (user is None) != (password is None):
+            raise ValueError("etcd user and password go together")
+        if user is not None and (not user or ":" in user):
+            raise ValueError(f"bad etcd user name {user!r}")
+        self.user = user
+        credentials = Credentials(user, password) if user is not None else None
+        for endpoint in self._endpoints:
+            endpoint.tls, endpoint.credentials = tls, credentials
         self.timeout = timeout
         self._current = 0  # index of the endpoint that answered last
         self._lock = threading.Lock()
@@ -193,28 +405,35 @@ class EtcdStore:
 
     # -- calling with failover ----------------------------------------------
 
-    def _call(self, what: str, fn: Callable[["etcd3.Etcd3Client"], T], *, safe_to_retry: bool) -> T:
-        """fn(client) on the first endpoint that answers.
+    def _call(self, what: str, fn: Callable[[_Connection], T], *, safe_to_retry: bool) -> T:
+        """fn(connection) on the first endpoint that answers.
 
         UNAVAILABLE moves on to the next endpoint. DEADLINE_EXCEEDED moves on
         only when `safe_to_retry` (reads, and writes whose repetition is
-        harmless); otherwise the outcome is unknown and we say so.
+        harmless); otherwise the outcome is unknown and we say so. A refused
+        auth token is renewed and the call made once more (see the module
+        docstring). A failed TLS handshake on every endpoint is a
+        configuration error, not an outage.
         """
         if self._closed:
             raise StoreError(f"etcd {what}: the store is closed")
         n = len(self._endpoints)
-        failures = []
+        failures, tls_problems = [], []
         for i in range(n):
             index = (self._current + i) % n
             endpoint = self._endpoints[index]
             try:
-                result = fn(endpoint.connect(self.timeout))
+                result = self._on(endpoint, fn)
             except grpc.RpcError as e:
                 code = e.code() if hasattr(e, "code") else None
                 if code == grpc.StatusCode.UNAVAILABLE or (
                     code == grpc.StatusCode.DEADLINE_EXCEEDED and safe_to_retry
                 ):
-                    failures.append(f"{endpoint.url} ({_details(e)})")
+                    details = _details(e)
+                    problem = _tls_problem(details) if code == grpc.StatusCode.UNAVAILABLE else None
+                    if problem:
+                        tls_problems.append(f"{endpoint.url}: {problem}")
+                    failures.append(f"{endpoint.url} ({problem or _hint(endpoint, details)})")
                     continue
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     # Start the next call (the caller's re-read) elsewhere.
@@ -229,7 +448,28 @@ class EtcdStore:
                 continue
             self._current = index
             return result
+        if tls_problems and len(tls_problems) == len(failures):
+            raise StoreError(f"etcd {what}: TLS handshake failed: {'; '.join(tls_problems)}")
         raise UnavailableError(f"etcd {what}: no endpoint answered: {'; '.join(failures)}")
+
+    def _on(self, endpoint: _Endpoint, fn: Callable[[_Connection], T]) -> T:
+        """fn(connection) on one endpoint; once more with a new token if etcd
+        refused the one we had."""
+        client = endpoint.connect(self.timeout)
+        token = client.token
+        try:
+            return fn(client)
+        except grpc.RpcError as e:
+            if endpoint.credentials is None or not _token_refused(e):
+                raise
+            log.info("etcd at %s refused the auth token (%s); authenticating again",
+                     endpoint.url, _details(e))
+        return fn(endpoint.reauthenticate(token, self.timeout))
+
+    def _who(self) -> str:
+        if self.user is not None:
+            return f"etcd user {self.user!r}"
+        return "this client (no --user: etcd takes the user from the client certificate's name, if any)"
 
     def _translate(self, error: grpc.RpcError, what: str, endpoint: _Endpoint) -> StoreError:
         details = _details(error)
@@ -248,8 +488,18 @@ class EtcdStore:
             return StoreError(f"etcd {what}: request is larger than etcd's --max-request-bytes allows (default 1.5 MiB)")
         if "duplicate key given in txn request" in details:
             return StoreError(f"etcd {what}: a transaction may name each key only once")
+        if "permission denied" in details:
+            return StoreError(f"etcd {what}: permission denied for {self._who()}")
+        if "authentication failed" in details:
+            return StoreError(f"etcd at {endpoint.url}: authentication as {self.user!r} failed: "
+                              "wrong user name or password")
+        if "user name is empty" in details:
+            return StoreError(f"etcd {what}: etcd has authentication enabled: give --user NAME "
+                              "(or ETCDCTL_USER), or a client certificate named after an etcd user")
+        if "invalid auth token" in details:
+            return StoreError(f"etcd {what}: etcd refused the auth token of {self._who()}")
         code = error.code().name if hasattr(error, "code") else "ERROR"
-        return StoreError(f"etcd {what} failed at {endpoint.url}: {code}: {details}")
+        return EtcdError(f"etcd {what} failed at {endpoint.url}: {code}: {details}", code, details)
 
     def _compact_revision(self, endpoint: _Endpoint) -> int:
         """The oldest revision a watch may start from: etcd tells a watch
@@ -273,7 +523,7 @@ class EtcdStore:
             finally:
                 requests.put(None)
                 stream.cancel()
-        except grpc.RpcError:
+        except (grpc.RpcError, ValueError):
             pass
         return 0  # unknown: nothing compacted, or the server went away
 
@@ -342,6 +592,15 @@ class EtcdStore:
             request, self.timeout, credentials=c.call_credentials, metadata=c.metadata),
             safe_to_retry=True)
 
+    # -- users and roles ----------------------------------------------------
+
+    def auth_call(self, method: str, request):
+        """One call of etcd's Auth service by its gRPC name (`UserAdd`,
+        `RoleGrantPermission`, `AuthEnable`, ...), with failover and our
+        errors. Every one of them may be repeated harmlessly."""
+        return self._call(f"auth {method}", lambda c: getattr(c.authstub, method)(
+            request, self.timeout, metadata=c.metadata), safe_to_retry=True)
+
     # -- leases --------------------------------------------------------------
 
     def lease_grant(self, ttl: int) -> int:
@@ -388,19 +647,49 @@ class EtcdStore:
         if self._closed:
             raise StoreError("etcd watch: the store is closed")
         n = len(self._endpoints)
-        failures = []
+        failures, tls_problems = [], []
         for i in range(n):
             index = (self._current + i) % n
             endpoint = self._endpoints[index]
-            watch = EtcdWatch(self, endpoint, prefix, start_revision, callback)
-            error = watch._open(self.timeout)
-            if error is None:
+            try:
+                watch = self._open_watch(endpoint, prefix, start_revision, callback)
+            except grpc.RpcError as e:  # from authenticating
+                if e.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise self._translate(e, f"watch {prefix}", endpoint) from None
+                watch = _details(e)
+            if isinstance(watch, EtcdWatch):
                 self._current = index
                 with self._lock:
                     self._watches.add(watch)
                 return watch
-            failures.append(f"{endpoint.url} ({error})")
+            if "permission denied" in watch:
+                raise StoreError(f"etcd watch {prefix}: permission denied for {self._who()}")
+            if any(text in watch for text in _TOKEN_REFUSED):
+                raise StoreError(f"etcd watch {prefix}: etcd refused the auth token of {self._who()}")
+            problem = _tls_problem(watch)
+            if problem:
+                tls_problems.append(f"{endpoint.url}: {problem}")
+            failures.append(f"{endpoint.url} ({problem or _hint(endpoint, watch)})")
+        if tls_problems and len(tls_problems) == len(failures):
+            raise StoreError(f"etcd watch {prefix}: TLS handshake failed: {'; '.join(tls_problems)}")
         raise UnavailableError(f"etcd watch {prefix}: no endpoint answered: {'; '.join(failures)}")
+
+    def _open_watch(self, endpoint: _Endpoint, prefix: str, start_revision: int,
+                    callback: WatchCallback) -> "EtcdWatch | str":
+        """A watch etcd created on this endpoint, or why not. A watch refused
+        for its token (expired while only a watch used it, or etcd
+        restarted) is opened once more with a new one."""
+        watch = EtcdWatch(self, endpoint, prefix, start_revision, callback)
+        error = watch._open(self.timeout)
+        if error is None:
+            return watch
+        if endpoint.credentials is None or not any(text in error for text in _TOKEN_REFUSED):
+            return error
+        log.info("etcd at %s refused the watch's auth token (%s); authenticating again",
+                 endpoint.url, error)
+        endpoint.reauthenticate(watch.token, self.timeout)
+        watch = EtcdWatch(self, endpoint, prefix, start_revision, callback)
+        return watch._open(self.timeout) or watch
 
     def _forget(self, watch: "EtcdWatch") -> None:
         with self._lock:
@@ -439,11 +728,14 @@ class EtcdWatch:
         self._created = threading.Event()
         self._open_error: str | None = None
         self._thread: threading.Thread | None = None
+        self.token: str | None = None  # the auth token the stream was opened with
 
     def _open(self, timeout: float) -> str | None:
-        """Start the stream; None once etcd created the watch, else why not."""
+        """Start the stream; None once etcd created the watch, else why not.
+        Raises grpc.RpcError if authenticating fails."""
         try:
             client = self.endpoint.connect(timeout)
+            self.token = token = client.token
             key = _key(self.prefix)
             create = rpc.WatchCreateRequest(
                 key=key or b"\0", range_end=prefix_range_end(key),
@@ -451,7 +743,7 @@ class EtcdWatch:
             self._requests.put(rpc.WatchRequest(create_request=create))
             self._stream = rpc.WatchStub(client.channel).Watch(
                 iter(self._requests.get, None),
-                credentials=client.call_credentials, metadata=client.metadata)
+                metadata=(("token", token),) if token else None)
         except ValueError as e:  # closed channel
             return str(e)
         self._thread = threading.Thread(target=self._run, name=f"etcd-watch {self.prefix}", daemon=True)
@@ -468,6 +760,13 @@ class EtcdWatch:
         try:
             for response in self._stream:
                 if not self._alive:
+                    return
+                if response.created and response.canceled and not response.compact_revision \
+                        and not self._created.is_set():
+                    # Refused at creation (permission denied, expired token).
+                    reason = " ".join(response.cancel_reason.split()) or "no reason given"
+                    self._open_error = f"etcd refused the watch: {reason}"
+                    self._created.set()
                     return
                 if response.created:
                     self._created.set()

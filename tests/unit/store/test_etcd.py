@@ -64,8 +64,8 @@ def test_endpoints_parse_like_etcdctl():
     assert parse_endpoint("10.0.0.5:4001").target == "10.0.0.5:4001"
     assert parse_endpoint("http://etcd.example").target == "etcd.example:2379"
     assert parse_endpoint("http://[::1]:2379").target == "[::1]:2379"
-    with pytest.raises(StoreError, match="https is not supported"):
-        parse_endpoint("https://127.0.0.1:2379")
+    assert parse_endpoint("https://127.0.0.1:2379").secure  # TLS: tests/integration/security
+    assert not parse_endpoint("127.0.0.1:2379").secure
     for bad in ("ftp://x:1", "http://:2379", "http://h:notaport", "http://h:1/path"):
         with pytest.raises(StoreError, match="endpoint"):
             parse_endpoint(bad)
