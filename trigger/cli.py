@@ -37,14 +37,93 @@ def _endpoints(value: str | None) -> list[str]:
 
 
 def _store(args):
-    return open_store(args.store, endpoints=_endpoints(args.endpoints)) if args.store == "etcd" \
-        else open_store(args.store)
+    return open_store(args.store, endpoints=_endpoints(args.endpoints), **_connection(args)) \
+        if args.store == "etcd" else open_store(args.store)
+
+
+def _connection(args) -> dict:
+    """TLS files and credentials for etcd: options first, then etcdctl's
+    environment names (ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY,
+    ETCDCTL_USER, ETCDCTL_PASSWORD)."""
+    options = {
+        "cacert": args.cacert or os.environ.get("ETCDCTL_CACERT") or None,
+        "cert": args.cert or os.environ.get("ETCDCTL_CERT") or None,
+        "key": args.key or os.environ.get("ETCDCTL_KEY") or None,
+    }
+    user, password = _credentials(args)
+    if user is not None:
+        options.update(user=user, password=password)
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _credentials(args) -> tuple[str | None, str | None]:
+    """(user, password) from --user NAME[:PASSWORD] or ETCDCTL_USER; the
+    password, if not there, from --password-file or ETCDCTL_PASSWORD."""
+    text = args.user or os.environ.get("ETCDCTL_USER") or ""
+    if not text:
+        if args.password_file:
+            raise BadRecord("--password-file needs --user NAME (or ETCDCTL_USER)")
+        return None, None
+    name, colon, password = text.partition(":")
+    if not name:
+        raise BadRecord("--user needs a name: NAME or NAME:PASSWORD")
+    if colon:
+        return name, password
+    if args.password_file:
+        return name, _read_secret(args.password_file, "--password-file")
+    if "ETCDCTL_PASSWORD" in os.environ:
+        return name, os.environ["ETCDCTL_PASSWORD"]
+    raise BadRecord(f"no password for etcd user {name!r}: give --user {name}:PASSWORD, "
+                    "--password-file FILE or ETCDCTL_PASSWORD")
+
+
+def _read_secret(path: str, option: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(4096)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRecord(f"cannot read {option} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    secret = text.splitlines()[0] if text.strip() else ""
+    if not secret:
+        raise BadRecord(f"{option} {path} is empty")
+    return secret
+
+
+def _pass_on(args) -> list[str]:
+    """The connection options of `trigger run`, as the watcher was given them.
+
+    Files go by absolute path. A password never goes on a command line
+    (`ps` and `tsp -l` show those): a password file is passed by name;
+    a password given otherwise is put into ETCDCTL_PASSWORD in our own
+    environment, which the queue hands to the run (task-spooler passes the
+    environment of the `tsp` call to its job; the inline queue's child
+    inherits it).
+    """
+    options = _connection(args)
+    argv: list[str] = []
+    for name in ("cacert", "cert", "key"):
+        if name in options:
+            argv += [f"--{name}", os.path.abspath(options[name])]
+    if "user" in options:
+        argv += ["--user", options["user"]]
+        if args.password_file and ":" not in (args.user or os.environ.get("ETCDCTL_USER") or ""):
+            argv += ["--password-file", os.path.abspath(args.password_file)]
+        else:
+            os.environ["ETCDCTL_PASSWORD"] = options["password"]
+    return argv
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default {DEFAULT_PREFIX})")
     p.add_argument("--endpoints", help="etcd URLs, comma-separated (default $ETCDCTL_ENDPOINTS or "
-                   f"{DEFAULT_ENDPOINTS}); a dead one fails over to the next")
+                   f"{DEFAULT_ENDPOINTS}); a dead one fails over to the next; https:// for TLS")
+    p.add_argument("--cacert", help="TLS: the CA that signed etcd's certificate, PEM "
+                   "(default $ETCDCTL_CACERT, else the system's CAs)")
+    p.add_argument("--cert", help="TLS: this client's certificate, PEM (default $ETCDCTL_CERT)")
+    p.add_argument("--key", help="TLS: the key of --cert, PEM, unencrypted (default $ETCDCTL_KEY)")
+    p.add_argument("--user", help="etcd user, NAME or NAME:PASSWORD (default $ETCDCTL_USER); "
+                   "prefer --password-file or $ETCDCTL_PASSWORD to a password on the command line")
+    p.add_argument("--password-file", help="file whose first line is the password of --user")
     p.add_argument("--store", default="etcd", choices=["etcd", "memory"], help=argparse.SUPPRESS)
 
 
@@ -143,11 +222,13 @@ def cmd_watch(args) -> int:
     layout = Layout(args.prefix)
     endpoints = _endpoints(args.endpoints)
     store = _store(args)
+    _check_access(store, layout, host)
     queue = open_queue(args.queue)
+    connection = _pass_on(args) if args.store == "etcd" else []
 
     def run_argv(run_id: str) -> list[str]:
         return [sys.executable, "-m", "trigger", "run", "--host", host, "--run-id", run_id,
-                "--prefix", args.prefix, "--endpoints", ",".join(endpoints),
+                "--prefix", args.prefix, "--endpoints", ",".join(endpoints), *connection,
                 "--retention", str(args.retention), "--", *run_cmd]
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -167,6 +248,17 @@ def cmd_watch(args) -> int:
     membership.stop()
     store.close()
     return 0
+
+
+def _check_access(store, layout: Layout, host: str) -> None:
+    """Read the inbox once before starting: a refused TLS handshake, a wrong
+    password or a missing permission is a one-line error and exit 1 now,
+    rather than a daemon retrying forever. An unreachable etcd is not: the
+    daemon waits for it, as it always did."""
+    try:
+        store.get_prefix(layout.host_prefix(host))
+    except UnavailableError:
+        pass
 
 
 def _names(text: str | None) -> list[str]:
@@ -298,6 +390,42 @@ def cmd_leader(args) -> int:
     return 0
 
 
+# -- auth ------------------------------------------------------------------------
+
+
+def cmd_auth_setup(args) -> int:
+    from .auth import plan, setup, write_passwords
+
+    layout = Layout(args.prefix)
+    hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
+    the_plan = plan(layout, hosts, _names(args.firers))
+    if args.dry_run:
+        print("\n".join(the_plan.describe()))
+        return 0
+    if args.store != "etcd":
+        raise BadRecord("auth setup works on etcd only")
+    root_password = _read_secret(args.root_password_file, "--root-password-file") \
+        if args.root_password_file else None
+    store = _store(args)
+    try:
+        report = setup(store, layout, the_plan, enable=not args.no_enable, root_password=root_password)
+    finally:
+        store.close()
+    for line in the_plan.describe():
+        print(line)
+    for user in report.existing_users:
+        print(f"user {user} existed; its password is unchanged")
+    if args.password_dir:
+        for path in write_passwords(args.password_dir, report.created_users):
+            print(f"user {path.stem} created; password in {path}")
+    else:
+        for user, secret in report.created_users.items():
+            print(f"user {user} created; password {secret}")
+    if report.enabled:
+        print("authentication enabled" + ("; root created" if report.root_created else ""))
+    return 0
+
+
 # -- main ------------------------------------------------------------------------
 
 
@@ -365,6 +493,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     _common(p)
     p.set_defaults(func=cmd_leader)
+
+    p = sub.add_parser("auth", help="etcd users and roles for trigger (docs/security.md)")
+    auth = p.add_subparsers(dest="auth_command", required=True)
+    p = auth.add_parser("setup", help="a user and role per node, a firer role, then enable etcd auth")
+    p.add_argument("--hosts", help="the nodes, comma-separated: user NAME, role trigger-node-NAME each")
+    p.add_argument("--firers", help="users that may fire (a node that fires is one), comma-separated")
+    p.add_argument("--password-dir", help="write new users' passwords to DIR/USER.password (mode 0600) "
+                   "instead of printing them")
+    p.add_argument("--root-password-file", help="password for etcd's root user if it is created "
+                   "(default: a random one, printed or written like the others)")
+    p.add_argument("--no-enable", action="store_true", help="create users and roles, leave auth off")
+    p.add_argument("--dry-run", action="store_true", help="print the roles and users; touch nothing")
+    _common(p)
+    p.set_defaults(func=cmd_auth_setup)
     return parser
 
 
