@@ -1,7 +1,9 @@
 """A real etcd server on loopback, on free ports, in a directory of its own.
 
 Used by the test fixtures and the benchmarks. Needs the `etcd` binary
-(Debian package etcd-server).
+(Debian package etcd-server). With `tls=ServerTls(...)` it serves clients
+over https only and, by default, asks them for a certificate signed by the
+given CA (`--client-cert-auth`); the peer URL stays plain (one member).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import signal
 import socket
 import subprocess
 import time
+import ssl
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -26,10 +30,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """PEM files for an etcd serving https: its certificate and key, the CA
+    its clients' certificates must be signed by, and a client certificate
+    for the health check when `client_cert_auth` is on."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    client_cert_auth: bool = True
+
+    def args(self) -> tuple[str, ...]:
+        args = ("--cert-file", str(self.cert), "--key-file", str(self.key),
+                "--trusted-ca-file", str(self.ca))
+        return args + (("--client-cert-auth",) if self.client_cert_auth else ())
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if self.client_cert is not None:
+            context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+
 class EtcdServer:
     """`start()`, `stop()`, `restart()` keep the data dir and the ports."""
 
-    def __init__(self, data_dir: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, data_dir: Path, extra_args: tuple[str, ...] = (), tls: ServerTls | None = None):
         self.binary = shutil.which("etcd")
         if self.binary is None:
             raise RuntimeError("etcd not found: install the Debian package etcd-server")
@@ -37,11 +66,13 @@ class EtcdServer:
         self.client_port = free_port()
         self.peer_port = free_port()
         self.extra_args = FAST_ELECTION + tuple(extra_args)
+        self.tls = tls
         self.proc: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     def start(self, timeout: float = 20.0) -> "EtcdServer":
         client, peer = self.endpoint, f"http://127.0.0.1:{self.peer_port}"
@@ -55,6 +86,7 @@ class EtcdServer:
             "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"test={peer}",
             "--log-level", "error",
+            *(self.tls.args() if self.tls is not None else ()),
             *self.extra_args,
         ]
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -63,11 +95,12 @@ class EtcdServer:
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
+        context = self.tls.context() if self.tls is not None else None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"etcd exited with {self.proc.returncode}; see {self.data_dir}/etcd.log")
             try:
-                with urllib.request.urlopen(self.endpoint + "/health", timeout=1) as r:
+                with urllib.request.urlopen(self.endpoint + "/health", timeout=1, context=context) as r:
                     if b'"true"' in r.read():
                         return self
             except OSError:
