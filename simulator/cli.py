@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
         written.append(draw(report, args.out / "timeline.png"))
     console.print(
-        f"{report.events:,} simulated events in {report.wall_seconds:.2f} s wall "
-        f"({report.events_per_second:,.0f} events/s); wrote {', '.join(str(p) for p in written)}",
+        f"{report.events:,} simulated events in {report.wall_seconds:.2f} s wall, "
+        f"{report.cpu_seconds:.2f} s CPU ({report.events_per_second:,.0f} events/s); wrote {', '.join(str(p) for p in written)}",
         highlight=False,
     )
     if args.check and not report.ok:

@@ -2,9 +2,9 @@
 
 `Report.data` holds only what the simulation decided, rounded to the
 millisecond, in a fixed order, so the same scenario and seed always give
-the same bytes. Wall time and events per second describe the machine, not
-the scenario; they live on the Report object and are printed, never
-written into the JSON.
+the same bytes. Wall and CPU time and events per second describe the machine, not the
+scenario; they live on the Report object and are printed, never written
+into the JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class Report:
     data: dict
     events: int
     wall_seconds: float
+    cpu_seconds: float = 0.0
     trace: list[tuple[float, str, str]] = field(default_factory=list)
     run_spans: list[tuple[int, float, float, bool]] = field(default_factory=list)
     hosts: list[tuple[str, str]] = field(default_factory=list)  # (host, role), in order
@@ -163,7 +164,8 @@ def build_report(sim: Simulation) -> Report:
         "nodes": nodes,
     }
     return Report(
-        data=data, events=sim.events, wall_seconds=sim.wall_seconds, trace=sim.trace_lines,
+        data=data, events=sim.events, wall_seconds=sim.wall_seconds, cpu_seconds=sim.cpu_seconds,
+        trace=sim.trace_lines,
         run_spans=sim.run_spans, hosts=[(h, n.role.name) for h, n in sim.nodes.items()],
     )
 

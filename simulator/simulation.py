@@ -57,6 +57,7 @@ class Simulation:
         self.quiet = False
         self._scheduled_left = len(scenario.faults) + (1 if scenario.fires else 0)
         self.wall_seconds = 0.0
+        self.cpu_seconds = 0.0
         self.ended_at = 0.0
         self._event_counter = 0
         self.nodes: dict[str, Node] = {}
@@ -174,7 +175,7 @@ class Simulation:
 
     def run(self) -> "Simulation":
         env = self.env
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for node in self.nodes.values():
             node.watcher.start()
             env.process(node.agent())
@@ -198,6 +199,7 @@ class Simulation:
         self.ended_at = env.now
         self.still_busy = self._busy_at_end(end)
         self.wall_seconds = time.perf_counter() - started
+        self.cpu_seconds = time.process_time() - cpu_started
         return self
 
     def _watch_for_quiet(self):

@@ -99,3 +99,15 @@ def test_file_errors_name_the_file(tmp_path):
     path.write_text(yaml.safe_dump(minimal(until="soon")))
     with pytest.raises(ScenarioError, match=r"s.yaml: until: expected a number, got 'soon'"):
         load_scenario(path)
+
+
+def test_the_readme_example_is_a_valid_scenario_that_passes_its_check():
+    import re
+    from pathlib import Path
+
+    from simulator import run_scenario
+
+    readme = (Path(__file__).parents[3] / "simulator" / "README.md").read_text()
+    example = re.findall(r"```yaml\n(.*?)```", readme, re.S)[0]
+    report = run_scenario(yaml.safe_load(example))
+    assert report.ok and report.data["totals"]["runs_triggered"] > 0
