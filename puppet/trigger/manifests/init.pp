@@ -70,9 +70,10 @@
 # @param key
 #   The client certificate's key; default from trigger::params.
 # @param user
-#   etcd user `NAME` or `NAME:PASSWORD`; default from trigger::params. With a
-#   password (or given as Sensitive) the fire's command line is redacted in
-#   logs and reports.
+#   etcd user `NAME` or `NAME:PASSWORD` (best as Sensitive); default from
+#   trigger::params. The name goes on the command line, the password into
+#   the command's environment as ETCDCTL_PASSWORD (not into the process
+#   list, logs or reports).
 # @param trigger_bin
 #   The `trigger` command; default from trigger::params.
 define trigger (
@@ -145,13 +146,9 @@ define trigger (
 
   $_keyprefix = $keyprefix.lest || { $trigger::params::keyprefix }
   $_trigger_bin = $trigger_bin.lest || { $trigger::params::trigger_bin }
-  $_user = $user.lest || { $trigger::params::user }
+  [$user_name, $password] = trigger::split_user($user.lest || { $trigger::params::user })
   $connection_args = trigger::connection_args("Trigger['${title}']", $endpoints, $cacert, $cert, $key)
-  $user_args = $_user ? {
-    undef     => [],
-    Sensitive => ['--user', $_user.unwrap],
-    default   => ['--user', $_user],
-  }
+  $user_args = $user_name.then |$name| { ['--user', $name] }.lest || { [] }
   $limit_args = $serial ? {
     true    => ['--serial'],
     default => $max_concurrent.then |$n| { ['--max-concurrent', String($n)] }.lest || { [] },
@@ -164,8 +161,9 @@ define trigger (
 
   # An argv array: the title and host names never pass through a shell. `--`
   # ends the options, so a title starting with '-' is still just the name.
-  # No `environment`: the fire must see TRIGGER_HOP/TRIGGER_CHAIN of a
-  # triggered Puppet run.
+  # The fire inherits Puppet's environment (an exec's `environment` only
+  # adds to it): it must see TRIGGER_HOP/TRIGGER_CHAIN of a triggered Puppet
+  # run.
   $argv = [
     $_trigger_bin, 'fire',
     '--hosts', $hosts.unique.join(','),
@@ -174,11 +172,9 @@ define trigger (
     '--prefix', $_keyprefix,
   ] + $limit_args + $exec_args + $wait_args + $connection_args + $user_args + ['--', $title]
 
-  # A password must not reach logs or reports (an exec's failure message
-  # quotes its command).
-  $secret = $_user =~ Sensitive or ($_user =~ String and ':' in $_user)
-
-  $command = $secret ? { true => Sensitive($argv), default => $argv }
+  # The password stays off the command line, which `ps` shows and an
+  # exec's failure message quotes.
+  $environment = $password.then |$pw| { ["ETCDCTL_PASSWORD=${pw}"] }.lest || { [] }
   # --wait bounds the whole wait for the etcd provider; the exec provider
   # bounds each host's command, one host after another (0: no limit here).
   $timeout = $wait ? {
@@ -187,7 +183,8 @@ define trigger (
   }
 
   exec { "trigger fire ${title}":
-    command     => $command,
+    command     => $argv,
+    environment => $environment,
     refreshonly => true,
     logoutput   => true,
     cwd         => '/',

@@ -76,7 +76,7 @@ class Apply:
              "--codedir", str(r / "code"), "--logdir", str(r / "log"),
              "--rundir", str(r / "run"), "--hiera_config", str(r / "hiera.yaml"),
              str(path)],
-            env=env or clean_env(), capture_output=True, text=True, timeout=120,
+            env=env or clean_env(), check=False, capture_output=True, text=True, timeout=120,
         )
         proc.output = FACTER_NOISE.sub("", proc.stdout + proc.stderr)
         return proc

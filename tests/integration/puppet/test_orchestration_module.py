@@ -40,9 +40,14 @@ ARGV_RECORDER = REPO / "tests" / "integration" / "argv_recorder.py"
 
 
 def recorder_bin(tmp_path: Path) -> Path:
-    """An executable that records its argv (and TRIGGER_HOP) to $ARGV_LOG."""
-    path = tmp_path / "record-argv"
-    path.write_text(f'#!/bin/sh\nexec {sys.executable} {ARGV_RECORDER} "$@"\n')
+    """A stand-in `trigger` that records its argv and the password it got in
+    its environment to tmp_path/calls.jsonl."""
+    path = tmp_path / "record-call"
+    path.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"with open({str(tmp_path / 'calls.jsonl')!r}, 'a') as f:\n"
+        "    f.write(json.dumps({'argv': sys.argv[1:],"
+        " 'password': os.environ.get('ETCDCTL_PASSWORD')}) + '\\n')\n")
     path.chmod(0o755)
     return path
 
@@ -224,15 +229,19 @@ def test_leader_function_fails_loudly_when_etcd_is_unreachable(tmp_path):
 # -- TLS and the etcd user ---------------------------------------------------------
 
 
-def test_tls_and_user_reach_the_fire_and_the_unit_but_not_the_logs(tmp_path):
+def test_tls_and_user_reach_the_commands_and_the_password_stays_off_command_lines(tmp_path):
+    """TLS files and the user name go on the command line; the password goes
+    only into the command's environment (ETCDCTL_PASSWORD): not into argv,
+    the Puppet log, or the world-readable unit."""
     unit, config_dir = tmp_path / "trigger-watch.service", tmp_path / "etc-trigger"
+    recorder = recorder_bin(tmp_path)
     apply = Apply(tmp_path / "puppet", {
         "trigger::params::endpoints": "https://etcd1.test:2379",
         "trigger::params::config_dir": str(config_dir),
         "trigger::params::cacert": "/etc/trigger/tls/ca.pem",
         "trigger::params::cert": "/etc/trigger/tls/node.pem",
         "trigger::params::key": "/etc/trigger/tls/node.key",
-        "trigger::params::trigger_bin": str(recorder_bin(tmp_path)),
+        "trigger::params::trigger_bin": str(recorder),
     })
     result = apply(
         "trigger { 'plain': hosts => ['lb01.test'], user => 'lb-firer' }\n"
@@ -240,29 +249,36 @@ def test_tls_and_user_reach_the_fire_and_the_unit_but_not_the_logs(tmp_path):
         + exec_notifying("plain", tmp_path / "a") + exec_notifying("secret", tmp_path / "b")
         + "class { 'trigger::watch::etcd': host => 'lb01.test', manage_package => false,\n"
         f"  manage_unit => true, manage_service => false, unit_file => '{unit}',\n"
-        "  user => Sensitive('lb01:s3cret pw') }\n",
-        clean_env(ARGV_LOG=str(tmp_path / "argv.jsonl")))
+        "  user => Sensitive('lb01:s3cret pw') }\n"
+        "notify { \"leader: ${trigger::leader('db master', undef,\n"
+        "  { 'user' => Sensitive('reader:r3ader pw') }) =~ Undef}\": }\n")
     assert result.returncode == 2, result.output
-    assert "s3cret" not in result.output
-    plain, secret = sorted((json.loads(line)["argv"] for line in
-                            (tmp_path / "argv.jsonl").read_text().splitlines()),
-                           key=lambda argv: argv[-1])
+    assert "s3cret" not in result.output and "r3ader" not in result.output
+    assert "[output redacted]" not in result.output  # the fire's output (a --wait table) stays
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    by_name = {c["argv"][-1]: c for c in calls}
     tls = ["--endpoints", "https://etcd1.test:2379", "--cacert", "/etc/trigger/tls/ca.pem",
            "--cert", "/etc/trigger/tls/node.pem", "--key", "/etc/trigger/tls/node.key"]
-    assert plain[-len(tls) - 4:] == [*tls, "--user", "lb-firer", "--", "plain"]
-    assert secret[-len(tls) - 4:] == [*tls, "--user", "lb-firer:s3cret pw", "--", "secret"]
+    assert by_name["plain"]["argv"][-len(tls) - 4:] == [*tls, "--user", "lb-firer", "--", "plain"]
+    assert by_name["plain"]["password"] is None
+    assert by_name["secret"]["argv"][-len(tls) - 4:] == [*tls, "--user", "lb-firer", "--", "secret"]
+    assert by_name["secret"]["password"] == "s3cret pw"
+    leader = by_name["db master"]
+    assert leader["argv"] == ["leader", "--prefix", PREFIX, *tls, "--user", "reader", "--", "db master"]
+    assert leader["password"] == "r3ader pw"
+    assert not any("s3cret" in " ".join(c["argv"]) or "r3ader" in " ".join(c["argv"]) for c in calls)
 
     text = unit.read_text()
     (exec_start,) = [line for line in text.splitlines() if line.startswith("ExecStart=")]
-    assert " ".join(f'"{w}"' for w in tls) in exec_start
-    assert exec_start.endswith('"--user" "${TRIGGER_ETCD_USER}"') and "s3cret" not in text
+    assert exec_start.endswith(" ".join(f'"{w}"' for w in [*tls, "--user", "lb01"]))
+    assert "s3cret" not in text
     assert f"EnvironmentFile={config_dir}/watch.env" in text
-    env_file = config_dir / "watch.env"
-    assert "TRIGGER_ETCD_USER='lb01:s3cret pw'" in env_file.read_text()
-    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
-    client = (config_dir / "client.conf").read_text()
-    assert "cacert=/etc/trigger/tls/ca.pem\n" in client
-    assert oct((config_dir / "client.conf").stat().st_mode & 0o777) == "0o600"
+    env_file, client = config_dir / "watch.env", config_dir / "client.conf"
+    assert "\nETCDCTL_PASSWORD='s3cret pw'\n" in env_file.read_text()
+    assert "cacert=/etc/trigger/tls/ca.pem\n" in client.read_text()
+    assert "user=lb01\npassword=s3cret pw\n" in client.read_text()
+    for secret_file in (env_file, client):
+        assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
 
 
 # -- bad parameters ----------------------------------------------------------------

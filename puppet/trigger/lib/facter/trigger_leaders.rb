@@ -41,6 +41,7 @@ module TriggerLeadersFact
 
   def argv(conf, name)
     argv = [conf.fetch('trigger_bin', '/usr/local/bin/trigger'), 'leader']
+    # The password (if any) goes in the environment, not on the command line.
     %w[prefix endpoints cacert cert key user].each do |key|
       argv += ["--#{key}", conf[key]] if conf[key]
     end
@@ -48,10 +49,10 @@ module TriggerLeadersFact
   end
 
   # The holder, nil when there is none; raises on any other outcome.
-  def holder(argv)
+  def holder(argv, password)
     out_r, out_w = IO.pipe
-    pid = Process.spawn(*argv, in: File::NULL, out: out_w, err: File::NULL,
-                                unsetenv_others: false)
+    env = password ? { 'ETCDCTL_PASSWORD' => password } : {}
+    pid = Process.spawn(env, *argv, in: File::NULL, out: out_w, err: File::NULL)
     out_w.close
     deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + TIMEOUT
     output = +''
@@ -84,7 +85,7 @@ module TriggerLeadersFact
     return nil unless conf
 
     elections(dir).to_h do |name|
-      [name, holder(argv(conf, name))]
+      [name, holder(argv(conf, name), conf['password'])]
     rescue StandardError => e
       Facter.warn("trigger_leaders: #{name}: #{e.message}")
       [name, nil]

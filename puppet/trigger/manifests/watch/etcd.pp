@@ -79,10 +79,11 @@
 # @param key
 #   The client certificate's key; default from trigger::params.
 # @param user
-#   etcd user `NAME` or `NAME:PASSWORD`; default from trigger::params. It is
-#   kept out of the unit file: it goes to CONFIG_DIR/watch.env (mode 0600),
-#   which the unit reads as its environment, and reaches the command line
-#   as `--user ${TRIGGER_ETCD_USER}`.
+#   etcd user `NAME` or `NAME:PASSWORD` (best as Sensitive); default from
+#   trigger::params. The name goes on the command line; the password goes to
+#   CONFIG_DIR/watch.env (mode 0600) as ETCDCTL_PASSWORD, which the unit
+#   reads as its environment: it is in neither the world-readable unit file
+#   nor the process list.
 class trigger::watch::etcd (
   String[1] $run_cmd = 'puppet agent --test',
   Trigger::Hostname $host = $facts['networking']['fqdn'],
@@ -131,7 +132,7 @@ class trigger::watch::etcd (
   $_endpoints = $endpoints.lest || { $trigger::params::endpoints }
   $_trigger_bin = $trigger_bin.lest || { $trigger::params::trigger_bin }
   $_config_dir = $config_dir.lest || { $trigger::params::config_dir }
-  $_user = $user.lest || { $trigger::params::user }
+  [$user_name, $password] = trigger::split_user($user.lest || { $trigger::params::user })
   $connection_args = trigger::connection_args('trigger::watch::etcd', $endpoints, $cacert, $cert, $key)
 
   $watch_args = [
@@ -144,27 +145,24 @@ class trigger::watch::etcd (
   ] + ($roles.empty ? { true => [], default => ['--roles', $roles.unique.join(',')] }
   ) + ($elections.empty ? { true => [], default => ['--elections', $elections.unique.join(',')] }
   ) + ($member_ttl ? { undef => [], default => ['--member-ttl', String($member_ttl)] }
-  ) + $connection_args
+  ) + $connection_args + ($user_name ? { undef => [], default => ['--user', $user_name] })
 
   unless defined(Trigger::Config_dir[$_config_dir]) {
     trigger::config_dir { $_config_dir: }
   }
 
-  # The user (and password) is kept out of the unit file, which anyone may
-  # read: systemd takes it from this file and passes it as one word.
+  # The password is kept out of the unit file, which anyone may read, and
+  # off the command line: the watcher reads it from its environment
+  # (etcdctl's name, ETCDCTL_PASSWORD) and hands it to its runs the same way.
   $environment_file = "${_config_dir}/watch.env"
-  $user_value = $_user ? {
-    Sensitive => $_user.unwrap,
-    default   => $_user,
-  }
-  $environment_file_ensure = $_user ? { undef => 'absent', default => 'file' }
+  $environment_file_ensure = $password ? { undef => 'absent', default => 'file' }
   file { $environment_file:
     ensure    => $environment_file_ensure,
     owner     => 'root',
     group     => 'root',
     mode      => '0600',
-    content   => $_user.then |$_| {
-      Sensitive("# Managed by Puppet (trigger::watch::etcd)\nTRIGGER_ETCD_USER='${user_value}'\n")
+    content   => $password.then |$pw| {
+      Sensitive("# Managed by Puppet (trigger::watch::etcd)\nETCDCTL_PASSWORD='${pw}'\n")
     },
     show_diff => false,
   }
@@ -174,7 +172,8 @@ class trigger::watch::etcd (
     'trigger_bin' => $_trigger_bin,
     'prefix'      => $_keyprefix,
     'config_dir'  => $_config_dir,
-    'user'        => $user_value,
+    'user'        => $user_name,
+    'password'    => $password,
   } + Hash($connection_args.slice(2).map |$pair| { [$pair[0][2, -1], $pair[1]] })
   $client_lines = $client_settings.filter |$k, $v| { $v =~ NotUndef }.map |$k, $v| { "${k}=${v}\n" }
   file { "${_config_dir}/client.conf":
@@ -203,7 +202,7 @@ class trigger::watch::etcd (
           'trigger_bin' => $_trigger_bin,
           'args'        => $watch_args,
           'ts_socket'   => $ts_socket,
-          'env_file'    => $_user.then |$_| { $environment_file },
+          'env_file'    => $password.then |$_| { $environment_file },
       }),
     }
   }

@@ -34,9 +34,9 @@ Puppet::Functions.create_function(:'trigger::leader') do
   end
 
   def leader(name, endpoints = nil, options = {})
-    argv, secret = command(name, endpoints, options)
+    argv, password = command(name, endpoints, options)
     timeout = Float(options.fetch('timeout', 30))
-    output = run(argv, timeout)
+    output = run(argv, password, timeout)
     case output.exitstatus
     when 0
       # stderr is combined (for the error message): a warning may come
@@ -47,7 +47,6 @@ Puppet::Functions.create_function(:'trigger::leader') do
     else
       message = output.to_s.strip.lines.last.to_s.strip
       message = "exit #{output.exitstatus}" if message.empty?
-      message = message.gsub(secret, '[redacted]') if secret
       raise Puppet::Error, "trigger::leader('#{name}'): #{message}"
     end
   end
@@ -66,9 +65,11 @@ Puppet::Functions.create_function(:'trigger::leader') do
     end
     user = setting.call('user')
     user = user.unwrap if user.is_a?(Puppet::Pops::Types::PSensitiveType::Sensitive)
-    argv += ['--user', user] if user
+    # The name on the command line, the password only in the environment.
+    user_name, password = user&.split(':', 2)
+    argv += ['--user', user_name] if user_name
     # `--` ends the options: a name starting with '-' is still a name.
-    [argv + ['--', name], user&.include?(':') ? user.split(':', 2)[1] : nil]
+    [argv + ['--', name], password]
   end
 
   # trigger::params, evaluated (and so with its Hiera values) on first use.
@@ -82,10 +83,12 @@ Puppet::Functions.create_function(:'trigger::leader') do
     end
   end
 
-  def run(argv, timeout)
+  def run(argv, password, timeout)
+    environment = password ? { 'ETCDCTL_PASSWORD' => password } : {}
     Timeout.timeout(timeout) do
       Puppet::Util::Execution.execute(argv, failonfail: false, combine: true,
-                                            override_locale: false)
+                                            override_locale: false,
+                                            custom_environment: environment)
     end
   rescue Timeout::Error
     raise Puppet::Error, "trigger::leader('#{argv.last}'): no answer from `trigger leader` within #{timeout}s"
