@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-plot", action="store_true", help="skip timeline.png")
     run.add_argument("--all-nodes", action="store_true", help="one table row per node even for large scenarios")
     sub.add_parser("list", help="list the shipped scenarios")
+    bench = sub.add_parser("bench", help="time scenarios: wall, CPU, simulated events per second")
+    bench.add_argument("scenarios", nargs="*", default=["seed", "storm", "loop", "faults", "fleet"])
+    bench.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -53,6 +56,20 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(SCENARIOS.glob("*.yaml")):
             scenario = load_scenario(path)
             print(f"{path.stem:8} {len(scenario.nodes):6} nodes  {scenario.description.splitlines()[0] if scenario.description else ''}")
+        return 0
+
+    if args.command == "bench":
+        from . import run_scenario
+
+        print(f"{'scenario':10} {'nodes':>6} {'events':>9} {'wall s':>7} {'cpu s':>7} {'events/s':>9}")
+        for name in args.scenarios:
+            try:
+                report = run_scenario(_scenario_path(name), seed=args.seed)
+            except ScenarioError as exc:
+                print(f"trigger-sim: {exc}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            print(f"{name:10} {len(report.hosts):>6} {report.events:>9} {report.wall_seconds:>7.2f} "
+                  f"{report.cpu_seconds:>7.2f} {report.events_per_second:>9.0f}", flush=True)
         return 0
 
     from rich.console import Console

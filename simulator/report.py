@@ -60,6 +60,7 @@ def build_report(sim: Simulation) -> Report:
         unserved.append({
             "host": host, "count": len(entries), "first_fired_at": _t(entries[0][0]),
             "triggers": sorted({t for _, _, t in entries}),
+            "event_ids": [e for _, e, _ in entries[:10]],
             "reason": reason or "no fault explains it",
         })
         if reason is None:

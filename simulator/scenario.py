@@ -110,15 +110,16 @@ class Fault:
     factor: float = 1.0
 
     def describe(self) -> str:
-        who = ""
+        parts = [self.kind]
         if self.hosts:
-            who = self.hosts[0] if len(self.hosts) == 1 else f"{len(self.hosts)} hosts"
-            who = f" {who}"
-        span = "" if self.span is None else f" for {self.span:g} s"
-        factor = f" x{self.factor:g}" if self.kind == "slow_runs" else ""
-        if self.kind in ("restart_etcd",) and self.span is None:
-            span = ""
-        return f"{self.kind}{who}{factor}{span} at {self.at:g} s"
+            parts.append(self.hosts[0] if len(self.hosts) == 1 else f"{len(self.hosts)} hosts")
+        if self.kind == "slow_runs":
+            parts.append(f"x{self.factor:g}")
+        if self.span:
+            parts.append(f"for {self.span:g} s")
+        elif self.span is None and self.kind in ("cut_off", "kill_watcher", "slow_runs"):
+            parts.append("to the end")
+        return " ".join(parts) + f" at {self.at:g} s"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 GANTT_MAX = 60
 SMALL_ROLE = 24  # roles up to this many nodes get bars in a large picture
 MAX_ROWS = 1000
-SCHEDULED, TRIGGERED = "#9e9e9e", "#d62728"
+SCHEDULED, TRIGGERED, FAULT = "#9e9e9e", "#d62728", "#ffe8a3"
 
 
 def draw(report, path: Path) -> Path:
@@ -28,7 +28,7 @@ def draw(report, path: Path) -> Path:
     end = max([report.data["ended_at"], *(s[2] for s in spans)] or [1.0]) or 1.0
     title = f"{report.data['scenario']}: Puppet runs per node (seed {report.data['seed']})"
     if len(hosts) <= GANTT_MAX:
-        fig = _gantt(plt, hosts, spans, end, title)
+        fig = _gantt(plt, hosts, spans, end, title, report.data["faults"])
     else:
         fig = _raster(plt, hosts, spans, end, title)
     path = Path(path)
@@ -37,10 +37,25 @@ def draw(report, path: Path) -> Path:
     return path
 
 
-def _gantt(plt, hosts, spans, end, title):
+def _gantt(plt, hosts, spans, end, title, faults=()):
     from matplotlib.patches import Patch
 
     fig, ax = plt.subplots(figsize=(11, 1.2 + 0.35 * len(hosts)))
+    # Faults behind the bars: a band on each affected row (all rows for etcd).
+    row_of = {h: len(hosts) - 1 - i for i, (h, _) in enumerate(hosts)}
+    for fault in faults:
+        start = fault["at"]
+        if fault["kind"] in ("compact_etcd", "kill_tsp") and not fault["for"]:
+            stop = start  # happens at once
+        else:
+            stop = end if fault["for"] is None else start + fault["for"]
+        rows = [row_of[h] for h in fault["hosts"]] or list(range(len(hosts)))
+        for y in rows:
+            if stop > start:
+                ax.axhspan(y - 0.5, y + 0.5, xmin=start / end, xmax=min(stop / end, 1.0),
+                           color=FAULT, zorder=0)
+            else:
+                ax.plot([start, start], [y - 0.5, y + 0.5], color="#e6a100", linewidth=1, zorder=0)
     rows: dict[int, dict[bool, list]] = {}
     for index, start, stop, triggered in spans:
         rows.setdefault(index, {False: [], True: []})[triggered].append((start, max(stop - start, end / 2000)))
@@ -55,8 +70,10 @@ def _gantt(plt, hosts, spans, end, title):
     ax.set_xlabel("simulated time (s)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(handles=[Patch(color=SCHEDULED, label="scheduled run"),
-                       Patch(color=TRIGGERED, label="triggered run")],
+    handles = [Patch(color=SCHEDULED, label="scheduled run"), Patch(color=TRIGGERED, label="triggered run")]
+    if faults:
+        handles.append(Patch(color=FAULT, label="fault"))
+    ax.legend(handles=handles,
               loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
