@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need
+from tests.etcd_server import EtcdServer, ServerTls
 from tests.integration.puppet.puppet_apply import (
     BACKTRACE,
     PREFIX,
@@ -33,6 +35,7 @@ from tests.integration.puppet.puppet_apply import (
     inbox_entries,
     trigger_bin,
 )
+from tests.integration.security.pki import Pki
 
 pytestmark = [pytest.mark.puppet, pytest.mark.etcd]
 
@@ -66,12 +69,13 @@ def watchers(tmp_path):
     """Start real `trigger watch` processes; all are killed at the end."""
     procs: list[subprocess.Popen] = []
 
-    def start(endpoint: str, host: str, *args: str, run_cmd: str = "true") -> subprocess.Popen:
+    def start(endpoint: str, host: str, *args: str, run_cmd: str = "true",
+              argv: list[str] | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(tmp_path / f"watch-{host}.log", "ab")  # noqa: SIM115 (owned by the process)
-        proc = subprocess.Popen(
-            [trigger_bin(), "watch", "--host", host, "--queue", "inline", "--run-cmd", run_cmd,
-             "--member-ttl", "2", "--endpoints", endpoint, *args],
-            env=clean_env(), stdout=log, stderr=log, start_new_session=True)
+        argv = argv or [trigger_bin(), "watch", "--host", host, "--queue", "inline",
+                        "--run-cmd", run_cmd, "--member-ttl", "2", "--endpoints", endpoint, *args]
+        proc = subprocess.Popen(argv, env=env or clean_env(), stdout=log, stderr=log,
+                                start_new_session=True)
         log.close()
         procs.append(proc)
         return proc
@@ -279,6 +283,103 @@ def test_tls_and_user_reach_the_commands_and_the_password_stays_off_command_line
     assert "user=lb01\npassword=s3cret pw\n" in client.read_text()
     for secret_file in (env_file, client):
         assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+
+
+def unit_command(unit: Path) -> tuple[list[str], dict[str, str]]:
+    """The argv of a rendered unit's ExecStart and the environment its
+    EnvironmentFile adds, undoing systemd's quoting the way systemd does for
+    the simple forms the module writes."""
+    text = unit.read_text()
+    (exec_start,) = [line[len("ExecStart="):] for line in text.splitlines()
+                     if line.startswith("ExecStart=")]
+    binary, rest = exec_start.split(" ", 1)
+    argv = [binary] + [w.replace("%%", "%").replace("$$", "$") for w in re.findall(r'"([^"]*)"', rest)]
+    env = {}
+    for env_file in re.findall(r"^EnvironmentFile=(.+)$", text, re.MULTILINE):
+        env.update(re.findall(r"^([A-Z_]+)='([^']*)'$", Path(env_file).read_text(), re.MULTILINE))
+    return argv, env
+
+
+def test_over_tls_a_trigger_waits_for_a_watcher_and_reads_the_leader(tmp_path, watchers):
+    """etcd on https with client certificates: the fire, the wait and
+    trigger::leader all go through TLS with the files from trigger::params."""
+    need("openssl", "openssl")
+    need("etcd", "etcd-server")
+    pki = Pki(tmp_path / "pki")
+    ca = pki.ca("test-ca")
+    server, client = pki.issue(ca, "etcd", server=True), pki.issue(ca, "root")
+    etcd = EtcdServer(tmp_path / "etcd", tls=ServerTls(ca.cert, server.cert, server.key,
+                                                        client.cert, client.key)).start()
+    try:
+        tls = ["--cacert", str(ca.cert), "--cert", str(client.cert), "--key", str(client.key)]
+        watchers(etcd.endpoint, "db01.test", "--elections", "db master", *tls)
+        leader = [trigger_bin(), "leader", "db master", "--endpoints", etcd.endpoint, *tls]
+        wait_until(lambda: subprocess.run(leader, check=False, capture_output=True, text=True,
+                                          env=clean_env(), timeout=30).returncode == 0,
+                   what="db01.test registered over TLS")
+
+        apply = Apply(tmp_path / "puppet", {
+            "trigger::params::endpoints": etcd.endpoint,
+            "trigger::params::cacert": str(ca.cert),
+            "trigger::params::cert": str(client.cert),
+            "trigger::params::key": str(client.key),
+        })
+        result = apply(
+            "trigger { 'deploy': hosts => ['db01.test'], wait => true, wait_timeout => 20 }\n"
+            + exec_notifying("deploy", tmp_path / "a")
+            + "notify { \"db master is ${trigger::leader('db master')}\": }\n")
+        assert result.returncode == 2, result.output
+        assert "Notice: db master is db01.test" in result.output
+        assert [line for line in result.output.splitlines() if "db01.test" in line and " ok " in line]
+
+        # Without the client certificate etcd refuses: a clear failure, no backtrace.
+        bare = Apply(tmp_path / "bare", {"trigger::params::endpoints": etcd.endpoint,
+                                        "trigger::params::cacert": str(ca.cert)})
+        refused = bare("notify { \"${trigger::leader('db master')}\": }\n")
+        assert refused.returncode == 1, refused.output
+        assert "trigger::leader('db master'): trigger: error:" in refused.output
+        assert not BACKTRACE.search(refused.output), refused.output
+    finally:
+        etcd.stop()
+
+
+def test_with_etcd_auth_the_unit_watcher_and_a_fire_log_in_with_passwords_from_puppet(
+        tmp_path, etcd_server, watchers):
+    """etcd users set up by `trigger auth setup`; the watcher runs exactly as
+    the rendered unit says (password from its environment file) and a
+    trigger fires as user `ci` with the password given as Sensitive."""
+    endpoint, passwords = etcd_server.endpoint, tmp_path / "passwords"
+    setup = subprocess.run([trigger_bin(), "auth", "setup", "--hosts", "node1.test", "--firers", "ci",
+                            "--password-dir", str(passwords), "--endpoints", endpoint],
+                           check=False, capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert setup.returncode == 0, setup.stderr
+    node_pw = (passwords / "node1.test.password").read_text().strip()
+    ci_pw = (passwords / "ci.password").read_text().strip()
+
+    unit, config_dir = tmp_path / "trigger-watch.service", tmp_path / "etc-trigger"
+    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": endpoint,
+                                        "trigger::params::config_dir": str(config_dir)})
+    rendered = apply(
+        "class { 'trigger::watch::etcd': host => 'node1.test', queue => 'inline', run_cmd => 'true',\n"
+        "  member_ttl => 2, manage_package => false, manage_unit => true, manage_service => false,\n"
+        f"  unit_file => '{unit}', user => Sensitive('node1.test:{node_pw}') }}\n")
+    assert rendered.returncode == 2, rendered.output
+    argv, unit_env = unit_command(unit)
+    assert node_pw not in " ".join(argv) and node_pw not in unit.read_text()
+    assert unit_env == {"ETCDCTL_PASSWORD": node_pw}
+    watchers(endpoint, "node1.test", argv=argv, env=clean_env(**unit_env))
+
+    fire = ("trigger { 'deploy': hosts => ['node1.test'], wait => true, wait_timeout => 20,\n"
+            f"  user => Sensitive('ci:{ci_pw}') }}\n" + exec_notifying("deploy", tmp_path / "a")
+            + "trigger { 'intruder': hosts => ['node1.test'], user => Sensitive('ci:wrong') }\n"
+            + exec_notifying("intruder", tmp_path / "b"))
+    result = apply(fire)
+    assert result.returncode == 6, result.output  # changes and a failure: the wrong password
+    assert [line for line in result.output.splitlines() if "node1.test" in line and " ok " in line]
+    assert "authentication as 'ci' failed" in result.output
+    assert "Exec[trigger fire intruder]" in result.output
+    assert ci_pw not in result.output and "wrong" not in " ".join(
+        line for line in result.output.splitlines() if "Failed to call refresh" in line)
 
 
 # -- bad parameters ----------------------------------------------------------------
