@@ -28,6 +28,20 @@ def _scenario_path(name: str) -> Path:
     return shipped if shipped.exists() else path
 
 
+def _write(report, args) -> list[Path]:
+    (args.out / "report.json").write_bytes(report.to_json())
+    written = [args.out / "report.json"]
+    if args.trace:
+        lines = [f"{t:12.3f}  {host}  {what}\n" for t, host, what in report.trace]
+        (args.out / "trace.txt").write_text("".join(lines))
+        written.append(args.out / "trace.txt")
+    if not args.no_plot:
+        from .timeline import draw
+
+        written.append(draw(report, args.out / "timeline.png"))
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="trigger-sim",
@@ -95,16 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(sim)
     console = Console()
     render(report, console, all_nodes=args.all_nodes)
-    (args.out / "report.json").write_bytes(report.to_json())
-    written = [args.out / "report.json"]
-    if args.trace:
-        lines = [f"{t:12.3f}  {host}  {what}\n" for t, host, what in report.trace]
-        (args.out / "trace.txt").write_text("".join(lines))
-        written.append(args.out / "trace.txt")
-    if not args.no_plot:
-        from .timeline import draw
-
-        written.append(draw(report, args.out / "timeline.png"))
+    try:
+        written = _write(report, args)
+    except OSError as exc:
+        print(f"trigger-sim: cannot write to {args.out}: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     console.print(
         f"{report.events:,} simulated events in {report.wall_seconds:.2f} s wall, "
         f"{report.cpu_seconds:.2f} s CPU ({report.events_per_second:,.0f} events/s); wrote {', '.join(str(p) for p in written)}",

@@ -122,6 +122,8 @@ def build_report(sim: Simulation) -> Report:
         return sum(n[key] for n in nodes)
 
     quiet = [n["quiescent_at"] for n in nodes]
+    quiescent_at = None if any(n["unserved"] for n in nodes) or sim.still_busy \
+        else max((q for q in quiet if q is not None), default=None)
     totals = {
         "nodes": len(nodes),
         "runs_scheduled": total("runs_scheduled"),
@@ -137,8 +139,10 @@ def build_report(sim: Simulation) -> Report:
         "max_queue_depth": max(n["max_queue_depth"] for n in nodes),
         "unserved": total("unserved"),
         "first_fire_at": _t(sim.first_fire_at),
-        "quiescent_at": None if any(n["unserved"] for n in nodes) or sim.still_busy
-        else max((q for q in quiet if q is not None), default=None),
+        "quiescent_at": quiescent_at,
+        # from the first fire to the moment no node has anything left to do
+        "time_to_quiescence": None if quiescent_at is None or sim.first_fire_at is None
+        else _t(quiescent_at - sim.first_fire_at),
         "watch_errors": {
             k: sum(n["watch_errors"][k] for n in nodes) for k in ("unavailable", "compacted")
         },
@@ -257,12 +261,17 @@ def render(report: Report, console, all_nodes: bool = False) -> None:
             row(f"{role} ({len(members)})", [], agg, quiet)
     console.print(table)
     if not per_node:
-        busiest = sorted(nodes, key=lambda n: (-n["runs_triggered"], -n["fires_received"], n["host"]))[:5]
-        console.print("busiest nodes: " + ", ".join(
-            f"{n['host']} ({n['runs_triggered']} triggered runs for {n['fires_received']} fires)"
-            for n in busiest))
+        busiest = sorted((n for n in nodes if n["fires_received"]),
+                         key=lambda n: (-n["fires_received"], -n["runs_triggered"], n["host"]))[:5]
+        if busiest:
+            console.print("most fired at: " + ", ".join(
+                f"{n['host']} ({n['fires_received']} fires, {n['runs_triggered']} runs)"
+                for n in busiest), highlight=False)
 
     extra = []
+    if totals["time_to_quiescence"] is not None:
+        extra.append(f"first fire at {totals['first_fire_at']:g} s; every node quiet "
+                     f"{totals['time_to_quiescence']:.1f} s later")
     if totals["scheduled_skipped"]:
         extra.append(f"{totals['scheduled_skipped']} scheduled run(s) skipped (a run in progress)")
     if totals["runs_lost"]:

@@ -216,7 +216,9 @@ def _kind(value: Any) -> str:
 
 
 def _fail(where: str, message: str):
-    raise ScenarioError(f"{where}: {message}")
+    # One line, whatever the input held.
+    text = f"{where}: {message}"
+    raise ScenarioError(text.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def _mapping(value: Any, where: str, allowed: tuple[str, ...] | None = None) -> dict:
@@ -226,6 +228,14 @@ def _mapping(value: Any, where: str, allowed: tuple[str, ...] | None = None) -> 
         for key in value:
             if key not in allowed:
                 _fail(f"{where}.{key}", f"unknown field; expected one of {', '.join(allowed)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        _fail(where, f"expected a list, got {_kind(value)}")
     return value
 
 
@@ -398,7 +408,7 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
                           f"no role declares a resource {other!r}")
 
     fires = []
-    for i, spec in enumerate(data.get("fires", []) or []):
+    for i, spec in enumerate(_list(data.get("fires", []), "fires")):
         at = f"fires[{i}]"
         spec = _mapping(spec, at, ("at", "trigger", "from"))
         for key in ("at", "trigger"):
@@ -415,7 +425,7 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
         fires.append(ExternalFire(_number(spec["at"], f"{at}.at"), trigger, origin))
 
     faults = []
-    for i, spec in enumerate(data.get("faults", []) or []):
+    for i, spec in enumerate(_list(data.get("faults", []), "faults")):
         at = f"faults[{i}]"
         spec = _mapping(spec, at, ("at", "kind", "hosts", "for", "factor"))
         for key in ("at", "kind"):
@@ -471,7 +481,7 @@ def _resource(name: str, spec: dict, where: str, triggers: dict[str, Trigger]) -
     if not isinstance(notify, list):
         _fail(f"{where}.notify", f"expected a list of trigger names, got {_kind(notify)}")
     for i, tname in enumerate(notify):
-        if tname not in triggers:
+        if not isinstance(tname, str) or tname not in triggers:
             _fail(f"{where}.notify[{i}]", f"no trigger named {tname!r} under triggers")
     collects = spec.get("collects", [])
     if isinstance(collects, str):

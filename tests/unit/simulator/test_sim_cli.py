@@ -23,7 +23,7 @@ def test_run_writes_report_timeline_and_trace(tmp_path, capsys):
 def test_large_scenarios_are_tabled_by_role_and_drawn_as_a_raster(tmp_path, capsys):
     assert main(["run", str(SCENARIOS / "storm.yaml"), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "web (500)" in out and "lb (3)" in out and "busiest nodes" in out
+    assert "web (500)" in out and "lb (3)" in out and "most fired at: lb" in out
     assert (tmp_path / "timeline.png").stat().st_size > 10_000
 
 

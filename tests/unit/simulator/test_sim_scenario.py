@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator import SCENARIOS
 from simulator.scenario import ScenarioError, expand_names, load_scenario
@@ -111,3 +113,40 @@ def test_the_readme_example_is_a_valid_scenario_that_passes_its_check():
     example = re.findall(r"```yaml\n(.*?)```", readme, re.S)[0]
     report = run_scenario(yaml.safe_load(example))
     assert report.ok and report.data["totals"]["runs_triggered"] > 0
+
+
+def _paths(value, prefix=()):
+    """Every path into a nested dict/list, for replacing what sits there."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, prefix + (i,))
+
+
+JUNK = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True),
+    st.text(max_size=8), st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=int(__import__("os").environ.get("SIM_EXAMPLES", "300")), deadline=None)
+@given(st.data())
+def test_any_damage_to_a_scenario_is_a_one_line_error_or_fine(data):
+    import copy
+
+    base = minimal(faults=[{"at": 1, "kind": "slow_runs", "hosts": "role:web", "for": 5, "factor": 2}],
+                   fires=[{"at": 3, "trigger": "t"}], agent={"duration": {"uniform": [1, 2]}})
+    damaged = copy.deepcopy(base)
+    path = data.draw(st.sampled_from([p for p in _paths(base) if p]))
+    target = damaged
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = data.draw(JUNK)
+    try:
+        load_scenario(damaged)
+    except ScenarioError as error:
+        assert "\n" not in str(error) and str(error)
