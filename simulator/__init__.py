@@ -17,7 +17,7 @@ from .simulation import Simulation
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 
-__all__ = ["Report", "Scenario", "ScenarioError", "Simulation", "load_scenario", "run_scenario", "SCENARIOS"]
+__all__ = ["SCENARIOS", "Report", "Scenario", "ScenarioError", "Simulation", "load_scenario", "run_scenario"]
 
 
 def run_scenario(source: str | Path | dict | Scenario, seed: int | None = None,

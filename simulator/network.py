@@ -19,7 +19,7 @@ to the router; both happen at one simulated instant, so nothing slips past.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from trigger.store.base import CompactedError, StoreError, UnavailableError
 from trigger.store.memory import MemoryStore
@@ -28,9 +28,9 @@ from trigger.store.memory import MemoryStore
 class NodeWatch:
     """A node's watch on its host prefix; dies once, with an error, on a fault."""
 
-    __slots__ = ("conn", "host", "callback", "alive", "_batch", "_batch_at")
+    __slots__ = ("_batch", "_batch_at", "alive", "callback", "conn", "host")
 
-    def __init__(self, conn: "NodeStore", host: str, callback: Callable):
+    def __init__(self, conn: NodeStore, host: str, callback: Callable):
         self.conn = conn
         self.host = host
         self.callback = callback
@@ -92,7 +92,7 @@ class Etcd:
         self._lease_until = -1.0
         self.store.watch_prefix(hosts_prefix, 0, self._route)
 
-    def connect(self, host: str) -> "NodeStore":
+    def connect(self, host: str) -> NodeStore:
         conn = NodeStore(self, host)
         self.connections[host] = conn
         return conn

@@ -27,8 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from trigger.fire import Lineage, LoopRefused, fire
-from trigger.records import RunRecord
+from trigger.fire import Lineage
 from trigger.runner import finish_run, start_run
 from trigger.store.base import UnavailableError
 
@@ -60,7 +59,7 @@ class NodeStats:
 
 
 class Node:
-    def __init__(self, sim: "Simulation", host: str, role: "Role", index: int):
+    def __init__(self, sim: Simulation, host: str, role: Role, index: int):
         self.sim = sim
         self.env = sim.env
         self.host = host

@@ -343,7 +343,7 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
     roles_spec = _mapping(data["roles"], "roles")
     for role in role_hosts:
         if role not in roles_spec:
-            _fail(f"nodes", f"role {role!r} has no entry under roles")
+            _fail("nodes", f"role {role!r} has no entry under roles")
 
     triggers_spec = _mapping(data.get("triggers", {}) or {}, "triggers")
 

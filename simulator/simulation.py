@@ -173,7 +173,7 @@ class Simulation:
 
     # -- running -----------------------------------------------------------------------
 
-    def run(self) -> "Simulation":
+    def run(self) -> Simulation:
         env = self.env
         started, cpu_started = time.perf_counter(), time.process_time()
         for node in self.nodes.values():

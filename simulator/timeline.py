@@ -25,7 +25,7 @@ def draw(report, path: Path) -> Path:
 
     hosts = report.hosts
     spans = report.run_spans
-    end = max([report.data["ended_at"], *(s[2] for s in spans)] or [1.0]) or 1.0
+    end = max(report.data["ended_at"], *(s[2] for s in spans)) or 1.0
     title = f"{report.data['scenario']}: Puppet runs per node (seed {report.data['seed']})"
     if len(hosts) <= GANTT_MAX:
         fig = _gantt(plt, hosts, spans, end, title, report.data["faults"])

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 class FakeTaskSpooler:
-    def __init__(self, node: "Node"):
+    def __init__(self, node: Node):
         self.node = node
         self.env = node.sim.env
         self.queue: deque[str] = deque()
@@ -39,8 +39,7 @@ class FakeTaskSpooler:
         self.queue.append(run_id)
         stats = self.node.stats
         depth = self.depth
-        if depth > stats.max_queue_depth:
-            stats.max_queue_depth = depth
+        stats.max_queue_depth = max(stats.max_queue_depth, depth)
         if self.running is None:
             self._next()
         return None

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 
 class SimWatcher:
-    def __init__(self, node: "Node"):
+    def __init__(self, node: Node):
         self.node = node
         self.sim = node.sim
         self.env = node.sim.env

@@ -110,7 +110,7 @@ def test_the_readme_example_is_a_valid_scenario_that_passes_its_check():
     from simulator import run_scenario
 
     readme = (Path(__file__).parents[3] / "simulator" / "README.md").read_text()
-    example = re.findall(r"```yaml\n(.*?)```", readme, re.S)[0]
+    example = re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)[0]
     report = run_scenario(yaml.safe_load(example))
     assert report.ok and report.data["totals"]["runs_triggered"] > 0
 
