@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulator.report import build_report
-from trigger.records import parse_run
 from simulator.scenario import load_scenario
 from simulator.simulation import Simulation
+from trigger.records import parse_run
 
 SETTINGS = settings(max_examples=int(__import__("os").environ.get("SIM_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
