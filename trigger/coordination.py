@@ -13,6 +13,7 @@ and looks again when something there changes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue as queue_module
 import threading
@@ -25,6 +26,8 @@ from .records import BadRecord, check_host
 from .store.base import PutOp, Store, StoreError
 
 MEMBER_TTL = 10
+
+log = logging.getLogger("trigger.coordination")
 ROLE_PREFIX = "role:"
 
 
@@ -201,13 +204,21 @@ def read_config_dir(path: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]
     This is how Puppet code takes part (`trigger::role`, `trigger::election`
     drop a file there) without restarting the watcher.
     """
-    def names(sub: str) -> tuple[str, ...]:
+    def names(sub: str) -> list[str]:
         try:
-            return tuple(sorted(n for n in os.listdir(os.path.join(path, sub)) if not n.startswith(".")))
+            return sorted(n for n in os.listdir(os.path.join(path, sub)) if not n.startswith("."))
         except OSError:
-            return ()
+            return []
 
-    return (names("roles"), names("elections")) if path else ((), ())
+    if not path:
+        return (), ()
+    roles = []
+    for name in names("roles"):
+        try:
+            roles.append(check_host(name))
+        except BadRecord as exc:  # one stray file must not drop the host from every role
+            log.warning("ignoring %s/roles/%s: %s", path, name, exc)
+    return tuple(roles), tuple(names("elections"))
 
 
 class Membership:

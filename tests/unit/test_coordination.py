@@ -105,6 +105,14 @@ def test_read_config_dir_without_dir():
     assert read_config_dir(None) == ((), ())
 
 
+def test_read_config_dir_skips_a_bad_role_name(tmp_path, caplog):
+    (tmp_path / "roles").mkdir()
+    for name in ("lb", "bad name", ".hidden"):
+        (tmp_path / "roles" / name).touch()
+    assert read_config_dir(str(tmp_path)) == (("lb",), ())
+    assert "ignoring" in caplog.text and "bad name" in caplog.text
+
+
 def test_slots_admit_limit_holders_and_the_next_when_one_leaves(store):
     a, b, c = (Slot(store, L, "refresh lbs", 2, h) for h in ("a", "b", "c"))
     a.acquire(timeout=1)
