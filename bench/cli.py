@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(__file__).parent / "results" / f"{mode_name}-{started.replace(':', '')}.json"
 
     signal.signal(signal.SIGTERM, _interrupt)
+    # Interruptible even when started from a shell that ignores SIGINT in
+    # background jobs: a half-done run must still clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
     from rich.console import Console
