@@ -93,3 +93,23 @@ def test_another_seed_gives_another_history():
     two = run_scenario(SCENARIOS / "faults.yaml", seed=2).data
     assert one["nodes"] != two["nodes"]
     assert one["seed"] == 1 and two["seed"] == 2
+
+
+def test_report_bytes_do_not_depend_on_the_process_hash_seed(tmp_path):
+    """Set and dict order must never leak into the report: run in two processes
+    with different PYTHONHASHSEED and compare the files byte for byte."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run(
+            [sys.executable, "-m", "simulator.cli", "run", str(SCENARIOS / "faults.yaml"),
+             "--out", str(out), "--no-plot", "--trace"],
+            check=True, env=env, capture_output=True,
+        )
+        outputs.append(((out / "report.json").read_bytes(), (out / "trace.txt").read_bytes()))
+    assert outputs[0] == outputs[1]
