@@ -138,15 +138,14 @@ class Node:
 
     def puppet_run(self, kind: str, lineage: Lineage, run_id: str | None, locked: bool = False):
         env, sim = self.env, self.sim
-        if locked:
-            pass
-        elif self.puppet_busy:  # a triggered run waits for the lock (--waitforlock)
-            waiter = env.event()
-            self._lock_waiters.append(waiter)
-            sim.trace(self.host, f"{run_id} waits for the Puppet lock")
-            yield waiter  # the releasing run hands the lock over
-        else:
-            self.puppet_busy = True
+        if not locked:
+            if self.puppet_busy:  # a triggered run waits for the lock (--waitforlock)
+                waiter = env.event()
+                self._lock_waiters.append(waiter)
+                sim.trace(self.host, f"{run_id} waits for the Puppet lock")
+                yield waiter  # the releasing run hands the lock over
+            else:
+                self.puppet_busy = True
         start = env.now
         changed = self._compile()
         label = run_id or "scheduled run"
@@ -162,7 +161,7 @@ class Node:
             for name in resource.notify:
                 notified[name] = None
         for name in notified:
-            self._fire(name, lineage)
+            sim.fire(name, lineage, origin=self.host, node=self)
         sim.run_spans.append((self.index, start, env.now, kind == "triggered"))
         exit_code = 2 if changed else 0  # puppet agent --test --detailed-exitcodes
         sim.trace(self.host, f"{label} ends, exit {exit_code}")
@@ -198,6 +197,3 @@ class Node:
                     changed.append(resource)
                 self._seen_version[resource.name] = current
         return changed
-
-    def _fire(self, name: str, lineage: Lineage) -> None:
-        self.sim.fire(name, lineage, origin=self.host, node=self)
