@@ -23,6 +23,8 @@ lab whose state file was lost goes away completely.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -471,6 +473,7 @@ Subsystem sftp /usr/lib/openssh/sftp-server
                 _check(["ip", "netns", "delete", ns])
         if self.dir.exists():
             shutil.rmtree(self.dir)
+        _remove_stale_lock(self.dir.parent / f".{self.name}.lock")
         try:
             self.dir.parent.rmdir()  # only when no other lab is there
         except OSError:
@@ -503,7 +506,50 @@ Subsystem sftp /usr/lib/openssh/sftp-server
         self._children = [p for p in self._children if p.returncode is None]
 
 
+@contextlib.contextmanager
+def claimed_lab(prefix: str = "pytest", root: str | Path | None = None, **options):
+    """A LocalLab named PREFIX, PREFIX2, ... that no other live process holds.
+
+    A test session holds its lab's name with a lock on ROOT/.NAME.lock for as
+    long as it runs, so two sessions at once get two labs instead of
+    destroying each other's; a lab whose holder died (the lock went with it)
+    is the one the next session takes over and cleans up.
+    """
+    root = Path(root or os.environ.get("TRIGGER_LAB_DIR") or DEFAULT_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 10):
+        name = prefix if number == 1 else f"{prefix}{number}"
+        lock_path = root / f".{name}.lock"
+        lock = open(lock_path, "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        try:
+            yield LocalLab(name=name, root=root, **options)
+        finally:
+            lock_path.unlink(missing_ok=True)
+            lock.close()
+            try:
+                root.rmdir()  # only when nothing else is there
+            except OSError:
+                pass
+        return
+    raise LabError(f"nine test sessions hold labs in {root}; wait for one to finish")
+
+
 # -- small helpers ----------------------------------------------------------------
+
+
+def _remove_stale_lock(path: Path) -> None:
+    """Remove the lock of a test session that died (one alive still holds it)."""
+    try:
+        with open(path) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink()
+    except (FileNotFoundError, BlockingIOError):
+        pass
 
 
 def _check(argv: list[str]) -> str:

@@ -16,12 +16,14 @@ directory (or a file in it) on the command line.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 import pytest
 
 from lab import open_lab
 from lab.base import LabError
+from lab.local import claimed_lab
 from tests.conftest import need, need_root
 from tests.integration.lab import checks
 from trigger.layout import Layout
@@ -34,7 +36,8 @@ def pytest_addoption(parser):
     group.addoption("--lab-reuse", action="store_true",
                     help="use the lab that is up (python -m lab converge) and leave it up")
     group.addoption("--lab-name", default=None,
-                    help="name of the local lab (default: pytest; with --lab-reuse: dev)")
+                    help="name of the local lab (default: pytest, or pytest2... while another "
+                         "session runs; with --lab-reuse: dev)")
 
 
 def _need_backend(backend: str) -> None:
@@ -58,29 +61,33 @@ def lab(request):
     backend = request.config.getoption("--lab")
     reuse = request.config.getoption("--lab-reuse")
     _need_backend(backend)
-    options = {}
-    if backend == "local":
-        options["name"] = request.config.getoption("--lab-name") or ("dev" if reuse else "pytest")
-    the_lab = open_lab(backend, **options)
+    name = request.config.getoption("--lab-name")
     if reuse:
+        the_lab = open_lab(backend, **({"name": name or "dev"} if backend == "local" else {}))
         if not all(s["state"] == "up" for s in the_lab.status().values()):
             pytest.fail(f"--lab-reuse: the {backend} lab is not up; run `python -m lab --lab {backend} converge`")
         yield the_lab
         return
+    if backend == "local" and not name:
+        claim = claimed_lab("pytest")  # a name no other running session holds
+    else:
+        claim = contextlib.nullcontext(open_lab(backend, **({"name": name} if name else {})))
     # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the lab is destroyed.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        the_lab.destroy()  # whatever an interrupted session left
-        the_lab.create()
-        the_lab.converge()
-        yield the_lab
-    except LabError as exc:
-        pytest.fail(f"the {backend} lab did not come up: {exc}", pytrace=False)
+        with claim as the_lab:
+            try:
+                the_lab.destroy()  # whatever an interrupted session left
+                try:
+                    the_lab.create()
+                    the_lab.converge()
+                except LabError as exc:
+                    pytest.fail(f"the {backend} lab did not come up: {exc}", pytrace=False)
+                yield the_lab
+            finally:
+                the_lab.destroy()
     finally:
-        try:
-            the_lab.destroy()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_interrupt(signum, frame):
