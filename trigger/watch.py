@@ -64,22 +64,22 @@ class WatchDaemon:
         self._inbox.put(None)  # wakes the loop at once
 
     def run_forever(self) -> None:
-        delay = 0.2
+        self._delay = 0.2
         while not self.stopping.is_set():
             try:
                 self._follow()
-                delay = 0.2
             except CompactedError as exc:
                 log.warning("watch history gone (%s); re-reading the inbox", exc)
             except StoreError as exc:
-                log.warning("store: %s; retrying in %.1fs", exc, delay)
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 10.0)
+                log.warning("store: %s; retrying in %.1fs", exc, self._delay)
+                self.stopping.wait(self._delay)
+                self._delay = min(self._delay * 2, 10.0)
 
     # -- one watch session -----------------------------------------------------
 
     def _follow(self) -> None:
         revision = self._resync()
+        self._delay = 0.2  # the store answered: the next outage starts with a short wait
         inbox = self._inbox = queue_module.Queue()
         if self.stopping.is_set():
             return
