@@ -122,7 +122,7 @@ def _load_object(value: bytes, limit: int = MAX_VALUE_BYTES) -> dict:
         raise BadRecord(f"value is {len(value)} bytes, more than {limit}")
     try:
         data = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting: RecursionError
         raise BadRecord(f"value is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRecord(f"value is JSON {type(data).__name__}, not an object")
@@ -138,6 +138,18 @@ def _field(data: dict, name: str, types, default=field):
     if isinstance(value, bool) or not isinstance(value, types):
         raise BadRecord(f"field {name!r} has the wrong type: {value!r:.60}")
     return value
+
+
+def _time(data: dict, name: str, default=field) -> float | None:
+    """A time in seconds: a number that fits a float (JSON integers have no
+    size limit, and float() of a 400-digit one overflows)."""
+    value = _field(data, name, (int, float, type(None)) if default is None else (int, float), default)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        raise BadRecord(f"field {name!r} is out of range") from None
 
 
 def _hosts(data: dict, name: str) -> tuple[str, ...]:
@@ -159,7 +171,7 @@ def parse_entry(value: bytes) -> Entry:
     return Entry(
         id=check_id(_field(data, "id", str), "event id"),
         trigger=trigger,
-        fired_at=float(_field(data, "fired_at", (int, float))),
+        fired_at=_time(data, "fired_at"),
         hop=hop,
         ttl=check_ttl(_field(data, "ttl", int, DEFAULT_TTL)),
         chain=_hosts(data, "chain"),
@@ -175,8 +187,7 @@ def parse_run(value: bytes) -> RunRecord:
         raise BadRecord(f"field 'state' must be one of {', '.join(RUN_STATES)}")
 
     def when(name):
-        v = _field(data, name, (int, float, type(None)), None)
-        return None if v is None else float(v)
+        return _time(data, name, None)
 
     served = _field(data, "served", list, [])[:MAX_SERVED]
     return RunRecord(
