@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Union
 
 from .layout import Layout
-from .records import BadRecord, Entry, RunRecord, parse_entry, parse_run
+from .records import BadRecord, Entry, RunRecord, check_id, parse_entry, parse_run
 from .store.base import Change, KeyValue, Put
 
 MAX_RETRY_DELAY = 60.0
@@ -218,6 +218,9 @@ class WatcherCore:
                 self.pending.pop(name, None)
                 return []
             try:
+                # A key trigger never writes: a run serving it would list a
+                # name its own record cannot hold (run records check ids).
+                check_id(name, "event id in the key")
                 entry = parse_entry(change.value)
             except BadRecord as exc:
                 return [Quarantine(change.key, change.value, str(exc))]

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from .fire import TXN_OPS, Lineage
 from .layout import Layout
-from .records import MAX_SERVED, BadRecord, RunRecord, parse_entry, parse_run
+from .records import MAX_SERVED, BadRecord, RunRecord, check_id, parse_entry, parse_run
 from .store.base import DeleteOp, PutOp, Store
 
 
@@ -29,6 +29,7 @@ def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float) 
             if kind == "run" and name == run_id:
                 queued_at = parse_run(kv.value).queued_at
             elif kind == "entry" and len(served) < MAX_SERVED:
+                check_id(name, "event id in the key")  # else our own record could not list it
                 entry = parse_entry(kv.value)
                 served.append(name)
                 keys.append(kv.key)
