@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+import unicodedata
 
 from .fire import Lineage, LoopRefused, fire, new_event_id
 from .layout import DEFAULT_PREFIX, Layout
@@ -320,7 +321,7 @@ def _retry(call, attempts: int = 5):
         try:
             return call()
         except UnavailableError as exc:
-            print(f"trigger: warning: {exc}", file=sys.stderr)
+            print(f"trigger: warning: {one_line(exc)}", file=sys.stderr)
             time.sleep(min(2.0 ** attempt, 8.0))
     return None
 
@@ -510,6 +511,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: object) -> str:
+    """The message with line breaks and other control characters escaped:
+    an error quoting a path or a value given to us stays one line."""
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in str(message))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
@@ -524,16 +532,16 @@ def main(argv: list[str] | None = None) -> int:
             Layout(args.prefix)
         return args.func(args)
     except LoopRefused as exc:
-        print(f"trigger: warning: {exc}", file=sys.stderr)
+        print(f"trigger: warning: {one_line(exc)}", file=sys.stderr)
         return EXIT_REFUSED
     except (BadRecord, ValueError) as exc:
-        print(f"trigger: error: {exc}", file=sys.stderr)
+        print(f"trigger: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except StoreError as exc:
-        print(f"trigger: error: {exc}", file=sys.stderr)
+        print(f"trigger: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except TimeoutError as exc:
-        print(f"trigger: error: {exc}", file=sys.stderr)
+        print(f"trigger: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
