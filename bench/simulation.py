@@ -73,7 +73,8 @@ def run() -> tuple[list[Row], dict]:
     if not fleet["available"]:
         return [Row("5 simulator", "fleet.yaml (10,000 nodes × 1 h) wall time", None, "s",
                     note=f"simulator not available: {fleet['why']}")], fleet
-    bare = _worker("simpy", str(fleet["events"]))
+    # Best of 3: a second of bare SimPy is easily hit by a neighbour's burst.
+    bare = min((_worker("simpy", str(fleet["events"])) for _ in range(3)), key=lambda r: r["wall_s"])
     rows = [
         Row("5 simulator", "fleet.yaml (10,000 nodes × 1 h) wall time", fleet["wall_s"], "s",
             bare["wall_s"], "bare SimPy, same events", target=f"< {TARGET_SECONDS:.0f} s",
