@@ -16,7 +16,6 @@ do to the lab rather than check on it.
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
@@ -164,6 +163,3 @@ def format_status(status: dict[str, dict]) -> str:
         lines.append(f"{node:8} {state:10} {info.get('address', ''):16} {text}")
     return "\n".join(lines)
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

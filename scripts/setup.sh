@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(etcd-server etcd-client task-spooler puppet puppet-lint openssh-server iproute2 vagrant)
+packages=(etcd-server etcd-client task-spooler puppet puppet-lint openssh-server iproute2 vagrant procps)
 if [ "${1:-}" = "--system" ]; then
   missing=()
   for p in "${packages[@]}"; do

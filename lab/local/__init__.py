@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..base import NODE_PATH, REPO, SERVICES, Lab, LabError, TS_SOCKET
+from ..base import NODE_PATH, REPO, SERVICES, Lab, LabError
 
 HERE = Path(__file__).resolve().parent
 NODEINIT = HERE / "nodeinit.py"
@@ -49,6 +49,7 @@ PROGRAMS = {  # program: Debian package
     "ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "mount": "mount",
     "sshd": "openssh-server", "ssh": "openssh-client", "ssh-keygen": "openssh-client",
     "etcd": "etcd-server", "etcdctl": "etcd-client", "tsp": "task-spooler", "puppet": "puppet",
+    "pgrep": "procps",  # the tests look for processes on the nodes
 }
 UNITS = {  # service: its unit on the node (written by the Debian package or the module)
     "etcd": "/lib/systemd/system/etcd.service",
@@ -352,7 +353,9 @@ Subsystem sftp /usr/lib/openssh/sftp-server
                 break  # it will not come up by waiting
             text = log.read_text(errors="replace") if log.exists() else ""
             current = text[text.rfind("--- "):]  # what the running watcher wrote
-            if "watching" in current and _settled(current, log.stat().st_mtime):
+            up_for = time.time() - (status.get("since") or time.time())
+            if status.get("state") == "running" and ("watching" in current or up_for > 3) \
+                    and _settled(current, log.stat().st_mtime):
                 return
             time.sleep(0.2)
         raise LabError(f"{node}: the watcher is not watching after {timeout:.0f}s; "

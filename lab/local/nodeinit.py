@@ -130,6 +130,7 @@ class Service:
         self.pid: int | None = None
         self.started_with: dict | None = None  # desired + resolved command of the running process
         self.restarts = 0
+        self.since: float | None = None  # wall-clock start of the running process
         self.last_exit: str | None = None
         self.error: str | None = None
         self.next_start = 0.0
@@ -152,7 +153,8 @@ class Service:
             state = "restarting" if self.restarts or self.last_exit else "starting"
         else:
             state = "failed" if self.error else "stopped"
-        return {"name": self.name, "state": state, "pid": self.pid, "restarts": self.restarts,
+        return {"name": self.name, "state": state, "pid": self.pid, "since": self.since,
+                "restarts": self.restarts,
                 "last_exit": self.last_exit, "error": self.error,
                 "argv": (self.started_with or {}).get("argv")}
 
@@ -286,6 +288,7 @@ class Supervisor:
             log(f"{service.name}: cannot start: {exc}")
         else:
             service.started_with = {"argv": argv, "env": env, "user": user}
+            service.since = time.time()
             service.stop_deadline = None
             log(f"{service.name}: started pid {service.pid}: {' '.join(argv)}")
         self.write_status()
@@ -311,6 +314,7 @@ class Supervisor:
 
     def exited(self, service: Service, status: int) -> None:
         service.pid = None
+        service.since = None
         service.last_exit = describe(status)
         stopping = service.stop_deadline is not None
         service.stop_deadline = None

@@ -11,6 +11,7 @@ vagrant-libvirt plugin); `unavailable()` says what is missing.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -29,9 +30,7 @@ def unavailable() -> str | None:
     """Why the Vagrant lab cannot run here, or None when it can."""
     if shutil.which("vagrant") is None:
         return "vagrant not found: install the Debian package vagrant"
-    try:
-        import vagrant  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("vagrant") is None:
         return "python-vagrant not installed: pip install -e '.[test]'"
     provider = os.environ.get("VAGRANT_DEFAULT_PROVIDER")
     found = {
