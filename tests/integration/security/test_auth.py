@@ -84,7 +84,8 @@ def test_fire_without_permission_is_a_one_line_error(auth_etcd):
 
 def test_a_store_outlives_its_auth_token(auth_etcd):
     """An open watch keeps delivering after its token expired; reads, writes
-    and new watches after the expiry authenticate again."""
+    and new watches after the expiry, or after etcd restarted, authenticate
+    again."""
     node1, ci = store_as(auth_etcd, "node1.test"), store_as(auth_etcd, "ci")
     seen: queue.Queue = queue.Queue()
     try:
@@ -110,6 +111,9 @@ def test_a_store_outlives_its_auth_token(auth_etcd):
         assert any(isinstance(c, Put) and c.key.endswith(entry.id) for c in replay)
         watch.cancel()
         second.cancel()
+        # etcd forgets every simple token when it restarts.
+        auth_etcd.restart()
+        assert node1.get(LAYOUT.run_key("node1.test", "r1")) is not None
     finally:
         node1.close()
         ci.close()
