@@ -1,8 +1,9 @@
 """The lab under test: `--lab=local` (default, CI) or `--lab=vagrant`.
 
 One lab per session: made fresh (after removing whatever an interrupted
-session left) and destroyed at the end, also when a test fails, on Ctrl-C
-and on SIGTERM. With `--lab-reuse` the tests use the lab that
+session left) for the first test here and destroyed after the last (the
+fixture is package-scoped, so it does not idle through the rest of the
+suite), also when a test fails, on Ctrl-C and on SIGTERM. With `--lab-reuse` the tests use the lab that
 `python -m lab converge` brought up and leave it up (`python -m lab verify`
 does that).
 
@@ -55,7 +56,7 @@ def _need_backend(backend: str) -> None:
             pytest.skip(f"vagrant lab: {reason}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(request):
     """The lab, converged: etcd cluster healthy, a watcher on every node."""
     backend = request.config.getoption("--lab")
@@ -94,7 +95,7 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def hosts(lab):
     """testinfra hosts by node name, reached over SSH with the lab's ssh-config."""
     import testinfra
