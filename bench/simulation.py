@@ -4,7 +4,7 @@ Wall time and simulated events per second, via `simulator.run_scenario`,
 in a process of its own (10,000 nodes' state should not sit in the bench's
 memory, nor its garbage collector's work in other items' numbers). Side by
 side, in a second process: bare SimPy processing the same number of events
-(timeouts of 10,000 processes, no protocol), the engine's own floor on this
+(timeouts of 10,000 processes, no protocol; best of 3), the engine's floor on this
 machine; the ratio says how much of the time is the protocol and the fakes.
 """
 
