@@ -151,6 +151,7 @@ class WatcherCore:
     retry_at: float = 0.0
     failures: int = 0
     synced: bool = False
+    _parsed: dict = field(default_factory=dict, repr=False)  # key -> (revision, record)
 
     def handle(self, event: Event, now: float) -> list[Action]:
         if isinstance(event, Snapshot):
@@ -190,6 +191,9 @@ class WatcherCore:
         actions: list[Action] = []
         for kv in event.items:
             actions += self._apply(Put(kv.key, kv.value, kv.mod_revision), coalesce=False)
+        present = {kv.key for kv in event.items}
+        for key in [k for k in self._parsed if k not in present]:
+            del self._parsed[key]
         live = event.live_runs
         for run in sorted(self.runs.values(), key=lambda r: r.run_id):
             if not run.active:
@@ -216,12 +220,13 @@ class WatcherCore:
         if kind == "entry":
             if not isinstance(change, Put):
                 self.pending.pop(name, None)
+                self._parsed.pop(change.key, None)
                 return []
             try:
                 # A key trigger never writes: a run serving it would list a
                 # name its own record cannot hold (run records check ids).
                 check_id(name, "event id in the key")
-                entry = parse_entry(change.value)
+                entry = self._parse(change, parse_entry)
             except BadRecord as exc:
                 return [Quarantine(change.key, change.value, str(exc))]
             if name in self.pending:
@@ -233,9 +238,10 @@ class WatcherCore:
         if kind == "run":
             if not isinstance(change, Put):
                 self.runs.pop(name, None)
+                self._parsed.pop(change.key, None)
                 return []
             try:
-                run = parse_run(change.value)
+                run = self._parse(change, parse_run)
             except BadRecord as exc:
                 return [Quarantine(change.key, change.value, str(exc))]
             self.runs[name] = run
@@ -244,11 +250,21 @@ class WatcherCore:
                 # their deletion arrives (a large inbox takes several txns).
                 for event_id in run.served:
                     self.pending.pop(event_id, None)
-                self.failures = 0  # a run got through: the queue works
+                if run.state in ("started", "finished"):
+                    self.failures = 0  # a run got through: the queue works
                 if name == self.queued_run:
                     self.queued_run = None
             return []
         return []
+
+    def _parse(self, change: Put, parse):
+        """Parse a value once per revision: re-reads see the same records again."""
+        cached = self._parsed.get(change.key)
+        if cached is not None and cached[0] == change.revision:
+            return cached[1]
+        record = parse(change.value)
+        self._parsed[change.key] = (change.revision, record)
+        return record
 
     def _enqueue_failed(self, event: EnqueueFailed, now: float) -> list[Action]:
         actions: list[Action] = []

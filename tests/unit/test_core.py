@@ -211,3 +211,27 @@ def test_busy_while_runs_are_active():
     assert core.busy  # still running
     core.handle(Changes((put_run("r1", "finished", 13, served=["e1"]),)), 2.0)
     assert not core.busy
+
+
+def test_our_own_lost_record_does_not_reset_the_retry_delay():
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11),)), 0.0)
+    (lost,) = core.handle(EnqueueFailed("r1", "tsp down"), 0.0)
+    core.handle(Changes((Put(L.run_key(HOST, "r1"), lost.record.encode(), 12),)), 0.0)
+    (retry,) = core.handle(Tick(), 1.0)
+    core.handle(EnqueueFailed(retry.run_id, "tsp down"), 1.0)
+    assert core.retry_at == 3.0  # 1 s, then 2 s: the lost record is not a run getting through
+
+
+def test_values_are_parsed_once_per_revision(monkeypatch):
+    import trigger.core as core_module
+
+    calls = []
+    real = core_module.parse_entry
+    monkeypatch.setattr(core_module, "parse_entry", lambda v: calls.append(v) or real(v))
+    items = [put_entry("e1", 3)]
+    core, _ = synced(items, live=frozenset({"r1"}))
+    core.handle(Snapshot(tuple(kv(c) for c in items), 12, frozenset({"r1"})), 1.0)
+    assert len(calls) == 1
+    core.handle(Snapshot((kv(Put(L.entry_key(HOST, "e1"), entry("e1").encode(), 13)),), 13, None), 2.0)
+    assert len(calls) == 2  # a new revision of the key is parsed again

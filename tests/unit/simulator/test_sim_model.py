@@ -241,9 +241,6 @@ def test_a_permanent_cut_off_is_named_as_the_reason():
     assert report.data["unserved"][0]["reason"] == "lb1.example.com cut off from etcd since 5 s"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "trigger/core.py: _apply resets `failures` on any non-queued run record, including the "
-    "'lost' record the core itself asks for after EnqueueFailed, so the retry delay never grows"))
 def test_a_refusing_queue_is_retried_with_a_growing_delay():
     # Task-spooler refuses jobs for 60 s; the core's delay should go 1, 2, 4, 8, 16, 32 s.
     data = spec(until=200, faults=[{"at": 5, "kind": "kill_tsp", "hosts": LB, "for": 60}])
