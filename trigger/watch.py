@@ -80,6 +80,8 @@ class WatchDaemon:
     def _follow(self) -> None:
         revision = self._resync()
         self._delay = 0.2  # the store answered: the next outage starts with a short wait
+        log.info("in sync at revision %d: %d fire(s) waiting, %d run(s) active; watching",
+                 revision, len(self.core.pending), sum(r.active for r in self.core.runs.values()))
         inbox = self._inbox = queue_module.Queue()
         if self.stopping.is_set():
             return

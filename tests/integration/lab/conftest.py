@@ -30,17 +30,6 @@ from tests.integration.lab import checks
 from trigger.layout import Layout
 
 
-def pytest_addoption(parser):
-    group = parser.getgroup("lab", "trigger test lab (tests/integration/lab)")
-    group.addoption("--lab", default="local", choices=("local", "vagrant"),
-                    help="the lab backend: local namespaced nodes (default) or Vagrant VMs")
-    group.addoption("--lab-reuse", action="store_true",
-                    help="use the lab that is up (python -m lab converge) and leave it up")
-    group.addoption("--lab-name", default=None,
-                    help="name of the local lab (default: pytest, or pytest2... while another "
-                         "session runs; with --lab-reuse: dev)")
-
-
 def _need_backend(backend: str) -> None:
     if backend == "local":
         need_root()
