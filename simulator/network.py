@@ -74,6 +74,54 @@ class NodeWatch:
             self.conn.watches.pop(self, None)
 
 
+class PrefixWatch:
+    """A watch on any other prefix (slots, members): the store's own watch, one per request.
+
+    Few of these live at once (one per run waiting for or holding a slot),
+    so they need no router. Like a node watch, it delivers after the
+    network latency and dies once, with an error, on a fault.
+    """
+
+    __slots__ = ("_inner", "alive", "callback", "conn")
+
+    def __init__(self, conn: NodeStore, prefix: str, start_revision: int, callback: Callable):
+        self.conn = conn
+        self.callback = callback
+        self.alive = True
+        self._inner = None
+        # The store calls back at once with any backlog (or CompactedError):
+        # that too travels the network.
+        self._inner = conn.etcd.store.watch_prefix(prefix, start_revision, self._relay)
+
+    def _relay(self, payload) -> None:
+        if isinstance(payload, StoreError):
+            self.die(payload)
+            return
+        etcd = self.conn.etcd
+        etcd.in_flight += 1
+        batch = list(payload)
+        etcd.env.timeout(etcd.latency).callbacks.append(lambda _e: self._deliver(batch))
+
+    def _deliver(self, batch: list) -> None:
+        self.conn.etcd.in_flight -= 1
+        if self.alive:
+            self.callback(batch)
+
+    def die(self, error: StoreError) -> None:
+        if not self.alive:
+            return
+        self.cancel()
+        self.conn.etcd.env.timeout(self.conn.etcd.latency).callbacks.append(
+            lambda _e: self.callback(error))
+
+    def cancel(self) -> None:
+        if self.alive:
+            self.alive = False
+            if self._inner is not None:
+                self._inner.cancel()
+            self.conn.watches.pop(self, None)
+
+
 class Etcd:
     """The etcd cluster: the shared store, whether it is up, and the watch router."""
 
@@ -173,7 +221,7 @@ class NodeStore:
         self.etcd = etcd
         self.host = host
         self.cut = False
-        self.watches: dict[NodeWatch, None] = {}  # insertion order: deterministic
+        self.watches: dict[NodeWatch | PrefixWatch, None] = {}  # insertion order: deterministic
         self._store = etcd.store
 
     def _check(self) -> None:
@@ -230,8 +278,13 @@ class NodeStore:
         """
         self._check()
         host = prefix[self.etcd._cut:-1]
-        if not prefix.startswith(self.etcd._hosts_prefix) or "/" in host or not host:
-            raise ValueError(f"the simulator routes host-prefix watches only, not {prefix!r}")
+        if not prefix.startswith(self.etcd._hosts_prefix):
+            other = PrefixWatch(self, prefix, start_revision, callback)
+            if other.alive:
+                self.watches[other] = None
+            return other
+        if "/" in host or not host:
+            raise ValueError(f"the simulator routes whole host prefixes only, not {prefix!r}")
         watch = NodeWatch(self, host, callback)
         self.watches[watch] = None
         self.etcd.in_flight += 1

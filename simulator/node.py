@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING
 
 from trigger.fire import Lineage
 from trigger.runner import finish_run, start_run
-from trigger.store.base import UnavailableError
+from trigger.store.base import StoreError, UnavailableError
 
+from .coordination import SimSlot
 from .tsp import FakeTaskSpooler
 from .watcher import SimWatcher
 
@@ -51,6 +52,8 @@ class NodeStats:
     fires_sent: int = 0
     fires_refused: int = 0
     fires_failed: int = 0  # etcd unreachable when the run fired
+    fires_no_target: int = 0  # role:NAME had no live member: `trigger fire` refused
+    runs_crashed: int = 0  # `trigger run` died taking a slot, after acknowledging its fires
     max_queue_depth: int = 0
     quarantined: int = 0
     resyncs: int = 0
@@ -72,6 +75,7 @@ class Node:
         self.watcher = SimWatcher(self)
         self.slow_factor = 1.0
         self.puppet_busy = False
+        self.last_span: tuple[float, float] = (0.0, 0.0)  # the last Puppet run's start and end
         self._lock_waiters: deque = deque()
         self._run_counter = 0
         self._applied_once: set[str] = set()
@@ -116,13 +120,49 @@ class Node:
         sim.served(self, record)
         served = ", ".join(record.served[:3]) + (f" +{len(record.served) - 3}" if len(record.served) > 3 else "")
         sim.trace(self.host, f"{run_id} starts: serves {served or 'nothing'} (hop {record.hop})")
+        slots = []
+        if record.limits:
+            slots = yield from self._take_slots(record)
+            if slots is None:
+                return
         exit_code = yield from self.puppet_run("triggered", Lineage(record.hop, record.chain), run_id)
+        for slot in slots:
+            slot.release()
+        for trigger, limit in record.limits:
+            sim.limited_run(trigger, limit, self, run_id, *self.last_span)
         self.stats.last_trigger_activity = self.env.now
         done = yield from self._retry(
             lambda: finish_run(self.store, sim.layout, record, exit_code, self.env.now,
                                lease=sim.etcd.history_lease()), run_id, "finish")
         if done is None:
             sim.trace(self.host, f"{run_id} finished ({exit_code}) but could not be recorded")
+
+    def _take_slots(self, record):
+        """`trigger run`'s `_take_slots`: a slot of every limited trigger, in name order.
+
+        A store error out of a slot ends `trigger run` there, as it does for
+        real (after its fires were acknowledged, before Puppet): the run is
+        counted as crashed and its leases end by themselves.
+        """
+        slots = []
+        for trigger, limit in sorted(record.limits):
+            # The real holder is the run id, unique across hosts; here run ids
+            # are per-host counters, so the host makes the key unique.
+            slot = SimSlot(self, trigger, limit, f"{record.run_id}.{self.host}")
+            slots.append(slot)
+            try:
+                waited = yield from slot.acquire()
+            except StoreError as exc:
+                for taken in slots:
+                    taken.stop()
+                self.stats.runs_crashed += 1
+                self.sim.trace(self.host, f"{record.run_id} crashed taking a slot of {trigger!r}: {exc}")
+                return None
+            self.sim.slot_waited(trigger, waited)
+            if waited > 0:
+                self.sim.trace(self.host, f"{record.run_id} waited {waited:g} s for a slot of "
+                                          f"{trigger!r} ({limit} at once)")
+        return slots
 
     def _retry(self, call, run_id: str, what: str, attempts: int = 5):
         """`trigger run`'s retry: up to 5 tries while etcd is unreachable, waiting 1, 2, 4, 8, 8 s."""
@@ -163,6 +203,7 @@ class Node:
         for name in notified:
             sim.fire(name, lineage, origin=self.host, node=self)
         sim.run_spans.append((self.index, start, env.now, kind == "triggered"))
+        self.last_span = (start, env.now)
         exit_code = 2 if changed else 0  # puppet agent --test --detailed-exitcodes
         sim.trace(self.host, f"{label} ends, exit {exit_code}")
         if self._lock_waiters:

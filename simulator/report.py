@@ -44,6 +44,46 @@ class Report:
         return (json.dumps(self.data, indent=1, sort_keys=False) + "\n").encode()
 
 
+def max_running(spans) -> tuple[int, float | None]:
+    """Most intervals open at once, and when that was first reached.
+
+    A run that ends at the instant another starts does not overlap it.
+    """
+    edges = sorted([(end, 0) for start, end, *_ in spans] + [(start, 1) for start, end, *_ in spans])
+    running = best = 0
+    at = None
+    for time, opens in edges:
+        running += 1 if opens else -1
+        if running > best:
+            best, at = running, time
+    return best, at
+
+
+def limit_report(sim: Simulation) -> list[dict]:
+    """Per limited trigger: the limit, how many of its runs ran at once, and the slot waits."""
+    out = []
+    limited = dict(sim.limits)
+    for name, trigger in sim.scenario.triggers.items():
+        if trigger.max_concurrent:
+            limited.setdefault(name, trigger.max_concurrent)
+    for name in sorted(limited):
+        spans = sorted(sim.limited_spans.get(name, []))
+        waits = sim.slot_waits.get(name, [])
+        most, at = max_running(spans)
+        out.append({
+            "trigger": name,
+            "max_concurrent": limited[name],
+            "runs": len(spans),
+            "max_running": most,
+            "max_running_at": _t(at),
+            "exceeded": most > limited[name],
+            "slot_waits": len(waits),
+            "slot_waited": {"total": _t(sum(waits)), "max": _t(max(waits, default=0.0)),
+                            "mean": _t(sum(waits) / len(waits) if waits else 0.0)},
+        })
+    return out
+
+
 def build_report(sim: Simulation) -> Report:
     scenario = sim.scenario
     remaining = sim.remaining_entries()
@@ -78,6 +118,13 @@ def build_report(sim: Simulation) -> Report:
             "or raise `drain`"
         )
 
+    limits = limit_report(sim)
+    for limit in limits:
+        if limit["exceeded"]:
+            problems.append(
+                f"{limit['max_running']} runs of {limit['trigger']!r} at once at "
+                f"{limit['max_running_at']:g} s, above its max_concurrent {limit['max_concurrent']}")
+
     refusals = sim.refusals()
     refused_by_chain: dict[tuple, dict] = {}
     refused_by_origin: Counter = Counter()
@@ -111,6 +158,8 @@ def build_report(sim: Simulation) -> Report:
             "fires_sent": s.fires_sent,
             "fires_refused": refused_by_origin.get(host, 0),
             "fires_failed": s.fires_failed,
+            "fires_no_target": s.fires_no_target,
+            "runs_crashed": s.runs_crashed,
             "max_queue_depth": s.max_queue_depth,
             "unserved": left,
             "quiescent_at": None if left else _t(s.last_trigger_activity),
@@ -136,6 +185,8 @@ def build_report(sim: Simulation) -> Report:
         "fires_coalesced": total("fires_coalesced"),
         "fires_refused": len(refusals),
         "fires_failed": total("fires_failed"),
+        "fires_no_target": sim.no_target_fires,
+        "runs_crashed": total("runs_crashed"),
         "max_queue_depth": max(n["max_queue_depth"] for n in nodes),
         "unserved": total("unserved"),
         "first_fire_at": _t(sim.first_fire_at),
@@ -161,6 +212,7 @@ def build_report(sim: Simulation) -> Report:
         "totals": totals,
         "refused": refused,
         "unserved": unserved,
+        "limits": limits,
         "faults": [
             {"at": f.at, "kind": f.kind, "hosts": list(f.hosts), "for": f.span,
              "factor": f.factor, "what": f.describe()}
@@ -280,6 +332,11 @@ def render(report: Report, console, all_nodes: bool = False) -> None:
         extra.append(f"{totals['runs_aborted']} run(s) could not mark their start")
     if totals["fires_failed"]:
         extra.append(f"{totals['fires_failed']} fire(s) failed: etcd unreachable")
+    if totals["fires_no_target"]:
+        extra.append(f"{totals['fires_no_target']} fire(s) refused: their role had no live member")
+    if totals["runs_crashed"]:
+        extra.append(f"{totals['runs_crashed']} run(s) crashed taking a slot, after acknowledging "
+                     "their fires (see the trace)")
     we = totals["watch_errors"]
     if we["unavailable"] or we["compacted"]:
         extra.append(f"watch errors: {we['unavailable']} unavailable, {we['compacted']} compacted")
@@ -287,6 +344,14 @@ def render(report: Report, console, all_nodes: bool = False) -> None:
         console.print(f"  {line}")
     for fault in data["faults"]:
         console.print(f"  fault: {fault['what']}")
+    for limit in data["limits"]:
+        waited = limit["slot_waited"]
+        color = "bold red" if limit["exceeded"] else "green"
+        console.print(
+            f"  limit {limit['trigger']!r}: max_concurrent {limit['max_concurrent']}, "
+            f"[{color}]max running at once {limit['max_running']}[/] over {limit['runs']} run(s); "
+            f"slot waits {limit['slot_waits']}, total {waited['total']:g} s, "
+            f"max {waited['max']:g} s, mean {waited['mean']:g} s", highlight=False)
     for group in data["refused"][:10]:
         console.print(
             f"  [yellow]loop refused by ttl {group['ttl']}[/] x{group['count']}: "
@@ -299,7 +364,8 @@ def render(report: Report, console, all_nodes: bool = False) -> None:
     if len(data["unserved"]) > 10:
         console.print(f"  ... and {len(data['unserved']) - 10} more hosts with unserved fires")
     if data["check"]["ok"]:
-        console.print("[green]check: ok[/] (every fire followed by a run, loops bounded)")
+        console.print("[green]check: ok[/] (every fire followed by a run, loops bounded"
+                      + (", limits kept)" if data["limits"] else ")"))
     else:
         for problem in data["check"]["problems"]:
             console.print(f"[bold red]check failed:[/] {problem}")

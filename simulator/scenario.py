@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from trigger.records import MAX_TTL, BadRecord, check_host
+from trigger.coordination import MEMBER_TTL
+from trigger.records import MAX_LIMIT, MAX_TTL, BadRecord, check_host
 
 CHANGES = ("once", "always", "never", "until_converged")
 FAULT_KINDS = ("cut_off", "kill_watcher", "restart_etcd", "compact_etcd", "slow_runs", "kill_tsp")
@@ -88,8 +89,23 @@ class Role:
 @dataclass(frozen=True)
 class Trigger:
     name: str
-    hosts: tuple[str, ...]
+    hosts: tuple[str, ...]  # every host it may reach, from the scenario's own role table
     ttl: int
+    max_concurrent: int = 0  # `trigger fire --max-concurrent N` (serial: 1); 0 = no limit
+    # The targets as `trigger fire --hosts` gets them: host names, and role:NAME
+    # kept as such when discovery resolves roles through the store at fire time.
+    targets: tuple[str, ...] = ()
+
+    @property
+    def by_role(self) -> bool:
+        return any(t.startswith("role:") for t in self.targets)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """Watchers register as members under a lease; role:NAME resolves to the live ones."""
+
+    member_ttl: int = MEMBER_TTL  # `trigger watch --member-ttl`
 
 
 @dataclass(frozen=True)
@@ -148,6 +164,7 @@ class Scenario:
     fires: tuple[ExternalFire, ...] = ()
     faults: tuple[Fault, ...] = ()
     role_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    discovery: Discovery | None = None  # None: role:NAME is the static role table
 
 
 # -- name ranges -------------------------------------------------------------------
@@ -284,7 +301,7 @@ def _agent(value: Any, where: str, base: Agent) -> Agent:
 def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
     top = (
         "name", "description", "until", "drain", "seed", "watcher", "agent",
-        "nodes", "roles", "triggers", "fires", "faults",
+        "nodes", "roles", "triggers", "fires", "faults", "discovery",
     )
     _mapping(data, "scenario", top)
     for key in ("until", "nodes", "roles"):
@@ -340,6 +357,20 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
     for host, role in nodes:
         role_hosts.setdefault(role, []).append(host)
 
+    discovery = None
+    if data.get("discovery") is not None:
+        d = _mapping(data["discovery"], "discovery", ("member_ttl",))
+        member_ttl = d.get("member_ttl", MEMBER_TTL)
+        if isinstance(member_ttl, bool) or not isinstance(member_ttl, int) or not 2 <= member_ttl <= 3600:
+            _fail("discovery.member_ttl",
+                  f"expected an integer from 2 to 3600 (seconds), got {member_ttl!r}")
+        discovery = Discovery(member_ttl)
+        for role in role_hosts:  # a member record names its roles as host-like names
+            try:
+                check_host(role)
+            except BadRecord as exc:
+                _fail(f"nodes: role {role!r}", f"not usable with discovery: {exc}")
+
     roles_spec = _mapping(data["roles"], "roles")
     for role in role_hosts:
         if role not in roles_spec:
@@ -347,7 +378,8 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
 
     triggers_spec = _mapping(data.get("triggers", {}) or {}, "triggers")
 
-    def resolve(value: Any, where: str) -> tuple[str, ...]:
+    def resolve(value: Any, where: str, targets: list[str] | None = None) -> tuple[str, ...]:
+        """The hosts named; `targets` collects them as `trigger fire --hosts` would get them."""
         items = value if isinstance(value, list) else [value]
         if not items:
             _fail(where, "no hosts")
@@ -357,11 +389,15 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
             item = _string(item, at)
             if item == "all":
                 hosts.extend(h for h, _ in nodes)
+                if targets is not None:
+                    targets.extend(h for h, _ in nodes)
             elif item.startswith("role:"):
                 role = item[5:]
                 if role not in role_hosts:
                     _fail(at, f"no node has role {role!r}")
                 hosts.extend(role_hosts[role])
+                if targets is not None:
+                    targets.append(item)
             else:
                 try:
                     names = expand_names(item)
@@ -371,6 +407,8 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
                     if host not in seen:
                         _fail(at, f"{host} is not a node of this scenario")
                 hosts.extend(names)
+                if targets is not None:
+                    targets.extend(names)
         return tuple(dict.fromkeys(hosts))
 
     triggers: dict[str, Trigger] = {}
@@ -378,13 +416,25 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
         at = f"triggers.{tname}"
         if not isinstance(tname, str) or not tname or len(tname) > 256:
             _fail(at, "a trigger name must be 1 to 256 characters")
-        spec = _mapping(spec, at, ("hosts", "ttl"))
+        spec = _mapping(spec, at, ("hosts", "ttl", "max_concurrent", "serial"))
         if "hosts" not in spec:
             _fail(f"{at}.hosts", "missing (required)")
         ttl = spec.get("ttl", 5)
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL:
             _fail(f"{at}.ttl", f"expected an integer from 1 to {MAX_TTL}, got {ttl!r}")
-        triggers[tname] = Trigger(tname, resolve(spec["hosts"], f"{at}.hosts"), ttl)
+        limit = spec.get("max_concurrent", 0)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
+            _fail(f"{at}.max_concurrent", f"expected an integer from 0 to {MAX_LIMIT}, got {limit!r}")
+        serial = spec.get("serial", False)
+        if not isinstance(serial, bool):
+            _fail(f"{at}.serial", f"expected true or false, got {serial!r}")
+        if serial:
+            if limit not in (0, 1):  # as `trigger fire`: serial means 1
+                _fail(f"{at}.serial", f"serial means max_concurrent 1; max_concurrent is {limit}")
+            limit = 1
+        targets: list[str] = []
+        hosts = resolve(spec["hosts"], f"{at}.hosts", targets)
+        triggers[tname] = Trigger(tname, hosts, ttl, limit, tuple(dict.fromkeys(targets)))
 
     roles: dict[str, Role] = {}
     resource_names: set[str] = set()
@@ -461,6 +511,7 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
         fires=tuple(sorted(fires, key=lambda f: f.at)),
         faults=tuple(faults),
         role_hosts={r: tuple(h) for r, h in role_hosts.items()},
+        discovery=discovery,
     )
 
 

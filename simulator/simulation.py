@@ -20,6 +20,7 @@ import time
 
 import simpy
 
+from trigger.coordination import resolve_targets
 from trigger.fire import Lineage, LoopRefused, fire
 from trigger.layout import Layout
 from trigger.records import BadRecord, parse_entry
@@ -50,7 +51,12 @@ class Simulation:
         self.fired: dict[tuple[str, str], float] = {}  # (host, event id) -> written at
         self.served_by: dict[tuple[str, str], tuple[str, float]] = {}  # -> (run id, started at)
         self.fault_windows: list[tuple[Fault, float, float]] = []  # fault, start, end
+        # trigger -> [(start, end, host, run id)] of the Puppet runs of runs that held its slot
+        self.limited_spans: dict[str, list[tuple[float, float, str, str]]] = {}
+        self.limits: dict[str, int] = {}  # trigger -> the limit its runs carried (the smallest)
+        self.slot_waits: dict[str, list[float]] = {}
         self.fires_made = 0
+        self.no_target_fires = 0
         self.last_fire_at: float | None = None
         self.first_fire_at: float | None = None
         self.events = 0
@@ -75,6 +81,14 @@ class Simulation:
         for event_id in record.served:
             self.served_by[(node.host, event_id)] = (record.run_id, now)
 
+    def limited_run(self, trigger: str, limit: int, node: Node, run_id: str,
+                    start: float, end: float) -> None:
+        self.limited_spans.setdefault(trigger, []).append((start, end, node.host, run_id))
+        self.limits[trigger] = min(self.limits.get(trigger, limit), limit)
+
+    def slot_waited(self, trigger: str, waited: float) -> None:
+        self.slot_waits.setdefault(trigger, []).append(waited)
+
     # -- firing ----------------------------------------------------------------------
 
     def fire(self, name: str, lineage: Lineage, origin: str, node: Node | None) -> None:
@@ -85,9 +99,22 @@ class Simulation:
         now = self.env.now
         store = node.store if node is not None else self.operator
         who = origin or "operator"
+        hosts = trigger.hosts
         try:
-            fire(store, self.layout, name, list(trigger.hosts), lineage, origin,
-                 trigger.ttl, now, event_id)
+            if self.scenario.discovery is not None and trigger.by_role:
+                # `trigger fire --hosts role:NAME`: the live members, read at fire time
+                resolved, empty = resolve_targets(store, self.layout, list(trigger.targets))
+                for role in empty:
+                    self.trace(who, f"fire {name!r}: role:{role} has no live member")
+                if not resolved:
+                    if node is not None:
+                        node.stats.fires_no_target += 1
+                    self.no_target_fires += 1
+                    self.trace(who, f"fire {name!r} refused: no host to fire at, no live member")
+                    return
+                hosts = tuple(resolved)
+            fire(store, self.layout, name, list(hosts), lineage, origin,
+                 trigger.ttl, now, event_id, max_concurrent=trigger.max_concurrent)
         except LoopRefused as refusal:
             if node is not None:
                 node.stats.fires_refused += 1
@@ -104,12 +131,12 @@ class Simulation:
         self.last_fire_at = now
         if self.first_fire_at is None:
             self.first_fire_at = now
-        for host in trigger.hosts:
+        for host in hosts:
             target = self.nodes[host]
             target.stats.fires_received += 1
             target.stats.last_trigger_activity = now
             self.fired[(host, event_id)] = now
-        self.trace(who, f"fire {name!r} {event_id} hop {lineage.hop + 1} to {len(trigger.hosts)} host(s)")
+        self.trace(who, f"fire {name!r} {event_id} hop {lineage.hop + 1} to {len(hosts)} host(s)")
 
     def _external_fires(self):
         for spec in self.scenario.fires:

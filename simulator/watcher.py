@@ -61,6 +61,7 @@ class SimWatcher:
         self.delay = self.settings.reconnect_delay
         self._deadline = 0.0
         self._timer_at: float | None = None
+        self.membership = None  # SimMembership while alive, when the scenario has discovery
 
     # -- life --------------------------------------------------------------------
 
@@ -70,6 +71,11 @@ class SimWatcher:
         self.core = WatcherCore(self.node.host, self.layout, self.node.new_run_id)
         self.delay = self.settings.reconnect_delay
         self._timer_at = None
+        discovery = self.sim.scenario.discovery
+        if discovery is not None:  # `trigger watch` registers before it follows the inbox
+            from .coordination import SimMembership
+
+            self.membership = SimMembership(self.node, discovery.member_ttl)
         self._follow()
 
     def kill(self) -> None:
@@ -77,6 +83,9 @@ class SimWatcher:
         self.alive = False
         self._end_session()
         self.core = None
+        if self.membership is not None:
+            self.membership.crash()
+            self.membership = None
 
     def _later(self, delay: float, action) -> None:
         """Run `action` after `delay` unless this watcher was killed or restarted meanwhile."""
