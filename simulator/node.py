@@ -156,6 +156,7 @@ class Node:
                 for taken in slots:
                     taken.stop()
                 self.stats.runs_crashed += 1
+                self.sim.lost_fires.extend((self.host, e) for e in record.served)
                 self.sim.trace(self.host, f"{record.run_id} crashed taking a slot of {trigger!r}: {exc}")
                 return None
             self.sim.slot_waited(trigger, waited)

@@ -118,6 +118,11 @@ def build_report(sim: Simulation) -> Report:
             "or raise `drain`"
         )
 
+    if sim.lost_fires:
+        host, event_id = sim.lost_fires[0]
+        problems.append(
+            f"{len(sim.lost_fires)} fire(s) acknowledged by a run that died taking a slot, "
+            f"before Puppet ran, and never run again: first {event_id} on {host}")
     limits = limit_report(sim)
     for limit in limits:
         if limit["exceeded"]:
