@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="simulate a scenario and report")
-    run.add_argument("scenario", help="a scenario YAML file, or the name of a shipped one (seed, storm, loop, fleet, faults)")
+    run.add_argument("scenario", help="a scenario YAML file, or the name of a shipped one (seed, storm, loop, fleet, faults, rolling)")
     run.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's, else 1)")
     run.add_argument("--out", type=Path, default=None,
                      help="directory for report.json and timeline.png (default: out/sim/SCENARIO)")
