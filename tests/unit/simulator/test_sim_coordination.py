@@ -7,6 +7,8 @@ targeting is checked from the inbox entries each fire wrote (`Simulation.fired`)
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -73,7 +75,7 @@ def test_rolling_refresh_of_two_load_balancers_never_runs_both_at_once():
     spans = triggered_spans(sim, lbs)
     assert {host for _, _, host in spans} == set(lbs)  # both were refreshed, several times
     assert len(spans) >= 4
-    for (s1, e1, h1), (s2, e2, h2) in zip(spans, spans[1:]):
+    for (s1, e1, h1), (s2, e2, h2) in pairwise(spans):
         assert e1 <= s2, f"{h1} ran {s1:g}-{e1:g} and {h2} started at {s2:g}"
     limit = next(x for x in report.data["limits"] if x["trigger"] == "refresh load balancers")
     assert (limit["max_concurrent"], limit["max_running"], limit["exceeded"]) == (1, 1, False)
