@@ -234,6 +234,9 @@ Subsystem sftp /usr/lib/openssh/sftp-server
             "fs_dir": str(node_dir / "fs"),
             "overlays": OVERLAYS,
             "fresh": FRESH,
+            # The project and its Python stay visible even when they live
+            # under a directory the node gets fresh (a clone in /tmp).
+            "keep": sorted({str(HERE.parents[1]), sys.prefix, sys.base_prefix}),
             "control_dir": str(node_dir / "init"),
             "log_dir": str(node_dir / "log"),
             "base_env": {"PATH": NODE_PATH, "LANG": "C.UTF-8"},

@@ -70,7 +70,12 @@ def setup_filesystem(spec: dict) -> str:
         source = fs_dir / target.strip("/").replace("/", "-")
         source.mkdir(exist_ok=True)
         source.chmod(int(str(perms), 8))
-        mount("--bind", str(source), target)
+        for keep in spec.get("keep", ()):
+            if keep.startswith(target.rstrip("/") + "/"):
+                inner = source / os.path.relpath(keep, target)
+                inner.mkdir(parents=True, exist_ok=True)
+                mount("--bind", keep, str(inner))
+        mount("--rbind", str(source), target)
     for path, perms in (("/run/sshd", 0o755), ("/run/lock", 0o1777)):
         os.makedirs(path, exist_ok=True)
         os.chmod(path, perms)
