@@ -122,16 +122,21 @@ def test_a_store_outlives_its_auth_token(auth_etcd):
 def test_a_watcher_outlives_its_auth_token_and_loses_nothing(tmp_path, auth_etcd):
     """The daemon with node credentials: a fire before and a fire after its
     token expired while it sat idle on its watch are both served, by runs
-    that authenticate themselves (the password reaches them through the
-    password file, never their command line)."""
+    that authenticate themselves (the password reaches them through their
+    environment, never their command line)."""
     need("tsp", "task-spooler")
     node = Node(tmp_path, auth_etcd.endpoint, "node1.test")
     node.store.close()
     node.store = store_as(auth_etcd, "ci")
     try:
-        # --member-ttl 60: no lease refresh inside the test, so nothing but
-        # the watch stream uses the token, which expires.
-        node.start_watcher(extra=(*auth_etcd.login("node1.test")[2:], "--member-ttl", "60"))
+        # The user and password in etcdctl's environment name: the runs
+        # get `--user node1.test` and the password through the environment
+        # task-spooler hands them. --member-ttl 60: no lease refresh inside
+        # the test, so nothing but the watch stream uses the token, which
+        # expires.
+        password = auth_etcd.password("node1.test").read_text().strip()
+        node.env["ETCDCTL_USER"] = f"node1.test:{password}"
+        node.start_watcher(extra=("--member-ttl", "60"))
         deadline = time.monotonic() + 10
         while node.store.get(LAYOUT.member_key("node1.test")) is None:
             assert time.monotonic() < deadline, node.watch_log.read_text()
@@ -144,7 +149,6 @@ def test_a_watcher_outlives_its_auth_token_and_loses_nothing(tmp_path, auth_etcd
         assert len(node.runs()) == 2
         assert node.proc.poll() is None
         assert "authenticating again" in node.watch_log.read_text()  # the token did expire
-        password = auth_etcd.password("node1.test").read_text().strip()
         assert password not in node.tsp("-l")
         assert node.store.get_prefix(LAYOUT.host_prefix("node1.test"))[0]  # run records
         entries = [kv for kv in node.store.get_prefix(LAYOUT.host_prefix("node1.test"))[0]

@@ -9,11 +9,39 @@ $TRIGGER_FUZZ_EXAMPLES). The fuzz run:
 from __future__ import annotations
 
 import os
+import tracemalloc
+from contextlib import contextmanager
 
 from hypothesis import HealthCheck, settings
 
 FUZZ = os.environ.get("TRIGGER_FUZZ", "") not in ("", "0")
 FUZZ_EXAMPLES = int(os.environ.get("TRIGGER_FUZZ_EXAMPLES", "10000"))
+
+
+# Memory one input may take in the code under test, measured with
+# tracemalloc around the call (hypothesis's own bookkeeping, which grows with
+# the number of examples, is outside it).
+MEMORY_LIMIT = 32 << 20
+PEAKS: dict[str, int] = {}
+
+
+@contextmanager
+def bounded_memory(name: str, limit: int = MEMORY_LIMIT):
+    """Trace Python allocations inside the block; fail if one input took more than `limit`."""
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        PEAKS[name] = max(PEAKS.get(name, 0), peak)
+    assert peak <= limit, f"{name}: one input took {peak / 1e6:.1f} MB"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if PEAKS:
+        terminalreporter.write_line("most memory one fuzzed input took (tracemalloc peak): " + ", ".join(
+            f"{name} {peak / 1e6:.2f} MB" for name, peak in sorted(PEAKS.items())))
 
 
 def pytest_configure(config):

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import trigger.cli as cli
 from trigger.providers import exec_argv
 
-from .conftest import fuzz_settings
+from .conftest import bounded_memory, fuzz_settings
 from .strategies import SHELLISH
 
 pytestmark = pytest.mark.fuzz
@@ -128,7 +128,8 @@ def _run(argv, calls):
     sys.stdout, sys.stderr = out, err
     try:
         try:
-            code = cli.main(argv)
+            with bounded_memory("cli"):
+                code = cli.main(argv)
         except SystemExit as exc:
             helped = "-h" in argv or "--help" in argv
             assert exc.code == 2 or (helped and exc.code == 0), (argv, exc.code)

@@ -19,14 +19,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trigger.core import Changes, Coalesce, EnqueueFailed, EnqueueRun, MarkRunLost, Quarantine, Snapshot, Tick, WatcherCore
-from trigger.records import BadRecord, parse_entry, parse_run
+from trigger.records import BadRecord, Entry, check_id, parse_entry, parse_run
 from trigger.results import status
 from trigger.runner import start_run
 from trigger.store.base import Delete, KeyValue, Put
 from trigger.store.memory import MemoryStore
 from trigger.watch import WatchDaemon
 
-from .conftest import fuzz_settings
+from .conftest import bounded_memory, fuzz_settings
 from .strategies import HOST, LAYOUT, keys, values
 
 pytestmark = pytest.mark.fuzz
@@ -71,17 +71,18 @@ events = st.one_of(
 @given(first=st.lists(st.builds(KeyValue, keys, values, st.integers(1, 30), st.integers(1, 30)), max_size=8),
        later=st.lists(events, max_size=12), now=st.floats(0, 1e10))
 def test_the_core_takes_any_sequence_of_hostile_events(first, later, now):
-    core = new_core()
-    seen = {kv.key for kv in first}
-    check_actions(core.handle(Snapshot(tuple(first), 1, frozenset()), now), seen)
-    for event in later:
-        if isinstance(event, Changes):
-            seen |= {c.key for c in event.changes}
-        if isinstance(event, Snapshot):
-            seen |= {kv.key for kv in event.items}
-        check_actions(core.handle(event, now), seen)
-        # Bounded: the core holds at most what it was shown.
-        assert len(core.pending) + len(core.runs) <= len(seen) + 3
+    with bounded_memory("core"):
+        core = new_core()
+        seen = {kv.key for kv in first}
+        check_actions(core.handle(Snapshot(tuple(first), 1, frozenset()), now), seen)
+        for event in later:
+            if isinstance(event, Changes):
+                seen |= {c.key for c in event.changes}
+            if isinstance(event, Snapshot):
+                seen |= {kv.key for kv in event.items}
+            check_actions(core.handle(event, now), seen)
+            # Bounded: the core holds at most what it was shown.
+            assert len(core.pending) + len(core.runs) <= len(seen) + 3
 
 
 @fuzz_settings(quick=150)
@@ -91,7 +92,8 @@ def test_every_inbox_value_is_taken_or_quarantined(key, value):
     is known or set aside."""
     core = new_core()
     core.handle(Snapshot((), 1, frozenset()), 0.0)
-    actions = core.handle(Changes((Put(key, value, 2),)), 0.0)
+    with bounded_memory("core, one value"):
+        actions = core.handle(Changes((Put(key, value, 2),)), 0.0)
     kind, name = LAYOUT.classify(HOST, key)
     quarantined = [a for a in actions if isinstance(a, Quarantine)]
     if kind == "entry":
@@ -119,18 +121,73 @@ def run_argv(run_id: str) -> list[str]:
     return ["trigger", "run", "--host", HOST, "--run-id", run_id, "--", *RUN_CMD]
 
 
+def _unique_keys(size: int):
+    return st.lists(st.tuples(keys, values), max_size=size, unique_by=lambda kv: kv[0])
+
+
 @fuzz_settings(quick=150)
-@given(before=st.lists(st.tuples(keys, values), max_size=8), after=st.lists(st.tuples(keys, values), max_size=8))
+@given(before=_unique_keys(8), after=_unique_keys(8))
 def test_the_daemon_path_quarantines_and_queues_only_its_own_argv(before, after):
+    """Keys are not written twice while the watcher looks: overwriting a
+    corrupt value before the watcher moves it is a known race (below)."""
+    written_before = {k for k, _ in before}
+    after = [(k, v) for k, v in after if k not in written_before]
+    with bounded_memory("daemon"):
+        store, recording = _daemon_on(before, after)
+
+    # Queued: exactly the configured argv, with a run id trigger made.
+    for run_id, argv in recording.queued:
+        assert RUN_ID.fullmatch(run_id) and argv == run_argv(run_id)
+
+    # Every entry is where it should be: usable ones in the inbox, the
+    # others under quarantine/ with the same bytes. None is gone.
+    quarantine = f"{LAYOUT.prefix}/quarantine/{HOST}/"
+    for key, value in before + after:
+        kind, name = LAYOUT.classify(HOST, key)
+        if kind != "entry":
+            continue
+        kept, moved = store.get(key), store.get(LAYOUT.quarantine_key(HOST, key))
+        try:
+            check_id(name)
+            parse_entry(value)
+        except BadRecord:
+            assert kept is None and moved is not None, key
+            if LAYOUT.runs_prefix(HOST) + name not in dict(before + after):  # known collision, below
+                assert moved.value == value, key
+        else:
+            assert kept is not None and kept.value == value, key
+    items, _ = store.get_prefix(LAYOUT.host_prefix(HOST))
+    for kv in items:  # nothing unusable stayed, run records included
+        parse = {"entry": parse_entry, "run": parse_run}.get(LAYOUT.classify(HOST, kv.key)[0])
+        if parse is not None:
+            parse(kv.value)
+    moved, _ = store.get_prefix(quarantine)
+    assert {kv.value for kv in moved} <= {v for _, v in before + after}
+
+    # `trigger status` counts what was set aside.
+    report = {h.host: h for h in status(store, LAYOUT)}
+    if moved:
+        assert report[HOST].quarantined >= len(moved)
+
+    # What a queued run does first: acknowledge what it serves. Its record
+    # must be one the watcher can read back.
+    for run_id, _ in recording.queued:
+        record = start_run(store, LAYOUT, HOST, run_id, 2000.0)
+        assert parse_run(store.get(LAYOUT.run_key(HOST, run_id)).value) == record
+
+
+def _daemon_on(before, after):
+    """A daemon (memory store, recording queue) starting on the `before`
+    inbox and seeing `after` arrive while it watches."""
     store = MemoryStore()
     recording = RecordingQueue()
     daemon = WatchDaemon(store, recording, new_core(), run_argv, clock=lambda: 1000.0)
     for key, value in before:
         store.put(key, value)
-    revision = daemon._resync()  # the watcher starting on a hostile inbox
+    revision = daemon._resync()
     seen: queue_module.Queue = queue_module.Queue()
     watch = store.watch_prefix(LAYOUT.host_prefix(HOST), revision + 1, seen.put)
-    for key, value in after:  # and hostile fires while it watches
+    for key, value in after:
         store.put(key, value)
     while not seen.empty():
         item = seen.get()
@@ -138,37 +195,31 @@ def test_the_daemon_path_quarantines_and_queues_only_its_own_argv(before, after)
         daemon._apply(daemon.core.handle(Changes(tuple(item)), 1000.0))
     watch.cancel()
     daemon._resync()
+    return store, recording
 
-    # Queued: exactly the configured argv, with a run id trigger made.
-    for run_id, argv in recording.queued:
-        assert RUN_ID.fullmatch(run_id) and argv == run_argv(run_id)
 
-    # Nothing unusable is left in the inbox: it sits under quarantine/, same value.
-    written = dict(before + after)
-    items, _ = store.get_prefix(LAYOUT.host_prefix(HOST))
-    for kv in items:
-        kind, _ = LAYOUT.classify(HOST, kv.key)
-        parse = {"entry": parse_entry, "run": parse_run}.get(kind)
-        if parse is not None:
-            parse(kv.value)  # raises if an unusable value stayed
-    quarantine, _ = store.get_prefix(f"{LAYOUT.prefix}/quarantine/{HOST}/")
-    for kv in quarantine:
-        assert kv.value in written.values()
-    for key, value in written.items():
-        if LAYOUT.classify(HOST, key)[0] in ("entry", "run") and store.get(key) is None \
-                and not key.startswith(LAYOUT.runs_prefix(HOST)):
-            assert store.get(LAYOUT.quarantine_key(HOST, key)) is not None, key
+@pytest.mark.xfail(strict=True, reason="layout.quarantine_key keeps only the last key segment; "
+                   "reported to the lead")
+def test_a_corrupt_entry_and_a_corrupt_run_record_of_one_name_are_both_kept():
+    """Entry `P/hosts/h/x` and run record `P/hosts/h/runs/x` are both set
+    aside under `P/quarantine/h/x`: the second overwrites the first."""
+    entry, run = LAYOUT.entry_key(HOST, "x"), LAYOUT.run_key(HOST, "x")
+    store, _ = _daemon_on([(entry, b"bad entry"), (run, b"bad run")], [])
+    kept = {kv.value for kv in store.get_prefix(f"{LAYOUT.prefix}/quarantine/{HOST}/")[0]}
+    assert kept == {b"bad entry", b"bad run"}
 
-    # `trigger status` counts what was set aside.
-    report = {h.host: h for h in status(store, LAYOUT)}
-    if quarantine:
-        assert report[HOST].quarantined >= len(quarantine)
 
-    # What a queued run does first: acknowledge what it serves. Its record
-    # must be one the watcher can read back.
-    for run_id, _ in recording.queued:
-        record = start_run(store, LAYOUT, HOST, run_id, 2000.0)
-        assert parse_run(store.get(LAYOUT.run_key(HOST, run_id)).value) == record
+@pytest.mark.xfail(strict=True, reason="watch.py: the quarantine txn deletes the key unconditionally; "
+                   "reported to the lead")
+def test_a_fire_written_over_a_corrupt_value_is_not_lost():
+    """A corrupt value at K, then a good entry at K before the watcher got to
+    the first: moving the corrupt value aside must not delete the good one
+    (it would need a compare on the key's revision)."""
+    key = LAYOUT.entry_key(HOST, "e1")
+    good = Entry("e1", "t", 1.0).encode()
+    store, recording = _daemon_on([], [(key, b"corrupt"), (key, good)])
+    assert store.get(key) is not None or any(
+        "e1" in parse_run(kv.value).served for kv in store.get_prefix(LAYOUT.runs_prefix(HOST))[0])
 
 
 @fuzz_settings(quick=100)
@@ -178,7 +229,9 @@ def test_status_reads_any_store_content(items):
     store = MemoryStore()
     for key, value in items:
         store.put(key, value)
-    for host in status(store, LAYOUT):
+    with bounded_memory("status"):
+        hosts = status(store, LAYOUT)
+    for host in hosts:
         assert host.quarantined >= 0
 
 
@@ -190,7 +243,8 @@ def test_a_run_starts_on_any_inbox(items):
     store = MemoryStore()
     for key, value in items:
         store.put(key, value)
-    record = start_run(store, LAYOUT, HOST, "run-1", 1.0)
+    with bounded_memory("start_run"):
+        record = start_run(store, LAYOUT, HOST, "run-1", 1.0)
     assert parse_run(store.get(LAYOUT.run_key(HOST, "run-1")).value) == record
     for event_id in record.served:  # acknowledged: gone from the inbox
         assert store.get(LAYOUT.entry_key(HOST, event_id)) is None

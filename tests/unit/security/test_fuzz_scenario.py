@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from simulator.scenario import ScenarioError, load_scenario
 
-from .conftest import fuzz_settings
+from .conftest import bounded_memory, fuzz_settings
 
 pytestmark = pytest.mark.fuzz
 
@@ -108,7 +108,8 @@ def _known(exc: BaseException) -> str | None:
 def test_any_scenario_file_loads_or_fails_with_one_line(document):
     FILE.write_bytes(document)
     try:
-        load_scenario(FILE)
+        with bounded_memory("scenario"):
+            load_scenario(FILE)
     except ScenarioError as exc:
         message = str(exc)
         assert "\n" not in message and "\r" not in message, message
