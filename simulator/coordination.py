@@ -64,16 +64,27 @@ class SimSlot:
         self.key = self.prefix + holder
         self.lease: int | None = None
         self._keeping = False
+        self._generation = 0  # which lease the refresh chain keeps
 
-    def _keep(self) -> None:
+    def _keep(self, generation: int) -> None:
         """KeptLease's thread: refresh every ttl / 3; errors are ignored (the key may go)."""
-        if not self._keeping:
+        if not self._keeping or generation != self._generation:
             return
         try:
             self.store.lease_refresh(self.lease)
         except StoreError:
             pass
-        self.env.timeout(self.ttl / 3).callbacks.append(lambda _e: self._keep())
+        self.env.timeout(self.ttl / 3).callbacks.append(lambda _e: self._keep(generation))
+
+    def _join(self) -> None:
+        """Queue up, as `Slot.acquire` does: a fresh lease kept alive, the key on it."""
+        self.release()
+        self.lease = self.store.lease_grant(self.ttl)
+        self._generation += 1
+        self._keeping = True
+        generation = self._generation
+        self.env.timeout(self.ttl / 3).callbacks.append(lambda _e: self._keep(generation))
+        self.store.put(self.key, b"", self.lease)
 
     def acquire(self):
         """Wait for a slot (a SimPy generator); returns the seconds waited.
@@ -82,10 +93,7 @@ class SimSlot:
         """
         env, store = self.env, self.store
         start = env.now
-        self.lease = store.lease_grant(self.ttl)
-        self._keeping = True
-        self.env.timeout(self.ttl / 3).callbacks.append(lambda _e: self._keep())
-        store.put(self.key, b"", self.lease)
+        self._join()
         changed: list = []
         wake = [None]
 
@@ -98,8 +106,8 @@ class SimSlot:
         try:
             while True:
                 keys = [kv.key for kv in ranked(store, self.prefix)]
-                if self.key not in keys:  # our lease ended while we waited
-                    store.put(self.key, b"", self.lease)
+                if self.key not in keys:  # our lease ended while we waited: queue up anew
+                    self._join()
                     continue
                 if keys.index(self.key) < self.limit:
                     return env.now - start

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from trigger.fire import Lineage
-from trigger.runner import finish_run, start_run
+from trigger.runner import finish_run, pending_limits, start_run
 from trigger.store.base import StoreError, UnavailableError
 
 from .coordination import SimSlot
@@ -53,7 +53,6 @@ class NodeStats:
     fires_refused: int = 0
     fires_failed: int = 0  # etcd unreachable when the run fired
     fires_no_target: int = 0  # role:NAME had no live member: `trigger fire` refused
-    runs_crashed: int = 0  # `trigger run` died taking a slot, after acknowledging its fires
     max_queue_depth: int = 0
     quarantined: int = 0
     resyncs: int = 0
@@ -111,20 +110,27 @@ class Node:
     def triggered_run(self, run_id: str):
         """What `trigger run RUN_ID -- puppet agent --test --waitforlock` does for one queued run."""
         sim = self.sim
-        record = yield from self._retry(
-            lambda: start_run(self.store, sim.layout, self.host, run_id, self.env.now), run_id, "start")
+        # As `trigger run`: take the slots of the limited triggers waiting,
+        # then acknowledge only what those slots allow.
+        limits = yield from self._retry(
+            lambda: pending_limits(self.store, sim.layout, self.host), run_id, "start")
+        slots = []
+        if limits:
+            slots = yield from self._take_slots(run_id, limits)
+        record = None
+        if limits is not None and slots is not None:
+            record = yield from self._retry(
+                lambda: start_run(self.store, sim.layout, self.host, run_id, self.env.now, limits),
+                run_id, "start")
         if record is None:
+            for slot in slots or ():
+                slot.release()
             self.stats.runs_aborted += 1
             sim.trace(self.host, f"{run_id} could not be recorded as started; not running it (exit 75)")
             return
         sim.served(self, record)
         served = ", ".join(record.served[:3]) + (f" +{len(record.served) - 3}" if len(record.served) > 3 else "")
         sim.trace(self.host, f"{run_id} starts: serves {served or 'nothing'} (hop {record.hop})")
-        slots = []
-        if record.limits:
-            slots = yield from self._take_slots(record)
-            if slots is None:
-                return
         exit_code = yield from self.puppet_run("triggered", Lineage(record.hop, record.chain), run_id)
         for slot in slots:
             slot.release()
@@ -137,31 +143,28 @@ class Node:
         if done is None:
             sim.trace(self.host, f"{run_id} finished ({exit_code}) but could not be recorded")
 
-    def _take_slots(self, record):
+    def _take_slots(self, run_id: str, limits: dict[str, int]):
         """`trigger run`'s `_take_slots`: a slot of every limited trigger, in name order.
 
-        A store error out of a slot ends `trigger run` there, as it does for
-        real (after its fires were acknowledged, before Puppet): the run is
-        counted as crashed and its leases end by themselves.
+        A store error gives back the slots taken and ends `trigger run` there,
+        before it acknowledged anything: its fires wait for the next run.
         """
         slots = []
-        for trigger, limit in sorted(record.limits):
+        for trigger, limit in sorted(limits.items()):
             # The real holder is the run id, unique across hosts; here run ids
             # are per-host counters, so the host makes the key unique.
-            slot = SimSlot(self, trigger, limit, f"{record.run_id}.{self.host}")
+            slot = SimSlot(self, trigger, limit, f"{run_id}.{self.host}")
             slots.append(slot)
             try:
                 waited = yield from slot.acquire()
             except StoreError as exc:
                 for taken in slots:
-                    taken.stop()
-                self.stats.runs_crashed += 1
-                self.sim.lost_fires.extend((self.host, e) for e in record.served)
-                self.sim.trace(self.host, f"{record.run_id} crashed taking a slot of {trigger!r}: {exc}")
+                    taken.release()
+                self.sim.trace(self.host, f"{run_id} could not take a slot of {trigger!r}: {exc}")
                 return None
             self.sim.slot_waited(trigger, waited)
             if waited > 0:
-                self.sim.trace(self.host, f"{record.run_id} waited {waited:g} s for a slot of "
+                self.sim.trace(self.host, f"{run_id} waited {waited:g} s for a slot of "
                                           f"{trigger!r} ({limit} at once)")
         return slots
 

@@ -118,11 +118,6 @@ def build_report(sim: Simulation) -> Report:
             "or raise `drain`"
         )
 
-    if sim.lost_fires:
-        host, event_id = sim.lost_fires[0]
-        problems.append(
-            f"{len(sim.lost_fires)} fire(s) acknowledged by a run that died taking a slot, "
-            f"before Puppet ran, and never run again: first {event_id} on {host}")
     limits = limit_report(sim)
     for limit in limits:
         if limit["exceeded"]:
@@ -164,7 +159,6 @@ def build_report(sim: Simulation) -> Report:
             "fires_refused": refused_by_origin.get(host, 0),
             "fires_failed": s.fires_failed,
             "fires_no_target": s.fires_no_target,
-            "runs_crashed": s.runs_crashed,
             "max_queue_depth": s.max_queue_depth,
             "unserved": left,
             "quiescent_at": None if left else _t(s.last_trigger_activity),
@@ -191,7 +185,6 @@ def build_report(sim: Simulation) -> Report:
         "fires_refused": len(refusals),
         "fires_failed": total("fires_failed"),
         "fires_no_target": sim.no_target_fires,
-        "runs_crashed": total("runs_crashed"),
         "max_queue_depth": max(n["max_queue_depth"] for n in nodes),
         "unserved": total("unserved"),
         "first_fire_at": _t(sim.first_fire_at),
@@ -339,9 +332,6 @@ def render(report: Report, console, all_nodes: bool = False) -> None:
         extra.append(f"{totals['fires_failed']} fire(s) failed: etcd unreachable")
     if totals["fires_no_target"]:
         extra.append(f"{totals['fires_no_target']} fire(s) refused: their role had no live member")
-    if totals["runs_crashed"]:
-        extra.append(f"{totals['runs_crashed']} run(s) crashed taking a slot, after acknowledging "
-                     "their fires (see the trace)")
     we = totals["watch_errors"]
     if we["unavailable"] or we["compacted"]:
         extra.append(f"watch errors: {we['unavailable']} unavailable, {we['compacted']} compacted")

@@ -55,7 +55,6 @@ class Simulation:
         self.limited_spans: dict[str, list[tuple[float, float, str, str]]] = {}
         self.limits: dict[str, int] = {}  # trigger -> the limit its runs carried (the smallest)
         self.slot_waits: dict[str, list[float]] = {}
-        self.lost_fires: list[tuple[str, str]] = []  # acknowledged by a run that died before Puppet
         self.fires_made = 0
         self.no_target_fires = 0
         self.last_fire_at: float | None = None

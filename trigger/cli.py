@@ -274,20 +274,28 @@ def _names(text: str | None) -> list[str]:
 
 
 def cmd_run(args) -> int:
-    from .runner import finish_run, run_command, start_run
+    from .runner import finish_run, pending_limits, run_command, start_run
 
     host, run_id = check_host(args.host), check_id(args.run_id, "run id")
     if not args.command:
         raise BadRecord("no command given after --")
     layout = Layout(args.prefix)
     store = _store(args)
-    record = _retry(lambda: start_run(store, layout, host, run_id, time.time()))
-    if record is None:
-        print(f"trigger: error: run {run_id} could not be recorded as started; not running it",
+    limits = _retry(lambda: pending_limits(store, layout, host))
+    try:
+        slots = _take_slots(store, layout, limits or {}, run_id)
+    except StoreError as exc:
+        print(f"trigger: error: run {run_id} could not take its slots ({exc}); not running it",
               file=sys.stderr)
         return EXIT_TEMPFAIL
-    slots = _take_slots(store, layout, record)
     try:
+        record = None
+        if limits is not None:
+            record = _retry(lambda: start_run(store, layout, host, run_id, time.time(), limits))
+        if record is None:
+            print(f"trigger: error: run {run_id} could not be recorded as started; not running it",
+                  file=sys.stderr)
+            return EXIT_TEMPFAIL
         code = run_command(args.command, record)
     finally:
         for slot in slots:
@@ -300,19 +308,25 @@ def cmd_run(args) -> int:
     return code
 
 
-def _take_slots(store, layout, record):
-    """Hold a slot of every limited trigger the run serves, in name order
-    (one order for every host, so two runs never wait on each other)."""
+def _take_slots(store, layout, limits: dict[str, int], run_id: str):
+    """Hold a slot of every limited trigger waiting, in name order (one order
+    for every host, so two runs never wait on each other). On a store error
+    the slots taken so far are given back and the error raised."""
     from .coordination import Slot
 
     slots = []
-    for trigger, limit in sorted(record.limits):
-        slot = Slot(store, layout, trigger, limit, record.run_id)
-        waited = slot.acquire()
-        if waited > 0.5:
-            print(f"trigger: waited {waited:.1f}s for a slot of {trigger!r} ({limit} at once)",
-                  file=sys.stderr)
-        slots.append(slot)
+    try:
+        for trigger, limit in sorted(limits.items()):
+            slot = Slot(store, layout, trigger, limit, run_id)
+            slots.append(slot)
+            waited = slot.acquire()
+            if waited > 0.5:
+                print(f"trigger: waited {waited:.1f}s for a slot of {trigger!r} ({limit} at once)",
+                      file=sys.stderr)
+    except StoreError:
+        for slot in slots:
+            slot.release()
+        raise
     return slots
 
 

@@ -171,7 +171,9 @@ class Slot:
         try:
             while True:
                 keys = [kv.key for kv in ranked(self.store, self.prefix)]
-                if self.key not in keys:  # our lease ended while we waited
+                if self.key not in keys:  # our lease ended while we waited: queue up anew
+                    self.lease.release()
+                    self.lease = KeptLease(self.store, self.ttl)
                     self.store.put(self.key, b"", self.lease.id)
                     continue
                 if keys.index(self.key) < self.limit:

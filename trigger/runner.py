@@ -1,5 +1,9 @@
 """What a queued run does around its command: mark start, run, mark finish.
 
+A run serving a trigger with `max_concurrent` first takes a slot of it
+(trigger.coordination.Slot), and only then acknowledges: a run that dies
+waiting for a slot leaves its fires in the inbox for the next run.
+
 `start_run` is the acknowledgement: one transaction writes the started run
 record, listing every inbox entry present, and removes those entries (a
 large inbox needs more transactions; the record comes first, so a crash in
@@ -19,34 +23,48 @@ from .records import MAX_SERVED, BadRecord, RunRecord, check_id, parse_entry, pa
 from .store.base import DeleteOp, PutOp, Store
 
 
-def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float) -> RunRecord:
+def _inbox(store: Store, layout: Layout, host: str, run_id: str):
+    """The usable inbox entries as (key, name, entry), and the run's queued time."""
     items, _ = store.get_prefix(layout.host_prefix(host))
-    queued_at, served, keys = None, [], []
-    best, limits = None, {}
+    queued_at, entries = None, []
     for kv in items:
         kind, name = layout.classify(host, kv.key)
         try:
             if kind == "run" and name == run_id:
                 queued_at = parse_run(kv.value).queued_at
-            elif kind == "entry" and len(served) < MAX_SERVED:
+            elif kind == "entry" and len(entries) < MAX_SERVED:
                 check_id(name, "event id in the key")  # else our own record could not list it
-                entry = parse_entry(kv.value)
-                served.append(name)
-                keys.append(kv.key)
-                if entry.max_concurrent:
-                    limits[entry.trigger] = min(limits.get(entry.trigger, entry.max_concurrent),
-                                                entry.max_concurrent)
-                if best is None or entry.hop > best.hop:
-                    best = entry
+                entries.append((kv.key, name, parse_entry(kv.value)))
         except BadRecord:
             continue  # the watcher quarantines it; a run cannot serve it
+    return entries, queued_at
+
+
+def pending_limits(store: Store, layout: Layout, host: str) -> dict[str, int]:
+    """{trigger: max_concurrent} of the limited triggers waiting in the inbox."""
+    limits: dict[str, int] = {}
+    for _, _, entry in _inbox(store, layout, host, "")[0]:
+        if entry.max_concurrent:
+            limits[entry.trigger] = min(limits.get(entry.trigger, entry.max_concurrent),
+                                        entry.max_concurrent)
+    return limits
+
+
+def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float,
+              held: dict[str, int] | None = None) -> RunRecord:
+    """Acknowledge the inbox. With `held` (the slots the run holds), entries
+    of a limited trigger without a slot stay for the next run."""
+    entries, queued_at = _inbox(store, layout, host, run_id)
+    if held is not None:
+        entries = [e for e in entries if not e[2].max_concurrent or e[2].trigger in held]
+    best = max((e for _, _, e in entries), key=lambda e: e.hop, default=None)
     lineage = Lineage(best.hop, best.chain) if best else Lineage()
     record = RunRecord(
         run_id=run_id, host=host, state="started", queued_at=queued_at,
-        started_at=now, served=tuple(served), hop=lineage.hop, chain=lineage.chain,
-        limits=tuple(sorted(limits.items())),
+        started_at=now, served=tuple(name for _, name, _ in entries),
+        hop=lineage.hop, chain=lineage.chain, limits=tuple(sorted((held or {}).items())),
     )
-    deletes = [DeleteOp(k) for k in keys]
+    deletes = [DeleteOp(key) for key, _, _ in entries]
     store.txn([PutOp(layout.run_key(host, run_id), record.encode()), *deletes[: TXN_OPS - 1]])
     rest = deletes[TXN_OPS - 1 :]
     for i in range(0, len(rest), TXN_OPS):

@@ -1,6 +1,7 @@
 """Members, roles, slots and elections on the in-memory store with a fake clock."""
 
 import threading
+import time
 
 import pytest
 
@@ -136,3 +137,29 @@ def test_a_crashed_slot_holder_frees_its_slot_when_its_lease_ends(store, clock):
     holder.lease._stop.set()  # the holder's process died: nobody refreshes
     clock.now = 6
     Slot(store, L, "t", 1, "b").acquire(timeout=1)
+
+
+def test_a_waiter_whose_lease_ended_queues_up_again(store, clock):
+    holder = Slot(store, L, "t", 1, "a", ttl=2)
+    holder.acquire(timeout=1)
+    waiter = Slot(store, L, "t", 1, "b", ttl=2)
+    errors, got = [], []
+
+    def wait():
+        try:
+            got.append(waiter.acquire(timeout=10))
+        except Exception as exc:  # noqa: BLE001 (the test reports any)
+            errors.append(exc)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    for _ in range(100):  # until the waiter has queued up
+        if store.get(waiter.key) is not None:
+            break
+        time.sleep(0.01)
+    holder.lease._stop.set()  # the holder is gone; nobody refreshes its lease
+    clock.now += 100  # and the waiter could not refresh either (etcd unreachable)
+    store.expire_leases()
+    thread.join(5)
+    assert errors == [] and got, errors
+    waiter.release()
