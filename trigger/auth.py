@@ -140,12 +140,15 @@ class SetupReport:
 
 
 def setup(store, layout: Layout, the_plan: Plan, enable: bool = True,
-          root_password: str | None = None, password=lambda user: secrets.token_urlsafe(18)) -> SetupReport:
+          root_password: str | None = None, password=lambda user: secrets.token_urlsafe(18),
+          created=lambda user, secret: None) -> SetupReport:
     """Create the plan's roles, grants and users on etcd (an EtcdStore), the
     root user if missing, and enable authentication.
 
-    Before authentication is enabled anyone may do this; after, only root
-    (open the store with user root). Raises StoreError with etcd's reason.
+    `created(user, password)` is called as soon as a user exists, so its
+    password is kept even if a later step fails. Before authentication is
+    enabled anyone may do this; after, only root (open the store with user
+    root). Raises StoreError with etcd's reason.
     """
     from .store.etcd import EtcdError, prefix_range_end, rpc
     from etcd3.etcdrpc import auth_pb2
@@ -168,14 +171,15 @@ def setup(store, layout: Layout, the_plan: Plan, enable: bool = True,
             perm = auth_pb2.Permission(permType=kinds[p.kind], key=key,
                                        range_end=prefix_range_end(key) if p.prefix else b"")
             call("RoleGrantPermission", rpc.AuthRoleGrantPermissionRequest(name=role, perm=perm))
-    created, existing = {}, []
+    made, existing = {}, []
     for user, roles in the_plan.users.items():
         secret = password(user)
         if call("UserAdd", rpc.AuthUserAddRequest(name=user, password=secret),
                 tolerate="user name already exists") is None:
             existing.append(user)
         else:
-            created[user] = secret
+            made[user] = secret
+            created(user, secret)
         for role in roles:
             call("UserGrantRole", rpc.AuthUserGrantRoleRequest(user=user, role=role))
     root_created = False
@@ -183,11 +187,12 @@ def setup(store, layout: Layout, the_plan: Plan, enable: bool = True,
         secret = root_password or password(ROOT)
         if call("UserAdd", rpc.AuthUserAddRequest(name=ROOT, password=secret),
                 tolerate="user name already exists") is not None:
-            created[ROOT] = secret
+            made[ROOT] = secret
+            created(ROOT, secret)
             root_created = True
         call("UserGrantRole", rpc.AuthUserGrantRoleRequest(user=ROOT, role=ROOT))
         call("AuthEnable", rpc.AuthEnableRequest())
-    return SetupReport(created, existing, root_created, enable)
+    return SetupReport(made, existing, root_created, enable)
 
 
 def write_passwords(directory: str, passwords: dict[str, str]) -> list[Path]:

@@ -421,21 +421,30 @@ def cmd_auth_setup(args) -> int:
         raise BadRecord("auth setup works on etcd only")
     root_password = _read_secret(args.root_password_file, "--root-password-file") \
         if args.root_password_file else None
+    if args.password_dir:  # before any user exists whose password would have nowhere to go
+        try:
+            os.makedirs(args.password_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise BadRecord(f"cannot use --password-dir {args.password_dir}: {exc.strerror}") from None
+
+    def created(user: str, secret: str) -> None:
+        """Kept at once: a later failure must not lose a password etcd has."""
+        if args.password_dir:
+            path, = write_passwords(args.password_dir, {user: secret})
+            print(f"user {user} created; password in {path}")
+        else:
+            print(f"user {user} created; password {secret}")
+
     store = _store(args)
     try:
-        report = setup(store, layout, the_plan, enable=not args.no_enable, root_password=root_password)
+        report = setup(store, layout, the_plan, enable=not args.no_enable,
+                       root_password=root_password, created=created)
     finally:
         store.close()
     for line in the_plan.describe():
         print(line)
     for user in report.existing_users:
         print(f"user {user} existed; its password is unchanged")
-    if args.password_dir:
-        for path in write_passwords(args.password_dir, report.created_users):
-            print(f"user {path.stem} created; password in {path}")
-    else:
-        for user, secret in report.created_users.items():
-            print(f"user {user} created; password {secret}")
     if report.enabled:
         print("authentication enabled" + ("; root created" if report.root_created else ""))
     return 0

@@ -79,6 +79,7 @@ class Tripwire(Exception):
 @pytest.fixture
 def sandbox(monkeypatch, tmp_path):
     (tmp_path / "file.txt").write_text("hello\n")
+    monkeypatch.chdir(tmp_path)  # a relative path given to an option lands here
     calls: list[tuple] = []
 
     class FakePopen:
