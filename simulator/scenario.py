@@ -170,6 +170,7 @@ class Scenario:
 # -- name ranges -------------------------------------------------------------------
 
 _RANGE = re.compile(r"\[(\d+):(\d+)\]")
+MAX_NODES = 100_000  # a scenario larger than this is a typo, not a fleet
 
 
 def expand_names(pattern: str) -> list[str]:
@@ -183,8 +184,12 @@ def expand_names(pattern: str) -> list[str]:
             raise ValueError(f"bad name range in {pattern!r}: use [START:END] with digits")
         return [pattern]
     start, end = match.group(1), match.group(2)
+    if len(start) > 9 or len(end) > 9:
+        raise ValueError(f"name range {match.group(0)} in {pattern!r} is too large")
     if int(end) < int(start):
         raise ValueError(f"name range {match.group(0)} in {pattern!r} ends before it starts")
+    if range_size(pattern) > MAX_NODES:
+        raise ValueError(f"{pattern!r} names more than {MAX_NODES:,} nodes")
     width = len(start)
     head, tail = pattern[: match.start()], pattern[match.end():]
     names = []
@@ -192,6 +197,16 @@ def expand_names(pattern: str) -> list[str]:
         for rest in expand_names(tail):
             names.append(f"{head}{i:0{width}d}{rest}")
     return names
+
+
+def range_size(pattern: str) -> int:
+    """How many names a pattern expands to, without expanding it."""
+    size = 1
+    for start, end in _RANGE.findall(pattern):
+        if len(start) > 9 or len(end) > 9:
+            return MAX_NODES + 1
+        size *= max(0, int(end) - int(start) + 1)
+    return size
 
 
 # -- parsing -----------------------------------------------------------------------
@@ -203,13 +218,17 @@ def load_scenario(source: str | Path | dict) -> Scenario:
         return parse_scenario(source, "scenario")
     path = Path(source)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such file") from None
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ScenarioError(f"{path}: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -257,6 +276,8 @@ def _list(value: Any, where: str) -> list:
 
 
 def _number(value: Any, where: str, minimum: float = 0.0, strict: bool = False) -> float:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 1e15:
+        _fail(where, "number out of range")  # str() of a huge int may itself fail
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         _fail(where, f"expected a number, got {value!r}")
     if value < minimum or (strict and value == minimum):
@@ -341,6 +362,8 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
         if not isinstance(pattern, str):
             _fail(at, f"expected a host name or range as the key, got {pattern!r}")
         role = _string(role, at)
+        if len(nodes) + range_size(pattern) > MAX_NODES:
+            _fail(at, f"the scenario names more than {MAX_NODES:,} nodes")
         try:
             names = expand_names(pattern)
             for host in names:
