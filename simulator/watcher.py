@@ -222,7 +222,7 @@ class SimWatcher:
                 node.store.txn([
                     PutOp(self.layout.quarantine_key(node.host, action.key), action.value),
                     DeleteOp(action.key),
-                ])
+                ], expect_revisions=((action.key, action.revision),))
                 node.stats.quarantined += 1
                 self.sim.trace(node.host, f"quarantine {action.key}: {action.reason}")
             else:  # an action kind added to the core that the simulator does not know yet

@@ -113,6 +113,7 @@ class Quarantine:
     key: str
     value: bytes
     reason: str
+    revision: int  # move it only if it is still this write: a newer one may be good
 
     def describe(self) -> str:
         return f"quarantine {self.key}: {self.reason}"
@@ -228,7 +229,7 @@ class WatcherCore:
                 check_id(name, "event id in the key")
                 entry = self._parse(change, parse_entry)
             except BadRecord as exc:
-                return [Quarantine(change.key, change.value, str(exc))]
+                return [Quarantine(change.key, change.value, str(exc), change.revision)]
             if name in self.pending:
                 return []
             self.pending[name] = entry
@@ -243,7 +244,7 @@ class WatcherCore:
             try:
                 run = self._parse(change, parse_run)
             except BadRecord as exc:
-                return [Quarantine(change.key, change.value, str(exc))]
+                return [Quarantine(change.key, change.value, str(exc), change.revision)]
             self.runs[name] = run
             if run.state != "queued":
                 # Entries a started run served are acknowledged even before

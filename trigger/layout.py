@@ -44,7 +44,11 @@ class Layout:
         return f"{self.prefix}/hosts/{host}/runs/{run_id}"
 
     def quarantine_key(self, host: str, key: str) -> str:
-        return f"{self.prefix}/quarantine/{host}/{key.rsplit('/', 1)[-1]}"
+        """Where a bad value under the host's prefix is set aside: the same
+        path under quarantine/, so an entry `x` and a run record `runs/x`
+        do not land on one key."""
+        rest = key[len(self.host_prefix(host)):] if key.startswith(self.host_prefix(host)) else key
+        return f"{self.prefix}/quarantine/{host}/{rest.lstrip('/')}"
 
     def refused_key(self, event_id: str) -> str:
         return f"{self.prefix}/refused/{event_id}"

@@ -139,6 +139,6 @@ class WatchDaemon:
                 self.store.txn([
                     PutOp(self.layout.quarantine_key(self.core.host, action.key), action.value),
                     DeleteOp(action.key),
-                ])
+                ], expect_revisions=((action.key, action.revision),))
             elif isinstance(action, Coalesce):
                 pass  # nothing to do but say so

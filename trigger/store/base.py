@@ -99,11 +99,13 @@ class Store(Protocol):
     def delete(self, key: str) -> bool:
         """Remove one key; True if it existed."""
 
-    def txn(self, ops: list[Op], expect_missing: tuple[str, ...] = ()) -> int | None:
+    def txn(self, ops: list[Op], expect_missing: tuple[str, ...] = (),
+            expect_revisions: tuple[tuple[str, int], ...] = ()) -> int | None:
         """Apply all ops atomically as one revision, and return it.
 
         With `expect_missing`, apply them only if none of those keys exist;
-        return None (and change nothing) otherwise.
+        with `expect_revisions`, only if each (key, revision) is still the
+        key's mod revision. Otherwise return None and change nothing.
         """
 
     def watch_prefix(self, prefix: str, start_revision: int, callback: WatchCallback) -> Watch: ...

@@ -561,7 +561,8 @@ class EtcdStore:
             safe_to_retry=False)
         return response.deleted > 0
 
-    def txn(self, ops: list[Op], expect_missing: tuple[str, ...] = ()) -> int | None:
+    def txn(self, ops: list[Op], expect_missing: tuple[str, ...] = (),
+            expect_revisions: tuple[tuple[str, int], ...] = ()) -> int | None:
         """One etcd transaction. At most 128 ops (etcd's default
         --max-txn-ops) and each key once; callers batch."""
         success = []
@@ -576,6 +577,9 @@ class EtcdStore:
         compare = [
             rpc.Compare(key=_key(k), result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE, create_revision=0)
             for k in expect_missing
+        ] + [
+            rpc.Compare(key=_key(k), result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=r)
+            for k, r in expect_revisions
         ]
         request = rpc.TxnRequest(compare=compare, success=success, failure=[])
         response = self._call(f"txn of {len(ops)} ops", lambda c: c.kvstub.Txn(

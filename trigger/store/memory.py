@@ -149,11 +149,14 @@ class MemoryStore:
             self._commit([DeleteOp(key)])
             return True
 
-    def txn(self, ops: list[Op], expect_missing: tuple[str, ...] = ()) -> int | None:
-        self._check_request(ops, expect_missing)
+    def txn(self, ops: list[Op], expect_missing: tuple[str, ...] = (),
+            expect_revisions: tuple[tuple[str, int], ...] = ()) -> int | None:
+        self._check_request(ops, expect_missing + tuple(k for k, _ in expect_revisions))
         with self._lock:
             self._expire()
             if any(k in self._data for k in expect_missing):
+                return None
+            if any(k not in self._data or self._data[k].mod_revision != r for k, r in expect_revisions):
                 return None
             for op in ops:
                 if isinstance(op, PutOp) and op.lease and op.lease not in self._leases:

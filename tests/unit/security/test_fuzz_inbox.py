@@ -198,23 +198,19 @@ def _daemon_on(before, after):
     return store, recording
 
 
-@pytest.mark.xfail(strict=True, reason="layout.quarantine_key keeps only the last key segment; "
-                   "reported to the lead")
 def test_a_corrupt_entry_and_a_corrupt_run_record_of_one_name_are_both_kept():
-    """Entry `P/hosts/h/x` and run record `P/hosts/h/runs/x` are both set
-    aside under `P/quarantine/h/x`: the second overwrites the first."""
+    """Entry `P/hosts/h/x` and run record `P/hosts/h/runs/x` once both went
+    to `P/quarantine/h/x`, the second overwriting the first."""
     entry, run = LAYOUT.entry_key(HOST, "x"), LAYOUT.run_key(HOST, "x")
     store, _ = _daemon_on([(entry, b"bad entry"), (run, b"bad run")], [])
     kept = {kv.value for kv in store.get_prefix(f"{LAYOUT.prefix}/quarantine/{HOST}/")[0]}
     assert kept == {b"bad entry", b"bad run"}
 
 
-@pytest.mark.xfail(strict=True, reason="watch.py: the quarantine txn deletes the key unconditionally; "
-                   "reported to the lead")
 def test_a_fire_written_over_a_corrupt_value_is_not_lost():
     """A corrupt value at K, then a good entry at K before the watcher got to
     the first: moving the corrupt value aside must not delete the good one
-    (it would need a compare on the key's revision)."""
+    (the move compares the key's revision)."""
     key = LAYOUT.entry_key(HOST, "e1")
     good = Entry("e1", "t", 1.0).encode()
     store, recording = _daemon_on([], [(key, b"corrupt"), (key, good)])

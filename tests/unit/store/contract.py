@@ -189,6 +189,17 @@ class StoreContract:
         assert harness.revision() == r
         assert kv_summary(s.get_prefix("/")[0]) == [("/a", b"old")]
 
+    def test_txn_applies_only_while_keys_keep_their_revision(self, harness):
+        s = harness.store
+        r = s.put("/a", b"bad")
+        moved = s.txn([PutOp("/aside", b"bad"), DeleteOp("/a")], expect_revisions=(("/a", r),))
+        assert moved == harness.revision() and s.get("/a") is None
+        r2 = s.put("/b", b"bad")
+        s.put("/b", b"good")  # a newer write: the move must not take it
+        assert s.txn([DeleteOp("/b")], expect_revisions=(("/b", r2),)) is None
+        assert s.get("/b").value == b"good"
+        assert s.txn([PutOp("/c", b"")], expect_revisions=(("/never", 1),)) is None
+
     def test_txn_may_name_a_key_only_once(self, harness):
         s = harness.store
         s.put("/k", b"1")
