@@ -22,6 +22,7 @@ import unicodedata
 from .fire import Lineage, LoopRefused, fire, new_event_id
 from .layout import DEFAULT_PREFIX, Layout
 from .records import DEFAULT_TTL, BadRecord, check_host, check_id
+from .queue import QueueError
 from .store import DEFAULT_ENDPOINTS, StoreError, UnavailableError, open_store
 
 EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_FAILED, EXIT_TEMPFAIL = 2, 1, 3, 4, 75
@@ -138,7 +139,7 @@ def _origin() -> str:
 def cmd_fire(args) -> int:
     from .coordination import resolve_targets, split_targets
 
-    targets = split_targets(args.hosts)
+    targets = split_targets(_hosts_text(args))
     lineage = Lineage.from_env()
     limit = 1 if args.serial else args.max_concurrent
     if args.provider == "dummy":
@@ -173,6 +174,23 @@ def cmd_fire(args) -> int:
             store.close()
     _print_results(results.values())
     return 0 if all(r.state == "ok" for r in results.values()) else EXIT_FAILED
+
+
+def _hosts_text(args) -> str:
+    """--hosts and --hosts-file together, as one comma-separated list."""
+    parts = [args.hosts] if args.hosts else []
+    if args.hosts_file:
+        try:
+            text = sys.stdin.read() if args.hosts_file == "-" else open(args.hosts_file).read()
+        except OSError as exc:
+            raise BadRecord(f"cannot read --hosts-file {args.hosts_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise BadRecord(f"--hosts-file {args.hosts_file} is not UTF-8 text") from None
+        lines = [line.strip() for line in text.splitlines()]
+        parts += [line for line in lines if line and not line.startswith("#")]
+    if not parts:
+        raise BadRecord("give the hosts with --hosts or --hosts-file")
+    return ",".join(parts)
 
 
 def _exec_fire(args, hosts, lineage) -> int:
@@ -459,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fire", help="make the hosts of a trigger run Puppet")
     p.add_argument("name")
-    p.add_argument("--hosts", required=True, help="comma-separated host names")
+    p.add_argument("--hosts", help="comma-separated host names and role:NAME targets")
+    p.add_argument("--hosts-file", help="more targets, one per line or comma-separated; '-' reads "
+                   "standard input (for lists longer than a command line may be)")
     p.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="loop limit: hops allowed (default 5)")
     p.add_argument("--provider", default="etcd", choices=["etcd", "dummy", "exec"])
     p.add_argument("--exec-cmd", help="exec provider: the command per host, {host} filled in, "
@@ -563,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"trigger: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except QueueError as exc:  # e.g. task-spooler not installed
+        print(f"trigger: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except TimeoutError as exc:
         print(f"trigger: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
