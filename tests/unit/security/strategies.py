@@ -37,11 +37,14 @@ keys = st.one_of(
     st.builds(lambda n: LAYOUT.host_prefix(HOST) + "runs/" + n + "/x", names),
 )
 
+def _nested(children):
+    return st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
     | st.integers(min_value=10**308, max_value=10**320) | st.sampled_from(SHELLISH),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5),
-    max_leaves=20,
+    _nested, max_leaves=20,
 )
 
 entries = st.builds(

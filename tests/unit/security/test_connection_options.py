@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from tests.conftest import need
 from trigger import cli
 from trigger.store.etcd import EtcdStore, load_tls
 
@@ -24,6 +25,7 @@ def no_etcdctl_env(monkeypatch):
 @pytest.fixture(scope="module")
 def pem(tmp_path_factory):
     """A self-signed certificate and its key, and a key of another pair."""
+    need("openssl", "openssl")
     tmp = tmp_path_factory.mktemp("pem")
     for name in ("a", "b"):
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",

@@ -45,11 +45,12 @@ leaves = st.one_of(
                      "b[", "once", "always", "never", "until_converged", "restart_etcd", "cut_off",
                      "slow_runs", "kill_tsp", "compact_etcd", "$(id)", "a\nb", "", "refresh load balancers"]),
 )
-yaml_values = st.recursive(
-    leaves,
-    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10) | st.integers(), c, max_size=4),
-    max_leaves=12,
-)
+def _nested(children):
+    return st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10) | st.integers(), children,
+                                                          max_size=4)
+
+
+yaml_values = st.recursive(leaves, _nested, max_leaves=12)
 
 
 def _paths(data, prefix=()):
