@@ -100,11 +100,20 @@ def live_members(store: Store, layout: Layout) -> list[Member]:
     items, _ = store.get_prefix(layout.members_prefix())
     members = []
     for kv in items:
-        try:
-            members.append(parse_member(kv.value))
-        except BadRecord:
-            continue
+        member = member_at(layout, kv.key, kv.value)
+        if member is not None:
+            members.append(member)
     return members
+
+
+def member_at(layout: Layout, key: str, value: bytes) -> Member | None:
+    """The member record at `key`, if it names the host its key does: etcd's
+    permissions are per key, so only the key says who wrote it."""
+    try:
+        member = parse_member(value)
+    except BadRecord:
+        return None
+    return member if key == layout.member_key(member.host) else None
 
 
 def split_targets(text: str) -> list[str]:

@@ -116,7 +116,7 @@ class Quarantine:
     revision: int  # move it only if it is still this write: a newer one may be good
 
     def describe(self) -> str:
-        return f"quarantine {self.key}: {self.reason}"
+        return f"quarantine {self.key!r}: {self.reason}"  # the key is untrusted: one line
 
 
 @dataclass(frozen=True)

@@ -58,9 +58,11 @@ def _run_of(layout: Layout, key: str, value: bytes) -> RunRecord | None:
     if len(parts) != 4 or parts[0] != "hosts" or parts[2] != "runs":
         return None
     try:
-        return parse_run(value)
+        run = parse_run(value)
     except BadRecord:
         return None
+    # Only the key says who wrote it (etcd's permissions are per key).
+    return run if run.host == parts[1] and run.run_id == parts[3] else None
 
 
 def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str], revision: int,
@@ -144,7 +146,7 @@ class HostStatus:
 
 def status(store: Store, layout: Layout) -> list[HostStatus]:
     """Per host: watcher alive (its member key), inbox, active runs, last result."""
-    from .coordination import parse_member
+    from .coordination import member_at
     from .records import parse_entry
 
     items, _ = store.get_prefix(f"{layout.prefix}/")
@@ -159,9 +161,8 @@ def status(store: Store, layout: Layout) -> list[HostStatus]:
         if len(parts) < 2:
             continue
         if parts[0] == "members" and len(parts) == 2:
-            try:
-                member = parse_member(kv.value)
-            except BadRecord:
+            member = member_at(layout, kv.key, kv.value)
+            if member is None:
                 continue
             host(member.host).update(alive=True, roles=member.roles)
         elif parts[0] == "quarantine":

@@ -1,11 +1,9 @@
-"""Gaps in what a node's credentials allow that need code outside the
-security work (docs/security.md, "Known gaps"; reported to the lead). Each
-is a strict xfail: when it is fixed the test passes, fails as XPASS, and the
-marker and the docs' entry go."""
+"""What a node's credentials could once do beyond its own keys (found by
+the security work): claim another host's membership or results, or split a
+log line with the key of an inbox entry."""
 
 from __future__ import annotations
 
-import pytest
 
 from trigger.coordination import Member, resolve_targets
 from trigger.core import Changes, Quarantine, Snapshot, WatcherCore
@@ -17,7 +15,6 @@ from trigger.store.memory import MemoryStore
 from .strategies import LAYOUT
 
 
-@pytest.mark.xfail(strict=True, reason="coordination.live_members takes the host from the value")
 def test_a_node_cannot_publish_membership_for_another_host():
     store = MemoryStore()
     store.put(LAYOUT.member_key("web1"), Member("db1", ("web",), 1.0).encode())  # written by web1
@@ -25,14 +22,12 @@ def test_a_node_cannot_publish_membership_for_another_host():
     assert "db1" not in hosts
 
 
-@pytest.mark.xfail(strict=True, reason="results._run_of takes the host from the value")
 def test_a_node_cannot_report_results_for_another_host():
     forged = RunRecord("r1", "db1", "finished", 1.0, 2.0, 3.0, 0, served=("e1",))
     items = [type("KV", (), {"key": LAYOUT.run_key("web1", "r1"), "value": forged.encode()})()]
     assert "db1" not in runs_serving(items, LAYOUT).get("e1", {})
 
 
-@pytest.mark.xfail(strict=True, reason="core.Quarantine.describe logs the key as found")
 def test_a_quarantined_key_is_logged_on_one_line():
     core = WatcherCore("web1", LAYOUT, lambda: "run-1")
     core.handle(Snapshot((), 1, frozenset()), 0.0)
