@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from .layout import Layout
-from .records import BadRecord, RunRecord, parse_run
+from .records import MAX_SERVED, BadRecord, RunRecord, check_host, parse_run
 from .store.base import Put, Store, StoreError
 
 PUPPET_OK = (0, 2)  # `puppet agent --test`: 0 no changes, 2 changes applied
@@ -113,23 +113,40 @@ class FireHistory:
 def history(store: Store, layout: Layout, limit: int = 20, ok_codes=PUPPET_OK) -> list[FireHistory]:
     """The newest fires still kept, with what each host's run made of them."""
     fires, _ = store.get_prefix(layout.fires_prefix())
-    records = []
-    for kv in fires:
-        try:
-            records.append(json.loads(kv.value))
-        except ValueError:
-            continue
-    records.sort(key=lambda r: r.get("fired_at", 0), reverse=True)
-    records = records[:limit]
+    records = [r for r in (_fire_record(kv.value) for kv in fires) if r is not None]
+    records.sort(key=lambda r: r.fired_at, reverse=True)
     items, _ = store.get_prefix(f"{layout.prefix}/hosts/")
     served = runs_serving(items, layout)
     out = []
-    for r in records:
-        runs = served.get(r.get("id"), {})
-        results = tuple(result_of(h, runs.get(h), ok_codes) for h in r.get("hosts", []))
-        out.append(FireHistory(r.get("id", "?"), r.get("trigger", "?"), r.get("fired_at", 0.0),
-                               r.get("origin", ""), results))
+    for r in records[:limit]:
+        runs = served.get(r.event_id, {})
+        results = tuple(result_of(h, runs.get(h), ok_codes) for h in r.hosts)
+        out.append(FireHistory(r.event_id, r.trigger, r.fired_at, r.origin, results))
     return out
+
+
+@dataclass(frozen=True)
+class _Fire:
+    event_id: str
+    trigger: str
+    fired_at: float
+    origin: str
+    hosts: tuple[str, ...]
+
+
+def _fire_record(value: bytes) -> _Fire | None:
+    """A fire record, or None if it is not one: any firer can write there,
+    so it is checked like an inbox entry."""
+    try:
+        data = json.loads(value)
+        hosts = tuple(check_host(h) for h in data["hosts"][:MAX_SERVED])
+        fired_at = float(data["fired_at"])
+        if not (isinstance(data["id"], str) and isinstance(data["trigger"], str)):
+            return None
+        return _Fire(data["id"][:128], data["trigger"][:256], fired_at,
+                     str(data.get("origin", ""))[:256], hosts)
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError, BadRecord):
+        return None
 
 
 @dataclass(frozen=True)

@@ -58,3 +58,12 @@ def test_history_and_status():
     by_host = {s.host: s for s in status(store, L)}
     assert by_host["a"].last.exit_code == 0 and by_host["a"].pending == 0
     assert by_host["b"].pending == 1 and by_host["b"].quarantined == 1 and not by_host["b"].alive
+
+
+def test_history_skips_records_that_are_not_fires():
+    store = MemoryStore()
+    fire(store, L, "deploy", ["a"], Lineage(), "o", retention=60)
+    for junk in (b"[]", b'{"id": "x", "trigger": "t", "hosts": ["a"], "fired_at": "soon"}',
+                 b'{"id": 1}', b'{"id": "y", "trigger": "t", "hosts": ["a b"], "fired_at": 1}', b"\xff"):
+        store.put(L.fire_key(f"junk{len(junk)}"), junk)
+    assert [h.trigger for h in history(store, L)] == ["deploy"]
