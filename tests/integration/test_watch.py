@@ -102,13 +102,17 @@ def test_kill_9_at_random_moments_loses_no_fire(node):
     assert kills > 5 and unserved == []
 
 
-def test_watcher_killed_while_its_run_is_queued_and_queue_server_killed(node):
-    """Phase: run queued behind a long one, watcher and task-spooler both die."""
-    node.start_watcher(run_seconds=2.0, check_interval=0.3)
+def _one_running_one_queued(node, run_seconds):
+    node.start_watcher(run_seconds=run_seconds, check_interval=0.3)
     node.fire()
     wait_for(lambda: _states(node) == ["started"], what="the first run to start")
     node.fire()
     wait_for(lambda: "queued" in node.tsp("-l"), what="the second run to be queued")
+
+
+def test_watcher_killed_while_its_run_is_queued_and_queue_server_killed(node):
+    """Phase: run queued behind a long one, watcher and task-spooler both die."""
+    _one_running_one_queued(node, run_seconds=2.0)
     node.kill_watcher()
     node.tsp("-K")  # the queued run vanishes with the server
     node.start_watcher(run_seconds=0.1, check_interval=0.3)
@@ -117,11 +121,7 @@ def test_watcher_killed_while_its_run_is_queued_and_queue_server_killed(node):
 
 
 def test_queue_server_death_is_noticed_by_a_running_watcher(node):
-    node.start_watcher(run_seconds=1.5, check_interval=0.3)
-    node.fire()
-    wait_for(lambda: _states(node) == ["started"], what="the first run to start")
-    node.fire()
-    wait_for(lambda: "queued" in node.tsp("-l"), what="the second run to be queued")
+    _one_running_one_queued(node, run_seconds=1.5)
     node.tsp("-K")
     assert node.wait_served(timeout=20) == []
 
