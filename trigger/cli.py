@@ -315,11 +315,15 @@ def cmd_run(args) -> int:
                   file=sys.stderr)
             return EXIT_TEMPFAIL
         code = run_command(args.command, record)
+        # The end is when the command returned, not when the record is
+        # written: the slots are released in between, and a run recorded as
+        # ending after the next one started would misreport serial order.
+        ended = time.time()
     finally:
         for slot in slots:
             slot.release()
     lease = _retry(lambda: store.lease_grant(args.retention)) if args.retention else 0
-    if _retry(lambda: finish_run(store, layout, record, code, time.time(), lease or 0)) is None:
+    if _retry(lambda: finish_run(store, layout, record, code, ended, lease or 0)) is None:
         print(f"trigger: warning: run {run_id} finished ({code}) but could not be recorded",
               file=sys.stderr)
     store.close()
