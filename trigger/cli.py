@@ -155,7 +155,7 @@ def cmd_fire(args) -> int:
         for role in empty:
             print(f"trigger: warning: role:{role} has no live member", file=sys.stderr)
         if not hosts:
-            raise BadRecord(f"no host to fire {args.name!r} at: {args.hosts} has no live member")
+            raise BadRecord(f"no host to fire {args.name!r} at: {','.join(targets)} has no live member")
         if args.provider == "exec":
             return _exec_fire(args, hosts, lineage)
         event_id = new_event_id()
@@ -177,8 +177,8 @@ def cmd_fire(args) -> int:
 
 
 def _hosts_text(args) -> str:
-    """--hosts and --hosts-file together, as one comma-separated list."""
-    parts = [args.hosts] if args.hosts else []
+    """Every --hosts and --hosts-file together, as one comma-separated list."""
+    parts = list(args.hosts or [])
     if args.hosts_file:
         try:
             text = sys.stdin.read() if args.hosts_file == "-" else open(args.hosts_file).read()
@@ -481,7 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fire", help="make the hosts of a trigger run Puppet")
     p.add_argument("name")
-    p.add_argument("--hosts", help="comma-separated host names and role:NAME targets")
+    # Repeatable: the kernel refuses any one argument over 128 KiB (about
+    # 5,000 FQDNs), so long lists come in several --hosts.
+    p.add_argument("--hosts", action="append",
+                   help="comma-separated host names and role:NAME targets; may be repeated")
     p.add_argument("--hosts-file", help="more targets, one per line or comma-separated; '-' reads "
                    "standard input (for lists longer than a command line may be)")
     p.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="loop limit: hops allowed (default 5)")

@@ -11,13 +11,13 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_hosts_file_joins_hosts(tmp_path, capsys):
+def test_every_hosts_and_hosts_file_count(tmp_path, capsys):
     f = tmp_path / "hosts"
     f.write_text("# load balancers\nlb1.example.com\n\nlb2.example.com,lb3.example.com\n")
     code, out, err = run(capsys, "fire", "t", "--hosts", "a.example.com", "--hosts-file", str(f),
-                         "--store", "memory", "--provider", "dummy")
+                         "--hosts", "b.example.com", "--store", "memory", "--provider", "dummy")
     assert code == 0, err
-    assert "a.example.com, lb1.example.com, lb2.example.com, lb3.example.com" in out
+    assert "a.example.com, b.example.com, lb1.example.com, lb2.example.com, lb3.example.com" in out
 
 
 def test_hosts_from_standard_input(monkeypatch, capsys):

@@ -159,6 +159,10 @@ define trigger (
     default => [],
   }
 
+  # The kernel refuses any one argument over 128 KiB: 400 targets of at most
+  # 257 characters (role:NAME) fit in one --hosts, so long lists take several.
+  $host_args = $hosts.unique.slice(400).map |$group| { ['--hosts', $group.join(',')] }.flatten
+
   # An argv array: the title and host names never pass through a shell. `--`
   # ends the options, so a title starting with '-' is still just the name.
   # The fire inherits Puppet's environment (an exec's `environment` only
@@ -166,7 +170,7 @@ define trigger (
   # run.
   $argv = [
     $_trigger_bin, 'fire',
-    '--hosts', $hosts.unique.join(','),
+  ] + $host_args + [
     '--ttl', String($ttl),
     '--provider', $provider,
     '--prefix', $_keyprefix,

@@ -78,6 +78,20 @@ def test_seed_example_fires_once_per_host_and_second_apply_changes_nothing(tmp_p
     assert etcd_dump(etcd_server.endpoint) == (revision, kvs)  # not a single write
 
 
+def test_more_hosts_than_one_command_line_argument_holds(tmp_path, etcd_server):
+    # 6,000 FQDNs joined are 164 KiB: as one --hosts the kernel refuses the
+    # exec (E2BIG, 128 KiB per argument), so the module passes several.
+    hosts = [f"web{i:05d}.rack{i % 40:02d}.example.com" for i in range(6000)]
+    assert len(",".join(hosts)) > 131072
+    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": etcd_server.endpoint})
+    result = apply(f"trigger {{ 'everyone': hosts => {json.dumps(hosts)} }}\n"
+                   + exec_notifying("everyone", tmp_path / "foo"))
+    assert result.returncode == 2, result.output[-2000:]
+    inboxes = inbox_entries(etcd_dump(etcd_server.endpoint, f"{PREFIX}/hosts/")[1])
+    assert sorted(inboxes) == sorted(hosts)
+    assert len({entry["id"] for entries in inboxes.values() for entry in entries}) == 1  # one fire
+
+
 def test_declaring_a_trigger_without_notifying_it_fires_nothing(tmp_path, etcd_server):
     revision, _ = etcd_dump(etcd_server.endpoint)
     apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": etcd_server.endpoint})
