@@ -26,6 +26,7 @@ store does the same, and tests/unit/store/contract.py checks both:
 from __future__ import annotations
 
 import bisect
+import heapq
 import logging
 import threading
 import time
@@ -112,6 +113,10 @@ class MemoryStore:
         self._history: list[tuple[int, Change]] = []
         self._watches: list[_Watch] = []
         self._leases: dict[int, _Lease] = {}
+        # (deadline, lease) for every grant and refresh, so an operation finds
+        # the leases due without scanning all of them; an entry whose lease was
+        # refreshed or revoked since is skipped when it comes up.
+        self._deadlines: list[tuple[float, int]] = []
         self._next_lease = 1
 
     # -- reads -------------------------------------------------------------
@@ -128,12 +133,12 @@ class MemoryStore:
     def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         with self._lock:
             self._expire()
-            start = bisect.bisect_left(self._keys, prefix)
-            items = []
-            for key in self._keys[start:]:
-                if not key.startswith(prefix):
+            keys, items = self._keys, []
+            # An index walk: a slice would copy the rest of the key space.
+            for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+                if not keys[i].startswith(prefix):
                     break
-                items.append(self._data[key])
+                items.append(self._data[keys[i]])
             return items, self._revision
 
     # -- writes ------------------------------------------------------------
@@ -267,6 +272,7 @@ class MemoryStore:
             lease = self._next_lease
             self._next_lease += 1
             self._leases[lease] = _Lease(ttl, self._clock() + ttl)
+            heapq.heappush(self._deadlines, (self._leases[lease].deadline, lease))
             return lease
 
     def lease_refresh(self, lease: int) -> None:
@@ -275,6 +281,7 @@ class MemoryStore:
             if lease not in self._leases:
                 raise StoreError(f"lease {lease:x} not found")
             self._leases[lease].deadline = self._clock() + self._leases[lease].ttl
+            heapq.heappush(self._deadlines, (self._leases[lease].deadline, lease))
 
     def lease_revoke(self, lease: int) -> None:
         with self._lock:
@@ -290,8 +297,12 @@ class MemoryStore:
             self._expire()
 
     def _expire(self) -> None:
-        now = self._clock()
-        for lease_id in [i for i, lease in self._leases.items() if lease.deadline <= now]:
+        now, due = self._clock(), set()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            lease_id = heapq.heappop(self._deadlines)[1]
+            if lease_id in self._leases and self._leases[lease_id].deadline <= now:
+                due.add(lease_id)
+        for lease_id in sorted(due):  # in grant order, as before
             gone = self._leases.pop(lease_id)
             if gone.keys:
                 self._commit([DeleteOp(k) for k in sorted(gone.keys)])

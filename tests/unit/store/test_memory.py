@@ -55,3 +55,31 @@ def test_limits_follow_the_constructor():
     store.put("/k", b"", lease=lease)
     clock.now += 1
     assert store.get("/k") is None
+
+
+def test_a_refreshed_lease_ends_at_its_new_deadline_and_due_leases_end_in_grant_order():
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    late, early = store.lease_grant(20), store.lease_grant(10)
+    store.put("/late", b"", lease=late)
+    store.put("/early", b"", lease=early)
+    clock.now += 9
+    store.lease_refresh(early)  # now due at +19, its first deadline (+10) is stale
+    clock.now += 1.5
+    assert store.get("/early") is not None
+    clock.now += 8.5
+    assert store.get("/early") is None and store.get("/late") is not None
+    store.lease_refresh(late)
+    clock.now += 20
+    assert store.get("/late") is None
+
+    # Both due in one check: deleted in the order granted, whatever the deadlines.
+    first, second = store.lease_grant(30), store.lease_grant(10)
+    store.put("/first", b"", lease=first)
+    store.put("/second", b"", lease=second)
+    seen = []
+    store.watch_prefix("/", store.revision + 1, seen.extend)
+    clock.now += 60
+    store.expire_leases()
+    assert [c.key for c in seen] == ["/first", "/second"]
+    assert seen[0].revision < seen[1].revision
