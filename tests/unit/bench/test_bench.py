@@ -99,3 +99,18 @@ def test_cli_refuses_unknown_items_before_starting_anything(capsys):
         cli.main(["--only", "latency,bogus"])
     assert exc.value.code == 2
     assert "bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("inside", [[False, False], [False, True], [True]])
+def test_a_storm_retried_on_a_loaded_machine_still_makes_a_results_file(monkeypatch, inside):
+    from bench import storm
+
+    outcomes = iter(inside)
+
+    def attempt(*_args):
+        return {"storm_inside_first_run": {"ours": next(outcomes), "seed": True}}
+
+    monkeypatch.setattr(storm, "_storm_during_run_once", attempt)
+    result = storm._storm_during_run(None, None, None, None)
+    assert len(result["failed_attempts"]) == len(inside) - 1
+    assert json.loads(to_json([], {}, {"storm": result}, {}))["details"]["storm"] == result
