@@ -15,12 +15,15 @@ needs WRITE. With `P` the key prefix (default /puppet_trigger/events):
 
     role trigger-firer            users named by --firers (a node that fires is one)
       read      P/                    status, history, fire --wait, --hosts role:NAME
-      readwrite P/hosts/              every inbox; a range, so it also covers run records
+      readwrite [P/hosts/<host>/, P/hosts/<host>/runs/)      per host: the inbox keys
+      readwrite [P/hosts/<host>/runs0, P/hosts/<host>0)      sorting before and after
+                                      runs/, so a firer cannot forge run records
       readwrite P/fires/              fire records for `trigger history`
       readwrite P/refused/            fires refused by the loop TTL
 
 The trailing `/` matters: node `web1` gets `P/hosts/web1/`, a range that
-does not include `P/hosts/web10/`.
+does not include `P/hosts/web10/`. A range end is exclusive, and "0" is the
+byte after "/": [K/, K0) is every key starting with K/.
 
 `setup` creates the roles, the users (with random passwords, written to
 `--password-dir` or printed), the root user etcd needs before it enables
@@ -48,14 +51,23 @@ READ, WRITE, READWRITE = "read", "write", "readwrite"
 
 @dataclass(frozen=True)
 class Permission:
-    """`kind` on `key`, or on every key starting with `key` if `prefix`."""
+    """`kind` on `key`, on every key starting with `key` if `prefix`, or on
+    the keys from `key` up to (not including) `end` if `end` is given."""
 
     kind: str
     key: str
     prefix: bool = True
+    end: str = ""
 
     def describe(self) -> str:
+        if self.end:
+            return f"{self.kind:<9} [{self.key}, {self.end})"
         return f"{self.kind:<9} {self.key}{'' if self.prefix else '  (this key only)'}"
+
+
+def _after(prefix: str) -> str:
+    """The first key past every key starting with `prefix` (which ends in '/')."""
+    return prefix[:-1] + "0"
 
 
 @dataclass(frozen=True)
@@ -90,11 +102,16 @@ def node_permissions(layout: Layout, host: str) -> tuple[Permission, ...]:
     )
 
 
-def firer_permissions(layout: Layout) -> tuple[Permission, ...]:
+def firer_permissions(layout: Layout, hosts: list[str]) -> tuple[Permission, ...]:
     p = layout.prefix
+    inboxes = []
+    for host in hosts:
+        inbox, runs = layout.host_prefix(host), layout.runs_prefix(host)
+        inboxes += [Permission(READWRITE, inbox, end=runs),
+                    Permission(READWRITE, _after(runs), end=_after(inbox))]
     return (
         Permission(READ, f"{p}/"),
-        Permission(READWRITE, f"{p}/hosts/"),
+        *inboxes,
         Permission(READWRITE, layout.fires_prefix()),
         Permission(READWRITE, f"{p}/refused/"),
     )
@@ -118,8 +135,8 @@ def plan(layout: Layout, hosts: list[str], firers: list[str] = ()) -> Plan:
     firers = list(dict.fromkeys(_user(f, "firer") for f in firers))
     roles: dict[str, tuple[Permission, ...]] = {}
     users: dict[str, tuple[str, ...]] = {}
-    if firers:
-        roles[FIRER_ROLE] = firer_permissions(layout)
+    # Always, so that hosts set up later are open to the firers set up before.
+    roles[FIRER_ROLE] = firer_permissions(layout, hosts)
     for host in hosts:
         roles[node_role(host)] = node_permissions(layout, host)
         users[host] = (node_role(host),)
@@ -168,8 +185,8 @@ def setup(store, layout: Layout, the_plan: Plan, enable: bool = True,
         call("RoleAdd", rpc.AuthRoleAddRequest(name=role), tolerate="role name already exists")
         for p in permissions:
             key = p.key.encode()
-            perm = auth_pb2.Permission(permType=kinds[p.kind], key=key,
-                                       range_end=prefix_range_end(key) if p.prefix else b"")
+            end = p.end.encode() if p.end else prefix_range_end(key) if p.prefix else b""
+            perm = auth_pb2.Permission(permType=kinds[p.kind], key=key, range_end=end)
             call("RoleGrantPermission", rpc.AuthRoleGrantPermissionRequest(name=role, perm=perm))
     made, existing = {}, []
     for user, roles in the_plan.users.items():

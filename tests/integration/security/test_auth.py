@@ -78,8 +78,25 @@ def test_fire_without_permission_is_a_one_line_error(auth_etcd):
     assert_one_line_error(done, "authentication as 'ci' failed")
     done = trigger("fire", "deploy", "--hosts", "node2.test", *auth_etcd.login("ci"))
     assert done.code == 0, done
+    # A firer writes the inboxes of the hosts set up, nothing else there.
+    done = trigger("fire", "deploy", "--hosts", "stranger.test", *auth_etcd.login("ci"))
+    assert_one_line_error(done, "permission denied for etcd user 'ci'")
     done = trigger("status", "--json", *auth_etcd.login("ci"))
     assert done.code == 0 and '"pending": 1' in done.out, done
+
+
+def test_a_firer_cannot_forge_run_records(auth_etcd):
+    ci = store_as(auth_etcd, "ci")
+    try:
+        entry = fire(ci, LAYOUT, "deploy", ["node1.test"], Lineage(), "ci")
+        ci.delete(LAYOUT.entry_key("node1.test", entry.id))  # writing an inbox includes deleting
+        forged = LAYOUT.run_key("node1.test", "r-forged")
+        with pytest.raises(StoreError, match="permission denied for etcd user 'ci'"):
+            ci.put(forged, b'{"state": "finished"}')
+        assert ci.get(forged) is None
+        assert ci.get_prefix(LAYOUT.runs_prefix("node1.test"))[0] == []  # but may read them
+    finally:
+        ci.close()
 
 
 def test_a_store_outlives_its_auth_token(auth_etcd):

@@ -16,9 +16,11 @@ def covers(permission: Permission, key: str, write: bool = False) -> bool:
     """Does an etcd permission cover `key` (as etcd checks a range)?"""
     if write and permission.kind == "read" or not write and permission.kind == "write":
         return False
+    start = permission.key.encode()
+    if permission.end:
+        return start <= key.encode() < permission.end.encode()
     if not permission.prefix:
         return key == permission.key
-    start = permission.key.encode()
     return start <= key.encode() < prefix_range_end(start)
 
 
@@ -38,13 +40,22 @@ def test_a_node_reaches_its_own_keys_only():
 
 
 def test_a_firer_writes_inboxes_and_fire_records_and_reads_everything():
-    the_plan = plan(LAYOUT, ["web1"], ["ci"])
-    for key in ("/p/hosts/web1/0001-ab", "/p/hosts/anyone/0001", "/p/fires/0001", "/p/refused/0001"):
-        assert allowed(the_plan, "ci", key, write=True)
-    # etcd grants key ranges: write on P/hosts/ covers run records too.
-    assert allowed(the_plan, "ci", "/p/hosts/web1/runs/r1", write=True)
-    assert allowed(the_plan, "ci", "/p/members/web1") and not allowed(the_plan, "ci", "/p/members/web1", True)
+    the_plan = plan(LAYOUT, ["web1", "web2"], ["ci"])
+    for key in ("/p/hosts/web1/0001-ab", "/p/hosts/web2/zzzz", "/p/hosts/web1/runs", "/p/hosts/web1/runs0",
+                "/p/hosts/web1/runsx/1", "/p/fires/0001", "/p/refused/0001"):
+        assert allowed(the_plan, "ci", key, write=True), key
+    # Inboxes of the hosts set up only, and never their run records.
+    for key in ("/p/hosts/web1/runs/r1", "/p/hosts/web1/runs/", "/p/hosts/web10/0001", "/p/hosts/anyone/0001",
+                "/p/hosts/web1", "/p/members/web1", "/p/quarantine/web1/x"):
+        assert not allowed(the_plan, "ci", key, write=True), key
+    assert allowed(the_plan, "ci", "/p/hosts/web1/runs/r1") and allowed(the_plan, "ci", "/p/members/web1")
     assert not allowed(the_plan, "ci", "/other/key")
+
+
+def test_hosts_set_up_later_are_open_to_the_firers_set_up_before():
+    later = plan(LAYOUT, ["web3"])
+    assert any(covers(p, "/p/hosts/web3/0001", write=True) for p in later.roles[FIRER_ROLE])
+    assert "ci" not in later.users
 
 
 def test_a_node_that_fires_gets_both_roles():
