@@ -17,7 +17,6 @@ revision, in order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 DEFAULT_PREFIX = "/puppet_trigger/events"
 
@@ -75,8 +74,6 @@ class Layout:
     def slots_prefix(self, trigger: str) -> str:
         return f"{self.prefix}/slots/{trigger}/"
 
-    # Cached: a watcher classifies the same keys at every re-read of its inbox.
-    @lru_cache(maxsize=1 << 16)
     def classify(self, host: str, key: str) -> tuple[str, str]:
         """('entry', id), ('run', run_id) or ('other', rest) for a key under host_prefix."""
         rest = key[len(self.host_prefix(host)):]
