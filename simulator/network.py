@@ -125,7 +125,7 @@ class PrefixWatch:
 class Etcd:
     """The etcd cluster: the shared store, whether it is up, and the watch router."""
 
-    def __init__(self, env, hosts_prefix: str, latency: float, run_history: float):
+    def __init__(self, env, hosts_prefix: str, latency: float):
         self.env = env
         self.store = MemoryStore(clock=lambda: env.now)
         self.latency = latency
@@ -135,9 +135,6 @@ class Etcd:
         self._routes: dict[str, list[NodeWatch]] = {}
         self._hosts_prefix = hosts_prefix
         self._cut = len(hosts_prefix)
-        self._run_history = run_history
-        self._lease = 0
-        self._lease_until = -1.0
         self.store.watch_prefix(hosts_prefix, 0, self._route)
 
     def connect(self, host: str) -> NodeStore:
@@ -196,22 +193,6 @@ class Etcd:
         except CompactedError:
             pass  # already compacted there
         return revision
-
-    # -- run history ---------------------------------------------------------------
-
-    def history_lease(self) -> int:
-        """A lease that ends `run_history` seconds (at most a minute more) from now.
-
-        Finished run records are written with it so they expire as the real
-        daemon's do. One lease serves every finish within a minute: the
-        store checks all leases at every call, so a lease per run would cost
-        the simulation far more than it tells.
-        """
-        now = self.env.now
-        if now >= self._lease_until:
-            self._lease = self.store.lease_grant(int(self._run_history) + 60)
-            self._lease_until = now + 60
-        return self._lease
 
 
 class NodeStore:

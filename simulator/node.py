@@ -25,19 +25,18 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Callable
 
+from trigger.effects import Note
 from trigger.fire import Lineage
-from trigger.runner import finish_run, pending_limits, start_run
-from trigger.store.base import StoreError, UnavailableError
+from trigger.layout import Layout
+from trigger.procedures import RunAborted, RunFinished, RunStarted, SlotWaited, triggered_run
 
-from .coordination import SimSlot
+from .driver import SimDriver
+from .ledger import Ledger
+from .scenario import Role, WatcherSettings
 from .tsp import FakeTaskSpooler
 from .watcher import SimWatcher
-
-if TYPE_CHECKING:
-    from .scenario import Role
-    from .simulation import Simulation
 
 
 @dataclass
@@ -61,17 +60,24 @@ class NodeStats:
 
 
 class Node:
-    def __init__(self, sim: Simulation, host: str, role: Role, index: int):
-        self.sim = sim
-        self.env = sim.env
+    def __init__(self, env, host: str, role: Role, index: int, *, seed: int, store, layout: Layout,
+                 ledger: Ledger, settings: WatcherSettings, until: float,
+                 fire: Callable, member_ttl: int | None = None):
+        """`fire(name, lineage, origin, node)` is `trigger fire` from a run on this node;
+        `member_ttl` is set when the scenario has discovery."""
+        self.env = env
         self.host = host
         self.role = role
         self.index = index
-        self.rng = random.Random(f"{sim.seed}/{host}")
+        self.layout, self.ledger, self.settings, self.until, self.fire = layout, ledger, settings, until, fire
+        self.rng = random.Random(f"{seed}/{host}")
         self.stats = NodeStats()
-        self.store = sim.etcd.connect(host)
-        self.tsp = FakeTaskSpooler(self)
-        self.watcher = SimWatcher(self)
+        self.store = store
+        self.tsp = FakeTaskSpooler(env, lambda run_id: self.triggered_run(run_id), self.stats)
+        self.watcher = SimWatcher(
+            env, host, layout, store, self.tsp, settings.policy(), self.new_run_id, self.stats,
+            self.trace, lambda event_id, run_id: ledger.coalesced.append((env.now, host, event_id, run_id)),
+            membership=None if member_ttl is None else ((role.name,), member_ttl))
         self.slow_factor = 1.0
         self.puppet_busy = False
         self.last_span: tuple[float, float] = (0.0, 0.0)  # the last Puppet run's start and end
@@ -79,6 +85,9 @@ class Node:
         self._run_counter = 0
         self._applied_once: set[str] = set()
         self._seen_version: dict[str, int] = {}
+
+    def trace(self, what: str) -> None:
+        self.ledger.trace(self.env.now, self.host, what)
 
     def new_run_id(self) -> str:
         # Zero-padded so that sorting by id sorts by age, as the core expects.
@@ -89,7 +98,7 @@ class Node:
 
     def agent(self):
         agent = self.role.agent
-        until = self.sim.scenario.until
+        until = self.until
         first = self.rng.uniform(0, agent.splay)
         if first >= until:
             return
@@ -97,7 +106,7 @@ class Node:
         while True:
             if self.puppet_busy:
                 self.stats.scheduled_skipped += 1
-                self.sim.trace(self.host, "scheduled run skipped: a run is in progress")
+                self.trace("scheduled run skipped: a run is in progress")
             else:
                 self.puppet_busy = True  # taken now, so nothing slips in before the run begins
                 self.env.process(self.puppet_run("scheduled", Lineage(), None, locked=True))
@@ -108,92 +117,49 @@ class Node:
     # -- a run started by task-spooler -------------------------------------------------
 
     def triggered_run(self, run_id: str):
-        """What `trigger run RUN_ID -- puppet agent --test --waitforlock` does for one queued run."""
-        sim = self.sim
-        # As `trigger run`: take the slots of the limited triggers waiting,
-        # then acknowledge only what those slots allow.
-        limits = yield from self._retry(
-            lambda: pending_limits(self.store, sim.layout, self.host), run_id, "start")
-        slots = []
-        if limits:
-            slots = yield from self._take_slots(run_id, limits)
-        record = None
-        if limits is not None and slots is not None:
-            record = yield from self._retry(
-                lambda: start_run(self.store, sim.layout, self.host, run_id, self.env.now, limits),
-                run_id, "start")
-        if record is None:
-            for slot in slots or ():
-                slot.release()
+        """`trigger run RUN_ID -- puppet agent --test --waitforlock`: the real procedure."""
+        driver = SimDriver(self.env, self.store, self._tell_run,
+                           execute=lambda record: self.puppet_run(
+                               "triggered", Lineage(record.hop, record.chain), record.run_id))
+        # The real holder is the run id, unique across hosts; here run ids are
+        # per-host counters, so the host makes the slot key unique.
+        yield from driver.run(triggered_run(self.layout, self.host, run_id,
+                                            int(self.settings.run_history), f"{run_id}.{self.host}"))
+
+    def _tell_run(self, note: Note) -> None:
+        what, now = note.what, self.env.now
+        if isinstance(what, RunStarted):
+            self.ledger.served(self.host, what.record, now)
+        elif isinstance(what, SlotWaited):
+            self.ledger.slot_waited(what.trigger, what.seconds)
+            if what.seconds <= 0:
+                return
+        elif isinstance(what, RunAborted):
             self.stats.runs_aborted += 1
-            sim.trace(self.host, f"{run_id} could not be recorded as started; not running it (exit 75)")
-            return
-        sim.served(self, record)
-        served = ", ".join(record.served[:3]) + (f" +{len(record.served) - 3}" if len(record.served) > 3 else "")
-        sim.trace(self.host, f"{run_id} starts: serves {served or 'nothing'} (hop {record.hop})")
-        exit_code = yield from self.puppet_run("triggered", Lineage(record.hop, record.chain), run_id)
-        for slot in slots:
-            slot.release()
-        for trigger, limit in record.limits:
-            sim.limited_run(trigger, limit, self, run_id, *self.last_span)
-        self.stats.last_trigger_activity = self.env.now
-        done = yield from self._retry(
-            lambda: finish_run(self.store, sim.layout, record, exit_code, self.env.now,
-                               lease=sim.etcd.history_lease()), run_id, "finish")
-        if done is None:
-            sim.trace(self.host, f"{run_id} finished ({exit_code}) but could not be recorded")
-
-    def _take_slots(self, run_id: str, limits: dict[str, int]):
-        """`trigger run`'s `_take_slots`: a slot of every limited trigger, in name order.
-
-        A store error gives back the slots taken and ends `trigger run` there,
-        before it acknowledged anything: its fires wait for the next run.
-        """
-        slots = []
-        for trigger, limit in sorted(limits.items()):
-            # The real holder is the run id, unique across hosts; here run ids
-            # are per-host counters, so the host makes the key unique.
-            slot = SimSlot(self, trigger, limit, f"{run_id}.{self.host}")
-            slots.append(slot)
-            try:
-                waited = yield from slot.acquire()
-            except StoreError as exc:
-                for taken in slots:
-                    taken.release()
-                self.sim.trace(self.host, f"{run_id} could not take a slot of {trigger!r}: {exc}")
-                return None
-            self.sim.slot_waited(trigger, waited)
-            if waited > 0:
-                self.sim.trace(self.host, f"{run_id} waited {waited:g} s for a slot of "
-                                          f"{trigger!r} ({limit} at once)")
-        return slots
-
-    def _retry(self, call, run_id: str, what: str, attempts: int = 5):
-        """`trigger run`'s retry: up to 5 tries while etcd is unreachable, waiting 1, 2, 4, 8, 8 s."""
-        for attempt in range(attempts):
-            try:
-                return call()
-            except UnavailableError as exc:
-                self.sim.trace(self.host, f"{run_id} cannot mark its {what}: {exc}")
-                yield self.env.timeout(min(2.0 ** attempt, 8.0))
-        return None
+        elif isinstance(what, RunFinished):
+            for trigger, limit in what.record.limits:
+                self.ledger.limited_run(trigger, limit, self.host, what.record.run_id, *self.last_span)
+            self.stats.last_trigger_activity = now
+            if what.recorded:
+                return
+        self.trace(what.describe() if hasattr(what, "describe") else str(what))
 
     # -- a Puppet run of either kind ----------------------------------------------------
 
     def puppet_run(self, kind: str, lineage: Lineage, run_id: str | None, locked: bool = False):
-        env, sim = self.env, self.sim
+        env = self.env
         if not locked:
             if self.puppet_busy:  # a triggered run waits for the lock (--waitforlock)
                 waiter = env.event()
                 self._lock_waiters.append(waiter)
-                sim.trace(self.host, f"{run_id} waits for the Puppet lock")
+                self.trace(f"{run_id} waits for the Puppet lock")
                 yield waiter  # the releasing run hands the lock over
             else:
                 self.puppet_busy = True
         start = env.now
         changed = self._compile()
         label = run_id or "scheduled run"
-        sim.trace(self.host, f"{label}: Puppet applies {len(changed)} change(s)")
+        self.trace(f"{label}: Puppet applies {len(changed)} change(s)")
         if kind == "scheduled":
             self.stats.scheduled_runs += 1
         else:
@@ -201,15 +167,15 @@ class Node:
         yield env.timeout(self.role.agent.duration.sample(self.rng) * self.slow_factor)
         notified: dict[str, None] = {}
         for resource in changed:
-            sim.versions[resource.name] = sim.versions.get(resource.name, 0) + 1
+            self.ledger.versions[resource.name] = self.ledger.versions.get(resource.name, 0) + 1
             for name in resource.notify:
                 notified[name] = None
         for name in notified:
-            sim.fire(name, lineage, origin=self.host, node=self)
-        sim.run_spans.append((self.index, start, env.now, kind == "triggered"))
+            self.fire(name, lineage, self.host, self)
+        self.ledger.run_spans.append((self.index, start, env.now, kind == "triggered"))
         self.last_span = (start, env.now)
         exit_code = 2 if changed else 0  # puppet agent --test --detailed-exitcodes
-        sim.trace(self.host, f"{label} ends, exit {exit_code}")
+        self.trace(f"{label} ends, exit {exit_code}")
         if self._lock_waiters:
             self._lock_waiters.popleft().succeed()
         else:
@@ -236,7 +202,7 @@ class Node:
             elif how == "until_converged":
                 # Changes while what it collects from other nodes has changed
                 # since this node last compiled it; converged once caught up.
-                versions = self.sim.versions
+                versions = self.ledger.versions
                 current = sum(versions.get(name, 0) for name in resource.collects)
                 if current > self._seen_version.get(resource.name, 0):
                     changed.append(resource)

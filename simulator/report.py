@@ -62,13 +62,13 @@ def max_running(spans) -> tuple[int, float | None]:
 def limit_report(sim: Simulation) -> list[dict]:
     """Per limited trigger: the limit, how many of its runs ran at once, and the slot waits."""
     out = []
-    limited = dict(sim.limits)
+    limited = dict(sim.ledger.limits)
     for name, trigger in sim.scenario.triggers.items():
         if trigger.max_concurrent:
             limited.setdefault(name, trigger.max_concurrent)
     for name in sorted(limited):
-        spans = sorted(sim.limited_spans.get(name, []))
-        waits = sim.slot_waits.get(name, [])
+        spans = sorted(sim.ledger.limited_spans.get(name, []))
+        waits = sim.ledger.slot_waits.get(name, [])
         most, at = max_running(spans)
         out.append({
             "trigger": name,
@@ -106,7 +106,7 @@ def build_report(sim: Simulation) -> Report:
         if reason is None:
             problems.append(f"{len(entries)} fire(s) on {host} never followed by a run, "
                             "and no fault explains it")
-    vanished = sorted(k for k in sim.fired if k not in sim.served_by and k not in remaining_keys)
+    vanished = sorted(k for k in sim.ledger.fired if k not in sim.ledger.served_by and k not in remaining_keys)
     if vanished:
         host, event_id = vanished[0]
         problems.append(f"{len(vanished)} fire(s) left the inbox without a run, first "
@@ -220,8 +220,8 @@ def build_report(sim: Simulation) -> Report:
     }
     return Report(
         data=data, events=sim.events, wall_seconds=sim.wall_seconds, cpu_seconds=sim.cpu_seconds,
-        trace=sim.trace_lines,
-        run_spans=sim.run_spans, hosts=[(h, n.role.name) for h, n in sim.nodes.items()],
+        trace=sim.ledger.trace_lines,
+        run_spans=sim.ledger.run_spans, hosts=[(h, n.role.name) for h, n in sim.nodes.items()],
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from trigger.coordination import MEMBER_TTL
+from trigger.policy import MEMBER_TTL, WATCH, WatchPolicy
 from trigger.records import MAX_LIMIT, MAX_TTL, BadRecord, check_host
 
 CHANGES = ("once", "always", "never", "until_converged")
@@ -143,11 +143,15 @@ class WatcherSettings:
     """How the simulated `trigger watch` and `trigger run` behave; defaults are the real ones."""
 
     watch_latency: float = 0.002  # store write -> watch delivery (etcd on a LAN)
-    check_interval: float = 5.0  # re-read after this long without a delivery while busy
-    idle_check: float = 300.0  # ... and while idle
-    reconnect_delay: float = 0.2  # first wait after a store error; doubles
-    reconnect_max: float = 10.0
+    check_interval: float = WATCH.check_interval  # re-read after this long without a delivery while busy
+    idle_check: float = WATCH.idle_check  # ... and while idle
+    reconnect_delay: float = WATCH.reconnect_delay  # first wait after a store error; doubles
+    reconnect_max: float = WATCH.reconnect_max
     run_history: float = 7 * 24 * 3600.0  # finished run records expire (trigger run --retention)
+
+    def policy(self) -> WatchPolicy:
+        return WatchPolicy(self.check_interval, self.idle_check, self.reconnect_delay,
+                           self.reconnect_max)
 
 
 @dataclass(frozen=True)

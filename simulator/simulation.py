@@ -27,6 +27,7 @@ from trigger.layout import Layout
 from trigger.records import BadRecord, parse_entry
 from trigger.store.base import StoreError
 
+from .ledger import Ledger
 from .network import Etcd, NodeStore
 from .node import Node
 from .scenario import Fault, Scenario
@@ -40,22 +41,11 @@ class Simulation:
         self.layout = Layout()
         self.etcd = Etcd(
             self.env, self.layout.prefix + "/hosts/",
-            scenario.watcher.watch_latency, scenario.watcher.run_history,
+            scenario.watcher.watch_latency,
         )
         self.operator = NodeStore(self.etcd, "operator")  # `trigger fire` outside any node
-        self.tracing = trace
-        self.trace_lines: list[tuple[float, str, str]] = []
+        self.ledger = Ledger(tracing=trace)
         self.draining = False
-        self.versions: dict[str, int] = {}  # resource name -> times changed on any node
-        self.run_spans: list[tuple[int, float, float, bool]] = []  # node index, start, end, triggered
-        self.coalesced: list[tuple[float, str, str, str]] = []  # time, host, event id, run id
-        self.fired: dict[tuple[str, str], float] = {}  # (host, event id) -> written at
-        self.served_by: dict[tuple[str, str], tuple[str, float]] = {}  # -> (run id, started at)
-        self.fault_windows: list[tuple[Fault, float, float]] = []  # fault, start, end
-        # trigger -> [(start, end, host, run id)] of the Puppet runs of runs that held its slot
-        self.limited_spans: dict[str, list[tuple[float, float, str, str]]] = {}
-        self.limits: dict[str, int] = {}  # trigger -> the limit its runs carried (the smallest)
-        self.slot_waits: dict[str, list[float]] = {}
         self.fires_made = 0
         self.no_target_fires = 0
         self.last_fire_at: float | None = None
@@ -68,27 +58,16 @@ class Simulation:
         self.ended_at = 0.0
         self._event_counter = 0
         self.nodes: dict[str, Node] = {}
+        member_ttl = scenario.discovery.member_ttl if scenario.discovery is not None else None
         for index, (host, role) in enumerate(scenario.nodes):
-            self.nodes[host] = Node(self, host, scenario.roles[role], index)
-
-    # -- recording -----------------------------------------------------------------
+            self.nodes[host] = Node(
+                self.env, host, scenario.roles[role], index, seed=self.seed,
+                store=self.etcd.connect(host), layout=self.layout, ledger=self.ledger,
+                settings=scenario.watcher, until=scenario.until, fire=self.fire,
+                member_ttl=member_ttl)
 
     def trace(self, host: str, what: str) -> None:
-        if self.tracing:
-            self.trace_lines.append((round(self.env.now, 3), host, what))
-
-    def served(self, node: Node, record) -> None:
-        now = self.env.now
-        for event_id in record.served:
-            self.served_by[(node.host, event_id)] = (record.run_id, now)
-
-    def limited_run(self, trigger: str, limit: int, node: Node, run_id: str,
-                    start: float, end: float) -> None:
-        self.limited_spans.setdefault(trigger, []).append((start, end, node.host, run_id))
-        self.limits[trigger] = min(self.limits.get(trigger, limit), limit)
-
-    def slot_waited(self, trigger: str, waited: float) -> None:
-        self.slot_waits.setdefault(trigger, []).append(waited)
+        self.ledger.trace(self.env.now, host, what)
 
     # -- firing ----------------------------------------------------------------------
 
@@ -136,7 +115,7 @@ class Simulation:
             target = self.nodes[host]
             target.stats.fires_received += 1
             target.stats.last_trigger_activity = now
-            self.fired[(host, event_id)] = now
+            self.ledger.fired[(host, event_id)] = now
         self.trace(who, f"fire {name!r} {event_id} hop {lineage.hop + 1} to {len(hosts)} host(s)")
 
     def _external_fires(self):
@@ -159,7 +138,7 @@ class Simulation:
         env = self.env
         yield env.timeout(fault.at)
         end = float("inf") if fault.span is None else env.now + fault.span
-        self.fault_windows.append((fault, env.now, end))
+        self.ledger.fault_windows.append((fault, env.now, end))
         nodes = [self.nodes[h] for h in fault.hosts]
         label = fault.hosts[0] if len(fault.hosts) == 1 else "etcd" if not fault.hosts else f"{len(fault.hosts)} hosts"
         self.trace(label, f"fault: {fault.describe()}")
@@ -298,7 +277,7 @@ class Simulation:
     def explain_unserved(self, host: str) -> str | None:
         """The fault that makes serving `host` impossible at the end, if any."""
         node = self.nodes[host]
-        for fault, start, end in self.fault_windows:
+        for fault, start, end in self.ledger.fault_windows:
             if end < self.ended_at:
                 continue
             if fault.kind == "restart_etcd":

@@ -10,16 +10,15 @@ the core as `EnqueueFailed`.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .node import Node
+from typing import Callable
 
 
 class FakeTaskSpooler:
-    def __init__(self, node: Node):
-        self.node = node
-        self.env = node.sim.env
+    def __init__(self, env, start_job: Callable, stats):
+        """`start_job(run_id)` is the SimPy generator of `trigger run RUN_ID`."""
+        self.env = env
+        self.start_job = start_job
+        self.stats = stats
         self.queue: deque[str] = deque()
         self.running: str | None = None
         self.down_until = -1.0
@@ -37,9 +36,7 @@ class FakeTaskSpooler:
         if not self.up:
             return "task-spooler server is not running"
         self.queue.append(run_id)
-        stats = self.node.stats
-        depth = self.depth
-        stats.max_queue_depth = max(stats.max_queue_depth, depth)
+        self.stats.max_queue_depth = max(self.stats.max_queue_depth, self.depth)
         if self.running is None:
             self._next()
         return None
@@ -65,5 +62,5 @@ class FakeTaskSpooler:
             self.running = None
             return
         self.running = self.queue.popleft()
-        process = self.env.process(self.node.triggered_run(self.running))
+        process = self.env.process(self.start_job(self.running))
         process.callbacks.append(lambda _e: self._next())

@@ -25,7 +25,7 @@ from .records import DEFAULT_TTL, BadRecord, check_host, check_id
 from .queue import QueueError
 from .store import DEFAULT_ENDPOINTS, StoreError, UnavailableError, open_store
 
-EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_FAILED, EXIT_TEMPFAIL = 2, 1, 3, 4, 75
+EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_FAILED = 2, 1, 3, 4
 DEFAULT_RUN_CMD = "puppet agent --test"
 DEFAULT_RETENTION = 7 * 24 * 3600
 
@@ -229,7 +229,8 @@ def _print_results(results) -> None:
 
 
 def cmd_watch(args) -> int:
-    from .coordination import Membership, split_targets
+    from .coordination import split_targets
+    from .driver import Membership
     from .core import WatcherCore
     from .queue import open_queue
     from .watch import WatchDaemon
@@ -292,74 +293,29 @@ def _names(text: str | None) -> list[str]:
 
 
 def cmd_run(args) -> int:
-    from .runner import finish_run, pending_limits, run_command, start_run
+    from .driver import RealDriver
+    from .procedures import triggered_run
+    from .runner import run_command
 
     host, run_id = check_host(args.host), check_id(args.run_id, "run id")
     if not args.command:
         raise BadRecord("no command given after --")
-    layout = Layout(args.prefix)
     store = _store(args)
-    limits = _retry(lambda: pending_limits(store, layout, host))
-    try:
-        slots = _take_slots(store, layout, limits or {}, run_id)
-    except StoreError as exc:
-        print(f"trigger: error: run {run_id} could not take its slots ({exc}); not running it",
-              file=sys.stderr)
-        return EXIT_TEMPFAIL
-    try:
-        record = None
-        if limits is not None:
-            record = _retry(lambda: start_run(store, layout, host, run_id, time.time(), limits))
-        if record is None:
-            print(f"trigger: error: run {run_id} could not be recorded as started; not running it",
-                  file=sys.stderr)
-            return EXIT_TEMPFAIL
-        code = run_command(args.command, record)
-        # The end is when the command returned, not when the record is
-        # written: the slots are released in between, and a run recorded as
-        # ending after the next one started would misreport serial order.
-        ended = time.time()
-    finally:
-        for slot in slots:
-            slot.release()
-    lease = _retry(lambda: store.lease_grant(args.retention)) if args.retention else 0
-    if _retry(lambda: finish_run(store, layout, record, code, ended, lease or 0)) is None:
-        print(f"trigger: warning: run {run_id} finished ({code}) but could not be recorded",
-              file=sys.stderr)
+    driver = RealDriver(store, execute=lambda record: run_command(args.command, record),
+                        tell=_tell_stderr)
+    code = driver.run(triggered_run(Layout(args.prefix), host, run_id, args.retention))
     store.close()
     return code
 
 
-def _take_slots(store, layout, limits: dict[str, int], run_id: str):
-    """Hold a slot of every limited trigger waiting, in name order (one order
-    for every host, so two runs never wait on each other). On a store error
-    the slots taken so far are given back and the error raised."""
-    from .coordination import Slot
+def _tell_stderr(note) -> None:
+    """`trigger run` speaks on stderr (task-spooler keeps it with the run's output)."""
+    from .driver import note_text
 
-    slots = []
-    try:
-        for trigger, limit in sorted(limits.items()):
-            slot = Slot(store, layout, trigger, limit, run_id)
-            slots.append(slot)
-            waited = slot.acquire()
-            if waited > 0.5:
-                print(f"trigger: waited {waited:.1f}s for a slot of {trigger!r} ({limit} at once)",
-                      file=sys.stderr)
-    except StoreError:
-        for slot in slots:
-            slot.release()
-        raise
-    return slots
-
-
-def _retry(call, attempts: int = 5):
-    for attempt in range(attempts):
-        try:
-            return call()
-        except UnavailableError as exc:
-            print(f"trigger: warning: {one_line(exc)}", file=sys.stderr)
-            time.sleep(min(2.0 ** attempt, 8.0))
-    return None
+    if note.level == "debug":
+        return
+    level = "" if note.level == "info" else f"{note.level}: "
+    print(f"trigger: {level}{one_line(note_text(note))}", file=sys.stderr)
 
 
 # -- status ----------------------------------------------------------------------

@@ -35,10 +35,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Union
 
 from .layout import Layout
+from .policy import MAX_ENQUEUE_DELAY
 from .records import BadRecord, Entry, RunRecord, check_id, parse_entry, parse_run
 from .store.base import Change, KeyValue, Put
-
-MAX_RETRY_DELAY = 60.0
 
 
 # -- events (what happened) ----------------------------------------------------
@@ -275,7 +274,7 @@ class WatcherCore:
         if self.queued_run == event.run_id:
             self.queued_run = None
         self.failures += 1
-        self.retry_at = now + min(MAX_RETRY_DELAY, 2.0 ** (self.failures - 1))
+        self.retry_at = now + min(MAX_ENQUEUE_DELAY, 2.0 ** (self.failures - 1))
         return actions
 
     def _lose(self, run: RunRecord, reason: str) -> MarkRunLost:

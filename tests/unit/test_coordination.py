@@ -5,10 +5,9 @@ import time
 
 import pytest
 
+from trigger.driver import Membership, Slot
 from trigger.coordination import (
     Member,
-    Membership,
-    Slot,
     leader,
     live_members,
     read_config_dir,
@@ -134,7 +133,7 @@ def test_slots_admit_limit_holders_and_the_next_when_one_leaves(store):
 def test_a_crashed_slot_holder_frees_its_slot_when_its_lease_ends(store, clock):
     holder = Slot(store, L, "t", 1, "a", ttl=5)
     holder.acquire(timeout=1)
-    holder.lease._stop.set()  # the holder's process died: nobody refreshes
+    holder.abandon()  # the holder's process died: nobody refreshes
     clock.now = 6
     Slot(store, L, "t", 1, "b").acquire(timeout=1)
 
@@ -157,7 +156,7 @@ def test_a_waiter_whose_lease_ended_queues_up_again(store, clock):
         if store.get(waiter.key) is not None:
             break
         time.sleep(0.01)
-    holder.lease._stop.set()  # the holder is gone; nobody refreshes its lease
+    holder.abandon()  # the holder is gone; nobody refreshes its lease
     clock.now += 100  # and the waiter could not refresh either (etcd unreachable)
     store.expire_leases()
     thread.join(5)

@@ -19,6 +19,9 @@ import signal
 import sys
 
 import grpc
+
+from trigger.driver import RealDriver
+from trigger.effects import Sleep
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -100,8 +103,8 @@ def sandbox(monkeypatch, tmp_path):
     monkeypatch.setattr(grpc, "secure_channel", lambda target, *a, **k: real_secure(CLOSED, *a, **k))
     # A watcher would run forever: it gets as far as starting, then returns.
     monkeypatch.setattr("trigger.watch.WatchDaemon.run_forever", lambda self: None)
-    monkeypatch.setattr("trigger.coordination.Membership.start", lambda self: self)
-    monkeypatch.setattr(cli.time, "sleep", lambda seconds: None)  # `run` retrying etcd
+    monkeypatch.setattr("trigger.driver.Membership.start", lambda self: self)
+    monkeypatch.setitem(RealDriver._handlers, Sleep, lambda driver, effect: None)  # `run` retrying etcd
     for name in list(os.environ):
         if name.startswith("ETCDCTL_") or name.startswith("TRIGGER_"):
             monkeypatch.delenv(name)

@@ -174,7 +174,7 @@ def _daemon_on(before, after):
     daemon = WatchDaemon(store, recording, new_core(), run_argv, clock=lambda: 1000.0)
     for key, value in before:
         store.put(key, value)
-    revision = daemon._resync()
+    revision = daemon.resync()
     seen: queue_module.Queue = queue_module.Queue()
     watch = store.watch_prefix(LAYOUT.host_prefix(HOST), revision + 1, seen.put)
     for key, value in after:
@@ -182,9 +182,9 @@ def _daemon_on(before, after):
     while not seen.empty():
         item = seen.get()
         assert isinstance(item, list), item
-        daemon._apply(daemon.core.handle(Changes(tuple(item)), 1000.0))
+        daemon.carry_out(daemon.core.handle(Changes(tuple(item)), 1000.0))
     watch.cancel()
-    daemon._resync()
+    daemon.resync()
     return store, recording
 
 

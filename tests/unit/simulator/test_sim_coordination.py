@@ -31,7 +31,7 @@ def triggered_spans(sim: Simulation, hosts) -> list[tuple[float, float, str]]:
     """(start, end, host) of every triggered Puppet run on these hosts."""
     names = list(sim.nodes)
     wanted = set(hosts)
-    return sorted((start, end, names[i]) for i, start, end, triggered in sim.run_spans
+    return sorted((start, end, names[i]) for i, start, end, triggered in sim.ledger.run_spans
                   if triggered and names[i] in wanted)
 
 
@@ -42,10 +42,10 @@ def most_at_once(spans) -> int:
 
 def assert_every_fire_served(sim: Simulation, report) -> None:
     assert report.data["unserved"] == [], report.data["unserved"]
-    missing = [key for key in sim.fired if key not in sim.served_by]
+    missing = [key for key in sim.ledger.fired if key not in sim.ledger.served_by]
     assert missing == []
-    for key, fired_at in sim.fired.items():
-        assert sim.served_by[key][1] >= fired_at  # a run that started after the fire
+    for key, fired_at in sim.ledger.fired.items():
+        assert sim.ledger.served_by[key][1] >= fired_at  # a run that started after the fire
 
 
 def storm(hosts: int, limit: int, webs: int = 20, **trigger) -> dict:
@@ -152,7 +152,7 @@ def role_spec(ttl: int = 10) -> dict:
 
 
 def targeted(sim: Simulation, host: str) -> list[float]:
-    return sorted(at for (h, _), at in sim.fired.items() if h == host)
+    return sorted(at for (h, _), at in sim.ledger.fired.items() if h == host)
 
 
 def test_a_killed_watcher_drops_out_of_its_role_after_the_member_ttl_and_returns_on_restart():
@@ -170,7 +170,7 @@ def test_a_killed_watcher_drops_out_of_its_role_after_the_member_ttl_and_returns
     report = build_report(sim)
     assert report.ok
     assert_every_fire_served(sim, report)
-    late = [sim.served_by[k][1] for k, at in sim.fired.items() if k[0] == "app2" and 100 <= at < 300]
+    late = [sim.ledger.served_by[k][1] for k, at in sim.ledger.fired.items() if k[0] == "app2" and 100 <= at < 300]
     assert late and min(late) >= 300
 
 

@@ -36,7 +36,7 @@ def simulate(data: dict, seed: int = 1) -> Simulation:
 
 
 def lines(sim: Simulation, host: str) -> list[tuple[float, str]]:
-    return [(t, what) for t, h, what in sim.trace_lines if h == host]
+    return [(t, what) for t, h, what in sim.ledger.trace_lines if h == host]
 
 
 # -- etcd connections ---------------------------------------------------------------

@@ -85,9 +85,9 @@ def assert_every_fire_served(sim: Simulation) -> None:
     report = build_report(sim)
     assert report.data["unserved"] == [], report.data["unserved"]
     assert report.ok, report.data["check"]
-    for key, fired_at in sim.fired.items():
-        assert key in sim.served_by, f"fire {key} never served"
-        _run_id, started_at = sim.served_by[key]
+    for key, fired_at in sim.ledger.fired.items():
+        assert key in sim.ledger.served_by, f"fire {key} never served"
+        _run_id, started_at = sim.ledger.served_by[key]
         assert started_at >= fired_at
 
 
@@ -137,7 +137,7 @@ def test_a_loop_is_bounded_by_the_ttl(spec, seed):
 @given(scenarios(), st.integers(1, 1000))
 def test_coalescing_never_drops_a_fire(spec, seed):
     sim = simulate(spec, seed)
-    for at, host, event_id, run_id in sim.coalesced:
-        served_run, started_at = sim.served_by[(host, event_id)]
+    for at, host, event_id, run_id in sim.ledger.coalesced:
+        served_run, started_at = sim.ledger.served_by[(host, event_id)]
         assert served_run == run_id  # joined the queued run, and that run served it
-        assert started_at >= sim.fired[(host, event_id)]
+        assert started_at >= sim.ledger.fired[(host, event_id)]

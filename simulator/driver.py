@@ -1,0 +1,212 @@
+"""The simulated-time driver: carries out a procedure's effects on SimPy time.
+
+The same procedures as the real daemon and `trigger run`
+(`trigger.procedures`), with the node's connection to the simulated etcd,
+its fake task-spooler and its fake Puppet runs. Like `trigger.driver`, it
+holds no rule: it only says how each effect is done here.
+
+It steps the procedure from SimPy callbacks rather than as a SimPy
+process: a wait arms one timer (or one watch delivery) that resumes it.
+Ten thousand nodes each waiting on a watch cost one scheduled event per
+wait this way, not three. `kill()` ends the procedure at once where it
+waits, as a killed process would: no cleanup reaches the store, leases end
+by themselves.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from trigger.coordination import read_config_dir
+from trigger.effects import Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, \
+    ReadConfig, Sleep, Spawn, Unwatch, Watch
+from trigger.queue import QueueError
+from trigger.store.base import CompactedError, StoreError
+
+
+class SimDriver:
+    """Runs one procedure for one node, from `start` until it returns or is killed."""
+
+    __slots__ = ("env", "store", "tsp", "execute", "tell", "stats", "killed", "done",
+                 "_procedure", "_watch", "_buffer", "_waiting", "_deadline", "_timer_at")
+
+    def __init__(self, env, store, tell: Callable[[Note], None], tsp=None,
+                 execute: Callable | None = None, stats=None):
+        self.env, self.store, self.tsp, self.execute = env, store, tsp, execute
+        self.tell, self.stats = tell, stats
+        self.killed = False
+        self.done = env.event()  # succeeds with the procedure's value
+        self._procedure = None
+        self._watch = None
+        self._buffer: deque = deque()
+        self._waiting = False  # for a watch delivery, until `_deadline`
+        self._deadline = 0.0
+        self._timer_at: float | None = None
+
+    @property
+    def watching(self) -> bool:
+        return self._watch is not None
+
+    def start(self, procedure) -> "SimDriver":
+        """Step `procedure` now, up to its first wait."""
+        self._procedure = procedure
+        self._step(None, None)
+        return self
+
+    def run(self, procedure):
+        """A SimPy generator for `yield from`: the procedure's value once it ends."""
+        self.start(procedure)
+        return (yield self.done)
+
+    def kill(self) -> None:
+        if self.killed:
+            return
+        self.killed = True
+        self._waiting = False
+        self._unwatch()
+        if self._procedure is not None:
+            self._procedure.close()
+
+    # -- stepping ------------------------------------------------------------------------
+
+    def _step(self, value, error) -> None:
+        procedure, instant = self._procedure, self._instant
+        while not self.killed:
+            try:
+                effect = procedure.send(value) if error is None else procedure.throw(error)
+            except StopIteration as end:
+                self._unwatch()
+                self.done.succeed(end.value)
+                return
+            value, error = None, None
+            kind = type(effect)
+            if kind is NextChange and not self._buffer:
+                self._wait_for_delivery(effect.timeout)
+                return
+            handler = instant.get(kind)
+            if handler is None:
+                self._waits[kind](self, effect)  # arranges a `_resume` later
+                return
+            try:
+                value = handler(self, effect)
+            except (StoreError, QueueError) as exc:
+                error = exc
+
+    def _resume(self, value=None, error=None) -> None:
+        if not self.killed:
+            self._step(value, error)
+
+    # -- effects done at once ------------------------------------------------------------
+
+    def _call(self, effect: Call):
+        return effect.fn(self.store, *effect.args)
+
+    def _now(self, _effect: Now) -> float:
+        return self.env.now
+
+    def _start_watch(self, effect: Watch) -> None:
+        self._unwatch()
+        self._buffer = buffer = deque()
+
+        def deliver(payload) -> None:
+            if buffer is not self._buffer or self.killed:
+                return  # a watch this procedure gave up
+            buffer.append(payload)
+            if self._waiting:
+                self._waiting = False
+                self._resume_with(buffer.popleft())
+
+        self._watch = self.store.watch_prefix(effect.prefix, effect.revision, deliver)
+
+    def _unwatch(self, _effect: Unwatch | None = None) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _next_change(self, _effect: NextChange):
+        return self._take(self._buffer.popleft())
+
+    def _take(self, item):
+        """A delivery, or its error raised (a watch reports its error once, then is dead)."""
+        if isinstance(item, StoreError):
+            self._watch = None
+            if self.stats is not None:
+                kind = "compacted" if isinstance(item, CompactedError) else "unavailable"
+                self.stats.watch_errors[kind] += 1
+            raise item
+        return item
+
+    def _resume_with(self, item) -> None:
+        try:
+            value = self._take(item)
+        except StoreError as exc:
+            self._resume(None, exc)
+            return
+        self._resume(value)
+
+    def _live_runs(self, _effect: LiveRuns):
+        if self.stats is not None:
+            self.stats.resyncs += 1  # every re-read asks the queue first
+        live = self.tsp.live_run_ids()
+        if live is None:
+            raise QueueError("task-spooler server is not running")
+        return live
+
+    def _enqueue(self, effect: Enqueue) -> None:
+        refused = self.tsp.push(effect.run_id)
+        if refused:
+            raise QueueError(refused)
+
+    def _read_config(self, effect: ReadConfig):
+        return read_config_dir(effect.path)
+
+    def _spawn(self, effect: Spawn) -> "SimDriver":
+        return SimDriver(self.env, self.store, self.tell).start(effect.procedure)
+
+    def _cancel(self, effect: Cancel) -> None:
+        effect.handle.kill()
+
+    def _note(self, effect: Note) -> None:
+        self.tell(effect)
+
+    # -- effects that take simulated time --------------------------------------------------
+
+    def _sleep(self, effect: Sleep) -> None:
+        self.env.timeout(effect.seconds).callbacks.append(lambda _e: self._resume())
+
+    def _execute(self, effect: Execute) -> None:
+        process = self.env.process(self.execute(effect.record))
+        process.callbacks.append(lambda event: self._resume(event.value))
+
+    def _wait_for_delivery(self, timeout: float) -> None:
+        self._waiting = True
+        self._deadline = deadline = self.env.now + timeout
+        # One timer at a time: a later deadline re-arms the pending timer when
+        # it expires instead of scheduling another.
+        if self._timer_at is None or self._timer_at > deadline:
+            self._set_timer(deadline)
+
+    def _set_timer(self, at: float) -> None:
+        self._timer_at = at
+
+        def expire(_event) -> None:
+            if self._timer_at != at:
+                return  # a sooner timer replaced this one
+            self._timer_at = None
+            if not self._waiting or self.killed:
+                return
+            if self.env.now < self._deadline:
+                self._set_timer(self._deadline)  # the wait was renewed meanwhile
+            else:
+                self._waiting = False
+                self._resume(None)
+
+        self.env.timeout(at - self.env.now).callbacks.append(expire)
+
+    _instant = {
+        Call: _call, Now: _now, Watch: _start_watch, Unwatch: _unwatch, NextChange: _next_change,
+        LiveRuns: _live_runs, Enqueue: _enqueue, ReadConfig: _read_config, Spawn: _spawn,
+        Cancel: _cancel, Note: _note,
+    }
+    _waits = {Sleep: _sleep, Execute: _execute}

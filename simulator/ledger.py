@@ -1,0 +1,42 @@
+"""What a simulation records as it goes: one object that every component writes into.
+
+The report, the timeline and the tests read it; nothing in it decides
+anything. Components get it (or one of its methods) passed in, so none of
+them reaches through the `Simulation`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Ledger:
+    tracing: bool = False
+    trace_lines: list = field(default_factory=list)  # (time, host, what)
+    versions: dict = field(default_factory=dict)  # resource name -> times changed on any node
+    run_spans: list = field(default_factory=list)  # (node index, start, end, triggered)
+    coalesced: list = field(default_factory=list)  # (time, host, event id, run id)
+    fired: dict = field(default_factory=dict)  # (host, event id) -> written at
+    served_by: dict = field(default_factory=dict)  # (host, event id) -> (run id, started at)
+    fault_windows: list = field(default_factory=list)  # (fault, start, end)
+    # trigger -> [(start, end, host, run id)] of the Puppet runs of runs that held its slot
+    limited_spans: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)  # trigger -> the smallest limit its runs carried
+    slot_waits: dict = field(default_factory=dict)  # trigger -> [seconds waited]
+
+    def trace(self, now: float, host: str, what: str) -> None:
+        if self.tracing:
+            self.trace_lines.append((round(now, 3), host, what))
+
+    def served(self, host: str, record, now: float) -> None:
+        for event_id in record.served:
+            self.served_by[(host, event_id)] = (record.run_id, now)
+
+    def limited_run(self, trigger: str, limit: int, host: str, run_id: str,
+                    start: float, end: float) -> None:
+        self.limited_spans.setdefault(trigger, []).append((start, end, host, run_id))
+        self.limits[trigger] = min(self.limits.get(trigger, limit), limit)
+
+    def slot_waited(self, trigger: str, waited: float) -> None:
+        self.slot_waits.setdefault(trigger, []).append(waited)

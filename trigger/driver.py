@@ -1,0 +1,210 @@
+"""The real-time driver: carries out a procedure's effects with etcd, task-spooler and threads.
+
+Below it, the real-time handles of the coordination procedures that other
+code holds on to: a `Slot` and a watcher's `Membership`.
+
+It holds no rule of its own (those are in `trigger.procedures`); it only
+does what an effect says, on the wall clock. `stop()` ends the procedure
+where it waits next: a blocking wait (a delivery, a sleep) wakes at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+import threading
+import time
+from typing import Callable
+
+from .coordination import read_config_dir
+from .layout import Layout
+from .policy import MEMBER_TTL
+from .procedures import HeldSlot, Registration, acquire_slot, beat, keep_membership, leave, \
+    release_slots
+from .effects import Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, ReadConfig, \
+    Sleep, Spawn, Unwatch, Watch
+from .queue import QueueError
+from .store.base import Store, StoreError
+
+_STOP = object()
+
+
+def note_text(note: Note) -> str:
+    what = note.what
+    return what.describe() if hasattr(what, "describe") else str(what)
+
+
+def log_note(logger: logging.Logger) -> Callable[[Note], None]:
+    def tell(note: Note) -> None:
+        logger.log(logging.getLevelName(note.level.upper()), "%s", note_text(note))
+    return tell
+
+
+class RealDriver:
+    """Runs one procedure at a time on this thread (`run`); spawned ones on threads of their own."""
+
+    def __init__(self, store, queue=None, run_argv: Callable[[str], list[str]] | None = None,
+                 execute: Callable | None = None, clock: Callable[[], float] = time.time,
+                 tell: Callable[[Note], None] | None = None):
+        self.store, self.queue, self.run_argv, self.execute = store, queue, run_argv, execute
+        self.clock = clock
+        self.tell = tell or log_note(logging.getLogger("trigger"))
+        self.stopping = threading.Event()
+        self._watch = None
+        self._deliveries: queue_module.Queue = queue_module.Queue()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._deliveries.put(_STOP)  # wakes a wait for a delivery at once
+
+    def run(self, procedure):
+        """Drive `procedure` to its end and return its value (None once stopped).
+
+        A store or queue error is raised inside the procedure at its
+        `yield`; anything else ends it and propagates.
+        """
+        value, error = None, None
+        try:
+            while True:
+                if self.stopping.is_set():
+                    procedure.close()
+                    return None
+                try:
+                    effect = procedure.send(value) if error is None else procedure.throw(error)
+                except StopIteration as end:
+                    return end.value
+                value, error = None, None
+                try:
+                    value = self._handlers[type(effect)](self, effect)
+                except (StoreError, QueueError) as exc:
+                    error = exc
+        finally:
+            self._unwatch()
+
+    # -- effects ---------------------------------------------------------------------
+
+    def _call(self, effect: Call):
+        return effect.fn(self.store, *effect.args)
+
+    def _now(self, _effect: Now) -> float:
+        return self.clock()
+
+    def _sleep(self, effect: Sleep) -> None:
+        self.stopping.wait(effect.seconds)
+
+    def _start_watch(self, effect: Watch) -> None:
+        self._unwatch()
+        deliveries = self._deliveries = queue_module.Queue()
+        if self.stopping.is_set():
+            return
+        self._watch = self.store.watch_prefix(effect.prefix, effect.revision, deliveries.put)
+
+    def _next_change(self, effect: NextChange):
+        deliveries = self._deliveries
+        if self.stopping.is_set():
+            return None
+        try:
+            item = deliveries.get(timeout=max(effect.timeout, 0.0))
+        except queue_module.Empty:
+            return None
+        if item is _STOP:
+            return None
+        if isinstance(item, BaseException):
+            self._watch = None  # a watch reports its error once, then is dead
+            raise item
+        return item
+
+    def _unwatch(self, _effect: Unwatch | None = None) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _live_runs(self, _effect: LiveRuns):
+        return self.queue.live_run_ids()
+
+    def _enqueue(self, effect: Enqueue) -> None:
+        self.queue.enqueue(effect.run_id, self.run_argv(effect.run_id))
+
+    def _execute(self, effect: Execute) -> int:
+        return self.execute(effect.record)
+
+    def _read_config(self, effect: ReadConfig):
+        return read_config_dir(effect.path)
+
+    def _spawn(self, effect: Spawn) -> "RealDriver":
+        child = RealDriver(self.store, clock=self.clock, tell=self.tell)
+        threading.Thread(target=child.run, args=(effect.procedure,), daemon=True,
+                         name="trigger-spawned").start()
+        return child
+
+    def _cancel(self, effect: Cancel) -> None:
+        effect.handle.stop()
+
+    def _note(self, effect: Note) -> None:
+        self.tell(effect)
+
+    _handlers = {
+        Call: _call, Now: _now, Sleep: _sleep, Watch: _start_watch, NextChange: _next_change,
+        Unwatch: _unwatch, LiveRuns: _live_runs, Enqueue: _enqueue, Execute: _execute,
+        ReadConfig: _read_config, Spawn: _spawn, Cancel: _cancel, Note: _note,
+    }
+
+
+# -- real-time handles ------------------------------------------------------------
+
+
+class Slot:
+    """One of `limit` slots of a trigger, held while a run executes: the
+    procedures' slot wait (`procedures.acquire_slot`) on real time, its lease
+    kept alive from a thread."""
+
+    def __init__(self, store: Store, layout: Layout, trigger: str, limit: int, holder: str,
+                 ttl: int = MEMBER_TTL):
+        self.held = HeldSlot.of(layout, trigger, limit, holder, ttl)
+        self.key = self.held.key
+        self._driver = RealDriver(store)
+
+    def acquire(self, timeout: float | None = None) -> float:
+        """Wait for a slot; returns the seconds waited. Raises TimeoutError."""
+        return self._driver.run(acquire_slot(self.held, timeout))
+
+    def release(self) -> None:
+        self._driver.run(release_slots([self.held]))
+
+    def abandon(self) -> None:
+        """The holder died: nobody refreshes its lease any more (for tests)."""
+        if self.held.keeper is not None:
+            self.held.keeper.stop()
+
+
+class Membership:
+    """Keeps a watcher's member key, its roles and its candidacies alive:
+    `procedures.keep_membership` on a thread of its own."""
+
+    def __init__(self, store: Store, layout: Layout, host: str, roles: tuple[str, ...] = (),
+                 elections: tuple[str, ...] = (), config_dir: str | None = None,
+                 ttl: int = MEMBER_TTL, clock=time.time):
+        self.registration = Registration(layout, host, roles, elections, config_dir, ttl)
+        self._driver = RealDriver(store, clock=clock)
+        self._thread = threading.Thread(target=self._keep, daemon=True, name="membership")
+
+    @property
+    def lease(self) -> int | None:
+        return self.registration.lease
+
+    def start(self) -> "Membership":
+        self._thread.start()
+        return self
+
+    def _keep(self) -> None:
+        self._driver.run(keep_membership(self.registration))
+
+    def beat(self) -> None:
+        """One refresh: register anew if the lease is gone or the roles changed."""
+        self._driver.run(beat(self.registration))
+
+    def stop(self) -> None:
+        self._driver.stop()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        RealDriver(self._driver.store).run(leave(self.registration))

@@ -1,0 +1,46 @@
+"""Every timeout, retry count and delay of trigger, in one place.
+
+The daemon, `trigger run`, the coordination code and the simulator all read
+these; a scenario may override the watcher's, and the command line the
+check interval and the member TTL. Nothing else states a number of seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WatchPolicy:
+    """How `trigger watch` follows its inbox."""
+
+    check_interval: float = 5.0  # re-read after this long without a delivery while busy
+    idle_check: float = 300.0  # ... and while idle
+    reconnect_delay: float = 0.2  # first wait after a store error; doubles ...
+    reconnect_max: float = 10.0  # ... up to this; reset once the store answers again
+    min_wait: float = 0.01  # the shortest wait for a delivery (a wake time already past)
+
+    def next_reconnect_delay(self, delay: float) -> float:
+        return min(delay * 2, self.reconnect_max)
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """How `trigger run` rides out an unreachable etcd around its command."""
+
+    attempts: int = 5  # tries of each step (start, finish) while etcd is unreachable
+    first_delay: float = 1.0  # then 2, 4, 8, 8 s
+    max_delay: float = 8.0
+    slow_slot_note: float = 0.5  # a slot wait longer than this is reported
+
+    def delay(self, attempt: int) -> float:
+        return min(self.first_delay * 2.0 ** attempt, self.max_delay)
+
+
+MEMBER_TTL = 10  # seconds a member, candidate or slot key outlives its holder
+BEATS_PER_TTL = 3  # leases are refreshed every ttl / 3
+RETRY_AFTER_STORE_ERROR = 1.0  # membership: how soon to register again after an error
+MAX_ENQUEUE_DELAY = 60.0  # the core: the longest wait before queueing again after a refusal
+
+WATCH = WatchPolicy()
+RUN = RunPolicy()

@@ -1,0 +1,419 @@
+"""The rules around the protocol core, written once, without IO.
+
+Theory of operation
+-------------------
+`trigger.core` decides what a watcher does with what it sees. Everything
+around it that takes time is here, as generators that yield effects
+(`trigger.effects`) and get their results back:
+
+* `follow_inbox`: the daemon's loop. Read the queue and the inbox
+  (`Snapshot`), watch from the next revision, feed deliveries to the core
+  (`Changes`), re-read after `check_interval` without a delivery while busy
+  (`idle_check` while idle, sooner when a delayed retry is due: `Tick`),
+  carry out the core's actions. A compacted watch re-reads at once; any other
+  store error waits `reconnect_delay`, doubling up to `reconnect_max`, and
+  the delay is reset once the store answers again.
+* `triggered_run`: what `trigger run` does for one queued run. Take a slot
+  of every limited trigger waiting (in name order), acknowledge the inbox
+  (`runner.start_run`), execute the command, give the slots back, record the
+  finish. Each store step is retried while etcd is unreachable
+  (`RunPolicy`); a run that cannot be recorded as started runs nothing.
+* `acquire_slot` / `release_slot`: etcd's semaphore recipe: a key under a
+  lease kept alive beside the run; the first `limit` keys by create revision
+  hold a slot; a waiter watches the prefix and looks again on any change or
+  every `ttl`; a waiter whose lease ended queues up anew.
+* `keep_membership`: a watcher's member key, roles and candidacies, beaten
+  every `ttl / 3` and registered anew after any store error.
+
+`trigger.driver` runs these on real time, `simulator.driver` on SimPy
+time. Every number comes from `trigger.policy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .coordination import Member, key_part, ranked, register
+from .core import Changes, EnqueueFailed, EnqueueRun, MarkRunLost, Quarantine, Snapshot, Tick, WatcherCore
+from .effects import LIVE_RUNS, NOW, UNWATCH, Call, Cancel, Enqueue, Execute, NextChange, Note, \
+    ReadConfig, Sleep, Spawn, Watch
+from .layout import Layout
+from .policy import BEATS_PER_TTL, MEMBER_TTL, RETRY_AFTER_STORE_ERROR, RUN, WATCH, RunPolicy, \
+    WatchPolicy
+from .queue import QueueError
+from .records import RunRecord
+from .runner import finish_run, pending_limits, start_run
+from .store.base import CompactedError, DeleteOp, PutOp, StoreError, UnavailableError
+
+EXIT_TEMPFAIL = 75  # `trigger run` could not be recorded as started: it ran nothing
+
+
+# -- store steps, as functions of the store (what `Call` runs) ----------------------
+
+
+def _put(store, key: str, value: bytes, lease: int = 0) -> int:
+    return store.put(key, value, lease)
+
+
+def _delete(store, key: str) -> bool:
+    return store.delete(key)
+
+
+def _txn(store, ops, expect_revisions=()):
+    return store.txn(ops, expect_revisions=expect_revisions)
+
+
+def _get_prefix(store, prefix: str):
+    return store.get_prefix(prefix)
+
+
+def _grant(store, ttl: int) -> int:
+    return store.lease_grant(ttl)
+
+
+def _refresh(store, lease: int) -> None:
+    store.lease_refresh(lease)
+
+
+def _revoke(store, lease: int) -> None:
+    store.lease_revoke(lease)
+
+
+# -- the watcher ---------------------------------------------------------------------
+
+
+def follow_inbox(core: WatcherCore, policy: WatchPolicy = WATCH):
+    """`trigger watch`'s loop, forever; the driver stops it where it waits."""
+    prefix = core.layout.host_prefix(core.host)
+    delay = policy.reconnect_delay
+    while True:
+        try:
+            revision = yield from resync(core, prefix)
+            delay = policy.reconnect_delay  # the store answered: the next outage starts short
+            yield Note(f"in sync at revision {revision}: {len(core.pending)} fire(s) waiting, "
+                       f"{sum(r.active for r in core.runs.values())} run(s) active; watching")
+            yield Watch(prefix, revision + 1)
+            while True:
+                now = yield NOW
+                changes = yield NextChange(_wait(core, policy, now))
+                now = yield NOW
+                if changes is not None:
+                    yield from carry_out(core, core.handle(Changes(tuple(changes)), now))
+                elif core.wake_at is not None and now >= core.wake_at:
+                    yield from carry_out(core, core.handle(Tick(), now))
+                else:
+                    yield from resync(core, prefix)
+        except CompactedError as exc:
+            yield Note(f"watch history gone ({exc}); re-reading the inbox", "warning")
+        except StoreError as exc:
+            yield Note(f"store: {exc}; retrying in {delay:.1f}s", "warning")
+            yield Sleep(delay)
+            delay = policy.next_reconnect_delay(delay)
+
+
+def _wait(core: WatcherCore, policy: WatchPolicy, now: float) -> float:
+    """How long to wait for a delivery before re-reading (or ticking)."""
+    timeout = policy.check_interval if core.busy else policy.idle_check
+    wake = core.wake_at
+    if wake is not None:
+        timeout = min(timeout, max(0.0, wake - now))
+    return max(timeout, policy.min_wait)
+
+
+def resync(core: WatcherCore, prefix: str):
+    """Ask the queue, then read the prefix: a run the queue has let go of is
+    then seen in the store as started, if it ever started. Returns the revision."""
+    try:
+        live = yield LIVE_RUNS
+    except QueueError as exc:
+        yield Note(f"queue: {exc}; not judging runs by it this time", "warning")
+        live = None
+    items, revision = yield Call(_get_prefix, (prefix,))
+    now = yield NOW
+    yield from carry_out(core, core.handle(Snapshot(tuple(items), revision, live), now))
+    return revision
+
+
+def carry_out(core: WatcherCore, actions: list):
+    """Do what the core asked; report-only actions are only told."""
+    layout, host = core.layout, core.host
+    for action in actions:
+        yield Note(action)
+        if isinstance(action, EnqueueRun):
+            yield Call(_put, (layout.run_key(host, action.run_id), action.record.encode()))
+            try:
+                yield Enqueue(action.run_id)
+            except QueueError as exc:
+                yield Note(f"queue refused {action.run_id}: {exc}", "warning")
+                now = yield NOW
+                yield from carry_out(core, core.handle(EnqueueFailed(action.run_id, str(exc)), now))
+        elif isinstance(action, MarkRunLost):
+            yield Call(_put, (layout.run_key(host, action.run_id), action.record.encode()))
+        elif isinstance(action, Quarantine):
+            yield Call(_txn, ([PutOp(layout.quarantine_key(host, action.key), action.value),
+                               DeleteOp(action.key)], ((action.key, action.revision),)))
+
+
+# -- a triggered run -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """`trigger run` recorded its start; the command runs next (told, not done)."""
+
+    record: RunRecord
+
+    def describe(self) -> str:
+        served = self.record.served
+        names = ", ".join(served[:3]) + (f" +{len(served) - 3}" if len(served) > 3 else "")
+        return f"{self.record.run_id} starts: serves {names or 'nothing'} (hop {self.record.hop})"
+
+
+@dataclass(frozen=True)
+class RunAborted:
+    """`trigger run` could not take its slots or record its start: nothing ran (told)."""
+
+    run_id: str
+
+    def describe(self) -> str:
+        return f"{self.run_id} could not be recorded as started; not running it (exit {EXIT_TEMPFAIL})"
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The command of a started run returned (told, not done)."""
+
+    record: RunRecord
+    exit_code: int
+    recorded: bool
+
+    def describe(self) -> str:
+        if self.recorded:
+            return f"{self.record.run_id} finished, exit {self.exit_code}"
+        return f"{self.record.run_id} finished ({self.exit_code}) but could not be recorded"
+
+
+@dataclass(frozen=True)
+class SlotWaited:
+    """A run got a slot of a limited trigger after waiting (told, not done)."""
+
+    run_id: str
+    trigger: str
+    limit: int
+    seconds: float
+
+    def describe(self) -> str:
+        return (f"{self.run_id} waited {self.seconds:g} s for a slot of {self.trigger!r} "
+                f"({self.limit} at once)")
+
+
+def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
+                  holder: str | None = None, policy: RunPolicy = RUN, slot_ttl: int = MEMBER_TTL):
+    """What `trigger run` does around its command; returns the exit status.
+
+    `holder` names the run in slot keys (unique across hosts; the run id by
+    default). The command's exit code is returned, or EXIT_TEMPFAIL when the
+    run could not take its slots or record its start: then nothing ran and
+    its fires wait in the inbox for the next run.
+    """
+    limits = yield from retrying(lambda now: Call(pending_limits, (layout, host)),
+                                 f"{run_id} cannot mark its start", policy)
+    slots: list[HeldSlot] = []
+    if limits:
+        slots = yield from take_slots(layout, limits, holder or run_id, run_id, slot_ttl)
+    record = None
+    if limits is not None and slots is not None:
+        record = yield from retrying(
+            lambda now: Call(start_run, (layout, host, run_id, now, limits)),
+            f"{run_id} cannot mark its start", policy)
+    if record is None:
+        yield from release_slots(slots or ())
+        yield Note(RunAborted(run_id), "error")
+        return EXIT_TEMPFAIL
+    yield Note(RunStarted(record))
+    exit_code = yield Execute(record)
+    # The end is when the command returned, not when the record is written:
+    # the slots go back in between, and a run recorded as ending after the
+    # next one started would misreport serial order.
+    ended = yield NOW
+    yield from release_slots(slots)
+    lease = 0
+    if retention:
+        lease = yield from retrying(lambda now: Call(_grant, (retention,)),
+                                    f"{run_id} cannot mark its finish", policy)
+    done = yield from retrying(
+        lambda now: Call(finish_run, (layout, record, exit_code, ended, lease or 0)),
+        f"{run_id} cannot mark its finish", policy)
+    yield Note(RunFinished(record, exit_code, done is not None),
+               "info" if done is not None else "warning")
+    return exit_code
+
+
+def retrying(make: Callable[[float], Call], what: str, policy: RunPolicy = RUN):
+    """A store step tried `policy.attempts` times while etcd is unreachable; None if never."""
+    for attempt in range(policy.attempts):
+        now = yield NOW
+        try:
+            return (yield make(now))
+        except UnavailableError as exc:
+            yield Note(f"{what}: {exc}", "warning")
+            yield Sleep(policy.delay(attempt))
+    return None
+
+
+# -- slots ----------------------------------------------------------------------------------
+
+
+@dataclass
+class HeldSlot:
+    """A run's place under a limited trigger's slot prefix, and its lease."""
+
+    prefix: str
+    key: str
+    limit: int
+    ttl: int = MEMBER_TTL
+    lease: int | None = None
+    keeper: object = None  # the spawned `keep_lease`
+
+    @classmethod
+    def of(cls, layout: Layout, trigger: str, limit: int, holder: str, ttl: int = MEMBER_TTL):
+        prefix = layout.slots_prefix(key_part(trigger))
+        return cls(prefix, prefix + holder, limit, ttl)
+
+
+def take_slots(layout: Layout, limits: dict[str, int], holder: str, run_id: str,
+               ttl: int = MEMBER_TTL):
+    """A slot of every limited trigger, in name order (one order for every
+    host, so two runs never wait on each other). On a store error the slots
+    taken so far go back and None is returned: nothing was acknowledged."""
+    slots: list[HeldSlot] = []
+    for trigger, limit in sorted(limits.items()):
+        slot = HeldSlot.of(layout, trigger, limit, holder, ttl)
+        slots.append(slot)
+        try:
+            waited = yield from acquire_slot(slot)
+        except StoreError as exc:
+            yield UNWATCH
+            yield from release_slots(slots)
+            yield Note(f"{run_id} could not take a slot of {trigger!r}: {exc}", "error")
+            return None
+        yield Note(SlotWaited(run_id, trigger, limit, waited),
+                   "info" if waited > RUN.slow_slot_note else "debug")
+    return slots
+
+
+def acquire_slot(slot: HeldSlot, timeout: float | None = None):
+    """Wait for the slot; returns the seconds waited. TimeoutError after `timeout`."""
+    start = yield NOW
+    yield from _queue_up(slot)
+    yield Watch(slot.prefix, 0)
+    while True:
+        keys = [kv.key for kv in (yield Call(ranked, (slot.prefix,)))]
+        if slot.key not in keys:  # our lease ended while we waited: queue up anew
+            yield from _queue_up(slot)
+            continue
+        now = yield NOW
+        if keys.index(slot.key) < slot.limit:
+            yield UNWATCH
+            return now - start
+        left = None if timeout is None else timeout - (now - start)
+        if left is not None and left <= 0:
+            yield UNWATCH
+            yield from release_slots([slot])
+            raise TimeoutError(f"no slot of {slot.limit} free within {timeout}s")
+        try:
+            yield NextChange(slot.ttl if left is None else min(left, slot.ttl))
+        except StoreError:
+            yield Watch(slot.prefix, 0)  # the watch died: a new one, then look again
+
+
+def _queue_up(slot: HeldSlot):
+    """A fresh lease kept alive beside the run, and the slot key on it."""
+    yield from release_slots([slot])
+    slot.lease = yield Call(_grant, (slot.ttl,))
+    slot.keeper = yield Spawn(keep_lease(slot.lease, slot.ttl))
+    yield Call(_put, (slot.key, b"", slot.lease))
+
+
+def release_slots(slots):
+    """Stop refreshing and revoke; if etcd is away the lease ends by itself."""
+    for slot in slots:
+        if slot.keeper is not None:
+            yield Cancel(slot.keeper)
+            slot.keeper = None
+        if slot.lease is not None:
+            lease, slot.lease = slot.lease, None
+            try:
+                yield Call(_revoke, (lease,))
+            except StoreError:
+                pass
+
+
+def keep_lease(lease: int, ttl: int):
+    """Refresh every ttl / 3; a failed refresh is ignored (holders re-check their rank)."""
+    while True:
+        yield Sleep(ttl / BEATS_PER_TTL)
+        try:
+            yield Call(_refresh, (lease,))
+        except StoreError:
+            pass
+
+
+# -- membership --------------------------------------------------------------------------------
+
+
+@dataclass
+class Registration:
+    """What a watcher stands for, and the lease its keys live on."""
+
+    layout: Layout
+    host: str
+    roles: tuple[str, ...] = ()
+    elections: tuple[str, ...] = ()
+    config_dir: str | None = None
+    ttl: int = MEMBER_TTL
+    lease: int | None = None
+    registered: Member | None = field(default=None, repr=False)
+
+
+def beat(reg: Registration):
+    """One refresh: register anew if the lease is gone or what it stands for changed."""
+    try:
+        roles, elections = yield ReadConfig(reg.config_dir)
+        since = reg.registered.since if reg.registered else (yield NOW)
+        wanted = Member(reg.host, tuple(sorted({*reg.roles, *roles})), since,
+                        tuple(sorted({*reg.elections, *elections})))
+        if reg.lease is None:
+            reg.lease = yield Call(_grant, (reg.ttl,))
+            reg.registered = None
+        else:
+            yield Call(_refresh, (reg.lease,))
+        if wanted != reg.registered:
+            if reg.registered is not None:
+                for election in sorted(set(reg.registered.elections) - set(wanted.elections)):
+                    yield Call(_delete, (reg.layout.candidate_key(key_part(election), reg.host),))
+            yield Call(register, (reg.layout, wanted, reg.lease))
+            reg.registered = wanted
+    except StoreError:
+        reg.lease = None
+
+
+def keep_membership(reg: Registration):
+    """Beat every ttl / 3 (every second after a store error), forever."""
+    while True:
+        had_lease = reg.lease is not None
+        yield from beat(reg)
+        if had_lease and reg.lease is None:
+            yield Note("membership: etcd unreachable; registering anew", "warning")
+        yield Sleep(reg.ttl / BEATS_PER_TTL if reg.lease else RETRY_AFTER_STORE_ERROR)
+
+
+def leave(reg: Registration):
+    """The watcher stops: its lease goes, and with it every key it owns."""
+    if reg.lease is not None:
+        lease, reg.lease = reg.lease, None
+        try:
+            yield Call(_revoke, (lease,))
+        except StoreError:
+            pass
