@@ -227,9 +227,9 @@ class NodeStore:
         self._check()
         return self._store.delete(key)
 
-    def txn(self, ops, expect_missing=()):
+    def txn(self, ops, expect_missing=(), expect_revisions=()):
         self._check()
-        return self._store.txn(ops, expect_missing)
+        return self._store.txn(ops, expect_missing, expect_revisions)
 
     def lease_grant(self, ttl):
         self._check()

@@ -337,17 +337,22 @@ def _queue_up(slot: HeldSlot):
 
 
 def release_slots(slots):
-    """Stop refreshing and revoke; if etcd is away the lease ends by itself."""
+    """Stop refreshing and revoke."""
     for slot in slots:
         if slot.keeper is not None:
             yield Cancel(slot.keeper)
             slot.keeper = None
         if slot.lease is not None:
             lease, slot.lease = slot.lease, None
-            try:
-                yield Call(_revoke, (lease,))
-            except StoreError:
-                pass
+            yield from _revoke_quietly(lease)
+
+
+def _revoke_quietly(lease: int):
+    """Revoke a lease; if etcd is away, the lease ends by itself within its TTL."""
+    try:
+        yield Call(_revoke, (lease,))
+    except StoreError:
+        pass
 
 
 def keep_lease(lease: int, ttl: int):
@@ -413,7 +418,4 @@ def leave(reg: Registration):
     """The watcher stops: its lease goes, and with it every key it owns."""
     if reg.lease is not None:
         lease, reg.lease = reg.lease, None
-        try:
-            yield Call(_revoke, (lease,))
-        except StoreError:
-            pass
+        yield from _revoke_quietly(lease)

@@ -246,3 +246,32 @@ def test_a_refusing_queue_is_retried_with_a_growing_delay():
     data = spec(until=200, faults=[{"at": 5, "kind": "kill_tsp", "hosts": LB, "for": 60}])
     sim = simulate(data)
     assert sim.nodes[LB].stats.runs_lost <= 7
+
+
+def test_a_corrupt_inbox_value_is_quarantined_and_the_watcher_goes_on():
+    """The daemon's quarantine (a txn that compares the value's revision)
+    runs on the simulated etcd as on the real one; a good fire after it is served."""
+    data = spec(until=60, fires=[{"at": 20, "trigger": "refresh"}])
+    sim = Simulation(load_scenario(data), seed=1, trace=True)
+    bad_key = sim.layout.entry_key(LB, "garbage")
+    sim.operator.put(bad_key, b"not json")
+    sim.run()
+    assert sim.nodes[LB].stats.quarantined == 1
+    assert sim.operator.get(bad_key) is None
+    assert sim.operator.get(sim.layout.quarantine_key(LB, bad_key)).value == b"not json"
+    assert any(what.startswith("r000001 starts: serves ev0000001") for _, what in lines(sim, LB))
+
+
+def test_a_node_connection_takes_every_store_call_as_the_store_does():
+    """NodeStore stands for the real store: same calls, same parameters, so
+    code written for the store cannot meet a narrower signature here."""
+    import inspect
+
+    from simulator.network import NodeStore
+    from trigger.store.base import Store
+
+    for name, call in inspect.getmembers(Store, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        ours = inspect.signature(getattr(NodeStore, name)).parameters
+        assert list(ours) == list(inspect.signature(call).parameters), name

@@ -1,0 +1,81 @@
+"""The simulated-time driver: effects carried out on SimPy time, and killed at once."""
+
+from __future__ import annotations
+
+import simpy
+
+from simulator.driver import SimDriver
+from simulator.network import Etcd
+from trigger.effects import NOW, NextChange, Note, Sleep, Watch
+from trigger.layout import Layout
+
+L = Layout()
+
+
+def _connection(latency=0.5):
+    env = simpy.Environment()
+    etcd = Etcd(env, L.prefix + "/hosts/", latency)
+    return env, etcd.connect("h1")
+
+
+def test_sleeps_and_waits_take_exactly_their_simulated_time():
+    env, conn = _connection()
+    seen = []
+
+    def procedure():
+        yield Sleep(3)
+        seen.append((yield NOW))
+        yield Watch("/p/", 0)
+        seen.append((yield NextChange(7)))
+        seen.append((yield NOW))
+
+    env.process(SimDriver(env, conn, lambda n: None).run(procedure()))
+    env.run()
+    assert seen == [3, None, 10]
+
+
+def test_a_delivery_ends_the_wait_after_the_network_latency():
+    env, conn = _connection(latency=0.5)
+    seen = []
+
+    def procedure():
+        yield Watch("/p/", 0)
+        changes = yield NextChange(60)
+        seen.append(((yield NOW), [c.key for c in changes]))
+
+    env.process(SimDriver(env, conn, lambda n: None).run(procedure()))
+    env.timeout(2).callbacks.append(lambda _e: conn.put("/p/a", b"1"))
+    env.run()
+    assert seen == [(2.5, ["/p/a"])]
+
+
+def test_a_renewed_wait_keeps_one_timer():
+    """Thousands of nodes wait on their watches: a renewed wait must not add timers."""
+    env, conn = _connection()
+
+    def procedure():
+        yield Watch("/p/", 0)
+        for _ in range(50):
+            yield NextChange(100)
+
+    driver = SimDriver(env, conn, lambda n: None).start(procedure())
+    for i in range(49):
+        env.timeout(i + 1).callbacks.append(lambda _e, i=i: conn.put(f"/p/{i}", b""))
+    env.run(until=60)
+    timers = [event for *_, event in env._queue if isinstance(event, simpy.events.Timeout)]
+    assert len(timers) == 1 and driver._timer_at == 100  # the first wait's timer, re-armed later
+
+
+def test_kill_ends_the_procedure_where_it_waits_and_cancels_its_watch():
+    env, conn = _connection()
+    told = []
+
+    def procedure():
+        yield Watch("/p/", 0)
+        yield NextChange(5)
+        yield Note("after the wait")
+
+    driver = SimDriver(env, conn, told.append).start(procedure())
+    env.timeout(1).callbacks.append(lambda _e: driver.kill())
+    env.run(until=20)
+    assert told == [] and not driver.watching and conn.watches == {}

@@ -1,0 +1,91 @@
+"""The real-time driver: how it carries out effects, not what the procedures decide."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from trigger.driver import RealDriver
+from trigger.effects import NOW, Call, Cancel, NextChange, Note, Sleep, Spawn, Watch
+from trigger.store.base import Put, UnavailableError
+from trigger.store.memory import MemoryStore
+
+
+def test_a_store_error_is_raised_inside_the_procedure_at_its_yield():
+    def failing(store):
+        raise UnavailableError("no endpoint answered")
+
+    def procedure():
+        try:
+            yield Call(failing)
+        except UnavailableError as exc:
+            return f"caught: {exc}"
+
+    assert RealDriver(MemoryStore()).run(procedure()) == "caught: no endpoint answered"
+
+
+def test_deliveries_come_in_order_and_a_quiet_watch_times_out():
+    store = MemoryStore()
+
+    def procedure():
+        yield Watch("/p/", 0)
+        store.put("/p/a", b"1")
+        first = yield NextChange(5)
+        quiet = yield NextChange(0.05)
+        return first, quiet
+
+    first, quiet = RealDriver(store).run(procedure())
+    assert [(c.key, c.value) for c in first if isinstance(c, Put)] == [("/p/a", b"1")]
+    assert quiet is None
+    assert store._watches == []  # the driver cancelled the watch when the procedure ended
+
+
+def test_stop_wakes_a_long_wait_at_once_and_ends_the_procedure():
+    store = MemoryStore()
+    driver = RealDriver(store)
+    reached = []
+
+    def procedure():
+        yield Watch("/p/", 0)
+        yield NextChange(300)
+        reached.append("after the wait")  # never: stopped procedures end where they wait
+
+    thread = threading.Thread(target=driver.run, args=(procedure(),))
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.1)
+    driver.stop()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - started < 5
+    assert reached == [] and store._watches == []
+
+
+def test_a_spawned_procedure_runs_beside_until_cancelled():
+    ticks = []
+
+    def ticker():
+        while True:
+            ticks.append((yield NOW))
+            yield Sleep(0.01)
+
+    def procedure():
+        handle = yield Spawn(ticker())
+        yield Sleep(0.2)
+        yield Cancel(handle)
+        seen = len(ticks)
+        yield Sleep(0.1)
+        return seen
+
+    seen = RealDriver(MemoryStore()).run(procedure())
+    assert seen >= 3 and len(ticks) <= seen + 1
+
+
+def test_notes_are_told_as_they_come():
+    told = []
+
+    def procedure():
+        yield Note("first")
+        yield Note("second", "warning")
+
+    RealDriver(MemoryStore(), tell=told.append).run(procedure())
+    assert [(n.what, n.level) for n in told] == [("first", "info"), ("second", "warning")]

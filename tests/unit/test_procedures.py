@@ -1,0 +1,132 @@
+"""The procedures without IO, run by both drivers: the same steps, the same records.
+
+Each test runs one procedure of `trigger.procedures` on the real-time
+driver (memory store, wall clock) and on the simulated one (the simulator's
+etcd, SimPy time), and checks that both did the same thing. This is what
+"one implementation" means: no driver adds or drops a step.
+"""
+
+from __future__ import annotations
+
+import simpy
+
+from simulator.driver import SimDriver
+from simulator.network import Etcd
+from trigger.driver import RealDriver
+from trigger.effects import Sleep
+from trigger.fire import Lineage, fire
+from trigger.layout import Layout
+from trigger.procedures import EXIT_TEMPFAIL, Registration, RunFinished, RunStarted, SlotWaited, \
+    beat, triggered_run
+from trigger.records import parse_run
+from trigger.store.memory import MemoryStore
+
+L = Layout()
+HOST = "lb1.example.com"
+
+
+def _fire_two(store):
+    fire(store, L, "refresh", [HOST], Lineage(2, ("web1",)), "web1", now=1.0, event_id="e1")
+    fire(store, L, "restart", [HOST], Lineage(), "web2", now=2.0, event_id="e2", max_concurrent=1)
+
+
+def _on_real(procedure_of, store, exit_code=2):
+    notes = []
+    driver = RealDriver(store, execute=lambda record: exit_code, tell=notes.append)
+    return driver.run(procedure_of()), notes
+
+
+def _on_sim(procedure_of, prepare, exit_code=2, seconds=5.0):
+    env = simpy.Environment()
+    etcd = Etcd(env, L.prefix + "/hosts/", latency=0.002)
+    conn = etcd.connect(HOST)
+    prepare(conn)
+    notes = []
+
+    def execute(record):
+        yield env.timeout(seconds)
+        return exit_code
+
+    driver = SimDriver(env, conn, notes.append, execute=execute)
+    result = env.process(driver.run(procedure_of()))
+    env.run(until=100)
+    return result.value, notes, conn
+
+
+def _kinds(notes):
+    return [type(n.what).__name__ if not isinstance(n.what, str) else n.level for n in notes]
+
+
+def test_a_triggered_run_takes_the_same_steps_and_writes_the_same_record_on_both_drivers():
+    real_store = MemoryStore()
+    _fire_two(real_store)
+    procedure = lambda: triggered_run(L, HOST, "r1", retention=3600)  # noqa: E731
+    real_code, real_notes = _on_real(procedure, real_store)
+    sim_code, sim_notes, sim_store = _on_sim(procedure, _fire_two)
+
+    assert real_code == sim_code == 2
+    assert _kinds(real_notes) == _kinds(sim_notes) == ["SlotWaited", "RunStarted", "RunFinished"]
+    records = [parse_run(s.get(L.run_key(HOST, "r1")).value) for s in (real_store, sim_store)]
+    for record in records:
+        assert record.state == "finished" and record.exit_code == 2
+        assert record.served == ("e1", "e2") and record.hop == 3 and record.chain == ("web1", "web1")
+        assert record.limits == (("restart", 1),)
+    for store in (real_store, sim_store):
+        inbox = [kv.key for kv in store.get_prefix(L.host_prefix(HOST))[0]]
+        assert inbox == [L.run_key(HOST, "r1")]  # both entries acknowledged
+        assert store.get_prefix(L.slots_prefix("restart"))[0] == []  # the slot went back
+        assert store.get(L.run_key(HOST, "r1")).lease != 0  # kept for the retention only
+
+
+def test_a_run_that_cannot_record_its_start_runs_nothing_on_both_drivers():
+    class Unreachable(MemoryStore):
+        def get_prefix(self, prefix):
+            from trigger.store.base import UnavailableError
+
+            raise UnavailableError("no endpoint answered")
+
+    ran = []
+    notes = []
+    real = RealDriver(Unreachable(), execute=ran.append, tell=notes.append)
+    real._handlers = {**RealDriver._handlers, Sleep: lambda driver, effect: None}  # no real waits
+    assert real.run(triggered_run(L, HOST, "r1")) == EXIT_TEMPFAIL
+    assert ran == []
+    assert [n.level for n in notes] == ["warning"] * 5 + ["error"]
+
+    env = simpy.Environment()
+    etcd = Etcd(env, L.prefix + "/hosts/", latency=0.002)
+    conn = etcd.connect(HOST)
+    conn.cut_off()
+    sim_notes = []
+    driver = SimDriver(env, conn, sim_notes.append, execute=lambda record: ran.append(record))
+    result = env.process(driver.run(triggered_run(L, HOST, "r1")))
+    env.run(until=result)
+    assert result.value == EXIT_TEMPFAIL and ran == []
+    assert [n.level for n in sim_notes] == [n.level for n in notes]
+    assert env.now == 1 + 2 + 4 + 8 + 8  # the policy's waits between the five tries
+
+
+def test_a_membership_beat_registers_the_same_member_on_both_drivers():
+    real_store = MemoryStore(clock=lambda: 50.0)
+    reg = Registration(L, HOST, roles=("lb",), elections=("primary",), ttl=10)
+    RealDriver(real_store, clock=lambda: 50.0).run(beat(reg))
+
+    env = simpy.Environment(initial_time=50.0)
+    etcd = Etcd(env, L.prefix + "/hosts/", latency=0.002)
+    conn = etcd.connect(HOST)
+    sim_reg = Registration(L, HOST, roles=("lb",), elections=("primary",), ttl=10)
+    env.process(SimDriver(env, conn, lambda note: None).run(beat(sim_reg)))
+    env.run(until=51)
+
+    assert reg.registered == sim_reg.registered
+    for store in (real_store, conn):
+        keys = [kv.key for kv in store.get_prefix(L.prefix + "/")[0]]
+        assert keys == [L.candidate_key("primary", HOST), L.member_key(HOST)]
+
+
+def test_the_notes_of_a_run_tell_what_happened():
+    record = parse_run(b'{"run_id":"r1","host":"h","state":"started","served":["e1","e2","e3","e4"],'
+                       b'"hop":2,"started_at":1.0}')
+    assert RunStarted(record).describe() == "r1 starts: serves e1, e2, e3 +1 (hop 2)"
+    assert RunFinished(record, 1, False).describe() == "r1 finished (1) but could not be recorded"
+    assert SlotWaited("r1", "lb", 2, 3.5).describe() == "r1 waited 3.5 s for a slot of 'lb' (2 at once)"
