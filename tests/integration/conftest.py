@@ -12,12 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import need
+from tests.eventually import eventually
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
 from trigger.store import open_store
@@ -69,12 +69,24 @@ class Node:
         return [f for f in self.fires if not any(s > f for s in starts)]
 
     def wait_served(self, timeout: float = 30.0) -> list[float]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.unserved():
-                return []
-            time.sleep(0.1)
+        """[] once every fire has a run that started after it, else the unserved ones."""
+        try:
+            eventually(lambda: not self.unserved(), timeout, interval=0.1)
+        except AssertionError:
+            pass
         return self.unserved()
+
+    def wait_in_sync(self, timeout: float = 20.0) -> None:
+        """Until the watcher has read its inbox and watches it."""
+        eventually(lambda: self.watch_log.exists() and "in sync at revision" in self.watch_log.read_text(),
+                   timeout, "the watcher to log 'in sync'")
+
+    def wait_idle(self, timeout: float = 20.0) -> None:
+        """Until task-spooler holds no queued or running job and each run logged its end."""
+        def idle():
+            listing = self.tsp("-l")
+            return not any(state in listing for state in ("queued", "running", "allocating"))
+        eventually(idle, timeout, lambda: f"task-spooler to be idle: {self.tsp('-l')}")
 
     def tsp(self, *args: str) -> str:
         return subprocess.run(["tsp", *args], env=self.env, capture_output=True, text=True).stdout

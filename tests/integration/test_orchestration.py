@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_watch import wait_for
+from tests.eventually import eventually
 
 pytestmark = [pytest.mark.etcd, pytest.mark.tsp]
 
@@ -101,14 +101,15 @@ def test_serial_rolling_refresh_never_runs_two_at_once(nodes):
 def test_killed_leader_loses_the_election_when_its_lease_ends(nodes):
     first, second = nodes[0], nodes[1]
     first.start_watcher(extra=("--elections", "db master", *FAST))
-    wait_for(lambda: trigger(first, "leader", "db master").stdout.strip() == first.host,
+    eventually(lambda: trigger(first, "leader", "db master").stdout.strip() == first.host,
              what="the first node to lead")
     second.start_watcher(extra=("--elections", "db master", *FAST))
-    time.sleep(1.0)
+    eventually(lambda: second.store.get(second.layout.candidate_key("db%20master", second.host)),
+               what="the second node to stand as a candidate")
     assert trigger(first, "leader", "db master").stdout.strip() == first.host
     first.kill_watcher()
     killed = time.monotonic()
-    wait_for(lambda: trigger(first, "leader", "db master").stdout.strip() == second.host,
+    eventually(lambda: trigger(first, "leader", "db master").stdout.strip() == second.host,
              timeout=15, what="the second node to take over")
     print(f"leadership moved {time.monotonic() - killed:.1f}s after kill -9 (member ttl 2 s)")
 
@@ -124,11 +125,11 @@ def test_role_targets_follow_members_coming_and_going(nodes):
         return sorted(line.split("│")[1].strip() for line in out.stdout.splitlines()
                       if ".test" in line)
 
-    wait_for(lambda: targets() == ["node1.test", "node2.test", "node3.test"], what="three members")
+    eventually(lambda: targets() == ["node1.test", "node2.test", "node3.test"], what="three members")
     nodes[1].kill_watcher()
-    wait_for(lambda: targets() == ["node1.test", "node3.test"], timeout=15, what="node2 to leave")
+    eventually(lambda: targets() == ["node1.test", "node3.test"], timeout=15, what="node2 to leave")
     nodes[1].start_watcher(extra=("--roles", "loadbalancer", *FAST))
-    wait_for(lambda: targets() == ["node1.test", "node2.test", "node3.test"], what="node2 to return")
+    eventually(lambda: targets() == ["node1.test", "node2.test", "node3.test"], what="node2 to return")
     none = trigger(nodes[0], "fire", "t", "--hosts", "role:nobody")
     assert none.returncode == 2 and "role:nobody has no live member" in none.stderr
 

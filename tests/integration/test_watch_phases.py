@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from tests.integration.test_watch import _states, wait_for
+from tests.eventually import eventually
+from tests.integration.test_watch import _states
 from trigger.core import WatcherCore
 from trigger.queue.tsp import TspQueue
 from trigger.store.base import PutOp
@@ -114,8 +115,8 @@ def test_crash_after_enqueue_makes_no_duplicate_run(node, tsp_env):
     daemon, thread, died = start_daemon(node, node.store, TspQueue())
     try:
         assert node.wait_served() == []
-        wait_for(lambda: _states(node) == ["finished"], what="the run to finish")
-        time.sleep(1.0)
+        eventually(lambda: _states(node) == ["finished"], what="the run to finish")
+        node.wait_idle()  # a duplicate would be queued or running now
         assert len(node.runs()) == 1  # the restarted daemon adopted the queued run
     finally:
         daemon.stop()
@@ -134,7 +135,7 @@ def test_crash_while_quarantining_keeps_the_bad_value(node, tsp_env):
     assert node.store.get(node.layout.entry_key(node.host, "bad")).value == b"[]"
     daemon, thread, died = start_daemon(node, node.store, TspQueue())
     try:
-        wait_for(lambda: node.store.get(node.layout.quarantine_key(node.host, "bad")) is not None,
+        eventually(lambda: node.store.get(node.layout.quarantine_key(node.host, "bad")) is not None,
                  what="the quarantine")
         assert node.store.get(node.layout.entry_key(node.host, "bad")) is None
     finally:
@@ -162,7 +163,7 @@ def test_compaction_between_read_and_watch_is_recovered(node, tsp_env, caplog):
 
     daemon, thread, died = start_daemon(node, CompactAfterRead(), TspQueue())
     try:
-        wait_for(lambda: compacted, what="the compaction")
+        eventually(lambda: compacted, what="the compaction")
         assert node.wait_served() == []
         assert "history gone" in caplog.text
     finally:

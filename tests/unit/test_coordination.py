@@ -1,10 +1,10 @@
 """Members, roles, slots and elections on the in-memory store with a fake clock."""
 
 import threading
-import time
 
 import pytest
 
+from tests.eventually import eventually
 from trigger.driver import Membership, Slot
 from trigger.coordination import (
     Member,
@@ -152,10 +152,7 @@ def test_a_waiter_whose_lease_ended_queues_up_again(store, clock):
 
     thread = threading.Thread(target=wait, daemon=True)
     thread.start()
-    for _ in range(100):  # until the waiter has queued up
-        if store.get(waiter.key) is not None:
-            break
-        time.sleep(0.01)
+    eventually(lambda: store.get(waiter.key), 5, "the waiter to queue up")
     holder.abandon()  # the holder is gone; nobody refreshes its lease
     clock.now += 100  # and the waiter could not refresh either (etcd unreachable)
     store.expire_leases()

@@ -9,6 +9,7 @@ import time
 import grpc
 import pytest
 
+from tests.eventually import eventually
 from tests.conftest import need
 from tests.integration.conftest import Node
 from trigger.fire import Lineage, fire
@@ -154,10 +155,8 @@ def test_a_watcher_outlives_its_auth_token_and_loses_nothing(tmp_path, auth_etcd
         password = auth_etcd.password("node1.test").read_text().strip()
         node.env["ETCDCTL_USER"] = f"node1.test:{password}"
         node.start_watcher(extra=("--member-ttl", "60"))
-        deadline = time.monotonic() + 10
-        while node.store.get(LAYOUT.member_key("node1.test")) is None:
-            assert time.monotonic() < deadline, node.watch_log.read_text()
-            time.sleep(0.05)
+        eventually(lambda: node.store.get(LAYOUT.member_key("node1.test")), 10,
+                   lambda: node.watch_log.read_text())
         node.fire("before")
         assert node.wait_served(timeout=15) == [], node.watch_log.read_text()
         time.sleep(TOKEN_TTL + 1.5)

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.eventually import eventually
 from trigger.fire import new_event_id
 from trigger.layout import Layout
 from trigger.records import Entry
@@ -37,12 +38,11 @@ def test_corrupt_entries_are_quarantined_and_shown_by_status(tmp_path, node):
     node.store.put(LAYOUT.entry_key(node.host, hostile.id), hostile.encode())
     node.fires.append(hostile.fired_at)
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def quarantined():
         moved, _ = node.store.get_prefix(f"{LAYOUT.prefix}/quarantine/{node.host}/")
-        if len(moved) == len(corrupt) and not node.unserved():
-            break
-        time.sleep(0.1)
+        return moved if len(moved) == len(corrupt) and not node.unserved() else None
+
+    moved = eventually(quarantined, 20, lambda: node.watch_log.read_text())
     assert sorted(kv.key.rsplit("/", 1)[-1] for kv in moved) == sorted(corrupt), node.watch_log.read_text()
     assert {kv.key.rsplit("/", 1)[-1]: kv.value for kv in moved} == corrupt  # the same bytes, kept
     assert node.unserved() == []

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.eventually import eventually
 from tests.conftest import need
 from tests.integration.conftest import Node
 from trigger.layout import Layout
@@ -39,14 +40,11 @@ def test_fire_and_watch_over_tls(tmp_path, tls_etcd, pki):
         node.fires.append(fired_at)
         assert node.wait_served(timeout=20) == [], node.watch_log.read_text()
         # The run acknowledged the entry: only its run record is left.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def kinds():
             items, _ = node.store.get_prefix(Layout().host_prefix("node1.test"))
-            kinds = {Layout().classify("node1.test", kv.key)[0] for kv in items}
-            if kinds == {"run"}:
-                break
-            time.sleep(0.1)
-        assert kinds == {"run"}
+            return {Layout().classify("node1.test", kv.key)[0] for kv in items}
+
+        eventually(lambda: kinds() == {"run"}, 10, lambda: f"only run records left, not {kinds()}")
         status = trigger("status", "--json", "--endpoints", tls_etcd.endpoint, *tls_args(pki, pki.root))
         assert status.code == 0 and '"host": "node1.test"' in status.out, status
     finally:

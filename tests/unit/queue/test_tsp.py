@@ -2,10 +2,10 @@
 
 import os
 import subprocess
-import time
 
 import pytest
 
+from tests.eventually import eventually
 from tests.conftest import need
 from trigger.queue import QueueError
 from trigger.queue.tsp import TspQueue, parse_tsp_list
@@ -54,10 +54,8 @@ def test_real_tsp_reports_live_runs_and_forgets_them_when_killed(tsp_socket, tmp
     queue.enqueue("r1", ["sleep", "0.5"])
     queue.enqueue("r2", ["touch", str(marker)])
     assert queue.live_run_ids() == {"r1", "r2"}
-    deadline = time.monotonic() + 10
-    while queue.live_run_ids() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert queue.live_run_ids() == frozenset() and marker.exists()
+    eventually(lambda: not queue.live_run_ids(), 10, "both runs to end")
+    assert marker.exists()
     queue.enqueue("r3", ["sleep", "5"])
     queue.enqueue("r4", ["true"])
     subprocess.run(["tsp", "-K"], check=True)  # the server dies with its queue
@@ -68,9 +66,7 @@ def test_tsp_argv_never_reaches_a_shell(tsp_socket, tmp_path):
     queue = TspQueue()
     target = tmp_path / "x; touch pwned"
     queue.enqueue("r1", ["touch", str(target)])
-    deadline = time.monotonic() + 10
-    while queue.live_run_ids() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: not queue.live_run_ids(), 10, "the run to end")
     assert target.exists() and not os.path.exists("pwned")
 
 
