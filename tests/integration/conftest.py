@@ -20,6 +20,7 @@ from tests.conftest import need
 from tests.eventually import eventually
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
+from trigger.queue.tsp import parse_tsp_list
 from trigger.store import open_store
 
 RECORDER = Path(__file__).with_name("recorder.py")
@@ -84,8 +85,7 @@ class Node:
     def wait_idle(self, timeout: float = 20.0) -> None:
         """Until task-spooler holds no queued or running job and each run logged its end."""
         def idle():
-            listing = self.tsp("-l")
-            return not any(state in listing for state in ("queued", "running", "allocating"))
+            return all(job.state == "finished" for job in parse_tsp_list(self.tsp("-l")))
         eventually(idle, timeout, lambda: f"task-spooler to be idle: {self.tsp('-l')}")
 
     def tsp(self, *args: str) -> str:
