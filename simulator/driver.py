@@ -20,7 +20,7 @@ from typing import Callable
 
 from trigger.coordination import read_config_dir
 from trigger.effects import Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, \
-    ReadConfig, Sleep, Spawn, Unwatch, Watch
+    ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
 from trigger.queue import QueueError
 from trigger.store.base import CompactedError, StoreError
 
@@ -28,7 +28,7 @@ from trigger.store.base import CompactedError, StoreError
 class SimDriver:
     """Runs one procedure for one node, from `start` until it returns or is killed."""
 
-    __slots__ = ("env", "store", "tsp", "execute", "tell", "stats", "killed", "done",
+    __slots__ = ("env", "store", "tsp", "execute", "tell", "stats", "killed", "done", "command",
                  "_procedure", "_watch", "_buffer", "_waiting", "_deadline", "_timer_at")
 
     def __init__(self, env, store, tell: Callable[[Note], None], tsp=None,
@@ -36,6 +36,7 @@ class SimDriver:
         self.env, self.store, self.tsp, self.execute = env, store, tsp, execute
         self.tell, self.stats = tell, stats
         self.killed = False
+        self.command: list = [None]  # the running command's SimPy process, shared with spawned ones
         self.done = env.event()  # succeeds with the procedure's value
         self._procedure = None
         self._watch = None
@@ -112,6 +113,9 @@ class SimDriver:
         def deliver(payload) -> None:
             if buffer is not self._buffer or self.killed:
                 return  # a watch this procedure gave up
+            if isinstance(payload, StoreError) and self.stats is not None:
+                kind = "compacted" if isinstance(payload, CompactedError) else "unavailable"
+                self.stats.watch_errors[kind] += 1
             buffer.append(payload)
             if self._waiting:
                 self._waiting = False
@@ -131,9 +135,6 @@ class SimDriver:
         """A delivery, or its error raised (a watch reports its error once, then is dead)."""
         if isinstance(item, StoreError):
             self._watch = None
-            if self.stats is not None:
-                kind = "compacted" if isinstance(item, CompactedError) else "unavailable"
-                self.stats.watch_errors[kind] += 1
             raise item
         return item
 
@@ -162,7 +163,14 @@ class SimDriver:
         return read_config_dir(effect.path)
 
     def _spawn(self, effect: Spawn) -> "SimDriver":
-        return SimDriver(self.env, self.store, self.tell).start(effect.procedure)
+        child = SimDriver(self.env, self.store, self.tell)
+        child.command = self.command  # a procedure beside a run may stop its command
+        return child.start(effect.procedure)
+
+    def _stop_command(self, _effect: StopCommand) -> None:
+        process = self.command[0]
+        if process is not None and process.is_alive:
+            process.interrupt("stopped")  # the fake Puppet run ends at once, as SIGKILL would
 
     def _cancel(self, effect: Cancel) -> None:
         effect.handle.kill()
@@ -176,8 +184,13 @@ class SimDriver:
         self.env.timeout(effect.seconds).callbacks.append(lambda _e: self._resume())
 
     def _execute(self, effect: Execute) -> None:
-        process = self.env.process(self.execute(effect.record))
-        process.callbacks.append(lambda event: self._resume(event.value))
+        process = self.command[0] = self.env.process(self.execute(effect.record))
+
+        def ended(event) -> None:
+            self.command[0] = None
+            self._resume(event.value)
+
+        process.callbacks.append(ended)
 
     def _wait_for_delivery(self, timeout: float) -> None:
         self._waiting = True
@@ -207,6 +220,6 @@ class SimDriver:
     _instant = {
         Call: _call, Now: _now, Watch: _start_watch, Unwatch: _unwatch, NextChange: _next_change,
         LiveRuns: _live_runs, Enqueue: _enqueue, ReadConfig: _read_config, Spawn: _spawn,
-        Cancel: _cancel, Note: _note,
+        Cancel: _cancel, Note: _note, StopCommand: _stop_command,
     }
     _waits = {Sleep: _sleep, Execute: _execute}

@@ -27,6 +27,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from simpy import Interrupt
+
 from trigger.effects import Note
 from trigger.fire import Lineage
 from trigger.layout import Layout
@@ -37,6 +39,9 @@ from .ledger import Ledger
 from .scenario import Role, WatcherSettings
 from .tsp import FakeTaskSpooler
 from .watcher import SimWatcher
+
+
+STOPPED = 128 + 15  # the exit status of a command stopped with SIGTERM
 
 
 @dataclass
@@ -148,23 +153,38 @@ class Node:
 
     def puppet_run(self, kind: str, lineage: Lineage, run_id: str | None, locked: bool = False):
         env = self.env
+        label = run_id or "scheduled run"
+        waiter = None
         if not locked:
             if self.puppet_busy:  # a triggered run waits for the lock (--waitforlock)
                 waiter = env.event()
                 self._lock_waiters.append(waiter)
                 self.trace(f"{run_id} waits for the Puppet lock")
-                yield waiter  # the releasing run hands the lock over
+                try:
+                    yield waiter  # the releasing run hands the lock over
+                except Interrupt:
+                    if waiter in self._lock_waiters:
+                        self._lock_waiters.remove(waiter)
+                    else:
+                        self._release_lock()
+                    self.trace(f"{label} stopped while waiting for the Puppet lock")
+                    return STOPPED
             else:
                 self.puppet_busy = True
         start = env.now
         changed = self._compile()
-        label = run_id or "scheduled run"
         self.trace(f"{label}: Puppet applies {len(changed)} change(s)")
         if kind == "scheduled":
             self.stats.scheduled_runs += 1
         else:
             self.stats.triggered_runs += 1
-        yield env.timeout(self.role.agent.duration.sample(self.rng) * self.slow_factor)
+        try:
+            yield env.timeout(self.role.agent.duration.sample(self.rng) * self.slow_factor)
+        except Interrupt:  # stopped: Puppet did not get to its end, so it refreshes nothing
+            self._record_span(kind, start)
+            self.trace(f"{label} stopped before its end")
+            self._release_lock()
+            return STOPPED
         notified: dict[str, None] = {}
         for resource in changed:
             self.ledger.versions[resource.name] = self.ledger.versions.get(resource.name, 0) + 1
@@ -172,15 +192,21 @@ class Node:
                 notified[name] = None
         for name in notified:
             self.fire(name, lineage, self.host, self)
-        self.ledger.run_spans.append((self.index, start, env.now, kind == "triggered"))
-        self.last_span = (start, env.now)
+        self._record_span(kind, start)
         exit_code = 2 if changed else 0  # puppet agent --test --detailed-exitcodes
         self.trace(f"{label} ends, exit {exit_code}")
+        self._release_lock()
+        return exit_code
+
+    def _record_span(self, kind: str, start: float) -> None:
+        self.ledger.run_spans.append((self.index, start, self.env.now, kind == "triggered"))
+        self.last_span = (start, self.env.now)
+
+    def _release_lock(self) -> None:
         if self._lock_waiters:
             self._lock_waiters.popleft().succeed()
         else:
             self.puppet_busy = False
-        return exit_code
 
     def _compile(self) -> list:
         """The resources that change in this run, in manifest order."""

@@ -247,7 +247,8 @@ def cmd_watch(args) -> int:
     connection = _pass_on(args) if args.store == "etcd" else []
 
     def run_argv(run_id: str) -> list[str]:
-        return [sys.executable, "-m", "trigger", "run", "--host", host, "--run-id", run_id,
+        # -I: only the installed package may load, never a trigger/ in the cwd
+        return [sys.executable, "-I", "-m", "trigger", "run", "--host", host, "--run-id", run_id,
                 "--prefix", args.prefix, "--endpoints", ",".join(endpoints), *connection,
                 "--retention", str(args.retention), "--", *run_cmd]
 
@@ -295,14 +296,21 @@ def _names(text: str | None) -> list[str]:
 def cmd_run(args) -> int:
     from .driver import RealDriver
     from .procedures import triggered_run
-    from .runner import run_command
+    from .runner import start_command
 
     host, run_id = check_host(args.host), check_id(args.run_id, "run id")
     if not args.command:
         raise BadRecord("no command given after --")
+
+    def execute(record):
+        try:
+            return start_command(args.command, record)
+        except BadRecord as exc:  # the run ends as a shell's would: 127, and its fires are served
+            print(f"trigger: error: {exc}", file=sys.stderr)
+            return 127
+
     store = _store(args)
-    driver = RealDriver(store, execute=lambda record: run_command(args.command, record),
-                        tell=_tell_stderr)
+    driver = RealDriver(store, execute=execute, tell=_tell_stderr)
     code = driver.run(triggered_run(Layout(args.prefix), host, run_id, args.retention))
     store.close()
     return code

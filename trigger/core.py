@@ -9,21 +9,30 @@ tells (`EnqueueFailed`, the queue's live runs inside a `Snapshot`). The
 core answers with actions for the adapter to carry out (`EnqueueRun`,
 `Quarantine`, `MarkRunLost`) or only to report (`Coalesce`).
 
-The one rule: while the inbox holds entries, exactly one queued run must be
-waiting for them. A run, when it starts, removes the entries present at
-that moment and marks itself started in the same transaction; entries that
-arrive later stay and get the next run. Hence:
+The one rule: while the inbox holds entries no live run has claimed,
+exactly one queued run must be waiting for them. A run, when it starts,
+claims the entries present (its started record lists them); they are
+removed only when its command has run to its end. Entries that arrive later
+stay unclaimed and get the next run. Hence:
 
-* every fire is followed by a run that starts after it (an entry goes only
-  when such a run starts);
+* every fire is followed by a run that starts after it and runs to its end
+  (an entry goes only when such a run finishes);
 * fires arriving while a run is queued join it (`Coalesce`);
 * fires arriving during a running run cause exactly one more run.
 
+One run at a time per host: a run holds the host's run lock (on its lease)
+from before it claims until after it finished. A started run whose lock is
+gone died before its end (OOM, reboot, kill): it is marked lost and its
+claimed entries get a new run. Its process may outlive task-spooler, so the
+queue's word counts only for queued runs.
+
 The core keeps nothing that the store and the queue cannot tell it again:
 after a crash, a reconnect or a compacted watch, a new `Snapshot` rebuilds
-its state. Runs the store calls queued or started but the queue no longer
-holds (a killed queue server, a watcher killed between writing the record
-and queueing) are marked lost, and their entries get a new run.
+its state. Queued runs the queue no longer holds (a killed queue server, a
+watcher killed between writing the record and queueing) are marked lost too.
+Each loss without a run getting through in between doubles the wait before
+the next run is queued (up to MAX_ENQUEUE_DELAY), so a host whose runs keep
+failing is not flooded.
 
 Changes are applied only if they are newer than the last snapshot, so a
 watch that lags behind a re-read cannot roll the state back.
@@ -147,10 +156,12 @@ class WatcherCore:
     pending: dict[str, Entry] = field(default_factory=dict)
     runs: dict[str, RunRecord] = field(default_factory=dict)
     queued_run: str | None = None
+    lock_holder: str | None = None  # the run id holding the host's run lock
     revision: int = 0
     retry_at: float = 0.0
     failures: int = 0
     synced: bool = False
+    _entries: dict[str, Entry] = field(default_factory=dict, repr=False)  # every usable entry
     _parsed: dict = field(default_factory=dict, repr=False)  # key -> (revision, record)
 
     def handle(self, event: Event, now: float) -> list[Action]:
@@ -159,7 +170,7 @@ class WatcherCore:
         elif not self.synced:
             raise ProtocolError(f"{type(event).__name__} before the first Snapshot")
         elif isinstance(event, Changes):
-            actions = self._changes(event)
+            actions = self._changes(event, now)
         elif isinstance(event, EnqueueFailed):
             actions = self._enqueue_failed(event, now)
         elif isinstance(event, Tick):
@@ -184,8 +195,10 @@ class WatcherCore:
 
     def _snapshot(self, event: Snapshot, now: float) -> list[Action]:
         self.pending.clear()
+        self._entries.clear()
         self.runs.clear()
         self.queued_run = None
+        self.lock_holder = None
         self.revision = event.revision
         self.synced = True
         actions: list[Action] = []
@@ -194,32 +207,43 @@ class WatcherCore:
         present = {kv.key for kv in event.items}
         for key in [k for k in self._parsed if k not in present]:
             del self._parsed[key]
+        for run in self._claiming_runs():
+            for event_id in run.served:
+                self.pending.pop(event_id, None)
         live = event.live_runs
         for run in sorted(self.runs.values(), key=lambda r: r.run_id):
-            if not run.active:
-                continue
-            if live is not None and run.run_id not in live:
-                actions.append(self._lose(run, f"{run.state} in the store but not in the queue"))
+            if run.state == "queued" and live is not None and run.run_id not in live:
+                actions.append(self._lose(run, "queued in the store but not in the queue", now))
             elif run.state == "queued":
                 # With two queued runs (a race with an older watcher) entries
                 # wait for the newest; the other still runs and serves them.
                 self.queued_run = run.run_id
-        return actions
+        return actions + self._judge_started(now)
 
-    def _changes(self, event: Changes) -> list[Action]:
+    def _claiming_runs(self) -> list[RunRecord]:
+        return [r for r in self.runs.values() if r.state in ("started", "finished")]
+
+    def _judge_started(self, now: float) -> list[Action]:
+        """A started run not holding the run lock died before its end."""
+        return [self._lose(run, "its run lock went while it ran: it died before its end", now)
+                for run in sorted(self.runs.values(), key=lambda r: r.run_id)
+                if run.state == "started" and run.run_id != self.lock_holder]
+
+    def _changes(self, event: Changes, now: float) -> list[Action]:
         actions: list[Action] = []
         for change in event.changes:
             if change.revision > self.revision:
                 actions += self._apply(change, coalesce=True)
         if event.changes:
             self.revision = max(self.revision, event.changes[-1].revision)
-        return actions
+        return actions + self._judge_started(now)
 
     def _apply(self, change: Change, coalesce: bool) -> list[Action]:
         kind, name = self.layout.classify(self.host, change.key)
         if kind == "entry":
             if not isinstance(change, Put):
                 self.pending.pop(name, None)
+                self._entries.pop(name, None)
                 self._parsed.pop(change.key, None)
                 return []
             try:
@@ -229,11 +253,18 @@ class WatcherCore:
                 entry = self._parse(change, parse_entry)
             except BadRecord as exc:
                 return [Quarantine(change.key, change.value, str(exc), change.revision)]
-            if name in self.pending:
+            if name in self._entries:
                 return []
+            self._entries[name] = entry
             self.pending[name] = entry
             if coalesce and self.queued_run is not None:
                 return [Coalesce(name, self.queued_run)]
+            return []
+        if kind == "lock":
+            if isinstance(change, Put):
+                self.lock_holder = change.value.decode("utf-8", "replace")
+            else:
+                self.lock_holder = None
             return []
         if kind == "run":
             if not isinstance(change, Put):
@@ -242,20 +273,29 @@ class WatcherCore:
                 return []
             try:
                 run = self._parse(change, parse_run)
+                if run.run_id != name or run.host != self.host:
+                    raise BadRecord(f"run record for {run.host}/{run.run_id} under another key")
             except BadRecord as exc:
                 return [Quarantine(change.key, change.value, str(exc), change.revision)]
             self.runs[name] = run
-            if run.state != "queued":
-                # Entries a started run served are acknowledged even before
-                # their deletion arrives (a large inbox takes several txns).
+            if run.state in ("started", "finished"):
+                # Claimed: they wait for this run's end, not for another run.
                 for event_id in run.served:
                     self.pending.pop(event_id, None)
-                if run.state in ("started", "finished"):
-                    self.failures = 0  # a run got through: the queue works
-                if name == self.queued_run:
-                    self.queued_run = None
+                self.failures = 0  # a run got through: the queue works
+            elif run.state == "lost":
+                self._give_back(run)
+            if run.state != "queued" and name == self.queued_run:
+                self.queued_run = None
             return []
         return []
+
+    def _give_back(self, run: RunRecord) -> None:
+        """A lost run's claimed entries that are still there wait for a new run."""
+        for event_id in run.served:
+            entry = self._entries.get(event_id)
+            if entry is not None:
+                self.pending[event_id] = entry
 
     def _parse(self, change: Put, parse):
         """Parse a value once per revision: re-reads see the same records again."""
@@ -270,17 +310,28 @@ class WatcherCore:
         actions: list[Action] = []
         run = self.runs.get(event.run_id)
         if run is not None and run.state == "queued":
-            actions.append(self._lose(run, f"could not queue: {event.reason}"))
+            actions.append(self._lose(run, f"could not queue: {event.reason}", now, first_delay=1.0))
+        else:
+            self._back_off(now, first_delay=1.0)
         if self.queued_run == event.run_id:
             self.queued_run = None
-        self.failures += 1
-        self.retry_at = now + min(MAX_ENQUEUE_DELAY, 2.0 ** (self.failures - 1))
         return actions
 
-    def _lose(self, run: RunRecord, reason: str) -> MarkRunLost:
+    def _lose(self, run: RunRecord, reason: str, now: float, first_delay: float = 0.0) -> MarkRunLost:
         lost = RunRecord(**{**run.__dict__, "state": "lost", "reason": reason})
         self.runs[run.run_id] = lost
+        self._give_back(lost)
+        if self.queued_run == run.run_id:
+            self.queued_run = None
+        self._back_off(now, first_delay)
         return MarkRunLost(run.run_id, lost)
+
+    def _back_off(self, now: float, first_delay: float) -> None:
+        """A lost run is replaced at once the first time (a refused queue after
+        `first_delay`); each further failure before a run gets through doubles it."""
+        self.failures += 1
+        delay = first_delay if self.failures == 1 else 2.0 ** min(self.failures - 1, 16)
+        self.retry_at = now + min(MAX_ENQUEUE_DELAY, delay)
 
     def _decide(self, now: float) -> list[Action]:
         if not self.pending or self.queued_run is not None or now < self.retry_at:

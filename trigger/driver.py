@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import queue as queue_module
+import signal
+import subprocess
 import threading
 import time
 from typing import Callable
@@ -19,10 +21,10 @@ from typing import Callable
 from .coordination import read_config_dir
 from .layout import Layout
 from .policy import MEMBER_TTL
-from .procedures import HeldSlot, Registration, acquire_slot, beat, keep_membership, leave, \
-    release_slots
+from .procedures import HeldSlot, Registration, revoke_quietly, acquire_slot, beat, keep_lease, \
+    keep_membership, leave, release_slots
 from .effects import Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, ReadConfig, \
-    Sleep, Spawn, Unwatch, Watch
+    Sleep, Spawn, StopCommand, Unwatch, Watch
 from .queue import QueueError
 from .store.base import Store, StoreError
 
@@ -40,6 +42,33 @@ def log_note(logger: logging.Logger) -> Callable[[Note], None]:
     return tell
 
 
+class Command:
+    """The command a run executes, shared with the procedures spawned beside it."""
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def wait(self, process: subprocess.Popen) -> int:
+        with self._lock:
+            self.process = process
+        code = process.wait()
+        with self._lock:
+            self.process = None
+        return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
+
+    def stop(self, grace: float) -> None:
+        with self._lock:
+            process = self.process
+        if process is None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 class RealDriver:
     """Runs one procedure at a time on this thread (`run`); spawned ones on threads of their own."""
 
@@ -50,6 +79,7 @@ class RealDriver:
         self.clock = clock
         self.tell = tell or log_note(logging.getLogger("trigger"))
         self.stopping = threading.Event()
+        self.command = Command()
         self._watch = None
         self._deliveries: queue_module.Queue = queue_module.Queue()
 
@@ -126,13 +156,19 @@ class RealDriver:
         self.queue.enqueue(effect.run_id, self.run_argv(effect.run_id))
 
     def _execute(self, effect: Execute) -> int:
-        return self.execute(effect.record)
+        """`execute(record)` starts the command (a Popen) or runs it (an exit code)."""
+        started = self.execute(effect.record)
+        return started if isinstance(started, int) else self.command.wait(started)
+
+    def _stop_command(self, effect: StopCommand) -> None:
+        self.command.stop(effect.grace)
 
     def _read_config(self, effect: ReadConfig):
         return read_config_dir(effect.path)
 
     def _spawn(self, effect: Spawn) -> "RealDriver":
         child = RealDriver(self.store, clock=self.clock, tell=self.tell)
+        child.command = self.command  # a procedure beside a run may stop its command
         threading.Thread(target=child.run, args=(effect.procedure,), daemon=True,
                          name="trigger-spawned").start()
         return child
@@ -146,6 +182,7 @@ class RealDriver:
     _handlers = {
         Call: _call, Now: _now, Sleep: _sleep, Watch: _start_watch, NextChange: _next_change,
         Unwatch: _unwatch, LiveRuns: _live_runs, Enqueue: _enqueue, Execute: _execute,
+        StopCommand: _stop_command,
         ReadConfig: _read_config, Spawn: _spawn, Cancel: _cancel, Note: _note,
     }
 
@@ -154,27 +191,38 @@ class RealDriver:
 
 
 class Slot:
-    """One of `limit` slots of a trigger, held while a run executes: the
-    procedures' slot wait (`procedures.acquire_slot`) on real time, its lease
-    kept alive from a thread."""
+    """One of `limit` slots of a trigger on a lease of its own, kept alive from a
+    thread: `procedures.acquire_slot` for code outside a triggered run."""
 
     def __init__(self, store: Store, layout: Layout, trigger: str, limit: int, holder: str,
                  ttl: int = MEMBER_TTL):
-        self.held = HeldSlot.of(layout, trigger, limit, holder, ttl)
-        self.key = self.held.key
+        self.held = HeldSlot.of(layout, trigger, limit, holder)
+        self.key, self.ttl = self.held.key, ttl
         self._driver = RealDriver(store)
+        self._keeper: RealDriver | None = None
+        self._lease: int | None = None
 
     def acquire(self, timeout: float | None = None) -> float:
-        """Wait for a slot; returns the seconds waited. Raises TimeoutError."""
-        return self._driver.run(acquire_slot(self.held, timeout))
+        """Wait for a slot; returns the seconds waited. Raises TimeoutError, SlotLost."""
+        store = self._driver.store
+        self._lease = store.lease_grant(self.ttl)
+        self._keeper = RealDriver(store)
+        threading.Thread(target=self._keeper.run, args=(keep_lease(self._lease, self.ttl),),
+                         daemon=True).start()
+        return self._driver.run(acquire_slot(self.held, self._lease, self.ttl, timeout))
 
     def release(self) -> None:
-        self._driver.run(release_slots([self.held]))
+        self.abandon()
+        if self._lease is not None:
+            self._driver.run(release_slots([self.held]))
+            self._driver.run(revoke_quietly(self._lease))
+            self._lease = None
 
     def abandon(self) -> None:
-        """The holder died: nobody refreshes its lease any more (for tests)."""
-        if self.held.keeper is not None:
-            self.held.keeper.stop()
+        """The holder died: nobody refreshes its lease any more."""
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
 
 
 class Membership:

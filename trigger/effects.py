@@ -75,6 +75,14 @@ class Execute:
 
 
 @dataclass(frozen=True, slots=True)
+class StopCommand:
+    """Stop the command of this run (from a procedure spawned beside it):
+    SIGTERM, then SIGKILL after `grace` seconds. Nothing if none runs."""
+
+    grace: float
+
+
+@dataclass(frozen=True, slots=True)
 class ReadConfig:
     """The roles and elections declared in a config directory (trigger::role)."""
 
@@ -109,7 +117,7 @@ class Note:
 
 
 Effect = Call | Now | Sleep | Watch | NextChange | Unwatch | LiveRuns | Enqueue | Execute | \
-    ReadConfig | Spawn | Cancel | Note
+    StopCommand | ReadConfig | Spawn | Cancel | Note
 NOW = Now()
 UNWATCH = Unwatch()
 LIVE_RUNS = LiveRuns()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .layout import Layout
+from .policy import WATCH
 from .records import DEFAULT_TTL, BadRecord, Entry, check_host, check_limit, check_ttl
 from .store.base import PutOp, Store
 
@@ -119,7 +120,8 @@ def fire(store: Store, layout: Layout, name: str, hosts: list[str], lineage: Lin
             "ttl": ttl, "chain": [*lineage.chain, origin], "refused_at": now,
             "reason": str(refusal),
         }
-        store.put(layout.refused_key(event_id), json.dumps(record, sort_keys=True).encode())
+        store.put(layout.refused_key(event_id), json.dumps(record, sort_keys=True).encode(),
+                  lease=store.lease_grant(retention or WATCH.record_retention))
         raise
     if retention:
         record = {"id": entry.id, "trigger": name, "hosts": hosts, "fired_at": now,

@@ -2,6 +2,7 @@
 
     P/hosts/<host>/<event-id>     inbox entry (one per fire and target host)
     P/hosts/<host>/runs/<run-id>  run record (queued, started, finished, lost)
+    P/hosts/<host>/lock/run       the run id running now (on that run's lease)
     P/quarantine/<host>/<key>     an inbox value the watcher could not use
     P/refused/<event-id>          a fire refused by the loop TTL
     P/fires/<event-id>            a fire and its hosts, kept for the retention (lease)
@@ -9,9 +10,9 @@
     P/elections/<name>/<host>     a candidate; the oldest is the leader (lease)
     P/slots/<trigger>/<run-id>    a run holding or waiting for a slot (lease)
 
-Inbox entries and run records of a host share one prefix so that one watch
-sees a run's start and the removal of the entries it served in the same
-revision, in order.
+Inbox entries, run records and the run lock of a host share one prefix so
+that one watch sees, in order, a run take the lock, claim entries, finish
+and remove them, and its lease (and lock) end.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class Layout:
 
     def run_key(self, host: str, run_id: str) -> str:
         return f"{self.prefix}/hosts/{host}/runs/{run_id}"
+
+    def run_lock_key(self, host: str) -> str:
+        return f"{self.prefix}/hosts/{host}/lock/run"
 
     def quarantine_key(self, host: str, key: str) -> str:
         """Where a bad value under the host's prefix is set aside: the same
@@ -75,10 +79,13 @@ class Layout:
         return f"{self.prefix}/slots/{trigger}/"
 
     def classify(self, host: str, key: str) -> tuple[str, str]:
-        """('entry', id), ('run', run_id) or ('other', rest) for a key under host_prefix."""
+        """('entry', id), ('run', run_id), ('lock', 'run') or ('other', rest) for a key
+        under host_prefix."""
         rest = key[len(self.host_prefix(host)):]
         if "/" not in rest and rest:
             return "entry", rest
         if rest.startswith("runs/") and "/" not in rest[5:] and rest[5:]:
             return "run", rest[5:]
+        if rest == "lock/run":
+            return "lock", "run"
         return "other", rest

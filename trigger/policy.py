@@ -19,6 +19,7 @@ class WatchPolicy:
     reconnect_delay: float = 0.2  # first wait after a store error; doubles ...
     reconnect_max: float = 10.0  # ... up to this; reset once the store answers again
     min_wait: float = 0.01  # the shortest wait for a delivery (a wake time already past)
+    record_retention: int = 7 * 24 * 3600  # lost-run and quarantine records expire after this
 
     def next_reconnect_delay(self, delay: float) -> float:
         return min(delay * 2, self.reconnect_max)
@@ -32,6 +33,19 @@ class RunPolicy:
     first_delay: float = 1.0  # then 2, 4, 8, 8 s
     max_delay: float = 8.0
     slow_slot_note: float = 0.5  # a slot wait longer than this is reported
+    # The run's lease: its lock and slots outlive a dead run this long, and a
+    # run that cannot renew it for `stop_after()` stops its command. 30 s rides
+    # out an etcd restart or election (seconds) without stopping Puppet runs
+    # fleet-wide; the price is that a crashed run delays its host's next run
+    # by up to 30 s.
+    lease_ttl: int = 30
+    stop_grace: float = 2.0  # SIGTERM, then SIGKILL this much later
+    stop_margin: float = 1.0  # ... all done this long before the lease can end
+
+    def stop_after(self) -> float:
+        """Seconds without a lease renewal after which the command is stopped:
+        SIGKILL then still comes `stop_margin` before etcd can end the lease."""
+        return self.lease_ttl - self.stop_grace - self.stop_margin
 
     def delay(self, attempt: int) -> float:
         return min(self.first_delay * 2.0 ** attempt, self.max_delay)

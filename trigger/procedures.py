@@ -37,13 +37,13 @@ from typing import Callable
 from .coordination import Member, key_part, ranked, register
 from .core import Changes, EnqueueFailed, EnqueueRun, MarkRunLost, Quarantine, Snapshot, Tick, WatcherCore
 from .effects import LIVE_RUNS, NOW, UNWATCH, Call, Cancel, Enqueue, Execute, NextChange, Note, \
-    ReadConfig, Sleep, Spawn, Watch
+    ReadConfig, Sleep, Spawn, StopCommand, Watch
 from .layout import Layout
 from .policy import BEATS_PER_TTL, MEMBER_TTL, RETRY_AFTER_STORE_ERROR, RUN, WATCH, RunPolicy, \
     WatchPolicy
 from .queue import QueueError
 from .records import RunRecord
-from .runner import finish_run, pending_limits, start_run
+from .runner import finish_run, give_back, pending_limits, start_run, take_run_lock
 from .store.base import CompactedError, DeleteOp, PutOp, StoreError, UnavailableError
 
 EXIT_TEMPFAIL = 75  # `trigger run` could not be recorded as started: it ran nothing
@@ -89,21 +89,27 @@ def follow_inbox(core: WatcherCore, policy: WatchPolicy = WATCH):
     delay = policy.reconnect_delay
     while True:
         try:
-            revision = yield from resync(core, prefix)
+            revision = yield from resync(core, prefix, policy)
             delay = policy.reconnect_delay  # the store answered: the next outage starts short
             yield Note(f"in sync at revision {revision}: {len(core.pending)} fire(s) waiting, "
                        f"{sum(r.active for r in core.runs.values())} run(s) active; watching")
             yield Watch(prefix, revision + 1)
+            next_check = None
             while True:
                 now = yield NOW
-                changes = yield NextChange(_wait(core, policy, now))
+                # Deliveries never postpone the re-read: a run lost with its
+                # queue is noticed within check_interval, whatever the fire rate.
+                interval = policy.check_interval if core.busy else policy.idle_check
+                next_check = now + interval if next_check is None else min(next_check, now + interval)
+                changes = yield NextChange(_wait(core, policy, now, next_check))
                 now = yield NOW
                 if changes is not None:
-                    yield from carry_out(core, core.handle(Changes(tuple(changes)), now))
-                elif core.wake_at is not None and now >= core.wake_at:
-                    yield from carry_out(core, core.handle(Tick(), now))
-                else:
-                    yield from resync(core, prefix)
+                    yield from carry_out(core, core.handle(Changes(tuple(changes)), now), policy)
+                if core.wake_at is not None and now >= core.wake_at:
+                    yield from carry_out(core, core.handle(Tick(), now), policy)
+                if now >= next_check:
+                    yield from resync(core, prefix, policy)
+                    next_check = None
         except CompactedError as exc:
             yield Note(f"watch history gone ({exc}); re-reading the inbox", "warning")
         except StoreError as exc:
@@ -112,16 +118,13 @@ def follow_inbox(core: WatcherCore, policy: WatchPolicy = WATCH):
             delay = policy.next_reconnect_delay(delay)
 
 
-def _wait(core: WatcherCore, policy: WatchPolicy, now: float) -> float:
+def _wait(core: WatcherCore, policy: WatchPolicy, now: float, next_check: float) -> float:
     """How long to wait for a delivery before re-reading (or ticking)."""
-    timeout = policy.check_interval if core.busy else policy.idle_check
-    wake = core.wake_at
-    if wake is not None:
-        timeout = min(timeout, max(0.0, wake - now))
-    return max(timeout, policy.min_wait)
+    until = next_check if core.wake_at is None else min(next_check, core.wake_at)
+    return max(until - now, policy.min_wait)
 
 
-def resync(core: WatcherCore, prefix: str):
+def resync(core: WatcherCore, prefix: str, policy: WatchPolicy = WATCH):
     """Ask the queue, then read the prefix: a run the queue has let go of is
     then seen in the store as started, if it ever started. Returns the revision."""
     try:
@@ -131,12 +134,14 @@ def resync(core: WatcherCore, prefix: str):
         live = None
     items, revision = yield Call(_get_prefix, (prefix,))
     now = yield NOW
-    yield from carry_out(core, core.handle(Snapshot(tuple(items), revision, live), now))
+    yield from carry_out(core, core.handle(Snapshot(tuple(items), revision, live), now), policy)
     return revision
 
 
-def carry_out(core: WatcherCore, actions: list):
-    """Do what the core asked; report-only actions are only told."""
+def carry_out(core: WatcherCore, actions: list, policy: WatchPolicy = WATCH):
+    """Do what the core asked; report-only actions are only told. What the
+    watcher writes for people to look at later (lost runs, quarantined
+    values) lives on a lease of `record_retention`."""
     layout, host = core.layout, core.host
     for action in actions:
         yield Note(action)
@@ -147,11 +152,13 @@ def carry_out(core: WatcherCore, actions: list):
             except QueueError as exc:
                 yield Note(f"queue refused {action.run_id}: {exc}", "warning")
                 now = yield NOW
-                yield from carry_out(core, core.handle(EnqueueFailed(action.run_id, str(exc)), now))
+                yield from carry_out(core, core.handle(EnqueueFailed(action.run_id, str(exc)), now), policy)
         elif isinstance(action, MarkRunLost):
-            yield Call(_put, (layout.run_key(host, action.run_id), action.record.encode()))
+            lease = yield Call(_grant, (policy.record_retention,))
+            yield Call(_put, (layout.run_key(host, action.run_id), action.record.encode(), lease))
         elif isinstance(action, Quarantine):
-            yield Call(_txn, ([PutOp(layout.quarantine_key(host, action.key), action.value),
+            lease = yield Call(_grant, (policy.record_retention,))
+            yield Call(_txn, ([PutOp(layout.quarantine_key(host, action.key), action.value, lease),
                                DeleteOp(action.key)], ((action.key, action.revision),)))
 
 
@@ -178,6 +185,17 @@ class RunAborted:
 
     def describe(self) -> str:
         return f"{self.run_id} could not be recorded as started; not running it (exit {EXIT_TEMPFAIL})"
+
+
+@dataclass(frozen=True)
+class RunGaveBack:
+    """A run's command was stopped before its end; its fires stay for the next run (told)."""
+
+    record: RunRecord
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.record.run_id} gave its fires back: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -208,46 +226,79 @@ class SlotWaited:
                 f"({self.limit} at once)")
 
 
+@dataclass
+class RunLease:
+    """The lease a run holds its lock and slots on, kept alive beside its command."""
+
+    id: int
+    ttl: int
+    expired: bool = False  # renewals failed too long: the command was stopped
+
+
 def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
-                  holder: str | None = None, policy: RunPolicy = RUN, slot_ttl: int = MEMBER_TTL):
+                  holder: str | None = None, policy: RunPolicy = RUN):
     """What `trigger run` does around its command; returns the exit status.
 
-    `holder` names the run in slot keys (unique across hosts; the run id by
-    default). The command's exit code is returned, or EXIT_TEMPFAIL when the
-    run could not take its slots or record its start: then nothing ran and
-    its fires wait in the inbox for the next run.
+    Take a lease kept alive beside the run, the host's run lock on it (one
+    run at a time, whatever task-spooler did), a slot of every limited
+    trigger waiting, then claim the inbox, run the command, finish. `holder`
+    names the run in slot keys (the run id by default). EXIT_TEMPFAIL when
+    nothing ran: the fires wait in the inbox for the next run.
     """
-    limits = yield from retrying(lambda now: Call(pending_limits, (layout, host)),
-                                 f"{run_id} cannot mark its start", policy)
-    slots: list[HeldSlot] = []
-    if limits:
-        slots = yield from take_slots(layout, limits, holder or run_id, run_id, slot_ttl)
+    what = f"{run_id} cannot mark its start"
+    lease_id = yield from retrying(lambda now: Call(_grant, (policy.lease_ttl,)), what, policy)
+    if lease_id is None:
+        return (yield from _abort(run_id, None))
+    lease = RunLease(lease_id, policy.lease_ttl)
+    keeper = yield Spawn(keep_run_lease(lease, run_id, policy))
+    slots: list[HeldSlot] | None = []
     record = None
-    if limits is not None and slots is not None:
-        record = yield from retrying(
-            lambda now: Call(start_run, (layout, host, run_id, now, limits)),
-            f"{run_id} cannot mark its start", policy)
+    if (yield from wait_for_run_lock(layout, host, run_id, lease, policy)):
+        limits = yield from retrying(lambda now: Call(pending_limits, (layout, host)), what, policy)
+        if limits:
+            slots = yield from take_slots(layout, limits, holder or run_id, run_id, lease)
+        if limits is not None and slots is not None and not lease.expired:
+            record = yield from retrying(
+                lambda now: Call(start_run, (layout, host, run_id, now, limits)), what, policy)
+    retained = 0
+    if record is not None and retention:  # the records' lease, taken while etcd answers
+        retained = yield from retrying(lambda now: Call(_grant, (retention,)), what, policy)
     if record is None:
-        yield from release_slots(slots or ())
-        yield Note(RunAborted(run_id), "error")
-        return EXIT_TEMPFAIL
+        return (yield from _abort(run_id, keeper, lease))
     yield Note(RunStarted(record))
     exit_code = yield Execute(record)
+    stopped = lease.expired  # stopped before its end, rather than losing the lease after it
     # The end is when the command returned, not when the record is written:
     # the slots go back in between, and a run recorded as ending after the
     # next one started would misreport serial order.
     ended = yield NOW
     yield from release_slots(slots)
-    lease = 0
-    if retention:
-        lease = yield from retrying(lambda now: Call(_grant, (retention,)),
-                                    f"{run_id} cannot mark its finish", policy)
-    done = yield from retrying(
-        lambda now: Call(finish_run, (layout, record, exit_code, ended, lease or 0)),
-        f"{run_id} cannot mark its finish", policy)
-    yield Note(RunFinished(record, exit_code, done is not None),
-               "info" if done is not None else "warning")
+    if stopped:  # its fires go back to the inbox
+        reason = f"lease not renewed for {policy.stop_after():g} s; command stopped"
+        done = yield from retrying(
+            lambda now: Call(give_back, (layout, record, reason, ended, exit_code, retained or 0)),
+            f"{run_id} cannot mark its end", policy)
+        yield Note(RunGaveBack(record, reason), "warning")
+    else:
+        done = yield from retrying(
+            lambda now: Call(finish_run, (layout, record, exit_code, ended, retained or 0)),
+            f"{run_id} cannot mark its finish", policy)
+        yield Note(RunFinished(record, exit_code, done is not None),
+                   "info" if done is not None else "warning")
+    yield from _end_lease(keeper, lease)  # the lock goes with it: the next run may start
     return exit_code
+
+
+def _abort(run_id: str, keeper, lease: RunLease | None = None):
+    if lease is not None:
+        yield from _end_lease(keeper, lease)
+    yield Note(RunAborted(run_id), "error")
+    return EXIT_TEMPFAIL
+
+
+def _end_lease(keeper, lease: RunLease):
+    yield Cancel(keeper)
+    yield from revoke_quietly(lease.id)
 
 
 def retrying(make: Callable[[float], Call], what: str, policy: RunPolicy = RUN):
@@ -262,38 +313,95 @@ def retrying(make: Callable[[float], Call], what: str, policy: RunPolicy = RUN):
     return None
 
 
+def keep_run_lease(lease: RunLease, run_id: str, policy: RunPolicy = RUN):
+    """Renew every ttl / 3. Renewals failing for `stop_after()` seconds (or
+    the lease gone) stop the command before etcd can end the lease, so the
+    run never goes on beside the next one."""
+    last_renewed = yield NOW
+    while True:
+        now = yield NOW
+        stop_at = last_renewed + policy.stop_after()
+        yield Sleep(max(min(lease.ttl / BEATS_PER_TTL, stop_at - now), policy.stop_margin / 4))
+        try:
+            yield Call(_refresh, (lease.id,))
+            last_renewed = yield NOW
+            continue
+        except UnavailableError:
+            if (yield NOW) < stop_at:
+                continue
+        except StoreError:
+            pass  # the lease is gone
+        lease.expired = True
+        yield Note(f"{run_id}: lease not renewed for {policy.stop_after():g} s; stopping the command "
+                   f"(SIGTERM, SIGKILL after {policy.stop_grace:g} s)", "warning")
+        yield StopCommand(policy.stop_grace)
+        return
+
+
+def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
+                      policy: RunPolicy = RUN):
+    """Hold the host's run lock; False if etcd stayed away or the lease ended first."""
+    key = layout.run_lock_key(host)
+    yield Watch(key, 0)
+    told = False
+    while not lease.expired:
+        try:
+            holder = yield Call(take_run_lock, (layout, host, run_id, lease.id))
+        except UnavailableError:
+            holder = yield from retrying(
+                lambda now: Call(take_run_lock, (layout, host, run_id, lease.id)),
+                f"{run_id} cannot take the run lock", policy)
+            if holder is None and (yield Call(_lock_holder, (key,))) != run_id:
+                break
+        if holder is None:
+            yield UNWATCH
+            return True
+        if holder and not told:
+            yield Note(f"{run_id} waits for run {holder} to end (one run at a time)")
+            told = True
+        try:
+            yield NextChange(lease.ttl)
+        except StoreError:
+            yield Watch(key, 0)
+    yield UNWATCH
+    return False
+
+
+def _lock_holder(store, key: str) -> str | None:
+    held = store.get(key)
+    return None if held is None else held.value.decode("utf-8", "replace")
+
+
 # -- slots ----------------------------------------------------------------------------------
 
 
 @dataclass
 class HeldSlot:
-    """A run's place under a limited trigger's slot prefix, and its lease."""
+    """A run's place under a limited trigger's slot prefix, on the run's lease."""
 
     prefix: str
     key: str
     limit: int
-    ttl: int = MEMBER_TTL
     lease: int | None = None
-    keeper: object = None  # the spawned `keep_lease`
 
     @classmethod
-    def of(cls, layout: Layout, trigger: str, limit: int, holder: str, ttl: int = MEMBER_TTL):
+    def of(cls, layout: Layout, trigger: str, limit: int, holder: str):
         prefix = layout.slots_prefix(key_part(trigger))
-        return cls(prefix, prefix + holder, limit, ttl)
+        return cls(prefix, prefix + holder, limit)
 
 
-def take_slots(layout: Layout, limits: dict[str, int], holder: str, run_id: str,
-               ttl: int = MEMBER_TTL):
+def take_slots(layout: Layout, limits: dict[str, int], holder: str, run_id: str, lease: RunLease):
     """A slot of every limited trigger, in name order (one order for every
-    host, so two runs never wait on each other). On a store error the slots
-    taken so far go back and None is returned: nothing was acknowledged."""
+    host, so two runs never wait on each other). On a store error, or when
+    the run's lease ended meanwhile, the slots taken so far go back and None
+    is returned: nothing was claimed."""
     slots: list[HeldSlot] = []
     for trigger, limit in sorted(limits.items()):
-        slot = HeldSlot.of(layout, trigger, limit, holder, ttl)
+        slot = HeldSlot.of(layout, trigger, limit, holder)
         slots.append(slot)
         try:
-            waited = yield from acquire_slot(slot)
-        except StoreError as exc:
+            waited = yield from acquire_slot(slot, lease.id, lease.ttl)
+        except (StoreError, SlotLost) as exc:
             yield UNWATCH
             yield from release_slots(slots)
             yield Note(f"{run_id} could not take a slot of {trigger!r}: {exc}", "error")
@@ -303,16 +411,25 @@ def take_slots(layout: Layout, limits: dict[str, int], holder: str, run_id: str,
     return slots
 
 
-def acquire_slot(slot: HeldSlot, timeout: float | None = None):
-    """Wait for the slot; returns the seconds waited. TimeoutError after `timeout`."""
+class SlotLost(Exception):
+    """The key a run queued under went away: its lease ended while it waited."""
+
+
+def acquire_slot(slot: HeldSlot, lease: int, ttl: int, timeout: float | None = None):
+    """Wait for the slot, queued under `lease`; returns the seconds waited.
+
+    TimeoutError after `timeout`; SlotLost if the key goes (the lease ended).
+    """
     start = yield NOW
-    yield from _queue_up(slot)
+    slot.lease = lease
+    yield Call(_put, (slot.key, b"", lease))
     yield Watch(slot.prefix, 0)
     while True:
         keys = [kv.key for kv in (yield Call(ranked, (slot.prefix,)))]
-        if slot.key not in keys:  # our lease ended while we waited: queue up anew
-            yield from _queue_up(slot)
-            continue
+        if slot.key not in keys:
+            yield UNWATCH
+            slot.lease = None
+            raise SlotLost(f"its lease ended while it waited for a slot of {slot.limit}")
         now = yield NOW
         if keys.index(slot.key) < slot.limit:
             yield UNWATCH
@@ -323,31 +440,23 @@ def acquire_slot(slot: HeldSlot, timeout: float | None = None):
             yield from release_slots([slot])
             raise TimeoutError(f"no slot of {slot.limit} free within {timeout}s")
         try:
-            yield NextChange(slot.ttl if left is None else min(left, slot.ttl))
+            yield NextChange(ttl if left is None else min(left, ttl))
         except StoreError:
             yield Watch(slot.prefix, 0)  # the watch died: a new one, then look again
 
 
-def _queue_up(slot: HeldSlot):
-    """A fresh lease kept alive beside the run, and the slot key on it."""
-    yield from release_slots([slot])
-    slot.lease = yield Call(_grant, (slot.ttl,))
-    slot.keeper = yield Spawn(keep_lease(slot.lease, slot.ttl))
-    yield Call(_put, (slot.key, b"", slot.lease))
-
-
 def release_slots(slots):
-    """Stop refreshing and revoke."""
-    for slot in slots:
-        if slot.keeper is not None:
-            yield Cancel(slot.keeper)
-            slot.keeper = None
+    """Give the slots back now (the run's lease would take them later)."""
+    for slot in slots or ():
         if slot.lease is not None:
-            lease, slot.lease = slot.lease, None
-            yield from _revoke_quietly(lease)
+            slot.lease = None
+            try:
+                yield Call(_delete, (slot.key,))
+            except StoreError:
+                pass  # they go when the run's lease ends
 
 
-def _revoke_quietly(lease: int):
+def revoke_quietly(lease: int):
     """Revoke a lease; if etcd is away, the lease ends by itself within its TTL."""
     try:
         yield Call(_revoke, (lease,))
@@ -418,4 +527,4 @@ def leave(reg: Registration):
     """The watcher stops: its lease goes, and with it every key it owns."""
     if reg.lease is not None:
         lease, reg.lease = reg.lease, None
-        yield from _revoke_quietly(lease)
+        yield from revoke_quietly(lease)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 MAX_VALUE_BYTES = 8192
 MAX_RUN_BYTES = 1024 * 1024
 MAX_SERVED = 20000  # ids a run record lists; etcd takes requests up to 1.5 MiB
+MAX_CLAIM_BYTES = 256 * 1024  # of ids one run claims: its record stays far below that limit
 MAX_NAME_CHARS = 256
 MAX_TTL = 100
 DEFAULT_TTL = 5

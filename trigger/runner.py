@@ -1,14 +1,26 @@
-"""What a queued run does around its command: mark start, run, mark finish.
+"""The store steps of a triggered run: take the host's run lock, claim, finish, give back.
 
-A run serving a trigger with `max_concurrent` first takes a slot of it
-(trigger.coordination.Slot), and only then acknowledges: a run that dies
-waiting for a slot leaves its fires in the inbox for the next run.
+`procedures.triggered_run` calls these in order, each a function of the
+store so both drivers run them:
 
-`start_run` is the acknowledgement: one transaction writes the started run
-record, listing every inbox entry present, and removes those entries (a
-large inbox needs more transactions; the record comes first, so a crash in
-between leaves entries that merely get one more run). An entry therefore
-goes only when a run that started after its fire has begun.
+* `take_run_lock`: one run at a time per host, whatever happens to
+  task-spooler: the key `P/hosts/<host>/lock/run` names the run holding it,
+  on that run's lease. A run waits for it before anything else.
+* `start_run` claims the inbox: it writes the started run record listing
+  the entries present (a batch of at most MAX_CLAIM_BYTES of ids, so a
+  record always fits etcd's request limit; the rest get the next run).
+  Entries stay in the inbox while the command runs.
+* `finish_run` removes the claimed entries and writes the finished record;
+  the last batch of removals and the record are one transaction. An entry
+  therefore goes only when a run that started after its fire has run its
+  command to the end. A run that dies first leaves its entries, and the
+  watcher, seeing its lock go while the record says started, marks it lost:
+  they get a new run.
+* `give_back`: a run whose command was stopped records itself lost and
+  leaves its entries for the next run.
+
+Every step can be retried after an answer was lost: `start_run` returns the
+record an earlier try wrote, `finish_run` repeats deletions of gone keys.
 """
 
 from __future__ import annotations
@@ -19,25 +31,38 @@ from dataclasses import replace
 
 from .fire import TXN_OPS, Lineage
 from .layout import Layout
-from .records import MAX_SERVED, BadRecord, RunRecord, check_id, parse_entry, parse_run
+from .records import MAX_CLAIM_BYTES, MAX_SERVED, BadRecord, RunRecord, check_id, parse_entry, \
+    parse_run
 from .store.base import DeleteOp, PutOp, Store
 
 
 def _inbox(store: Store, layout: Layout, host: str, run_id: str):
-    """The usable inbox entries as (key, name, entry), and the run's queued time."""
+    """The usable inbox entries as (key, name, entry), and this run's own record."""
     items, _ = store.get_prefix(layout.host_prefix(host))
-    queued_at, entries = None, []
+    own, entries = None, []
     for kv in items:
         kind, name = layout.classify(host, kv.key)
         try:
             if kind == "run" and name == run_id:
-                queued_at = parse_run(kv.value).queued_at
-            elif kind == "entry" and len(entries) < MAX_SERVED:
+                own = parse_run(kv.value)
+            elif kind == "entry":
                 check_id(name, "event id in the key")  # else our own record could not list it
                 entries.append((kv.key, name, parse_entry(kv.value)))
         except BadRecord:
             continue  # the watcher quarantines it; a run cannot serve it
-    return entries, queued_at
+    return entries, own
+
+
+def take_run_lock(store: Store, layout: Layout, host: str, run_id: str, lease: int) -> str | None:
+    """Take the host's run lock on `lease`; None once held, else the run id holding it."""
+    key = layout.run_lock_key(host)
+    if store.txn([PutOp(key, run_id.encode(), lease)], expect_missing=(key,)) is not None:
+        return None
+    held = store.get(key)
+    if held is None:
+        return ""  # it went meanwhile: try again
+    holder = held.value.decode("utf-8", "replace")
+    return None if holder == run_id else holder  # ours: an earlier try's answer was lost
 
 
 def pending_limits(store: Store, layout: Layout, host: str) -> dict[str, int]:
@@ -52,40 +77,62 @@ def pending_limits(store: Store, layout: Layout, host: str) -> dict[str, int]:
 
 def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float,
               held: dict[str, int] | None = None) -> RunRecord:
-    """Acknowledge the inbox. With `held` (the slots the run holds), entries
-    of a limited trigger without a slot stay for the next run."""
-    entries, queued_at = _inbox(store, layout, host, run_id)
+    """Claim the inbox: the started record lists a batch of the entries present.
+
+    With `held` (the slots the run holds), entries of a limited trigger
+    without a slot stay for the next run.
+    """
+    entries, own = _inbox(store, layout, host, run_id)
+    if own is not None and own.state == "started":
+        return own  # an earlier try was applied and its answer lost: the same claim
     if held is not None:
         entries = [e for e in entries if not e[2].max_concurrent or e[2].trigger in held]
-    best = max((e for _, _, e in entries), key=lambda e: e.hop, default=None)
+    claimed, size = [], 0
+    for _, name, entry in entries:  # oldest first: event ids sort by time
+        size += len(name) + 3
+        if size > MAX_CLAIM_BYTES or len(claimed) >= MAX_SERVED:
+            break
+        claimed.append((name, entry))
+    best = max((e for _, e in claimed), key=lambda e: e.hop, default=None)
     lineage = Lineage(best.hop, best.chain) if best else Lineage()
     record = RunRecord(
-        run_id=run_id, host=host, state="started", queued_at=queued_at,
-        started_at=now, served=tuple(name for _, name, _ in entries),
+        run_id=run_id, host=host, state="started",
+        queued_at=own.queued_at if own is not None else None,
+        started_at=now, served=tuple(name for name, _ in claimed),
         hop=lineage.hop, chain=lineage.chain, limits=tuple(sorted((held or {}).items())),
     )
-    deletes = [DeleteOp(key) for key, _, _ in entries]
-    store.txn([PutOp(layout.run_key(host, run_id), record.encode()), *deletes[: TXN_OPS - 1]])
-    rest = deletes[TXN_OPS - 1 :]
-    for i in range(0, len(rest), TXN_OPS):
-        store.txn(rest[i : i + TXN_OPS])
+    store.put(layout.run_key(host, run_id), record.encode())
     return record
 
 
 def finish_run(store: Store, layout: Layout, record: RunRecord, exit_code: int,
                now: float, lease: int = 0) -> RunRecord:
+    """Remove the claimed entries; the last batch goes with the finished record."""
     done = replace(record, state="finished", finished_at=now, exit_code=exit_code)
-    store.put(layout.run_key(record.host, record.run_id), done.encode(), lease=lease)
+    deletes = [DeleteOp(layout.entry_key(record.host, name)) for name in record.served]
+    tail = len(deletes) % (TXN_OPS - 1) or min(len(deletes), TXN_OPS - 1)
+    head = deletes[: len(deletes) - tail]
+    for i in range(0, len(head), TXN_OPS):
+        store.txn(head[i : i + TXN_OPS])
+    store.txn([*deletes[len(head):], PutOp(layout.run_key(record.host, record.run_id), done.encode(), lease)])
     return done
 
 
-def run_command(argv: list[str], record: RunRecord) -> int:
-    """Run the configured command (an argv, never a shell) with the lineage."""
+def give_back(store: Store, layout: Layout, record: RunRecord, reason: str, now: float,
+              exit_code: int | None, lease: int = 0) -> RunRecord:
+    """The command did not run to its end: record the run lost; its entries stay."""
+    lost = replace(record, state="lost", finished_at=now, exit_code=exit_code, reason=reason)
+    store.put(layout.run_key(record.host, record.run_id), lost.encode(), lease)
+    return lost
+
+
+def start_command(argv: list[str], record: RunRecord) -> subprocess.Popen:
+    """Start the configured command (an argv, never a shell) with the lineage."""
     env = dict(os.environ)
     env.update(Lineage(record.hop, record.chain).to_env())
     env["TRIGGER_RUN_ID"] = record.run_id
     env["TRIGGER_HOST"] = record.host
     try:
-        return subprocess.call(argv, env=env)
+        return subprocess.Popen(argv, env=env)
     except OSError as exc:
         raise BadRecord(f"cannot run {argv[0]!r}: {exc.strerror}") from None

@@ -46,7 +46,7 @@ class WatchDaemon:
     # -- single steps, for tests that drive the daemon by hand -----------------------
 
     def resync(self) -> int:
-        return self.driver.run(resync(self.core, self.core.layout.host_prefix(self.core.host)))
+        return self.driver.run(resync(self.core, self.core.layout.host_prefix(self.core.host), self.policy))
 
     def carry_out(self, actions: list[Action]) -> None:
-        self.driver.run(carry_out(self.core, actions))
+        self.driver.run(carry_out(self.core, actions, self.policy))

@@ -42,6 +42,10 @@ def put_run(run_id, state, rev, served=()):
     return Put(L.run_key(HOST, run_id), record.encode(), rev)
 
 
+def put_lock(run_id, rev):
+    return Put(L.run_lock_key(HOST), run_id.encode(), rev)
+
+
 def kv(change):
     return KeyValue(change.key, change.value, change.revision, change.revision)
 
@@ -84,15 +88,15 @@ def test_entries_while_queued_coalesce():
     assert actions == [Coalesce("e2", "r1"), Coalesce("e3", "r1")]
 
 
-def test_run_start_acks_and_later_entries_get_exactly_one_more_run():
+def test_run_start_claims_and_later_entries_get_exactly_one_more_run():
     core, _ = synced()
     core.handle(Changes((put_entry("e1", 11),)), 1.0)
-    start = (put_run("r1", "started", 12, served=["e1"]), Delete(L.entry_key(HOST, "e1"), 12))
+    start = (put_lock("r1", 12), put_run("r1", "started", 13, served=["e1"]))
     assert core.handle(Changes(start), 2.0) == []
     assert core.queued_run is None and not core.pending
     actions = []
     for i in range(30):
-        actions += core.handle(Changes((put_entry(f"s{i}", 13 + i),)), 3.0 + i)
+        actions += core.handle(Changes((put_entry(f"s{i}", 14 + i),)), 3.0 + i)
     assert [type(a) for a in actions] == [EnqueueRun] + [Coalesce] * 29
     # fires in one batch wait for one run too
     core, _ = synced()
@@ -101,19 +105,40 @@ def test_run_start_acks_and_later_entries_get_exactly_one_more_run():
     assert [type(a) for a in actions] == [EnqueueRun] and len(actions[0].waiting) == 30
 
 
-def test_served_entries_count_as_acknowledged_before_their_delete_arrives():
+def test_claimed_entries_wait_for_their_run_and_go_when_it_finishes():
     core, _ = synced()
     core.handle(Changes((put_entry("e1", 11), put_entry("e2", 12))), 1.0)
-    actions = core.handle(Changes((put_run("r1", "started", 13, served=["e1", "e2"]),)), 2.0)
-    assert actions == [] and not core.pending
+    start = (put_lock("r1", 13), put_run("r1", "started", 14, served=["e1", "e2"]))
+    assert core.handle(Changes(start), 2.0) == [] and not core.pending
+    finish = (Delete(L.entry_key(HOST, "e1"), 15), Delete(L.entry_key(HOST, "e2"), 15),
+              put_run("r1", "finished", 15, served=["e1", "e2"]), Delete(L.run_lock_key(HOST), 16))
+    assert core.handle(Changes(finish), 3.0) == [] and not core.busy
+
+
+def test_a_started_run_whose_lock_goes_died_and_its_entries_get_a_new_run():
+    """OOM, reboot, a killed `trigger run`: the lease ends, the lock goes, the
+    record still says started: the claimed entries are given back."""
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11),)), 1.0)
+    core.handle(Changes((put_lock("r1", 12), put_run("r1", "started", 13, served=["e1"]))), 2.0)
+    actions = core.handle(Changes((Delete(L.run_lock_key(HOST), 14),)), 3.0)
+    assert [type(a) for a in actions] == [MarkRunLost, EnqueueRun]
+    assert "died before its end" in actions[0].record.reason and actions[1].waiting == ("e1",)
+
+
+def test_a_started_run_holding_the_lock_is_alive_whatever_the_queue_says():
+    """task-spooler's server was killed: its running job goes on, unlisted."""
+    items = [put_entry("e1", 4), put_lock("r9", 5), put_run("r9", "started", 6, served=["e1"])]
+    core, actions = synced(items, live=frozenset())
+    assert actions == [] and not core.pending and core.busy
 
 
 def test_entry_arriving_between_run_read_and_start_gets_a_new_run():
     core, _ = synced()
     core.handle(Changes((put_entry("e1", 11),)), 1.0)
     assert core.handle(Changes((put_entry("e2", 12),)), 1.5) == [Coalesce("e2", "r1")]
-    # the run read the inbox before e2 landed, so it served only e1
-    actions = core.handle(Changes((put_run("r1", "started", 13, served=["e1"]),)), 2.0)
+    # the run read the inbox before e2 landed, so it claimed only e1
+    actions = core.handle(Changes((put_lock("r1", 13), put_run("r1", "started", 14, served=["e1"]))), 2.0)
     assert [(type(a), a.waiting) for a in actions] == [(EnqueueRun, ("e2",))]
 
 
@@ -164,9 +189,10 @@ def test_snapshot_keeps_a_queued_run_the_queue_still_holds():
     assert actions == [] and core.queued_run == "r9"
 
 
-def test_snapshot_without_queue_knowledge_declares_nothing_lost():
-    core, actions = synced([put_run("r9", "started", 5)], live=None)
-    assert actions == []
+def test_snapshot_without_queue_knowledge_declares_no_queued_run_lost():
+    core, actions = synced([put_run("r8", "queued", 4), put_lock("r9", 5), put_run("r9", "started", 6)],
+                           live=None)
+    assert actions == [] and core.queued_run == "r8"
 
 
 def test_started_run_that_died_is_lost_but_finished_runs_are_history():
@@ -193,7 +219,7 @@ def test_a_run_getting_through_resets_the_retry_delay():
     core.handle(Changes((put_entry("e1", 11),)), 0.0)
     core.handle(EnqueueFailed("r1", "x"), 0.0)
     core.handle(Tick(), 1.0)
-    core.handle(Changes((put_run("r2", "started", 12, served=["e1"]),)), 2.0)
+    core.handle(Changes((put_lock("r2", 12), put_run("r2", "started", 13, served=["e1"]))), 2.0)
     assert core.failures == 0
 
 
@@ -207,9 +233,10 @@ def test_busy_while_runs_are_active():
     core, _ = synced()
     core.handle(Changes((put_entry("e1", 11),)), 0.0)
     assert core.busy
-    core.handle(Changes((put_run("r1", "started", 12, served=["e1"]),)), 1.0)
+    core.handle(Changes((put_lock("r1", 12), put_run("r1", "started", 13, served=["e1"]))), 1.0)
     assert core.busy  # still running
-    core.handle(Changes((put_run("r1", "finished", 13, served=["e1"]),)), 2.0)
+    core.handle(Changes((Delete(L.entry_key(HOST, "e1"), 14), put_run("r1", "finished", 14, served=["e1"]))),
+                2.0)
     assert not core.busy
 
 

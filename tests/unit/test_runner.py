@@ -1,9 +1,9 @@
-"""A run's start: which inbox entries it acknowledges, and with what lineage."""
+"""A run's store steps: the run lock, the claim, the finish, the give-back."""
 
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
-from trigger.records import parse_run
-from trigger.runner import finish_run, pending_limits, start_run
+from trigger.records import MAX_CLAIM_BYTES, parse_run
+from trigger.runner import finish_run, give_back, pending_limits, start_run, take_run_lock
 from trigger.store.memory import MemoryStore
 
 L = Layout()
@@ -14,22 +14,71 @@ def inbox(store, host="h"):
     return [kv.key.rsplit("/", 1)[-1] for kv in items if L.classify(host, kv.key)[0] == "entry"]
 
 
-def test_start_acknowledges_every_entry_and_carries_the_highest_hop():
+def test_start_claims_every_entry_and_carries_the_highest_hop_but_removes_none():
     store = MemoryStore()
     a = fire(store, L, "t", ["h"], Lineage(), "x")
     b = fire(store, L, "t", ["h"], Lineage(2, ("p", "q")), "r")
     record = start_run(store, L, "h", "r1", 5.0)
-    assert sorted(record.served) == sorted([a.id, b.id]) and inbox(store) == []
+    assert sorted(record.served) == sorted([a.id, b.id])
+    assert sorted(inbox(store)) == sorted([a.id, b.id])  # they go when the command ran to its end
     assert (record.hop, record.chain) == (3, ("p", "q", "r"))
     assert parse_run(store.get(L.run_key("h", "r1")).value) == record
 
 
-def test_a_large_inbox_is_acknowledged_in_several_transactions():
+def test_a_retried_start_returns_the_claim_an_earlier_try_wrote():
+    """The first try was applied but its answer lost: the retry must not
+    write a record with another claim (or with hop 0)."""
+    store = MemoryStore()
+    fire(store, L, "t", ["h"], Lineage(4, ("a",)), "b", event_id="e1")
+    first = start_run(store, L, "h", "r1", 1.0)
+    fire(store, L, "t", ["h"], Lineage(), "c", event_id="e2")
+    again = start_run(store, L, "h", "r1", 2.0)
+    assert again == first and again.served == ("e1",) and again.hop == 5
+
+
+def test_finish_removes_the_claimed_entries_in_batches_and_the_record_comes_with_the_last():
     store = MemoryStore()
     for i in range(300):
         fire(store, L, "t", ["h"], Lineage(), "x", event_id=f"e{i:04d}")
     record = start_run(store, L, "h", "r1", 1.0)
-    assert len(record.served) == 300 and inbox(store) == []
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="late")  # came during the run
+    before = store.get_prefix("/")[1]
+    lease = store.lease_grant(60)
+    done = finish_run(store, L, record, 2, 3.0, lease)
+    assert inbox(store) == ["late"]
+    assert store.get_prefix("/")[1] - before == 3  # 300 deletions: 128 + 128 + (44 + the record)
+    kv = store.get(L.run_key("h", "r1"))
+    assert kv.lease == lease and parse_run(kv.value) == done and done.exit_code == 2
+    assert kv.mod_revision == store.get_prefix("/")[1]  # the record is the last write
+
+
+def test_a_huge_inbox_is_claimed_in_batches_that_fit_a_request():
+    store = MemoryStore()
+    for i in range(14_000):
+        fire(store, L, "t", ["h"], Lineage(), "x", event_id=f"{i:06d}-" + "x" * 110)
+    record = start_run(store, L, "h", "r1", 1.0)
+    assert 0 < len(record.served) < 14_000
+    assert len(record.encode()) <= MAX_CLAIM_BYTES + 1024
+    assert list(record.served) == sorted(record.served)  # the oldest first
+
+
+def test_a_run_that_gives_its_fires_back_leaves_them_in_the_inbox():
+    store = MemoryStore()
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e1")
+    record = start_run(store, L, "h", "r1", 1.0)
+    lost = give_back(store, L, record, "lease not renewed", 2.0, 143)
+    assert inbox(store) == ["e1"] and lost.state == "lost" and lost.exit_code == 143
+    assert parse_run(store.get(L.run_key("h", "r1")).value) == lost
+
+
+def test_the_run_lock_admits_one_run_and_knows_its_own_holder():
+    store = MemoryStore()
+    lease = store.lease_grant(10)
+    assert take_run_lock(store, L, "h", "r1", lease) is None
+    assert take_run_lock(store, L, "h", "r1", lease) is None  # a retried try: still ours
+    assert take_run_lock(store, L, "h", "r2", store.lease_grant(10)) == "r1"
+    store.lease_revoke(lease)
+    assert take_run_lock(store, L, "h", "r2", store.lease_grant(10)) is None
 
 
 def test_limited_entries_wait_unless_their_slot_is_held():
@@ -38,16 +87,8 @@ def test_limited_entries_wait_unless_their_slot_is_held():
     limited = fire(store, L, "rolling", ["h"], Lineage(), "x", max_concurrent=1)
     assert pending_limits(store, L, "h") == {"rolling": 1}
     first = start_run(store, L, "h", "r1", 1.0, held={})  # the slot was not taken
-    assert first.served == (free.id,) and inbox(store) == [limited.id]
+    assert first.served == (free.id,)
+    finish_run(store, L, first, 0, 1.5)
+    assert inbox(store) == [limited.id]
     second = start_run(store, L, "h", "r2", 2.0, held={"rolling": 1})
     assert second.served == (limited.id,) and second.limits == (("rolling", 1),)
-
-
-def test_finish_keeps_the_record_on_the_retention_lease():
-    store = MemoryStore()
-    fire(store, L, "t", ["h"], Lineage(), "x")
-    started = start_run(store, L, "h", "r1", 1.0)
-    lease = store.lease_grant(60)
-    done = finish_run(store, L, started, 2, 3.0, lease)
-    kv = store.get(L.run_key("h", "r1"))
-    assert kv.lease == lease and parse_run(kv.value) == done and done.exit_code == 2

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from trigger.core import Changes, Coalesce, EnqueueFailed, EnqueueRun, MarkRunLost, Quarantine, Snapshot, Tick, WatcherCore
 from trigger.records import BadRecord, Entry, check_id, parse_entry, parse_run
 from trigger.results import status
-from trigger.runner import start_run
+from trigger.runner import finish_run, start_run
 from trigger.store.base import Delete, KeyValue, Put
 from trigger.store.memory import MemoryStore
 from trigger.watch import WatchDaemon
@@ -232,5 +232,6 @@ def test_a_run_starts_on_any_inbox(items):
     with bounded_memory("start_run"):
         record = start_run(store, LAYOUT, HOST, "run-1", 1.0)
     assert parse_run(store.get(LAYOUT.run_key(HOST, "run-1")).value) == record
-    for event_id in record.served:  # acknowledged: gone from the inbox
+    finish_run(store, LAYOUT, record, 0, 2.0)
+    for event_id in record.served:  # served to the end: gone from the inbox
         assert store.get(LAYOUT.entry_key(HOST, event_id)) is None

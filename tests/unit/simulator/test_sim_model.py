@@ -210,7 +210,7 @@ def test_faults_scenario_serves_every_fire_but_those_a_fault_made_impossible():
     assert totals["fires_failed"] == 1  # web07 fired while cut off
     assert report.data["unserved"] == [{
         "host": "web10.example.com", "count": 1, "first_fired_at": 3100.0, "triggers": ["deploy"],
-        "event_ids": ["ev0000082"],  # the deploy at 3100 s
+        "event_ids": ["ev0000083"],  # the deploy at 3100 s (web07's re-run fired once more)
         "reason": "watcher of web10.example.com killed at 3000 s and not restarted",
     }]
 
