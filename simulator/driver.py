@@ -20,7 +20,7 @@ from typing import Callable
 
 from trigger.coordination import read_config_dir
 from trigger.effects import Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, \
-    ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
+    ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
 from trigger.queue import QueueError
 from trigger.store.base import CompactedError, StoreError
 
@@ -29,11 +29,14 @@ class SimDriver:
     """Runs one procedure for one node, from `start` until it returns or is killed."""
 
     __slots__ = ("env", "store", "tsp", "execute", "tell", "stats", "killed", "done", "command",
+                 "process_alive",
                  "_procedure", "_watch", "_buffer", "_waiting", "_deadline", "_timer_at")
 
     def __init__(self, env, store, tell: Callable[[Note], None], tsp=None,
-                 execute: Callable | None = None, stats=None):
+                 execute: Callable | None = None, stats=None,
+                 process_alive: Callable[[str], bool | None] = lambda process: None):
         self.env, self.store, self.tsp, self.execute = env, store, tsp, execute
+        self.process_alive = process_alive
         self.tell, self.stats = tell, stats
         self.killed = False
         self.command: list = [None]  # the running command's SimPy process, shared with spawned ones
@@ -162,6 +165,9 @@ class SimDriver:
     def _read_config(self, effect: ReadConfig):
         return read_config_dir(effect.path)
 
+    def _is_alive(self, effect: ProcessAlive) -> bool | None:
+        return self.process_alive(effect.process)
+
     def _spawn(self, effect: Spawn) -> "SimDriver":
         child = SimDriver(self.env, self.store, self.tell)
         child.command = self.command  # a procedure beside a run may stop its command
@@ -220,6 +226,6 @@ class SimDriver:
     _instant = {
         Call: _call, Now: _now, Watch: _start_watch, Unwatch: _unwatch, NextChange: _next_change,
         LiveRuns: _live_runs, Enqueue: _enqueue, ReadConfig: _read_config, Spawn: _spawn,
-        Cancel: _cancel, Note: _note, StopCommand: _stop_command,
+        Cancel: _cancel, Note: _note, StopCommand: _stop_command, ProcessAlive: _is_alive,
     }
     _waits = {Sleep: _sleep, Execute: _execute}

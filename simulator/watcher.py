@@ -32,6 +32,7 @@ class SimWatcher:
         self.trace, self.on_coalesce, self.membership = trace, on_coalesce, membership
         self.core: WatcherCore | None = None
         self.alive = False
+        self.incarnation = 0  # a restarted watcher is another process
         self._drivers: list[SimDriver] = []
 
     @property
@@ -42,14 +43,24 @@ class SimWatcher:
     def start(self) -> None:
         self.alive = True
         self.core = WatcherCore(self.host, self.layout, self.new_run_id)
+        self.incarnation += 1
         if self.membership is not None:  # `trigger watch` registers before it follows the inbox
             roles, ttl = self.membership
-            registration = Registration(self.layout, self.host, roles, ttl=ttl)
-            member = SimDriver(self.env, self.store, self.tell).start(keep_membership(registration))
+            registration = Registration(self.layout, self.host, roles, ttl=ttl, process=self.process)
+            member = SimDriver(self.env, self.store, self.tell, process_alive=self._alive)
+            member.start(keep_membership(registration))
         inbox = SimDriver(self.env, self.store, self.tell, tsp=self.tsp, stats=self.stats)
         self._drivers = [inbox.start(follow_inbox(self.core, self.policy))]
         if self.membership is not None:
             self._drivers.append(member)
+
+    @property
+    def process(self) -> str:
+        return f"{self.incarnation}@{self.host}"
+
+    def _alive(self, process: str) -> bool:
+        """A watcher process of this node is alive only if it is the current one."""
+        return self.alive and process == self.process
 
     def kill(self) -> None:
         self.alive = False

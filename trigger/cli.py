@@ -230,7 +230,7 @@ def _print_results(results) -> None:
 
 def cmd_watch(args) -> int:
     from .coordination import split_targets
-    from .driver import Membership
+    from .driver import Membership, log_note
     from .core import WatcherCore
     from .queue import open_queue
     from .watch import WatchDaemon
@@ -258,16 +258,28 @@ def cmd_watch(args) -> int:
     daemon = WatchDaemon(store, queue, core, run_argv, check_interval=args.check_interval)
     roles = tuple(split_targets(args.roles)) if args.roles else ()
     elections = tuple(_names(args.elections))
+    log = logging.getLogger("trigger.watch")
     membership = Membership(store, layout, host, roles, elections, args.config_dir,
-                            ttl=args.member_ttl).start()
+                            ttl=args.member_ttl, tell=log_note(log))
+
+    def stop(*_):
+        membership.halt()
+        daemon.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: daemon.stop())
-    logging.getLogger("trigger.watch").info(
-        "watching %s on %s, queue %s, run %s", layout.host_prefix(host), ",".join(endpoints),
-        args.queue, shlex.join(run_cmd))
+        signal.signal(sig, stop)
+    if not membership.claim():  # stopped while standing by
+        store.close()
+        return 0
+    membership.on_taken = daemon.stop
+    membership.start()
+    log.info("watching %s on %s, queue %s, run %s", layout.host_prefix(host), ",".join(endpoints),
+             args.queue, shlex.join(run_cmd))
     daemon.run_forever()
     membership.stop()
     store.close()
+    if membership.taken is not None:
+        raise UnavailableError(f"{membership.taken}; this watcher stopped")
     return 0
 
 

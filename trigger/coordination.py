@@ -40,27 +40,34 @@ class Member:
     roles: tuple[str, ...]
     since: float
     elections: tuple[str, ...] = ()
+    process: str = ""  # "PID@BOOT-ID" of the watcher: a restarted one tells its dead self
 
     def encode(self) -> bytes:
         return json.dumps({"host": self.host, "roles": list(self.roles), "since": self.since,
-                           "elections": list(self.elections)}, sort_keys=True).encode()
+                           "elections": list(self.elections), "process": self.process},
+                          sort_keys=True).encode()
 
 
 def parse_member(value: bytes) -> Member:
     try:
         data = json.loads(value)
         return Member(check_host(data["host"]), tuple(check_host(r) for r in data["roles"]),
-                      float(data["since"]), tuple(str(e) for e in data.get("elections", ())))
+                      float(data["since"]), tuple(str(e) for e in data.get("elections", ())),
+                      str(data.get("process", ""))[:200])
     except (ValueError, KeyError, TypeError) as exc:
         raise BadRecord(f"bad member record: {exc}") from None
 
 
-def register(store: Store, layout: Layout, member: Member, lease: int) -> None:
-    """Announce a live watcher, its roles and the elections it stands in."""
-    ops = [PutOp(layout.member_key(member.host), member.encode(), lease)]
+def register(store: Store, layout: Layout, member: Member, lease: int, claim: bool = False) -> bool:
+    """Announce a live watcher, its roles and the elections it stands in.
+
+    With `claim`, only if no watcher holds the host's member key: False then.
+    """
+    key = layout.member_key(member.host)
+    ops = [PutOp(key, member.encode(), lease)]
     ops += [PutOp(layout.candidate_key(key_part(e), member.host), member.host.encode(), lease)
             for e in member.elections]
-    store.txn(ops)
+    return store.txn(ops, expect_missing=(key,) if claim else ()) is not None
 
 
 def live_members(store: Store, layout: Layout) -> list[Member]:

@@ -11,6 +11,7 @@ where it waits next: a blocking wait (a delivery, a sleep) wakes at once.
 from __future__ import annotations
 
 import logging
+import os
 import queue as queue_module
 import signal
 import subprocess
@@ -21,14 +22,44 @@ from typing import Callable
 from .coordination import read_config_dir
 from .layout import Layout
 from .policy import MEMBER_TTL
-from .procedures import HeldSlot, Registration, revoke_quietly, acquire_slot, beat, keep_lease, \
-    keep_membership, leave, release_slots
-from .effects import Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, ReadConfig, \
-    Sleep, Spawn, StopCommand, Unwatch, Watch
+from .procedures import HeldSlot, HostTaken, Registration, acquire_slot, beat, claim_host, keep_lease, \
+    keep_membership, leave, release_slots, revoke_quietly
+from .effects import Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, ProcessAlive, \
+    ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
 from .queue import QueueError
 from .store.base import Store, StoreError
 
 _STOP = object()
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+BOOT_ID = _boot_id()
+
+
+def this_process() -> str:
+    """How a watcher names itself in its member record: PID@BOOT-ID."""
+    return f"{os.getpid()}@{BOOT_ID}"
+
+
+def process_alive(process: str) -> bool | None:
+    """True/False for a process of this boot of this machine; None when we cannot tell."""
+    pid, _, boot = process.partition("@")
+    if not BOOT_ID or boot != BOOT_ID or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    return True
 
 
 def note_text(note: Note) -> str:
@@ -166,6 +197,9 @@ class RealDriver:
     def _read_config(self, effect: ReadConfig):
         return read_config_dir(effect.path)
 
+    def _process_alive(self, effect: ProcessAlive) -> bool | None:
+        return process_alive(effect.process)
+
     def _spawn(self, effect: Spawn) -> "RealDriver":
         child = RealDriver(self.store, clock=self.clock, tell=self.tell)
         child.command = self.command  # a procedure beside a run may stop its command
@@ -182,7 +216,7 @@ class RealDriver:
     _handlers = {
         Call: _call, Now: _now, Sleep: _sleep, Watch: _start_watch, NextChange: _next_change,
         Unwatch: _unwatch, LiveRuns: _live_runs, Enqueue: _enqueue, Execute: _execute,
-        StopCommand: _stop_command,
+        StopCommand: _stop_command, ProcessAlive: _process_alive,
         ReadConfig: _read_config, Spawn: _spawn, Cancel: _cancel, Note: _note,
     }
 
@@ -226,33 +260,50 @@ class Slot:
 
 
 class Membership:
-    """Keeps a watcher's member key, its roles and its candidacies alive:
-    `procedures.keep_membership` on a thread of its own."""
+    """A watcher's claim on its host and its member key, roles and
+    candidacies, kept alive by `procedures.keep_membership` on a thread."""
 
     def __init__(self, store: Store, layout: Layout, host: str, roles: tuple[str, ...] = (),
                  elections: tuple[str, ...] = (), config_dir: str | None = None,
-                 ttl: int = MEMBER_TTL, clock=time.time):
-        self.registration = Registration(layout, host, roles, elections, config_dir, ttl)
-        self._driver = RealDriver(store, clock=clock)
+                 ttl: int = MEMBER_TTL, clock=time.time, tell: Callable[[Note], None] | None = None):
+        self.registration = Registration(layout, host, roles, elections, config_dir, ttl,
+                                         process=this_process())
+        self._driver = RealDriver(store, clock=clock, tell=tell)
         self._thread = threading.Thread(target=self._keep, daemon=True, name="membership")
+        self.taken: HostTaken | None = None
+        self.on_taken: Callable[[], None] = lambda: None
 
     @property
     def lease(self) -> int | None:
         return self.registration.lease
+
+    def claim(self) -> bool:
+        """Wait (as a standby) until this watcher holds the host; False if stopped first."""
+        self._driver.run(claim_host(self.registration))
+        return self.registration.lease is not None
 
     def start(self) -> "Membership":
         self._thread.start()
         return self
 
     def _keep(self) -> None:
-        self._driver.run(keep_membership(self.registration))
+        try:
+            self._driver.run(keep_membership(self.registration))
+        except HostTaken as exc:
+            self.taken = exc
+            self.on_taken()
 
     def beat(self) -> None:
         """One refresh: register anew if the lease is gone or the roles changed."""
         self._driver.run(beat(self.registration))
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop beating (or standing by) at once; `stop` then gives the keys up."""
         self._driver.stop()
+
+    def stop(self) -> None:
+        self.halt()
         if self._thread.is_alive():
             self._thread.join(5)
-        RealDriver(self._driver.store).run(leave(self.registration))
+        if self.taken is None:  # our keys only: a taken-over host's keys are another's
+            RealDriver(self._driver.store).run(leave(self.registration))

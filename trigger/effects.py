@@ -83,6 +83,14 @@ class StopCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessAlive:
+    """Is the watcher process `process` ("PID@BOOT-ID") alive on this machine?
+    True, False, or None when this machine cannot tell (another boot or host)."""
+
+    process: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReadConfig:
     """The roles and elections declared in a config directory (trigger::role)."""
 
@@ -117,7 +125,7 @@ class Note:
 
 
 Effect = Call | Now | Sleep | Watch | NextChange | Unwatch | LiveRuns | Enqueue | Execute | \
-    StopCommand | ReadConfig | Spawn | Cancel | Note
+    StopCommand | ProcessAlive | ReadConfig | Spawn | Cancel | Note
 NOW = Now()
 UNWATCH = Unwatch()
 LIVE_RUNS = LiveRuns()

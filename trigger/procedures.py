@@ -34,10 +34,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .coordination import Member, key_part, ranked, register
+from .coordination import Member, key_part, member_at, ranked, register
 from .core import Changes, EnqueueFailed, EnqueueRun, MarkRunLost, Quarantine, Snapshot, Tick, WatcherCore
 from .effects import LIVE_RUNS, NOW, UNWATCH, Call, Cancel, Enqueue, Execute, NextChange, Note, \
-    ReadConfig, Sleep, Spawn, StopCommand, Watch
+    ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Watch
 from .layout import Layout
 from .policy import BEATS_PER_TTL, MEMBER_TTL, RETRY_AFTER_STORE_ERROR, RUN, WATCH, RunPolicy, \
     WatchPolicy
@@ -54,6 +54,10 @@ EXIT_TEMPFAIL = 75  # `trigger run` could not be recorded as started: it ran not
 
 def _put(store, key: str, value: bytes, lease: int = 0) -> int:
     return store.put(key, value, lease)
+
+
+def _get(store, key: str):
+    return store.get(key)
 
 
 def _delete(store, key: str) -> bool:
@@ -487,40 +491,96 @@ class Registration:
     elections: tuple[str, ...] = ()
     config_dir: str | None = None
     ttl: int = MEMBER_TTL
+    process: str = ""  # "PID@BOOT-ID", so a restarted watcher can tell its dead self
     lease: int | None = None
     registered: Member | None = field(default=None, repr=False)
 
 
+class HostTaken(Exception):
+    """Another live watcher serves this host now: this one must stop."""
+
+
+def _wanted(reg: Registration):
+    roles, elections = yield ReadConfig(reg.config_dir)
+    since = reg.registered.since if reg.registered else (yield NOW)
+    return Member(reg.host, tuple(sorted({*reg.roles, *roles})), since,
+                  tuple(sorted({*reg.elections, *elections})), reg.process)
+
+
+def claim_host(reg: Registration):
+    """One watcher per host: register only once no other live watcher holds
+    the host's member key, waiting as a standby meanwhile. A key left by this
+    machine's dead watcher (its process gone) is taken over at once."""
+    key = reg.layout.member_key(reg.host)
+    told = False
+    while True:
+        held = yield Call(_get, (key,))
+        if held is not None:
+            other = member_at(reg.layout, key, held.value)
+            dead = other is not None and other.process and (yield ProcessAlive(other.process)) is False
+            if dead or (other is not None and other.process == reg.process):
+                yield Call(_txn, ([DeleteOp(key)], ((key, held.mod_revision),)))
+                continue
+            if not told:
+                owner = other.process if other is not None and other.process else "unknown"
+                yield Note(f"standby: another trigger watch serves {reg.host} (process {owner}); "
+                           f"taking over when its key goes", "warning")
+                told = True
+            yield Sleep(reg.ttl / BEATS_PER_TTL)
+            continue
+        wanted = yield from _wanted(reg)
+        lease = yield Call(_grant, (reg.ttl,))
+        if (yield Call(register, (reg.layout, wanted, lease, True))):
+            reg.lease, reg.registered = lease, wanted
+            if told:
+                yield Note(f"no longer standby: serving {reg.host}", "warning")
+            return
+        yield from revoke_quietly(lease)
+
+
 def beat(reg: Registration):
-    """One refresh: register anew if the lease is gone or what it stands for changed."""
+    """One refresh. Registers anew (as a claim) when the lease or the key is
+    gone, and again when what the watcher stands for changed; raises
+    HostTaken when another watcher holds the host's key."""
+    key = reg.layout.member_key(reg.host)
     try:
-        roles, elections = yield ReadConfig(reg.config_dir)
-        since = reg.registered.since if reg.registered else (yield NOW)
-        wanted = Member(reg.host, tuple(sorted({*reg.roles, *roles})), since,
-                        tuple(sorted({*reg.elections, *elections})))
-        if reg.lease is None:
-            reg.lease = yield Call(_grant, (reg.ttl,))
-            reg.registered = None
-        else:
+        if reg.lease is not None:
             yield Call(_refresh, (reg.lease,))
+            held = yield Call(_get, (key,))
+            if held is not None and held.lease != reg.lease:
+                raise HostTaken(f"another trigger watch took over {reg.host}")
+            if held is None:  # deleted under us: register again, as a claim
+                yield from revoke_quietly(reg.lease)
+                reg.lease = None
+        if reg.lease is None:
+            yield from claim_host(reg)
+            return
+        wanted = yield from _wanted(reg)
         if wanted != reg.registered:
-            if reg.registered is not None:
-                for election in sorted(set(reg.registered.elections) - set(wanted.elections)):
-                    yield Call(_delete, (reg.layout.candidate_key(key_part(election), reg.host),))
+            for election in sorted(set(reg.registered.elections) - set(wanted.elections)):
+                yield Call(_delete, (reg.layout.candidate_key(key_part(election), reg.host),))
             yield Call(register, (reg.layout, wanted, reg.lease))
             reg.registered = wanted
+    except (UnavailableError, HostTaken):
+        raise  # etcd away: keep the lease, a refresh within its TTL still saves it
     except StoreError:
-        reg.lease = None
+        reg.lease = None  # the lease ended: claim the host again next time
 
 
 def keep_membership(reg: Registration):
-    """Beat every ttl / 3 (every second after a store error), forever."""
+    """Beat every ttl / 3 (every second while etcd is away), forever; ends
+    with HostTaken when another watcher took the host over."""
     while True:
         had_lease = reg.lease is not None
-        yield from beat(reg)
+        unreachable = False
+        try:
+            yield from beat(reg)
+        except UnavailableError:
+            unreachable = True
         if had_lease and reg.lease is None:
-            yield Note("membership: etcd unreachable; registering anew", "warning")
-        yield Sleep(reg.ttl / BEATS_PER_TTL if reg.lease else RETRY_AFTER_STORE_ERROR)
+            yield Note("membership: lease ended while etcd was away; registering anew", "warning")
+        yield Sleep(RETRY_AFTER_STORE_ERROR if unreachable or reg.lease is None
+                    else reg.ttl / BEATS_PER_TTL)
 
 
 def leave(reg: Registration):

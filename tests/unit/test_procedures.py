@@ -8,16 +8,22 @@ etcd, SimPy time), and checks that both did the same thing. This is what
 
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
 import simpy
 
 from simulator.driver import SimDriver
 from simulator.network import Etcd
-from trigger.driver import RealDriver
+from tests.eventually import eventually
+from trigger.coordination import Member, register
+from trigger.driver import BOOT_ID, RealDriver
 from trigger.effects import Sleep
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
-from trigger.procedures import EXIT_TEMPFAIL, Registration, RunFinished, RunStarted, SlotWaited, \
-    beat, triggered_run
+from trigger.procedures import EXIT_TEMPFAIL, HostTaken, Registration, RunFinished, RunStarted, \
+    SlotWaited, beat, claim_host, triggered_run
 from trigger.records import parse_run
 from trigger.store.memory import MemoryStore
 
@@ -130,3 +136,57 @@ def test_the_notes_of_a_run_tell_what_happened():
     assert RunStarted(record).describe() == "r1 starts: serves e1, e2, e3 +1 (hop 2)"
     assert RunFinished(record, 1, False).describe() == "r1 finished (1) but could not be recorded"
     assert SlotWaited("r1", "lb", 2, 3.5).describe() == "r1 waited 3.5 s for a slot of 'lb' (2 at once)"
+
+
+# -- one watcher per host ---------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_second_watcher_stands_by_until_the_first_ones_key_goes():
+    clock = Clock()
+    store = MemoryStore(clock=clock)
+    first = Registration(L, HOST, ttl=10, process="1@elsewhere")
+    RealDriver(store, clock=clock).run(claim_host(first))
+    second = Registration(L, HOST, ttl=10, process="2@elsewhere")
+    told = []
+    driver = RealDriver(store, clock=clock, tell=told.append)
+    driver._handlers = {**RealDriver._handlers, Sleep: lambda d, e: time.sleep(0.01)}  # fast standby
+    claimer = threading.Thread(target=driver.run, args=(claim_host(second),))
+    claimer.start()
+    eventually(lambda: told, 5, "the standby note")
+    assert "standby" in told[0].what and second.lease is None
+    clock.now += 11  # the first watcher died on another machine: its lease ends
+    claimer.join(5)
+    assert second.lease is not None and store.get(L.member_key(HOST)).lease == second.lease
+
+
+def test_a_restarted_watcher_takes_over_its_dead_predecessors_key_at_once():
+    store = MemoryStore()
+    dead = Member(HOST, (), 1.0, (), f"4194999@{BOOT_ID}")  # no such pid on this machine
+    register(store, L, dead, store.lease_grant(10))
+    reg = Registration(L, HOST, ttl=10, process="5@" + BOOT_ID)
+    RealDriver(store).run(claim_host(reg))
+    held = store.get(L.member_key(HOST))
+    assert held.lease == reg.lease and b"5@" in held.value
+
+
+def test_a_beat_finds_another_watcher_on_its_host_and_says_so():
+    store = MemoryStore()
+    reg = Registration(L, HOST, ttl=10, process="1@x")
+    driver = RealDriver(store)
+    driver.run(claim_host(reg))
+    store.delete(L.member_key(HOST))  # someone removed our key: we register again
+    driver.run(beat(reg))
+    assert store.get(L.member_key(HOST)).lease == reg.lease
+    store.lease_revoke(reg.lease)
+    register(store, L, Member(HOST, (), 1.0, (), "2@y"), store.lease_grant(10))
+    reg.lease = store.lease_grant(10)  # we still think we hold a live lease
+    with pytest.raises(HostTaken):
+        driver.run(beat(reg))
