@@ -230,7 +230,8 @@ def _print_results(results) -> None:
 
 def cmd_watch(args) -> int:
     from .coordination import split_targets
-    from .driver import Membership, log_note
+    from .driver import this_process
+    from .procedures import HostTaken, Registration
     from .core import WatcherCore
     from .queue import open_queue
     from .watch import WatchDaemon
@@ -255,31 +256,22 @@ def cmd_watch(args) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s trigger-watch[{host}] %(levelname)s %(message)s")
     core = WatcherCore(host, layout, lambda: new_event_id())
-    daemon = WatchDaemon(store, queue, core, run_argv, check_interval=args.check_interval)
     roles = tuple(split_targets(args.roles)) if args.roles else ()
-    elections = tuple(_names(args.elections))
-    log = logging.getLogger("trigger.watch")
-    membership = Membership(store, layout, host, roles, elections, args.config_dir,
-                            ttl=args.member_ttl, tell=log_note(log))
-
-    def stop(*_):
-        membership.halt()
-        daemon.stop()
-
+    registration = Registration(layout, host, roles, tuple(_names(args.elections)), args.config_dir,
+                                args.member_ttl, process=this_process())
+    daemon = WatchDaemon(store, queue, core, run_argv, check_interval=args.check_interval,
+                         registration=registration)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
-    if not membership.claim():  # stopped while standing by
+        signal.signal(sig, lambda *_: daemon.stop())
+    logging.getLogger("trigger.watch").info(
+        "watching %s on %s, queue %s, run %s", layout.host_prefix(host), ",".join(endpoints),
+        args.queue, shlex.join(run_cmd))
+    try:
+        daemon.run_forever()
+    except HostTaken as exc:
+        raise UnavailableError(f"{exc}; this watcher stopped") from None
+    finally:
         store.close()
-        return 0
-    membership.on_taken = daemon.stop
-    membership.start()
-    log.info("watching %s on %s, queue %s, run %s", layout.host_prefix(host), ",".join(endpoints),
-             args.queue, shlex.join(run_cmd))
-    daemon.run_forever()
-    membership.stop()
-    store.close()
-    if membership.taken is not None:
-        raise UnavailableError(f"{membership.taken}; this watcher stopped")
     return 0
 
 

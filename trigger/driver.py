@@ -1,7 +1,6 @@
 """The real-time driver: carries out a procedure's effects with etcd, task-spooler and threads.
 
-Below it, the real-time handles of the coordination procedures that other
-code holds on to: a `Slot` and a watcher's `Membership`.
+Below it, `Slot`: a slot on a lease of its own, for code outside a run.
 
 It holds no rule of its own (those are in `trigger.procedures`); it only
 does what an effect says, on the wall clock. `stop()` ends the procedure
@@ -22,8 +21,7 @@ from typing import Callable
 from .coordination import read_config_dir
 from .layout import Layout
 from .policy import MEMBER_TTL
-from .procedures import HeldSlot, HostTaken, Registration, acquire_slot, beat, claim_host, keep_lease, \
-    keep_membership, leave, release_slots, revoke_quietly
+from .procedures import HeldSlot, acquire_slot, keep_lease, release_slots, revoke_quietly
 from .effects import Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, ProcessAlive, \
     ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
 from .queue import QueueError
@@ -111,12 +109,16 @@ class RealDriver:
         self.tell = tell or log_note(logging.getLogger("trigger"))
         self.stopping = threading.Event()
         self.command = Command()
+        self.children: list[RealDriver] = []
+        self.failure: BaseException | None = None  # what ended a spawned procedure early
         self._watch = None
         self._deliveries: queue_module.Queue = queue_module.Queue()
 
     def stop(self) -> None:
         self.stopping.set()
         self._deliveries.put(_STOP)  # wakes a wait for a delivery at once
+        for child in self.children:
+            child.stop()
 
     def run(self, procedure):
         """Drive `procedure` to its end and return its value (None once stopped).
@@ -129,6 +131,8 @@ class RealDriver:
             while True:
                 if self.stopping.is_set():
                     procedure.close()
+                    if self.failure is not None:
+                        raise self.failure
                     return None
                 try:
                     effect = procedure.send(value) if error is None else procedure.throw(error)
@@ -203,8 +207,16 @@ class RealDriver:
     def _spawn(self, effect: Spawn) -> "RealDriver":
         child = RealDriver(self.store, clock=self.clock, tell=self.tell)
         child.command = self.command  # a procedure beside a run may stop its command
-        threading.Thread(target=child.run, args=(effect.procedure,), daemon=True,
-                         name="trigger-spawned").start()
+        self.children.append(child)
+
+        def run() -> None:
+            try:
+                child.run(effect.procedure)
+            except Exception as exc:  # noqa: BLE001 (it ends the procedure that spawned it)
+                self.failure = exc
+                self.stop()
+
+        threading.Thread(target=run, daemon=True, name="trigger-spawned").start()
         return child
 
     def _cancel(self, effect: Cancel) -> None:
@@ -257,53 +269,3 @@ class Slot:
         if self._keeper is not None:
             self._keeper.stop()
             self._keeper = None
-
-
-class Membership:
-    """A watcher's claim on its host and its member key, roles and
-    candidacies, kept alive by `procedures.keep_membership` on a thread."""
-
-    def __init__(self, store: Store, layout: Layout, host: str, roles: tuple[str, ...] = (),
-                 elections: tuple[str, ...] = (), config_dir: str | None = None,
-                 ttl: int = MEMBER_TTL, clock=time.time, tell: Callable[[Note], None] | None = None):
-        self.registration = Registration(layout, host, roles, elections, config_dir, ttl,
-                                         process=this_process())
-        self._driver = RealDriver(store, clock=clock, tell=tell)
-        self._thread = threading.Thread(target=self._keep, daemon=True, name="membership")
-        self.taken: HostTaken | None = None
-        self.on_taken: Callable[[], None] = lambda: None
-
-    @property
-    def lease(self) -> int | None:
-        return self.registration.lease
-
-    def claim(self) -> bool:
-        """Wait (as a standby) until this watcher holds the host; False if stopped first."""
-        self._driver.run(claim_host(self.registration))
-        return self.registration.lease is not None
-
-    def start(self) -> "Membership":
-        self._thread.start()
-        return self
-
-    def _keep(self) -> None:
-        try:
-            self._driver.run(keep_membership(self.registration))
-        except HostTaken as exc:
-            self.taken = exc
-            self.on_taken()
-
-    def beat(self) -> None:
-        """One refresh: register anew if the lease is gone or the roles changed."""
-        self._driver.run(beat(self.registration))
-
-    def halt(self) -> None:
-        """Stop beating (or standing by) at once; `stop` then gives the keys up."""
-        self._driver.stop()
-
-    def stop(self) -> None:
-        self.halt()
-        if self._thread.is_alive():
-            self._thread.join(5)
-        if self.taken is None:  # our keys only: a taken-over host's keys are another's
-            RealDriver(self._driver.store).run(leave(self.registration))

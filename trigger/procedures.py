@@ -583,6 +583,15 @@ def keep_membership(reg: Registration):
                     else reg.ttl / BEATS_PER_TTL)
 
 
+def serve_host(reg: Registration, core: WatcherCore, policy: WatchPolicy = WATCH):
+    """`trigger watch`: claim the host (a standby until it is free), keep the
+    membership beside, follow the inbox. Ends with HostTaken when another
+    watcher took the host over."""
+    yield from claim_host(reg)
+    yield Spawn(keep_membership(reg))
+    yield from follow_inbox(core, policy)
+
+
 def leave(reg: Registration):
     """The watcher stops: its lease goes, and with it every key it owns."""
     if reg.lease is not None:

@@ -1,4 +1,4 @@
-"""The watcher daemon: `procedures.follow_inbox` on real time.
+"""The watcher daemon: `procedures.serve_host` (or `follow_inbox`) on real time.
 
 The loop itself (re-read policy, check interval, reconnect backoff,
 carrying out the core's actions) is in `trigger.procedures`, shared with
@@ -15,7 +15,7 @@ from typing import Callable
 from .core import Action, WatcherCore
 from .driver import RealDriver, log_note
 from .policy import WATCH
-from .procedures import carry_out, follow_inbox, resync
+from .procedures import HostTaken, Registration, carry_out, follow_inbox, leave, resync, serve_host
 from .queue import RunQueue
 from .store.base import Store
 
@@ -32,8 +32,12 @@ class WatchDaemon:
         clock: Callable[[], float] = time.time,
         check_interval: float = WATCH.check_interval,
         idle_check: float = WATCH.idle_check,
+        registration: Registration | None = None,
     ):
+        """With `registration`, the daemon first claims the host (standing by
+        while another watcher serves it) and keeps its membership."""
         self.core = core
+        self.registration = registration
         self.policy = replace(WATCH, check_interval=check_interval, idle_check=idle_check)
         self.driver = RealDriver(store, queue, run_argv, clock=clock, tell=log_note(log))
 
@@ -41,7 +45,17 @@ class WatchDaemon:
         self.driver.stop()
 
     def run_forever(self) -> None:
-        self.driver.run(follow_inbox(self.core, self.policy))
+        """Until `stop()`; raises HostTaken if another watcher took the host over."""
+        reg = self.registration
+        if reg is None:
+            self.driver.run(follow_inbox(self.core, self.policy))
+            return
+        try:
+            self.driver.run(serve_host(reg, self.core, self.policy))
+        except HostTaken:
+            raise  # the keys are the other watcher's now
+        else:
+            RealDriver(self.driver.store).run(leave(reg))
 
     # -- single steps, for tests that drive the daemon by hand -----------------------
 

@@ -5,7 +5,8 @@ import threading
 import pytest
 
 from tests.eventually import eventually
-from trigger.driver import Membership, Slot
+from trigger.driver import RealDriver, Slot
+from trigger.procedures import Registration, beat, leave
 from trigger.coordination import (
     Member,
     leader,
@@ -76,28 +77,30 @@ def test_leader_is_the_oldest_live_candidate(store, clock):
 def test_membership_reregisters_after_its_lease_ran_out(store, clock, tmp_path):
     (tmp_path / "roles").mkdir()
     (tmp_path / "roles" / "loadbalancer").touch()
-    m = Membership(store, L, "lb1", roles=("edge",), config_dir=str(tmp_path), ttl=3, clock=clock)
-    m.beat()
+    reg = Registration(L, "lb1", roles=("edge",), config_dir=str(tmp_path), ttl=3)
+    driver = RealDriver(store, clock=clock)
+    driver.run(beat(reg))
     assert live_members(store, L)[0].roles == ("edge", "loadbalancer")
     clock.now = 10  # etcd was unreachable longer than the lease
     assert live_members(store, L) == []
-    m.beat()  # the refresh fails: lease gone
-    m.beat()  # a new lease, registered again
+    driver.run(beat(reg))  # the refresh fails: lease gone
+    driver.run(beat(reg))  # a new lease, registered again
     assert [x.host for x in live_members(store, L)] == ["lb1"]
 
 
 def test_membership_follows_the_config_dir(store, clock, tmp_path):
     (tmp_path / "elections").mkdir()
-    m = Membership(store, L, "db1", config_dir=str(tmp_path), ttl=30, clock=clock)
-    m.beat()
+    reg = Registration(L, "db1", config_dir=str(tmp_path), ttl=30)
+    driver = RealDriver(store, clock=clock)
+    driver.run(beat(reg))
     assert leader(store, L, "primary") is None
     (tmp_path / "elections" / "primary").touch()
-    m.beat()
+    driver.run(beat(reg))
     assert leader(store, L, "primary") == "db1"
     (tmp_path / "elections" / "primary").unlink()
-    m.beat()
+    driver.run(beat(reg))
     assert leader(store, L, "primary") is None
-    m.stop()
+    driver.run(leave(reg))
     assert live_members(store, L) == []
 
 

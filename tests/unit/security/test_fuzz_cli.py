@@ -103,7 +103,6 @@ def sandbox(monkeypatch, tmp_path):
     monkeypatch.setattr(grpc, "secure_channel", lambda target, *a, **k: real_secure(CLOSED, *a, **k))
     # A watcher would run forever: it gets as far as starting, then returns.
     monkeypatch.setattr("trigger.watch.WatchDaemon.run_forever", lambda self: None)
-    monkeypatch.setattr("trigger.driver.Membership.start", lambda self: self)
     monkeypatch.setitem(RealDriver._handlers, Sleep, lambda driver, effect: None)  # `run` retrying etcd
     for name in list(os.environ):
         if name.startswith("ETCDCTL_") or name.startswith("TRIGGER_"):
