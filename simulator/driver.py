@@ -29,7 +29,7 @@ class SimDriver:
     """Runs one procedure for one node, from `start` until it returns or is killed."""
 
     __slots__ = ("env", "store", "tsp", "execute", "tell", "stats", "killed", "done", "command",
-                 "process_alive",
+                 "process_alive", "children", "on_failure",
                  "_procedure", "_watch", "_buffer", "_waiting", "_deadline", "_timer_at")
 
     def __init__(self, env, store, tell: Callable[[Note], None], tsp=None,
@@ -37,6 +37,8 @@ class SimDriver:
                  process_alive: Callable[[str], bool | None] = lambda process: None):
         self.env, self.store, self.tsp, self.execute = env, store, tsp, execute
         self.process_alive = process_alive
+        self.children: list[SimDriver] = []
+        self.on_failure: Callable[[Exception], None] | None = None  # None: the error propagates
         self.tell, self.stats = tell, stats
         self.killed = False
         self.command: list = [None]  # the running command's SimPy process, shared with spawned ones
@@ -63,14 +65,22 @@ class SimDriver:
         self.start(procedure)
         return (yield self.done)
 
-    def kill(self) -> None:
+    def kill(self, exit_status: int | None = None) -> None:
+        """End at once, spawned procedures and command too (a process killed)."""
         if self.killed:
             return
         self.killed = True
         self._waiting = False
         self._unwatch()
+        for child in self.children:
+            child.kill()
+        process = self.command[0]
+        if process is not None and process.is_alive:
+            process.interrupt("killed")
         if self._procedure is not None:
             self._procedure.close()
+        if not self.done.triggered:
+            self.done.succeed(exit_status)
 
     # -- stepping ------------------------------------------------------------------------
 
@@ -83,11 +93,22 @@ class SimDriver:
                 self._unwatch()
                 self.done.succeed(end.value)
                 return
+            except Exception as exc:
+                if self.on_failure is None:
+                    raise
+                self.kill()
+                self.on_failure(exc)
+                return
             value, error = None, None
             kind = type(effect)
             if kind is NextChange and not self._buffer:
                 self._wait_for_delivery(effect.timeout)
                 return
+            if kind is Call and self.store.delay is not None:
+                delay = self.store.call_delay()
+                if delay > 0:  # the latency fault: the call travels, then is done
+                    self.env.timeout(delay).callbacks.append(lambda _e, call=effect: self._delayed(call))
+                    return
             handler = instant.get(kind)
             if handler is None:
                 self._waits[kind](self, effect)  # arranges a `_resume` later
@@ -100,6 +121,16 @@ class SimDriver:
     def _resume(self, value=None, error=None) -> None:
         if not self.killed:
             self._step(value, error)
+
+    def _delayed(self, call: Call) -> None:
+        if self.killed:
+            return
+        try:
+            value = self._call(call)
+        except (StoreError, QueueError) as exc:
+            self._step(None, exc)
+            return
+        self._step(value, None)
 
     # -- effects done at once ------------------------------------------------------------
 
@@ -169,9 +200,18 @@ class SimDriver:
         return self.process_alive(effect.process)
 
     def _spawn(self, effect: Spawn) -> "SimDriver":
-        child = SimDriver(self.env, self.store, self.tell)
+        child = SimDriver(self.env, self.store, self.tell, process_alive=self.process_alive)
         child.command = self.command  # a procedure beside a run may stop its command
+        child.on_failure = self._child_failed
+        self.children.append(child)
         return child.start(effect.procedure)
+
+    def _child_failed(self, exc: Exception) -> None:
+        """A spawned procedure failed (HostTaken): this one ends too."""
+        self.kill()
+        if self.on_failure is None:
+            raise exc
+        self.on_failure(exc)
 
     def _stop_command(self, _effect: StopCommand) -> None:
         process = self.command[0]

@@ -24,6 +24,9 @@ class Ledger:
     limited_spans: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)  # trigger -> the smallest limit its runs carried
     slot_waits: dict = field(default_factory=dict)  # trigger -> [seconds waited]
+    # (host, event id) -> start times of the runs that served it and ran to their end
+    completed: dict = field(default_factory=dict)
+    commands: dict = field(default_factory=dict)  # host -> [(start, end, run id)] of triggered commands
 
     def trace(self, now: float, host: str, what: str) -> None:
         if self.tracing:
@@ -32,6 +35,10 @@ class Ledger:
     def served(self, host: str, record, now: float) -> None:
         for event_id in record.served:
             self.served_by[(host, event_id)] = (record.run_id, now)
+
+    def finished(self, host: str, record, now: float) -> None:
+        for event_id in record.served:
+            self.completed.setdefault((host, event_id), []).append(record.started_at)
 
     def limited_run(self, trigger: str, limit: int, host: str, run_id: str,
                     start: float, end: float) -> None:

@@ -202,6 +202,8 @@ class NodeStore:
         self.etcd = etcd
         self.host = host
         self.cut = False
+        self.answers_lost = False  # ambiguous_writes: writes are applied, their answers lost
+        self.delay = None  # latency: (Duration, rng) each call of a procedure takes
         self.watches: dict[NodeWatch | PrefixWatch, None] = {}  # insertion order: deterministic
         self._store = etcd.store
 
@@ -210,6 +212,19 @@ class NodeStore:
             raise UnavailableError(f"{self.host} is cut off from etcd")
         if not self.etcd.up:
             raise UnavailableError("etcd is restarting")
+
+    def _answer(self, result):
+        """A write's answer: lost on the way back while `answers_lost`."""
+        if self.answers_lost:
+            raise UnavailableError(f"{self.host}: the answer was lost (the write was applied)")
+        return result
+
+    def call_delay(self) -> float:
+        """How long the next call of a procedure takes (the latency fault)."""
+        if self.delay is None:
+            return 0.0
+        duration, rng = self.delay
+        return duration.sample(rng)
 
     def get(self, key):
         self._check()
@@ -221,27 +236,27 @@ class NodeStore:
 
     def put(self, key, value, lease=0):
         self._check()
-        return self._store.put(key, value, lease)
+        return self._answer(self._store.put(key, value, lease))
 
     def delete(self, key):
         self._check()
-        return self._store.delete(key)
+        return self._answer(self._store.delete(key))
 
     def txn(self, ops, expect_missing=(), expect_revisions=()):
         self._check()
-        return self._store.txn(ops, expect_missing, expect_revisions)
+        return self._answer(self._store.txn(ops, expect_missing, expect_revisions))
 
     def lease_grant(self, ttl):
         self._check()
-        return self._store.lease_grant(ttl)
+        return self._answer(self._store.lease_grant(ttl))
 
     def lease_refresh(self, lease):
         self._check()
-        return self._store.lease_refresh(lease)
+        return self._answer(self._store.lease_refresh(lease))
 
     def lease_revoke(self, lease):
         self._check()
-        return self._store.lease_revoke(lease)
+        return self._answer(self._store.lease_revoke(lease))
 
     def compact(self, revision):
         self._check()

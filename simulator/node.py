@@ -38,7 +38,7 @@ from .driver import SimDriver
 from .ledger import Ledger
 from .scenario import Role, WatcherSettings
 from .tsp import FakeTaskSpooler
-from .watcher import SimWatcher
+from .watcher import Processes, SimWatcher
 
 
 STOPPED = 128 + 15  # the exit status of a command stopped with SIGTERM
@@ -67,7 +67,7 @@ class NodeStats:
 class Node:
     def __init__(self, env, host: str, role: Role, index: int, *, seed: int, store, layout: Layout,
                  ledger: Ledger, settings: WatcherSettings, until: float,
-                 fire: Callable, member_ttl: int | None = None):
+                 fire: Callable, processes: Processes, member_ttl: int | None = None):
         """`fire(name, lineage, origin, node)` is `trigger fire` from a run on this node;
         `member_ttl` is set when the scenario has discovery."""
         self.env = env
@@ -79,10 +79,10 @@ class Node:
         self.stats = NodeStats()
         self.store = store
         self.tsp = FakeTaskSpooler(env, lambda run_id: self.triggered_run(run_id), self.stats)
-        self.watcher = SimWatcher(
-            env, host, layout, store, self.tsp, settings.policy(), self.new_run_id, self.stats,
-            self.trace, lambda event_id, run_id: ledger.coalesced.append((env.now, host, event_id, run_id)),
-            membership=None if member_ttl is None else ((role.name,), member_ttl))
+        self.watcher = self._new_watcher(processes, member_ttl)
+        self.duplicate: SimWatcher | None = None  # a second `trigger watch` (duplicate_watcher)
+        self.runs: set[SimDriver] = set()  # the `trigger run` processes alive
+        self.scheduled: object = None  # the SimPy process of a scheduled Puppet run in progress
         self.slow_factor = 1.0
         self.puppet_busy = False
         self.last_span: tuple[float, float] = (0.0, 0.0)  # the last Puppet run's start and end
@@ -90,6 +90,47 @@ class Node:
         self._run_counter = 0
         self._applied_once: set[str] = set()
         self._seen_version: dict[str, int] = {}
+
+    def _new_watcher(self, processes: Processes, member_ttl: int | None) -> SimWatcher:
+        env, host, ledger = self.env, self.host, self.ledger
+        return SimWatcher(
+            env, host, self.layout, self.store, self.tsp, self.settings.policy(), self.new_run_id,
+            self.stats, self.trace,
+            lambda event_id, run_id: ledger.coalesced.append((env.now, host, event_id, run_id)),
+            processes, membership=None if member_ttl is None else ((self.role.name,), member_ttl))
+
+    # -- faults of the whole node ---------------------------------------------------------
+
+    def kill_runs(self) -> None:
+        """kill -9 of every `trigger run` and its command (OOM, an operator)."""
+        for driver in list(self.runs):
+            self.trace("trigger run killed with its command")
+            driver.kill(exit_status=137)
+        self.runs.clear()
+
+    def go_down(self, span: float | None) -> None:
+        """A reboot: every process of the node dies; nothing reaches etcd meanwhile."""
+        self.watcher.kill()
+        self.stop_duplicate_watcher()
+        self.kill_runs()
+        self.tsp.kill(float("inf"))
+        if self.scheduled is not None and self.scheduled.is_alive:
+            self.scheduled.interrupt("reboot")
+        self.store.cut_off()
+
+    def come_up(self) -> None:
+        self.store.reconnect()
+        self.tsp.down_until = self.env.now
+        self.watcher.start()
+
+    def start_duplicate_watcher(self) -> None:
+        self.duplicate = self._new_watcher(self.watcher.processes, self.watcher.membership[1])
+        self.duplicate.start()
+
+    def stop_duplicate_watcher(self) -> None:
+        if self.duplicate is not None:
+            self.duplicate.kill()
+            self.duplicate = None
 
     def trace(self, what: str) -> None:
         self.ledger.trace(self.env.now, self.host, what)
@@ -114,7 +155,7 @@ class Node:
                 self.trace("scheduled run skipped: a run is in progress")
             else:
                 self.puppet_busy = True  # taken now, so nothing slips in before the run begins
-                self.env.process(self.puppet_run("scheduled", Lineage(), None, locked=True))
+                self.scheduled = self.env.process(self.puppet_run("scheduled", Lineage(), None, locked=True))
             if self.env.now + agent.interval >= until:
                 return  # the scenario's time is up: no more scheduled runs
             yield self.env.timeout(agent.interval)
@@ -123,25 +164,36 @@ class Node:
 
     def triggered_run(self, run_id: str):
         """`trigger run RUN_ID -- puppet agent --test --waitforlock`: the real procedure."""
-        driver = SimDriver(self.env, self.store, self._tell_run,
-                           execute=lambda record: self.puppet_run(
-                               "triggered", Lineage(record.hop, record.chain), record.run_id))
+        driver = SimDriver(self.env, self.store, self._tell_run, execute=self._command)
+        self.runs.add(driver)
         # The real holder is the run id, unique across hosts; here run ids are
         # per-host counters, so the host makes the slot key unique.
         yield from driver.run(triggered_run(self.layout, self.host, run_id,
                                             int(self.settings.run_history), f"{run_id}.{self.host}"))
+        self.runs.discard(driver)
+
+    def _command(self, record):
+        """The run's command: Puppet, its span kept to check one run at a time."""
+        start = self.env.now
+        try:
+            return (yield from self.puppet_run("triggered", Lineage(record.hop, record.chain),
+                                               record.run_id))
+        finally:
+            self.ledger.commands.setdefault(self.host, []).append((start, self.env.now, record.run_id))
 
     def _tell_run(self, note: Note) -> None:
         what, now = note.what, self.env.now
         if isinstance(what, RunStarted):
             self.ledger.served(self.host, what.record, now)
+        elif isinstance(what, RunFinished) and what.recorded:
+            self.ledger.finished(self.host, what.record, now)
         elif isinstance(what, SlotWaited):
             self.ledger.slot_waited(what.trigger, what.seconds)
             if what.seconds <= 0:
                 return
         elif isinstance(what, RunAborted):
             self.stats.runs_aborted += 1
-        elif isinstance(what, RunFinished):
+        if isinstance(what, RunFinished):
             for trigger, limit in what.record.limits:
                 self.ledger.limited_run(trigger, limit, self.host, what.record.run_id, *self.last_span)
             self.stats.last_trigger_activity = now

@@ -106,11 +106,20 @@ def build_report(sim: Simulation) -> Report:
         if reason is None:
             problems.append(f"{len(entries)} fire(s) on {host} never followed by a run, "
                             "and no fault explains it")
-    vanished = sorted(k for k in sim.ledger.fired if k not in sim.ledger.served_by and k not in remaining_keys)
-    if vanished:
-        host, event_id = vanished[0]
-        problems.append(f"{len(vanished)} fire(s) left the inbox without a run, first "
-                        f"{event_id} on {host}")
+    ledger = sim.ledger
+    # Served means: a run that started after the fire ran its command to the end.
+    not_served = sorted(
+        key for key, fired_at in ledger.fired.items()
+        if not any(started >= fired_at for started in ledger.completed.get(key, ()))
+        and key not in remaining_keys)
+    if not_served:
+        host, event_id = not_served[0]
+        problems.append(f"{len(not_served)} fire(s) left the inbox without a run that started after "
+                        f"them and ran to its end, first {event_id} on {host}")
+    for host, spans in sorted(ledger.commands.items()):
+        most, at = max_running(spans)
+        if most > 1:
+            problems.append(f"{most} triggered runs at once on {host} at {at:g} s")
     if sim.still_busy:
         problems.append(
             f"triggered runs still going when the drain window closed at {sim.ended_at:g} s "

@@ -20,8 +20,11 @@ from trigger.policy import MEMBER_TTL, WATCH, WatchPolicy
 from trigger.records import MAX_LIMIT, MAX_TTL, BadRecord, check_host
 
 CHANGES = ("once", "always", "never", "until_converged")
-FAULT_KINDS = ("cut_off", "kill_watcher", "restart_etcd", "compact_etcd", "slow_runs", "kill_tsp")
-NODE_FAULTS = ("cut_off", "kill_watcher", "slow_runs", "kill_tsp")
+FAULT_KINDS = ("cut_off", "kill_watcher", "restart_etcd", "compact_etcd", "slow_runs", "kill_tsp",
+               "kill_run", "reboot", "ambiguous_writes", "latency", "duplicate_watcher")
+NODE_FAULTS = ("cut_off", "kill_watcher", "slow_runs", "kill_tsp", "kill_run", "reboot",
+               "ambiguous_writes", "latency", "duplicate_watcher")
+INSTANT_FAULTS = ("compact_etcd", "kill_run")  # they happen at once: no `for`
 
 
 class ScenarioError(ValueError):
@@ -124,6 +127,7 @@ class Fault:
     hosts: tuple[str, ...] = ()
     span: float | None = None  # `for`: None means until the end
     factor: float = 1.0
+    delay: Duration | None = None  # latency: how long each store call takes
 
     def describe(self) -> str:
         parts = [self.kind]
@@ -131,9 +135,11 @@ class Fault:
             parts.append(self.hosts[0] if len(self.hosts) == 1 else f"{len(self.hosts)} hosts")
         if self.kind == "slow_runs":
             parts.append(f"x{self.factor:g}")
+        if self.delay is not None:
+            parts.append(self.delay.describe())
         if self.span:
             parts.append(f"for {self.span:g} s")
-        elif self.span is None and self.kind in ("cut_off", "kill_watcher", "slow_runs"):
+        elif self.span is None and self.kind not in INSTANT_FAULTS + ("restart_etcd", "kill_tsp"):
             parts.append("to the end")
         return " ".join(parts) + f" at {self.at:g} s"
 
@@ -504,7 +510,7 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
     faults = []
     for i, spec in enumerate(_list(data.get("faults", []), "faults")):
         at = f"faults[{i}]"
-        spec = _mapping(spec, at, ("at", "kind", "hosts", "for", "factor"))
+        spec = _mapping(spec, at, ("at", "kind", "hosts", "for", "factor", "delay"))
         for key in ("at", "kind"):
             if key not in spec:
                 _fail(f"{at}.{key}", "missing (required)")
@@ -520,8 +526,8 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
             _fail(f"{at}.hosts", f"{kind} affects etcd, not hosts; remove hosts")
         span = None
         if "for" in spec:
-            if kind == "compact_etcd":
-                _fail(f"{at}.for", "compact_etcd happens at once; remove for")
+            if kind in INSTANT_FAULTS:
+                _fail(f"{at}.for", f"{kind} happens at once; remove for")
             span = _number(spec["for"], f"{at}.for")
         elif kind == "restart_etcd":
             span = 0.0
@@ -530,7 +536,15 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
             factor = _number(spec.get("factor", 2), f"{at}.factor", 0.0, strict=True)
         elif "factor" in spec:
             _fail(f"{at}.factor", "only slow_runs takes a factor")
-        faults.append(Fault(_number(spec["at"], f"{at}.at"), kind, hosts, span, factor))
+        delay = None
+        if kind == "latency":
+            delay = _duration(spec.get("delay", {"uniform": [0.05, 0.5]}), f"{at}.delay")
+        elif "delay" in spec:
+            _fail(f"{at}.delay", "only latency takes a delay")
+        if kind == "duplicate_watcher" and discovery is None:
+            _fail(f"{at}.kind", "duplicate_watcher needs `discovery` (watchers claim their host "
+                                "through member keys)")
+        faults.append(Fault(_number(spec["at"], f"{at}.at"), kind, hosts, span, factor, delay))
 
     return Scenario(
         name=name, description=description, until=until, drain=drain, seed=seed,

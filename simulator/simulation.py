@@ -30,6 +30,7 @@ from trigger.store.base import StoreError
 from .ledger import Ledger
 from .network import Etcd, NodeStore
 from .node import Node
+from .watcher import Processes
 from .scenario import Fault, Scenario
 
 
@@ -59,12 +60,13 @@ class Simulation:
         self._event_counter = 0
         self.nodes: dict[str, Node] = {}
         member_ttl = scenario.discovery.member_ttl if scenario.discovery is not None else None
+        processes = Processes()
         for index, (host, role) in enumerate(scenario.nodes):
             self.nodes[host] = Node(
                 self.env, host, scenario.roles[role], index, seed=self.seed,
                 store=self.etcd.connect(host), layout=self.layout, ledger=self.ledger,
                 settings=scenario.watcher, until=scenario.until, fire=self.fire,
-                member_ttl=member_ttl)
+                processes=processes, member_ttl=member_ttl)
 
     def trace(self, host: str, what: str) -> None:
         self.ledger.trace(self.env.now, host, what)
@@ -162,6 +164,22 @@ class Simulation:
                 for run_id in node.tsp.kill(fault.span or 0.0):
                     self.trace(node.host, f"task-spooler killed: queued {run_id} vanished")
             return  # the queue's own down_until ends the span
+        elif kind == "kill_run":
+            for node in nodes:
+                node.kill_runs()
+            return
+        elif kind == "reboot":
+            for node in nodes:
+                node.go_down(fault.span)
+        elif kind == "ambiguous_writes":
+            for node in nodes:
+                node.store.answers_lost = True
+        elif kind == "latency":
+            for node in nodes:
+                node.store.delay = (fault.delay, node.rng)
+        elif kind == "duplicate_watcher":
+            for node in nodes:
+                node.start_duplicate_watcher()
         if fault.span is None:
             return
         yield env.timeout(fault.span)
@@ -177,6 +195,18 @@ class Simulation:
         elif kind == "slow_runs":
             for node in nodes:
                 node.slow_factor = 1.0
+        elif kind == "reboot":
+            for node in nodes:
+                node.come_up()
+        elif kind == "ambiguous_writes":
+            for node in nodes:
+                node.store.answers_lost = False
+        elif kind == "latency":
+            for node in nodes:
+                node.store.delay = None
+        elif kind == "duplicate_watcher":
+            for node in nodes:
+                node.stop_duplicate_watcher()
 
     # -- running -----------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 Like `tsp`, it runs one job at a time in the order they were queued. A
 killed server loses its queued jobs; the job it was running goes on (it is
-a separate process) and still marks its finish. While the queue is down
-(`kill_tsp` with `for`), pushes are refused, which the watcher reports to
-the core as `EnqueueFailed`.
+a separate process) and still marks its finish, but the next `tsp` call
+starts an empty server that neither lists it nor waits for it. While the
+queue is down (`kill_tsp` with `for`), pushes are refused, which the
+watcher reports to the core as `EnqueueFailed`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class FakeTaskSpooler:
         self.queue: deque[str] = deque()
         self.running: str | None = None
         self.down_until = -1.0
+        self._server = 0  # which server runs the jobs: an orphan's end must not start the next
 
     @property
     def up(self) -> bool:
@@ -54,6 +56,8 @@ class FakeTaskSpooler:
         """The server dies: queued jobs vanish. Returns their run ids."""
         lost = list(self.queue)
         self.queue.clear()
+        self.running = None  # an orphan now: it runs on, unlisted
+        self._server += 1
         self.down_until = self.env.now + down_for
         return lost
 
@@ -63,4 +67,5 @@ class FakeTaskSpooler:
             return
         self.running = self.queue.popleft()
         process = self.env.process(self.start_job(self.running))
-        process.callbacks.append(lambda _e: self._next())
+        server = self._server
+        process.callbacks.append(lambda _e: self._next() if self._server == server else None)

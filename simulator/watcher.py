@@ -16,7 +16,7 @@ from trigger.core import Coalesce, EnqueueRun, MarkRunLost, Quarantine, WatcherC
 from trigger.effects import Note
 from trigger.layout import Layout
 from trigger.policy import WatchPolicy
-from trigger.procedures import Registration, follow_inbox, keep_membership
+from trigger.procedures import Registration, follow_inbox, serve_host
 
 from .driver import SimDriver
 
@@ -24,50 +24,55 @@ from .driver import SimDriver
 class SimWatcher:
     def __init__(self, env, host: str, layout: Layout, store, tsp, policy: WatchPolicy,
                  new_run_id: Callable[[], str], stats, trace: Callable[[str], None],
-                 on_coalesce: Callable[[str, str], None],
+                 on_coalesce: Callable[[str, str], None], processes: "Processes",
                  membership: tuple[tuple[str, ...], int] | None = None):
-        """`membership` is (roles, member ttl) when the scenario has discovery."""
+        """`membership` is (roles, member ttl) when the scenario has discovery:
+        then the watcher claims its host first, as `trigger watch` does."""
         self.env, self.host, self.layout, self.store, self.tsp = env, host, layout, store, tsp
         self.policy, self.new_run_id, self.stats = policy, new_run_id, stats
         self.trace, self.on_coalesce, self.membership = trace, on_coalesce, membership
+        self.processes = processes
         self.core: WatcherCore | None = None
         self.alive = False
-        self.incarnation = 0  # a restarted watcher is another process
-        self._drivers: list[SimDriver] = []
+        self.process = ""
+        self._driver: SimDriver | None = None
 
     @property
     def connected(self) -> bool:
         """In a watch session: the inbox was read and its watch is open."""
-        return bool(self._drivers) and self._drivers[0].watching
+        return self._driver is not None and self._driver.watching
 
     def start(self) -> None:
         self.alive = True
+        self.process = self.processes.start(self.host)
         self.core = WatcherCore(self.host, self.layout, self.new_run_id)
-        self.incarnation += 1
-        if self.membership is not None:  # `trigger watch` registers before it follows the inbox
-            roles, ttl = self.membership
-            registration = Registration(self.layout, self.host, roles, ttl=ttl, process=self.process)
-            member = SimDriver(self.env, self.store, self.tell, process_alive=self._alive)
-            member.start(keep_membership(registration))
-        inbox = SimDriver(self.env, self.store, self.tell, tsp=self.tsp, stats=self.stats)
-        self._drivers = [inbox.start(follow_inbox(self.core, self.policy))]
-        if self.membership is not None:
-            self._drivers.append(member)
+        driver = self._driver = SimDriver(self.env, self.store, self.tell, tsp=self.tsp, stats=self.stats,
+                                          process_alive=self._alive)
+        driver.on_failure = self._failed
+        if self.membership is None:
+            driver.start(follow_inbox(self.core, self.policy))
+            return
+        roles, ttl = self.membership
+        registration = Registration(self.layout, self.host, roles, ttl=ttl, process=self.process)
+        driver.start(serve_host(registration, self.core, self.policy))
 
-    @property
-    def process(self) -> str:
-        return f"{self.incarnation}@{self.host}"
+    def _alive(self, process: str) -> bool | None:
+        """What this machine can tell: only of its own processes."""
+        return self.processes.alive(process) if process.endswith("@" + self.host) else None
 
-    def _alive(self, process: str) -> bool:
-        """A watcher process of this node is alive only if it is the current one."""
-        return self.alive and process == self.process
+    def _failed(self, exc: Exception) -> None:
+        """The watcher ended on an error (another took the host over): exit 1."""
+        self.trace(f"watcher: {exc}; this watcher stopped")
+        self.kill()
 
     def kill(self) -> None:
         self.alive = False
-        for driver in self._drivers:
-            driver.kill()
-        self._drivers = []
+        self.processes.end(self.process)
+        if self._driver is not None:
+            self._driver.kill()
+            self._driver = None
         self.core = None
+
 
     def tell(self, note: Note) -> None:
         what, stats = note.what, self.stats
@@ -88,3 +93,23 @@ class SimWatcher:
                 self.trace(f"watcher: {what}")
         else:
             self.trace(what.describe())
+
+
+class Processes:
+    """The watcher processes alive on the simulated machines, by PID@host."""
+
+    def __init__(self):
+        self._alive: set[str] = set()
+        self._next = 0
+
+    def start(self, host: str) -> str:
+        self._next += 1
+        process = f"{self._next}@{host}"
+        self._alive.add(process)
+        return process
+
+    def end(self, process: str) -> None:
+        self._alive.discard(process)
+
+    def alive(self, process: str) -> bool:
+        return process in self._alive

@@ -1,0 +1,115 @@
+"""The faults real nodes have, on simulated time (issue 12): each served as on real nodes.
+
+Every test runs the real procedures through the simulated driver and checks
+the delivery promise from the ledger: each fire is served by a run that
+started after it and ran to its end, and a host never runs two triggered
+commands at once.
+"""
+
+from __future__ import annotations
+
+from simulator.report import build_report, max_running
+from simulator.scenario import load_scenario
+from simulator.simulation import Simulation
+
+LB, WEB = "lb1.example.com", "web1.example.com"
+
+
+def spec(until=300, fires=(), faults=(), duration=20, discovery=False) -> dict:
+    data = {
+        "name": "faults",
+        "until": until,
+        "agent": {"interval": 100000, "splay": 0, "duration": duration},
+        "nodes": {WEB: "web", LB: "lb"},
+        "roles": {"web": {"agent": {"duration": 1}, "resources": {}},
+                  "lb": {"resources": {"cfg": {"changes": "always"}}}},
+        "triggers": {"refresh": {"hosts": [LB], "ttl": 5}},
+        "fires": [{"at": at, "trigger": "refresh"} for at in fires],
+        "faults": list(faults),
+    }
+    if discovery:
+        data["discovery"] = {"member_ttl": 10}
+    return data
+
+
+def simulate(data, seed=1) -> Simulation:
+    return Simulation(load_scenario(data), seed=seed, trace=True).run()
+
+
+def lines(sim, host=LB):
+    return [(t, what) for t, h, what in sim.ledger.trace_lines if h == host]
+
+
+def served_to_the_end(sim) -> bool:
+    return all(any(s >= fired for s in sim.ledger.completed.get(key, ()))
+               for key, fired in sim.ledger.fired.items())
+
+
+def one_at_a_time(sim, host=LB) -> bool:
+    return max_running(sim.ledger.commands.get(host, []))[0] <= 1
+
+
+def test_a_killed_queue_server_is_noticed_within_the_check_interval_while_fires_keep_coming():
+    # r1 runs 10..30; a fire at 11 queues r2; tsp dies at 12 (r2 vanishes, r1 runs on);
+    # fires every 0.7 s must not postpone the re-read that notices r2 is gone.
+    fires = [10] + [11 + 0.7 * i for i in range(40)]
+    sim = simulate(spec(fires=fires, faults=[{"at": 12, "kind": "kill_tsp", "hosts": LB}]))
+    lost = [t for t, what in lines(sim) if what.startswith("mark r000002 lost")]
+    assert lost and 12 < lost[0] <= 12 + 5 + 0.01
+    assert served_to_the_end(sim) and one_at_a_time(sim)
+    assert build_report(sim).ok
+
+
+def test_a_run_killed_during_its_command_gives_its_fires_back():
+    sim = simulate(spec(fires=[10], faults=[{"at": 15, "kind": "kill_run", "hosts": LB}]))
+    trace = lines(sim)
+    assert (15.0, "trigger run killed with its command") in trace
+    # its lease ends 30 s after its last renewal; then the lock is gone and the fire runs again
+    assert any(what.startswith("mark r000001 lost: its run lock went") for _, what in trace)
+    assert any(what.startswith("r000002 starts: serves ev0000001") for _, what in trace)
+    assert served_to_the_end(sim) and build_report(sim).ok
+
+
+def test_a_reboot_with_a_run_queued_serves_it_after_the_boot():
+    sim = simulate(spec(fires=[10, 12], faults=[{"at": 14, "kind": "reboot", "hosts": LB, "for": 30}]))
+    starts = [t for t, what in lines(sim) if "starts: serves" in what]
+    assert starts[0] == 10.002 and any(t >= 44 for t in starts[1:])
+    assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
+
+
+def test_writes_applied_with_their_answers_lost_keep_the_claim_and_the_hop():
+    sim = simulate(spec(fires=[10], faults=[{"at": 9, "kind": "ambiguous_writes", "hosts": LB, "for": 3}]))
+    started = [what for _, what in lines(sim) if "starts: serves" in what]
+    assert started and all("(hop 1)" in what for what in started)
+    assert served_to_the_end(sim) and build_report(sim).ok
+
+
+def test_slow_store_calls_delay_but_lose_nothing():
+    fault = {"at": 5, "kind": "latency", "hosts": LB, "for": 100, "delay": {"uniform": [0.1, 2]}}
+    sim = simulate(spec(fires=[10, 10.5, 30], faults=[fault]))
+    assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
+
+
+def test_a_second_watcher_stands_by_and_each_fire_runs_once():
+    fault = {"at": 5, "kind": "duplicate_watcher", "hosts": LB, "for": 100}
+    sim = simulate(spec(fires=[10, 60], faults=[fault], discovery=True))
+    trace = lines(sim)
+    assert any("standby" in what for _, what in trace)
+    assert sum("starts: serves" in what for _, what in trace) == 2  # one run per fire, not two
+    assert sim.operator.get(sim.layout.member_key(LB)) is not None  # the duplicate left it alone
+    assert served_to_the_end(sim) and build_report(sim).ok
+
+
+def test_the_standby_takes_over_when_the_first_watcher_dies():
+    faults = [{"at": 5, "kind": "duplicate_watcher", "hosts": LB, "for": 200},
+              {"at": 20, "kind": "kill_watcher", "hosts": LB}]
+    sim = simulate(spec(fires=[60], faults=faults, discovery=True))
+    assert any("no longer standby" in what for _, what in lines(sim))
+    assert served_to_the_end(sim)
+
+
+def test_the_check_names_two_runs_at_once_on_a_host():
+    sim = simulate(spec(fires=[10]))
+    sim.ledger.commands[LB].append((10.5, 11.0, "rX"))  # what the old tsp kill made possible
+    problems = build_report(sim).data["check"]["problems"]
+    assert any("2 triggered runs at once on lb1.example.com" in p for p in problems)
