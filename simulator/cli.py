@@ -59,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-plot", action="store_true", help="skip timeline.png")
     run.add_argument("--all-nodes", action="store_true", help="one table row per node even for large scenarios")
     sub.add_parser("list", help="list the shipped scenarios")
+    explore = sub.add_parser("explore", help="run many seeds with random faults; print each failure, "
+                                             "shrunk to the fewest faults that still fail")
+    explore.add_argument("scenario", help="a scenario YAML file, or the name of a shipped one")
+    explore.add_argument("--runs", type=int, default=100, help="how many seeds (default 100)")
+    explore.add_argument("--first-seed", type=int, default=1, help="the first seed (default 1)")
+    explore.add_argument("--faults", default=None,
+                         help="fault kinds to draw from, comma-separated (default: every kind that heals)")
+    explore.add_argument("--out", type=Path, default=Path("out") / "explore",
+                         help="where reproducing scenario files go (default out/explore)")
     bench = sub.add_parser("bench", help="time scenarios: wall, CPU, simulated events per second")
     bench.add_argument("scenarios", nargs="*", default=["seed", "storm", "loop", "faults", "fleet"])
     bench.add_argument("--seed", type=int, default=None)
@@ -71,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             scenario = load_scenario(path)
             print(f"{path.stem:8} {len(scenario.nodes):6} nodes  {scenario.description.splitlines()[0] if scenario.description else ''}")
         return 0
+
+    if args.command == "explore":
+        return _explore(args)
 
     if args.command == "bench":
         from . import run_scenario
@@ -122,6 +134,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.check and not report.ok:
         return EXIT_CHECK_FAILED
     return 0
+
+
+def _explore(args) -> int:
+    from . import load_scenario
+    from .explore import explore, parse_kinds, write_reproducer
+
+    path = _scenario_path(args.scenario)
+    try:
+        kinds = parse_kinds(args.faults)
+        if args.runs < 1:
+            raise ValueError(f"--runs must be at least 1, got {args.runs}")
+        scenario = load_scenario(path)
+    except (ScenarioError, ValueError) as exc:
+        print(f"trigger-sim: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    failures, per_second = explore(scenario, args.runs, kinds, args.first_seed)
+    for failure in failures:
+        try:
+            reproducer = write_reproducer(path, failure, args.out)
+        except OSError as exc:
+            print(f"trigger-sim: cannot write to {args.out}: {exc.strerror}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        faults = "; ".join(f.describe() for f in failure.faults)
+        print(f"seed {failure.seed} fails with {faults}: {failure.problems[0]}")
+        print(f"  reproduce: trigger-sim run {reproducer} --check --trace")
+    print(f"{args.runs} runs with random faults ({', '.join(kinds)}): {len(failures)} failed; "
+          f"{per_second:.1f} runs/s")
+    return EXIT_CHECK_FAILED if failures else 0
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ class Node:
         what, now = note.what, self.env.now
         if isinstance(what, RunStarted):
             self.ledger.served(self.host, what.record, now)
-        elif isinstance(what, RunFinished) and what.recorded:
+        elif isinstance(what, RunFinished):  # the command ran to its end, recorded or not
             self.ledger.finished(self.host, what.record, now)
         elif isinstance(what, SlotWaited):
             self.ledger.slot_waited(what.trigger, what.seconds)

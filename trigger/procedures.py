@@ -337,7 +337,7 @@ def keep_run_lease(lease: RunLease, run_id: str, policy: RunPolicy = RUN):
             pass  # the lease is gone
         lease.expired = True
         yield Note(f"{run_id}: lease not renewed for {policy.stop_after():g} s; stopping the command "
-                   f"(SIGTERM, SIGKILL after {policy.stop_grace:g} s)", "warning")
+                   f"if it still runs (SIGTERM, SIGKILL after {policy.stop_grace:g} s)", "warning")
         yield StopCommand(policy.stop_grace)
         return
 

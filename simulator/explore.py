@@ -1,0 +1,126 @@
+"""Swarm testing: many seeds with random faults, each checked, failures shrunk.
+
+`trigger-sim explore SCENARIO --runs N [--faults KINDS]` draws, for each
+seed, one to three faults of the given kinds at random times and hosts
+(every one heals: a fault that lasts to the end would explain any unserved
+fire), runs the scenario with them and checks the delivery promise. A run
+that fails is shrunk: faults are dropped one at a time while the check
+still fails, so what is printed is the fewest faults that reproduce it,
+with the seed, as a scenario file `trigger-sim run` takes.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from .report import build_report
+from .scenario import FAULT_KINDS, INSTANT_FAULTS, NODE_FAULTS, Duration, Fault, Scenario
+from .simulation import Simulation
+
+DEFAULT_KINDS = ("cut_off", "kill_watcher", "kill_tsp", "kill_run", "reboot", "ambiguous_writes",
+                 "latency", "restart_etcd", "compact_etcd", "slow_runs")
+LATENCY = Duration("uniform", 0.05, 2.0)
+
+
+@dataclass(frozen=True)
+class Failure:
+    seed: int
+    faults: tuple[Fault, ...]
+    problems: tuple[str, ...]
+
+
+def random_faults(scenario: Scenario, rng: random.Random, kinds: tuple[str, ...]) -> tuple[Fault, ...]:
+    hosts = [host for host, _ in scenario.nodes]
+    faults = []
+    for _ in range(rng.randint(1, 3)):
+        kind = rng.choice(kinds)
+        at = round(rng.uniform(0, scenario.until), 3)
+        span = None if kind in INSTANT_FAULTS else round(rng.uniform(1, 120), 3)
+        if kind == "restart_etcd":
+            span = round(rng.uniform(0.5, 20), 3)
+        faults.append(Fault(
+            at, kind, (rng.choice(hosts),) if kind in NODE_FAULTS else (), span,
+            factor=4.0 if kind == "slow_runs" else 1.0,
+            delay=LATENCY if kind == "latency" else None))
+    return tuple(sorted(faults, key=lambda f: f.at))
+
+
+def check(scenario: Scenario, seed: int, faults: tuple[Fault, ...]) -> tuple[str, ...]:
+    """The check's problems with these faults ((): it passed)."""
+    sim = Simulation(replace(scenario, faults=faults), seed=seed).run()
+    report = build_report(sim)
+    return tuple(report.data["check"]["problems"])
+
+
+def shrink(scenario: Scenario, seed: int, faults: tuple[Fault, ...]) -> tuple[tuple[Fault, ...], tuple[str, ...]]:
+    """Drop faults one at a time while the check still fails."""
+    problems = check(scenario, seed, faults)
+    dropped = True
+    while dropped and len(faults) > 1:
+        dropped = False
+        for i in range(len(faults)):
+            fewer = faults[:i] + faults[i + 1:]
+            still = check(scenario, seed, fewer)
+            if still:
+                faults, problems, dropped = fewer, still, True
+                break
+    return faults, problems
+
+
+def explore(scenario: Scenario, runs: int, kinds: tuple[str, ...] = DEFAULT_KINDS,
+            first_seed: int = 1) -> tuple[list[Failure], float]:
+    """Run `runs` seeds with random faults; the failures (shrunk) and the runs per second."""
+    if scenario.discovery is None:
+        kinds = tuple(k for k in kinds if k != "duplicate_watcher")
+    started = time.perf_counter()
+    failures = []
+    for seed in range(first_seed, first_seed + runs):
+        faults = random_faults(scenario, random.Random(f"explore/{seed}"), kinds)
+        if check(scenario, seed, faults):
+            fewest, problems = shrink(scenario, seed, faults)
+            failures.append(Failure(seed, fewest, problems))
+    elapsed = time.perf_counter() - started
+    return failures, runs / elapsed if elapsed else 0.0
+
+
+def fault_spec(fault: Fault) -> dict:
+    """A fault as the scenario file writes it."""
+    spec: dict = {"at": fault.at, "kind": fault.kind}
+    if fault.hosts:
+        spec["hosts"] = list(fault.hosts)
+    if fault.span is not None and fault.kind not in INSTANT_FAULTS:
+        spec["for"] = fault.span
+    if fault.kind == "slow_runs":
+        spec["factor"] = fault.factor
+    if fault.delay is not None:
+        kind, a, b = fault.delay.kind, fault.delay.a, fault.delay.b
+        spec["delay"] = {kind: [a, b] if kind in ("uniform", "normal") else a}
+    return spec
+
+
+def write_reproducer(source: Path, failure: Failure, out: Path) -> Path:
+    """The scenario file with the failure's seed and faults, for `trigger-sim run --check`."""
+    data = yaml.safe_load(source.read_text())
+    data["seed"] = failure.seed
+    data["faults"] = [fault_spec(f) for f in failure.faults]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{source.stem}-seed{failure.seed}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def parse_kinds(text: str | None) -> tuple[str, ...]:
+    """`--faults cut_off,kill_run`: known kinds only (ValueError naming the unknown)."""
+    if not text:
+        return DEFAULT_KINDS
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in FAULT_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"--faults: unknown fault kind {', '.join(unknown) or '(none)'}; "
+                         f"known: {', '.join(FAULT_KINDS)}")
+    return kinds
