@@ -207,27 +207,30 @@ class WatcherCore:
         present = {kv.key for kv in event.items}
         for key in [k for k in self._parsed if k not in present]:
             del self._parsed[key]
-        for run in self._claiming_runs():
-            for event_id in run.served:
-                self.pending.pop(event_id, None)
+        # Only started runs can claim entries still there: a finish removes
+        # the last of its entries with its record. Finished records (days of
+        # them) are not walked.
+        active = [r for r in self.runs.values() if r.active]
+        for run in active:
+            if run.state == "started":
+                for event_id in run.served:
+                    self.pending.pop(event_id, None)
         live = event.live_runs
-        for run in sorted(self.runs.values(), key=lambda r: r.run_id):
-            if run.state == "queued" and live is not None and run.run_id not in live:
+        for run in sorted((r for r in active if r.state == "queued"), key=lambda r: r.run_id):
+            if live is not None and run.run_id not in live:
                 actions.append(self._lose(run, "queued in the store but not in the queue", now))
-            elif run.state == "queued":
+            else:
                 # With two queued runs (a race with an older watcher) entries
                 # wait for the newest; the other still runs and serves them.
                 self.queued_run = run.run_id
         return actions + self._judge_started(now)
 
-    def _claiming_runs(self) -> list[RunRecord]:
-        return [r for r in self.runs.values() if r.state in ("started", "finished")]
-
     def _judge_started(self, now: float) -> list[Action]:
         """A started run not holding the run lock died before its end."""
-        return [self._lose(run, "its run lock went while it ran: it died before its end", now)
-                for run in sorted(self.runs.values(), key=lambda r: r.run_id)
+        dead = [run for run in self.runs.values()
                 if run.state == "started" and run.run_id != self.lock_holder]
+        return [self._lose(run, "its run lock went while it ran: it died before its end", now)
+                for run in sorted(dead, key=lambda r: r.run_id)]
 
     def _changes(self, event: Changes, now: float) -> list[Action]:
         actions: list[Action] = []

@@ -99,10 +99,12 @@ def follow_inbox(core: WatcherCore, policy: WatchPolicy = WATCH):
                        f"{sum(r.active for r in core.runs.values())} run(s) active; watching")
             yield Watch(prefix, revision + 1)
             next_check = None
+            now = yield NOW
             while True:
-                now = yield NOW
                 # Deliveries never postpone the re-read: a run lost with its
                 # queue is noticed within check_interval, whatever the fire rate.
+                # (`now` is the time of the last wait's end: the steps since
+                # are instant in the simulator and take milliseconds for real.)
                 interval = policy.check_interval if core.busy else policy.idle_check
                 next_check = now + interval if next_check is None else min(next_check, now + interval)
                 changes = yield NextChange(_wait(core, policy, now, next_check))

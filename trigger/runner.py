@@ -54,7 +54,11 @@ def _inbox(store: Store, layout: Layout, host: str, run_id: str):
 
 
 def take_run_lock(store: Store, layout: Layout, host: str, run_id: str, lease: int) -> str | None:
-    """Take the host's run lock on `lease`; None once held, else the run id holding it."""
+    """Take the host's run lock on `lease`; None once held, else the run id holding it.
+
+    A lock whose run finished (its lease not yet revoked: etcd was away when
+    it tried) is stale and taken over; "" then asks the caller to try again.
+    """
     key = layout.run_lock_key(host)
     if store.txn([PutOp(key, run_id.encode(), lease)], expect_missing=(key,)) is not None:
         return None
@@ -62,7 +66,21 @@ def take_run_lock(store: Store, layout: Layout, host: str, run_id: str, lease: i
     if held is None:
         return ""  # it went meanwhile: try again
     holder = held.value.decode("utf-8", "replace")
-    return None if holder == run_id else holder  # ours: an earlier try's answer was lost
+    if holder == run_id:
+        return None  # ours: an earlier try's answer was lost
+    if _finished(store, layout, host, holder):
+        store.txn([DeleteOp(key)], expect_revisions=((key, held.mod_revision),))
+        return ""
+    return holder
+
+
+def _finished(store: Store, layout: Layout, host: str, run_id: str) -> bool:
+    try:
+        check_id(run_id, "run id")
+        kv = store.get(layout.run_key(host, run_id))
+        return kv is not None and parse_run(kv.value).state == "finished"
+    except BadRecord:
+        return False
 
 
 def pending_limits(store: Store, layout: Layout, host: str) -> dict[str, int]:

@@ -92,3 +92,14 @@ def test_limited_entries_wait_unless_their_slot_is_held():
     assert inbox(store) == [limited.id]
     second = start_run(store, L, "h", "r2", 2.0, held={"rolling": 1})
     assert second.served == (limited.id,) and second.limits == (("rolling", 1),)
+
+
+def test_a_lock_left_by_a_finished_run_is_taken_over():
+    """Its run finished but could not revoke its lease (etcd was away): the
+    next run need not wait out the lease."""
+    store = MemoryStore()
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e1")
+    assert take_run_lock(store, L, "h", "r1", store.lease_grant(30)) is None
+    finish_run(store, L, start_run(store, L, "h", "r1", 1.0), 0, 2.0)
+    assert take_run_lock(store, L, "h", "r2", store.lease_grant(30)) == ""  # stale: removed
+    assert take_run_lock(store, L, "h", "r2", store.lease_grant(30)) is None
