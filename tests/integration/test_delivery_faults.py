@@ -122,6 +122,13 @@ def overlaps(*nodes: Node) -> list[tuple]:
     return [(a, b) for a, b in itertools.combinations(spans, 2) if b[0] < a[1]]
 
 
+def job_pid(node: Node, job: str) -> int | None:
+    """The pid of a running tsp job; None before it has one (`tsp -p` says 0
+    then, and kill(0) would hit our own process group)."""
+    text = node.tsp("-p", job).strip()
+    return int(text) if text.isdigit() and int(text) > 1 else None
+
+
 def log_tail(node: Node, lines: int = 8) -> str:
     """The watcher's last words, for a failure message."""
     text = node.watch_log.read_text() if node.watch_log.exists() else ""
@@ -142,7 +149,7 @@ def test_a_lost_queued_run_is_noticed_within_the_check_interval_while_fires_keep
     node.start_watcher(run_seconds=0.1, check_interval=check, extra=MEMBER_TTL)
     node.wait_in_sync()
     blocker = node.tsp("sleep", "60").strip()  # holds tsp's one slot: our run stays queued
-    blocker_pid = int(eventually(lambda: node.tsp("-p", blocker).strip(), what="the blocker's pid"))
+    blocker_pid = eventually(lambda: job_pid(node, blocker), what="the blocker's pid")
     try:
         node.fire()
         eventually(lambda: "queued" in node.tsp("-l"), what="the run to wait in tsp's queue")
