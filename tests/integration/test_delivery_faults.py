@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -227,25 +228,57 @@ def test_a_run_killed_during_its_command_gives_its_fires_back(cluster):
         f"the killed run's fire was not served again by a run that ran to its end:\n{log_tail(node)}"
 
 
-# -- 5. an acknowledgement applied but answered with a timeout ------------------------------
+# -- 5. and 6.: a run's write applied by etcd, then its answer lost, or the run dead -----------
 
 
-class AnswerLost:
-    """The real store, except that the first transaction writing the run's
-    record is applied by etcd and then answered with a timeout."""
+class FirstRecordWrite:
+    """The real store, until the run first writes its own record (a put or a
+    transaction holding it): etcd applies that write, then the caller gets
+    `then` raised instead of the answer. A `Crash` leaves the store dead:
+    it reaches etcd no more, as a crashed process with all its threads."""
 
-    def __init__(self, store, run_key: str):
-        self._store, self._run_key, self.lost = store, run_key, 0
+    def __init__(self, store, run_key: str, then: Callable[[], BaseException]):
+        self._store, self._run_key, self._then = store, run_key, then
+        self.hit = self.dead = False
 
     def __getattr__(self, name):
-        return getattr(self._store, name)
+        real = getattr(self._store, name)
+
+        def call(*args, **kwargs):
+            if self.dead:
+                raise Crash(f"{name} after the crash")
+            return real(*args, **kwargs)
+
+        return call
+
+    def put(self, key, value, lease=0):
+        return self._write(key == self._run_key, self._store.put, key, value, lease)
 
     def txn(self, ops, *args, **kwargs):
-        result = self._store.txn(ops, *args, **kwargs)
-        if not self.lost and any(isinstance(op, PutOp) and op.key == self._run_key for op in ops):
-            self.lost += 1
-            raise UnavailableError("etcd txn: no answer within 5s; the write may or may not have been applied")
+        writes_record = any(isinstance(op, PutOp) and op.key == self._run_key for op in ops)
+        return self._write(writes_record, self._store.txn, ops, *args, **kwargs)
+
+    def _write(self, writes_record: bool, write, *args, **kwargs):
+        if self.dead:
+            raise Crash("a write after the crash")
+        result = write(*args, **kwargs)
+        if writes_record and not self.hit:
+            self.hit = True
+            fault = self._then()
+            self.dead = isinstance(fault, Crash)
+            raise fault
         return result
+
+
+def answer_lost() -> UnavailableError:
+    return UnavailableError("etcd txn: no answer within 5s; the write may or may not have been applied")
+
+
+class Crash(BaseException):
+    """Not an error `trigger run` handles: the process dies here."""
+
+
+# -- 5. an acknowledgement applied but answered with a timeout ------------------------------
 
 
 def test_a_retried_acknowledgement_keeps_the_served_fires_and_the_hop(cluster):
@@ -261,51 +294,18 @@ def test_a_retried_acknowledgement_keeps_the_served_fires_and_the_hop(cluster):
     run_id = "r-ambiguous"
     run_key = node.layout.run_key(node.host, run_id)
     node.store.put(run_key, RunRecord(run_id, node.host, "queued", queued_at=time.time()).encode())
-    store = AnswerLost(node.store, run_key)
+    store = FirstRecordWrite(node.store, run_key, answer_lost)
     fire_inside = [sys.executable, "-m", "trigger", "fire", "again", "--hosts", node.host,
                    "--endpoints", node.endpoint, "--retention", "0"]
     driver = RealDriver(store, execute=lambda record: run_command(fire_inside, record), tell=lambda note: None)
     code = driver.run(triggered_run(node.layout, node.host, run_id, policy=RunPolicy(first_delay=0.05)))
-    assert store.lost == 1, "the fault was not injected: no transaction wrote the run's record"
+    assert store.hit, "the fault was not injected: the run never wrote its record"
     assert code == 3, f"the fire inside the run was not refused by the loop TTL (exit {code})"
     (record,) = [r for r in node.run_records() if r.run_id == run_id]
     assert entry.id in record.served and record.hop == 5, record
 
 
 # -- 6. a crash between the transactions of a large acknowledgement ---------------------------
-
-
-class Crash(BaseException):
-    """Not an error `trigger run` handles: the process dies here."""
-
-
-class CrashAfterRecord:
-    """The real store; dies right after the first transaction writing the
-    run's record was applied (a large acknowledgement takes several). Dead,
-    it reaches etcd no more: a lease refreshed from a thread of the crashed
-    run ends as it would with the process."""
-
-    def __init__(self, store, run_key: str):
-        self._store, self._run_key, self.dead = store, run_key, False
-
-    def __getattr__(self, name):
-        real = getattr(self._store, name)
-
-        def call(*args, **kwargs):
-            if self.dead:
-                raise Crash(f"{name} after the crash")
-            return real(*args, **kwargs)
-
-        return call
-
-    def txn(self, ops, *args, **kwargs):
-        if self.dead:
-            raise Crash("txn after the crash")
-        result = self._store.txn(ops, *args, **kwargs)
-        if any(isinstance(op, PutOp) and op.key == self._run_key for op in ops):
-            self.dead = True
-            raise Crash("after the first transaction")
-        return result
 
 
 def test_a_crash_inside_a_large_acknowledgement_strands_no_fire(cluster):
@@ -321,7 +321,7 @@ def test_a_crash_inside_a_large_acknowledgement_strands_no_fire(cluster):
     run_key = node.layout.run_key(node.host, run_id)
     node.store.put(run_key, RunRecord(run_id, node.host, "queued", queued_at=time.time()).encode())
     run_cmd = [sys.executable, str(RECORDER), str(node.log), "0.1"]
-    driver = RealDriver(CrashAfterRecord(node.store, run_key),
+    driver = RealDriver(FirstRecordWrite(node.store, run_key, lambda: Crash("after its first write")),
                         execute=lambda record: run_command(run_cmd, record), tell=lambda note: None)
     with pytest.raises(Crash):
         driver.run(triggered_run(node.layout, node.host, run_id))
@@ -345,7 +345,7 @@ def test_a_huge_inbox_is_served_in_batches_within_etcds_request_limit(cluster):
         node.store.txn(ops[i:i + 128])
     node.fires.append(now)
     node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=MEMBER_TTL)
-    left = wait_all_served(node, {e.id: e.fired_at for e in entries}, 50)
+    left = wait_all_served(node, {e.id: e.fired_at for e in entries}, 40)
     items, _ = node.store.get_prefix(node.layout.runs_prefix(node.host))
     sizes = sorted(len(kv.value) for kv in items)
     exits = [j.exit_code for j in parse_tsp_list(node.tsp("-l")) if j.run_id and j.state == "finished"]
