@@ -35,7 +35,9 @@ from trigger.policy import RunPolicy
 from trigger.procedures import triggered_run
 from trigger.queue.tsp import parse_tsp_list
 from trigger.records import Entry, RunRecord
+from trigger.results import result_of, runs_serving
 from trigger.runner import run_command
+from trigger.store import open_store
 from trigger.store.base import PutOp, UnavailableError
 
 pytestmark = [pytest.mark.etcd, pytest.mark.tsp]
@@ -95,15 +97,19 @@ def fire_at(node: Node, name: str = "refresh", **options) -> Entry:
 
 def unserved(node: Node, fires: dict[str, float]) -> list[str]:
     """The fires (event id -> fired at) not served by a run that started
-    after the fire and ran its command to its end: a finished run record
-    lists the fire, and that run's command wrote its end to the run log."""
+    after the fire and ran its command to its end: the run `trigger fire
+    --wait` and `trigger history` name for the fire has finished, and its
+    command wrote its end to the run log."""
     ran_to_end = {r["run_id"]: r["start"] for r in node.runs()}
-    served_after: dict[str, float] = {}
-    for record in node.run_records():
-        if record.state == "finished" and record.run_id in ran_to_end:
-            for event_id in record.served:
-                served_after[event_id] = max(served_after.get(event_id, 0.0), ran_to_end[record.run_id])
-    return [i for i, fired_at in fires.items() if served_after.get(i, 0.0) <= fired_at]
+    items, _ = node.store.get_prefix(node.layout.runs_prefix(node.host))
+    serving = runs_serving(items, node.layout)
+    left = []
+    for event_id, fired_at in fires.items():
+        run = serving.get(event_id, {}).get(node.host)
+        finished = run is not None and result_of(node.host, run).state in ("ok", "failed")
+        if not (finished and ran_to_end.get(run.run_id, 0.0) > fired_at):
+            left.append(event_id)
+    return left
 
 
 def wait_all_served(node: Node, fires: dict[str, float], timeout: float) -> list[str]:
@@ -164,9 +170,38 @@ def test_a_lost_queued_run_is_noticed_within_the_check_interval_while_fires_keep
     firing_stopped = time.time()
     first = min((s["start"] for s in node.started() if s["start"] > lost_at), default=None)
     assert first is not None and first < firing_stopped, \
-        f"no run started in the {firing_stopped - lost_at:.1f} s of fires after the queued run was lost"
-    assert first - lost_at <= check + 2.5, f"the first run started {first - lost_at:.1f} s after the loss"
+        f"no run started in the {firing_stopped - lost_at:.1f} s of fires after the queued run " \
+        f"was lost:\n{log_tail(node)}"
+    # Noticed: the watcher queued a new run (its record says when), within
+    # the check interval and the time to ask tsp, however busy the machine.
+    queued = min(r.queued_at for r in node.run_records() if r.queued_at and r.queued_at > lost_at)
+    assert queued - lost_at <= check + 1.0, f"the loss was noticed {queued - lost_at:.1f} s after it"
     assert node.wait_served() == []
+
+
+def test_the_proxy_cuts_and_heals_a_connection_to_etcd(cluster, etcd_server):
+    """The partition the next test relies on: a store through the proxy
+    fails at once while cut (refused, not silent) and works again healed."""
+    proxy = cluster.proxy(etcd_server.client_port)
+    store = open_store("etcd", endpoints=[proxy.endpoint], timeout=2.0)
+    try:
+        store.put("/proxy/x", b"1")
+        proxy.cut()
+        started = time.monotonic()
+        with pytest.raises(UnavailableError):
+            store.get("/proxy/x")
+        assert time.monotonic() - started < 2.0
+        proxy.heal()
+        assert eventually(lambda: _get_quietly(store, "/proxy/x"), 10, "a read once healed").value == b"1"
+    finally:
+        store.close()
+
+
+def _get_quietly(store, key):
+    try:
+        return store.get(key)
+    except UnavailableError:
+        return None
 
 
 # -- 2. --serial across two hosts, the slot holder cut off from etcd -----------------------
