@@ -34,7 +34,7 @@ from trigger.fire import Lineage, fire
 from trigger.policy import RunPolicy
 from trigger.procedures import triggered_run
 from trigger.queue.tsp import parse_tsp_list
-from trigger.records import Entry, RunRecord
+from trigger.records import Entry, RunRecord, parse_run
 from trigger.results import result_of, runs_serving
 from trigger.runner import run_command
 from trigger.store import open_store
@@ -127,6 +127,12 @@ def overlaps(*nodes: Node) -> list[tuple]:
     spans = sorted((start, math.inf if end is None else end, run_id)
                    for node in nodes for start, end, run_id in node.intervals())
     return [(a, b) for a, b in itertools.combinations(spans, 2) if b[0] < a[1]]
+
+
+def lost_without_lease(node: Node) -> list[str]:
+    """Run records marked lost that would stay for ever: every record needs a bound."""
+    items, _ = node.store.get_prefix(node.layout.runs_prefix(node.host))
+    return [kv.key for kv in items if kv.lease == 0 and parse_run(kv.value).state == "lost"]
 
 
 def job_pid(node: Node, job: str) -> int | None:
@@ -263,6 +269,7 @@ def test_a_run_killed_during_its_command_gives_its_fires_back(cluster):
     os.killpg(started["pgid"], signal.SIGKILL)  # `trigger run` and its command, as an OOM kill would
     assert wait_all_served(node, {entry.id: entry.fired_at}, 30) == [], \
         f"the killed run's fire was not served again by a run that ran to its end:\n{log_tail(node)}"
+    assert lost_without_lease(node) == []
 
 
 # -- 5. and 6.: a run's write applied by etcd, then its answer lost, or the run dead -----------
@@ -340,6 +347,8 @@ def test_a_retried_acknowledgement_keeps_the_served_fires_and_the_hop(cluster):
     assert code == 3, f"the fire inside the run was not refused by the loop TTL (exit {code})"
     (record,) = [r for r in node.run_records() if r.run_id == run_id]
     assert entry.id in record.served and record.hop == 5, record
+    refused, _ = node.store.get_prefix(node.layout.prefix + "/refused/")
+    assert refused and all(kv.lease for kv in refused), "a refusal is recorded, on a lease"
 
 
 # -- 6. a crash between the transactions of a large acknowledgement ---------------------------
@@ -390,6 +399,7 @@ def test_a_huge_inbox_is_served_in_batches_within_etcds_request_limit(cluster):
     assert left == [], f"{len(left)} of 14,000 fires not served; tsp exits {exits[-5:]}"
     assert not sizes or sizes[-1] <= ETCD_REQUEST_LIMIT, f"a run record of {sizes[-1]} bytes"
     assert set(exits) <= {0}, f"runs ended with {sorted(set(exits))}"
+    assert lost_without_lease(node) == []
 
 
 # -- 8. a second watcher for the same host ------------------------------------------------------
