@@ -21,6 +21,7 @@ from tests.eventually import eventually
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
 from trigger.queue.tsp import parse_tsp_list
+from trigger.records import RunRecord, parse_run
 from trigger.store import open_store
 
 RECORDER = Path(__file__).with_name("recorder.py")
@@ -69,6 +70,34 @@ class Node:
         starts = [r["start"] for r in self.runs()]
         return [f for f in self.fires if not any(s > f for s in starts)]
 
+    def started(self) -> list[dict]:
+        """Every command that began, also one killed midway (the recorder's .starts)."""
+        return _json_lines(Path(f"{self.log}.starts"))
+
+    def intervals(self) -> list[tuple[float, float | None, str]]:
+        """(start, end, run id) of every command that began; end None while
+        unknown (still running, or killed without a chance to say so)."""
+        ended = self.runs() + _json_lines(Path(f"{self.log}.stopped"))
+        ends = {(r["run_id"], r["start"]): r["end"] for r in ended}
+        return [(s["start"], ends.get((s["run_id"], s["start"])), s["run_id"]) for s in self.started()]
+
+    def run_records(self) -> list[RunRecord]:
+        items, _ = self.store.get_prefix(self.layout.runs_prefix(self.host))
+        return [parse_run(kv.value) for kv in items]
+
+    def kill_processes(self) -> None:
+        """SIGKILL every process started with this node's TS_SOCKET: the
+        watchers, the tsp server and its jobs, also the jobs that outlive
+        `tsp -K` (a killed server leaves its running job alive)."""
+        mark = f"TS_SOCKET={self.env['TS_SOCKET']}".encode()
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                pid = int(environ.parent.name)
+                if pid != os.getpid() and mark in environ.read_bytes().split(b"\0"):
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                continue  # gone meanwhile, or not ours to read
+
     def wait_served(self, timeout: float = 30.0) -> list[float]:
         """[] once every fire has a run that started after it, else the unserved ones."""
         try:
@@ -95,6 +124,10 @@ class Node:
         self.kill_watcher()
         subprocess.run(["tsp", "-K"], env=self.env, capture_output=True)
         self.store.close()
+
+
+def _json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 @pytest.fixture

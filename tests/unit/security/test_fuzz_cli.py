@@ -157,7 +157,7 @@ def _check_executions(argv, calls):
         return
     args = cli.build_parser().parse_args(argv)
     assert args.func is cli.cmd_fire and args.provider == "exec", (argv, calls)
-    hosts = [h.strip() for h in args.hosts.split(",")]
+    hosts = [h.strip() for h in cli._hosts_text(args).split(",")]  # every --hosts, --hosts-file
     expected = [exec_argv(args.exec_cmd, h) for h in hosts if h]
     for popen_args, kwargs in calls:
         assert isinstance(popen_args, list), popen_args
@@ -196,3 +196,67 @@ def test_environment_settings_of_any_shape(sandbox, data):
             if name.startswith("ETCDCTL_") or name.startswith("TRIGGER_"):
                 del os.environ[name]
     assert calls == []
+
+
+HOSTS = ["web1", "node-1.example.com", "a_b", "LB01.dc2.example.org", "x" * 253]
+TEMPLATES = ["mco puppet runonce -I {host}", "ssh {host} puppet agent --test",
+             "bolt command run 'puppet agent -t' --targets {host}", "touch {host}",
+             "sh -c 'id' {host}", "echo {host}; rm -rf /", "echo $(id) `id` {host}",
+             "'{host}'\"$HOME\"", "--help {host}", "{host}{host}", "no host here", "", "'unbalanced {host}"]
+
+
+class ExitedPopen:
+    """A process that ran and exited 0 at once: exec_fire goes on to the next host."""
+
+    calls: list[tuple] = []
+
+    def __init__(self, args, *rest, **kwargs):
+        self.calls.append((args, kwargs))
+        self.args, self.returncode = args, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def communicate(self, *args, **kwargs):
+        return None, None
+
+    def poll(self):
+        return 0
+
+    def wait(self, timeout=None):
+        return 0
+
+    def kill(self):
+        pass
+
+
+@fuzz_settings(quick=100)
+@given(data=st.data())
+def test_the_exec_provider_runs_its_template_once_per_host_and_never_a_shell(sandbox, monkeypatch, data):
+    """The exec half of the CLI, reached for real: every valid fire runs
+    exactly the template's argv for each host, in order, without a shell,
+    with the hop in its environment; an unusable template runs nothing."""
+    _, calls = sandbox
+    monkeypatch.setattr("subprocess.Popen", ExitedPopen)
+    hosts = data.draw(st.lists(st.sampled_from(HOSTS), min_size=1, max_size=4, unique=True))
+    template = data.draw(st.one_of(st.sampled_from(TEMPLATES),
+                                   st.builds(lambda s: f"echo {shlex.quote(s)} {{host}}", st.sampled_from(SHELLISH))))
+    cut = data.draw(st.integers(0, len(hosts)))  # the hosts split over two --hosts, or given once
+    groups = [g for g in (hosts[:cut], hosts[cut:]) if g]
+    argv = ["fire", "refresh", "--provider", "exec", "--exec-cmd", template]
+    for group in groups:
+        argv += ["--hosts", ",".join(group)]
+    ExitedPopen.calls = calls
+    code = _run(argv, calls)
+    _check_executions(argv, calls)
+    try:
+        expected = [exec_argv(template, h) for h in hosts]
+    except (ValueError, cli.BadRecord):
+        expected = []  # no {host}, empty, or not splittable: a one-line error, nothing run
+    assert [args for args, _ in calls] == expected, (argv, calls)
+    assert code == (0 if expected else 2), (argv, code)
+    for _, kwargs in calls:
+        assert kwargs["env"]["TRIGGER_HOP"] == "1" and not kwargs.get("shell"), kwargs
