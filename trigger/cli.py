@@ -21,6 +21,7 @@ import unicodedata
 
 from .fire import Lineage, LoopRefused, fire, new_event_id
 from .layout import DEFAULT_PREFIX, Layout
+from .policy import RUN
 from .records import DEFAULT_TTL, BadRecord, check_host, check_id
 from .queue import QueueError
 from .store import DEFAULT_ENDPOINTS, StoreError, UnavailableError, open_store
@@ -240,6 +241,7 @@ def cmd_watch(args) -> int:
     run_cmd = shlex.split(args.run_cmd)
     if not run_cmd:
         raise BadRecord("--run-cmd is empty")
+    _run_policy(args.run_lease_ttl, "--run-lease-ttl")
     layout = Layout(args.prefix)
     endpoints = _endpoints(args.endpoints)
     store = _store(args)
@@ -251,7 +253,8 @@ def cmd_watch(args) -> int:
         # -I: only the installed package may load, never a trigger/ in the cwd
         return [sys.executable, "-I", "-m", "trigger", "run", "--host", host, "--run-id", run_id,
                 "--prefix", args.prefix, "--endpoints", ",".join(endpoints), *connection,
-                "--retention", str(args.retention), "--", *run_cmd]
+                "--retention", str(args.retention), "--lease-ttl", str(args.run_lease_ttl),
+                "--", *run_cmd]
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s trigger-watch[{host}] %(levelname)s %(message)s")
@@ -313,11 +316,22 @@ def cmd_run(args) -> int:
             print(f"trigger: error: {exc}", file=sys.stderr)
             return 127
 
+    policy = _run_policy(args.lease_ttl, "--lease-ttl")
     store = _store(args)
     driver = RealDriver(store, execute=execute, tell=_tell_stderr)
-    code = driver.run(triggered_run(Layout(args.prefix), host, run_id, args.retention))
+    code = driver.run(triggered_run(Layout(args.prefix), host, run_id, args.retention, policy=policy))
     store.close()
     return code
+
+
+def _run_policy(lease_ttl: int, option: str):
+    """The run policy with this lease TTL, long enough to stop a command in time."""
+    from dataclasses import replace
+
+    shortest = int(RUN.stop_grace + RUN.stop_margin) + 3
+    if not shortest <= lease_ttl <= 3600:
+        raise BadRecord(f"{option} must be from {shortest} to 3600 seconds, got {lease_ttl}")
+    return replace(RUN, lease_ttl=lease_ttl)
 
 
 def _tell_stderr(note) -> None:
@@ -486,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "DIR/roles/ and DIR/elections/, as Puppet writes them")
     p.add_argument("--member-ttl", type=int, default=10,
                    help="seconds after which a silent watcher loses its roles and elections")
+    p.add_argument("--run-lease-ttl", type=int, default=RUN.lease_ttl,
+                   help=f"seconds a dead run keeps the host's run lock and its slots (default "
+                        f"{RUN.lease_ttl}); a run cut off from etcd stops its command "
+                        f"{RUN.stop_grace + RUN.stop_margin:g} s before that")
     _common(p)
     p.set_defaults(func=cmd_watch)
 
@@ -493,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", required=True)
     p.add_argument("--run-id", required=True)
     p.add_argument("--retention", type=int, default=DEFAULT_RETENTION)
+    p.add_argument("--lease-ttl", type=int, default=RUN.lease_ttl,
+                   help=f"seconds of the run's lease (default {RUN.lease_ttl})")
     p.add_argument("command", nargs=argparse.REMAINDER)
     _common(p)
     p.set_defaults(func=cmd_run)

@@ -27,7 +27,7 @@ class HostResult:
 
     @property
     def done(self) -> bool:
-        return self.state in ("ok", "failed", "lost")
+        return self.state in ("ok", "failed")  # a lost run gives its fires to the next
 
 
 def result_of(host: str, run: RunRecord | None, ok_codes=PUPPET_OK) -> HostResult:
@@ -43,14 +43,26 @@ def result_of(host: str, run: RunRecord | None, ok_codes=PUPPET_OK) -> HostResul
 
 
 def runs_serving(store_items, layout: Layout) -> dict[str, dict[str, RunRecord]]:
-    """{event id: {host: the run that served it}} from a read of P/hosts/."""
+    """{event id: {host: the run that served it}} from a read of P/hosts/.
+
+    Several runs may have claimed one fire (one died and gave it back): a
+    finished one is the answer, else the one that started last.
+    """
     served: dict[str, dict[str, RunRecord]] = {}
     for kv in store_items:
         run = _run_of(layout, kv.key, kv.value)
         if run is not None:
             for event_id in run.served:
-                served.setdefault(event_id, {})[run.host] = run
+                hosts = served.setdefault(event_id, {})
+                if _rank(run) >= _rank(hosts.get(run.host)):
+                    hosts[run.host] = run
     return served
+
+
+def _rank(run: RunRecord | None) -> tuple:
+    if run is None:
+        return (-1, 0.0)
+    return (run.state == "finished", run.started_at or 0.0)
 
 
 def _run_of(layout: Layout, key: str, value: bytes) -> RunRecord | None:
@@ -70,6 +82,7 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
     """Follow run records from `revision` until every host has finished a run
     that served the fire, or the timeout; returns each host's result."""
     results = {h: HostResult(h, "waiting") for h in hosts}
+    best: dict[str, RunRecord] = {}
     prefix = f"{layout.prefix}/hosts/"
     deadline = time.monotonic() + timeout
     changes: queue_module.Queue = queue_module.Queue()
@@ -88,13 +101,16 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
                 items, revision = store.get_prefix(prefix)
                 for host, run in runs_serving(items, layout).get(event_id, {}).items():
                     if host in results:
+                        best[host] = run
                         results[host] = result_of(host, run, ok_codes)
                 watch = store.watch_prefix(prefix, revision + 1, changes.put)
                 continue
             for change in item:
                 if isinstance(change, Put):
                     run = _run_of(layout, change.key, change.value)
-                    if run is not None and run.host in results and event_id in run.served:
+                    if run is not None and run.host in results and event_id in run.served \
+                            and _rank(run) >= _rank(best.get(run.host)):
+                        best[run.host] = run
                         results[run.host] = result_of(run.host, run, ok_codes)
     finally:
         watch.cancel()

@@ -36,7 +36,7 @@ from trigger.procedures import triggered_run
 from trigger.queue.tsp import parse_tsp_list
 from trigger.records import Entry, RunRecord, parse_run
 from trigger.results import result_of, runs_serving
-from trigger.runner import run_command
+from trigger.runner import start_command
 from trigger.store import open_store
 from trigger.store.base import PutOp, UnavailableError
 
@@ -44,6 +44,7 @@ pytestmark = [pytest.mark.etcd, pytest.mark.tsp]
 
 CHECK = 0.3  # --check-interval of every watcher here, unless a test says otherwise
 MEMBER_TTL = ("--member-ttl", "2")
+RUN_LEASE = ("--run-lease-ttl", "8")  # a dead run's lock and slots go after 8 s, not 30
 ETCD_REQUEST_LIMIT = int(1.5 * 1024 * 1024)  # etcd's default --max-request-bytes
 
 
@@ -220,8 +221,9 @@ def test_serial_runs_never_overlap_when_the_slot_holder_loses_etcd(cluster, etcd
     a, b = cluster.node("a.test"), cluster.node("b.test")
     # a's watcher and the runs it queues reach etcd only through the proxy
     # (the last --endpoints wins); its run outlasts the slot's lease.
-    a.start_watcher(run_seconds=14, check_interval=CHECK, extra=(*MEMBER_TTL, "--endpoints", proxy.endpoint))
-    b.start_watcher(run_seconds=1, check_interval=CHECK, extra=MEMBER_TTL)
+    a.start_watcher(run_seconds=14, check_interval=CHECK,
+                    extra=(*MEMBER_TTL, *RUN_LEASE, "--endpoints", proxy.endpoint))
+    b.start_watcher(run_seconds=1, check_interval=CHECK, extra=(*MEMBER_TTL, *RUN_LEASE))
     a.wait_in_sync()
     b.wait_in_sync()
     fire_a = fire_at(a, "deploy", max_concurrent=1)
@@ -261,7 +263,7 @@ def test_a_killed_tsp_server_never_gives_two_runs_at_once(cluster):
 @pytest.mark.slow
 def test_a_run_killed_during_its_command_gives_its_fires_back(cluster):
     node = cluster.node("node1.test")
-    node.start_watcher(run_seconds=2, check_interval=CHECK, extra=MEMBER_TTL)
+    node.start_watcher(run_seconds=2, check_interval=CHECK, extra=(*MEMBER_TTL, *RUN_LEASE))
     node.wait_in_sync()
     entry = fire_at(node)
     (started,) = eventually(node.started, what="the run to start")
@@ -341,7 +343,7 @@ def test_a_retried_acknowledgement_keeps_the_served_fires_and_the_hop(cluster):
     store = FirstRecordWrite(node.store, run_key, answer_lost)
     fire_inside = [sys.executable, "-m", "trigger", "fire", "again", "--hosts", node.host,
                    "--endpoints", node.endpoint, "--retention", "0"]
-    driver = RealDriver(store, execute=lambda record: run_command(fire_inside, record), tell=lambda note: None)
+    driver = RealDriver(store, execute=lambda record: start_command(fire_inside, record), tell=lambda note: None)
     code = driver.run(triggered_run(node.layout, node.host, run_id, policy=RunPolicy(first_delay=0.05)))
     assert store.hit, "the fault was not injected: the run never wrote its record"
     assert code == 3, f"the fire inside the run was not refused by the loop TTL (exit {code})"
@@ -369,9 +371,9 @@ def test_a_crash_inside_a_large_acknowledgement_strands_no_fire(cluster):
     node.store.put(run_key, RunRecord(run_id, node.host, "queued", queued_at=time.time()).encode())
     run_cmd = [sys.executable, str(RECORDER), str(node.log), "0.1"]
     driver = RealDriver(FirstRecordWrite(node.store, run_key, lambda: Crash("after its first write")),
-                        execute=lambda record: run_command(run_cmd, record), tell=lambda note: None)
-    with pytest.raises(Crash):
-        driver.run(triggered_run(node.layout, node.host, run_id))
+                        execute=lambda record: start_command(run_cmd, record), tell=lambda note: None)
+    with pytest.raises(Crash):  # its lease (8 s) ends with it: the watcher sees the lock go
+        driver.run(triggered_run(node.layout, node.host, run_id, policy=RunPolicy(lease_ttl=8)))
     node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=MEMBER_TTL)
     left = wait_all_served(node, fires, 30)
     assert left == [], \

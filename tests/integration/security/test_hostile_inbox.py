@@ -48,6 +48,7 @@ def test_corrupt_entries_are_quarantined_and_shown_by_status(tmp_path, node):
     assert node.unserved() == []
     assert not pwned.exists()
     assert node.proc.poll() is None  # the watcher kept running
+    node.wait_idle()  # served entries go when their run has finished
     inbox, _ = node.store.get_prefix(LAYOUT.host_prefix(node.host))
     assert all(LAYOUT.classify(node.host, kv.key)[0] == "run" for kv in inbox)
 
