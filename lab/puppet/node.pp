@@ -29,7 +29,7 @@ $endpoints = ([$me] + $others).map |$name| { "http://${lab_nodes[$name]}:2379" }
 $systemd = $facts['trigger_systemd'] == true
 $lab_dir = '/var/lib/trigger-lab'
 
-class { 'trigger::params':
+class { 'trigger::globals':
   endpoints => $endpoints,
 }
 
@@ -107,7 +107,7 @@ file { [$lab_dir, "${lab_dir}/manifests", "${lab_dir}/hiera"]:
 $endpoint_lines = $endpoints.map |$url| { "  - '${url}'\n" }.join('')
 file { "${lab_dir}/hiera/common.yaml":
   ensure  => file,
-  content => "---\ntrigger::params::endpoints:\n${endpoint_lines}",
+  content => "---\ntrigger::globals::endpoints:\n${endpoint_lines}",
 }
 
 file { "${lab_dir}/manifests/00-record-run.pp":
