@@ -319,3 +319,34 @@ def test_install_etcd_static_peers_and_a_member_outside_them(tmp_path):
     assert 'ETCD_INITIAL_ADVERTISE_PEER_URLS="http://10.0.0.12:2380"' in text
     assert 'ETCD_ADVERTISE_CLIENT_URLS="http://10.0.0.12:2379"' in text
     assert 'ETCD_LISTEN_CLIENT_URLS="http://10.0.0.12:2379,http://127.0.0.1:2379"' in text
+
+
+def test_watch_class_passes_metrics_port_and_log_format_to_the_watcher(tmp_path):
+    """Both reach the unit's command line as options; unset, neither does
+    (the exact ExecStart of the test above)."""
+    need("tsp", "task-spooler")
+    unit = tmp_path / "trigger-watch.service"
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::config_dir": str(tmp_path / "etc")})
+    manifest = (
+        "class { 'trigger::watch::etcd':\n"
+        "  host           => 'web01.example.com',\n"
+        "  metrics_port   => 9464,\n"
+        "  log_format     => 'json',\n"
+        "  manage_unit    => true,\n"
+        "  manage_service => false,\n"
+        f"  unit_file      => '{unit}',\n}}\n"
+    )
+    result = apply(manifest)
+    assert result.returncode == 2, result.output
+    (exec_start,) = [line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+    words = re.findall(r'"([^"]*)"', exec_start)
+    at = words.index("--metrics-port")
+    assert words[at:at + 2] == ["--metrics-port", "9464"]
+    at = words.index("--log-format")
+    assert words[at:at + 2] == ["--log-format", "json"]
+
+    bad = apply(manifest.replace("'json'", "'xml'"))
+    assert bad.returncode == 1, bad.output
+    assert "parameter 'log_format' expects" in bad.output
+    off = apply(manifest.replace("9464", "0"))
+    assert off.returncode == 1 and "parameter 'metrics_port' expects" in off.output, off.output
