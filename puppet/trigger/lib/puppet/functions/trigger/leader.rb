@@ -1,7 +1,6 @@
 # frozen_string_literal: true
 
-# The current holder of an election (see `trigger::election`), or undef when
-# nobody holds it.
+# @summary The current holder of an election (see `trigger::election`), or undef when nobody holds it.
 #
 # Runs `trigger leader NAME` where the catalog is compiled: on the node
 # itself with `puppet apply` (masterless), on the Puppet server otherwise,
