@@ -10,8 +10,8 @@
 # command of the unit's ExecStart under the supervisor you have (the lab
 # starts it itself), and keep `manage_service => false`.
 #
-# `trigger` itself (the Python package, in a virtualenv) is not installed by
-# this class; `trigger_bin` says where it is.
+# The `trigger` command itself comes from `trigger::install` (or any
+# virtualenv `trigger_bin` points at).
 #
 # @example A masterless node, as in the seed
 #   class { 'trigger::watch::etcd':
