@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 # The Python a node makes its virtualenv with (trigger::install's default).
-NODE_PYTHON = "/usr/bin/python3"
+NODE_PYTHON = "/usr/bin/python3"  # its pip builds the wheels: Debian python3-pip
 WHEELHOUSE_ROOT = Path(os.environ.get("TRIGGER_WHEELHOUSE_DIR", "/var/tmp/trigger-wheelhouse"))
 
 
