@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(etcd-server etcd-client task-spooler puppet puppet-lint openssh-server iproute2 vagrant procps)
+packages=(etcd-server etcd-client task-spooler puppet puppet-lint puppet-strings metadata-json-lint
+          python3-venv python3-pip openssh-server iproute2 vagrant procps)
 if [ "${1:-}" = "--system" ]; then
   missing=()
   for p in "${packages[@]}"; do

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from ..base import NODE_PATH, REPO, SERVICES, Lab, LabError
+from . import wheels
 
 HERE = Path(__file__).resolve().parent
 NODEINIT = HERE / "nodeinit.py"
@@ -318,9 +319,17 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 
     def converge(self) -> None:
         self._require_up()
+        # Each node installs `trigger` with trigger::install from a wheel of
+        # this checkout; the wheelhouse spares the nodes a package index.
+        try:
+            wheel = wheels.project_wheel(self.dir / "wheels")
+            wheelhouse = wheels.wheelhouse()
+        except (wheels.WheelError, OSError, subprocess.SubprocessError) as exc:
+            raise LabError(f"cannot build the wheels the nodes install: {exc}") from None
         facts = {
             "FACTER_trigger_lab_nodes": ",".join(f"{n}={self.address(n)}" for n in self.nodes),
-            "FACTER_trigger_lab_trigger": str(self.venv / "bin" / "trigger"),
+            "FACTER_trigger_lab_wheel": str(wheel),
+            "FACTER_trigger_lab_wheelhouse": str(wheelhouse),
             "FACTER_trigger_lab_module": str(REPO / "puppet" / "trigger"),
         }
         apply = ["puppet", "apply", "--detailed-exitcodes", "--color=false",

@@ -9,9 +9,13 @@
 # Applied by `python -m lab converge` on namespaced nodes and by the
 # Vagrantfile's provisioner on VMs, with the lab's facts in the environment:
 #
-#   FACTER_trigger_lab_nodes    node1=ADDRESS,node2=ADDRESS,node3=ADDRESS
-#   FACTER_trigger_lab_trigger  the `trigger` command (in a virtualenv)
-#   FACTER_trigger_lab_module   the project's module directory (puppet/trigger)
+#   FACTER_trigger_lab_nodes      node1=ADDRESS,node2=ADDRESS,node3=ADDRESS
+#   FACTER_trigger_lab_wheel      a wheel of the checkout: trigger::install
+#                                 installs it (lab/local), with
+#   FACTER_trigger_lab_wheelhouse its dependencies as wheels (no index needed);
+#   FACTER_trigger_lab_trigger    or else a `trigger` command in a virtualenv
+#                                 made beforehand, linked (the Vagrantfile)
+#   FACTER_trigger_lab_module     the project's module directory (puppet/trigger)
 #
 #   puppet apply --modulepath REPO/puppet REPO/lab/puppet/node.pp
 #
@@ -29,7 +33,7 @@ $endpoints = ([$me] + $others).map |$name| { "http://${lab_nodes[$name]}:2379" }
 $systemd = $facts['trigger_systemd'] == true
 $lab_dir = '/var/lib/trigger-lab'
 
-class { 'trigger::params':
+class { 'trigger::globals':
   endpoints => $endpoints,
 }
 
@@ -67,11 +71,19 @@ if $systemd {
   }
 }
 
-# The `trigger` command where the module expects it, and the module where a
-# triggered `puppet apply` finds it.
-file { '/usr/local/bin/trigger':
-  ensure => link,
-  target => $facts['trigger_lab_trigger'],
+# The `trigger` command where the module expects it (/usr/local/bin/trigger),
+# and the module where a triggered `puppet apply` finds it.
+if $facts['trigger_lab_wheel'] {
+  class { 'trigger::install':
+    source     => $facts['trigger_lab_wheel'],
+    find_links => [$facts['trigger_lab_wheelhouse']],
+    no_index   => true,
+  }
+} else {
+  file { '/usr/local/bin/trigger':
+    ensure => link,
+    target => $facts['trigger_lab_trigger'],
+  }
 }
 
 file { ['/etc/puppet/code', '/etc/puppet/code/modules']:
@@ -107,7 +119,7 @@ file { [$lab_dir, "${lab_dir}/manifests", "${lab_dir}/hiera"]:
 $endpoint_lines = $endpoints.map |$url| { "  - '${url}'\n" }.join('')
 file { "${lab_dir}/hiera/common.yaml":
   ensure  => file,
-  content => "---\ntrigger::params::endpoints:\n${endpoint_lines}",
+  content => "---\ntrigger::globals::endpoints:\n${endpoint_lines}",
 }
 
 file { "${lab_dir}/manifests/00-record-run.pp":

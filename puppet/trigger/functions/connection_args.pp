@@ -1,7 +1,7 @@
 # @summary The etcd connection options of a `trigger` command line.
 #
 # Each setting is the caller's own value, else the site's from
-# trigger::params; an option is passed only when it has a value, so an
+# trigger::globals; an option is passed only when it has a value, so an
 # unset one leaves the command to its environment (ETCDCTL_ENDPOINTS,
 # ETCDCTL_CACERT, ...) and its defaults.
 #
@@ -23,14 +23,14 @@ function trigger::connection_args(
   Optional[Trigger::Absolutepath] $cert = undef,
   Optional[Trigger::Absolutepath] $key = undef,
 ) >> Array[String] {
-  include trigger::params
+  include trigger::globals
 
-  $_endpoints = $endpoints.lest || { $trigger::params::endpoints }
+  $_endpoints = $endpoints.lest || { $trigger::globals::endpoints }
   $settings = {
     '--endpoints' => $_endpoints.then |$urls| { [$urls].flatten.join(',') },
-    '--cacert'    => $cacert.lest || { $trigger::params::cacert },
-    '--cert'      => $cert.lest || { $trigger::params::cert },
-    '--key'       => $key.lest || { $trigger::params::key },
+    '--cacert'    => $cacert.lest || { $trigger::globals::cacert },
+    '--cert'      => $cert.lest || { $trigger::globals::cert },
+    '--key'       => $key.lest || { $trigger::globals::key },
   }
   if ($settings['--cert'] =~ Undef) != ($settings['--key'] =~ Undef) {
     $given = $settings['--cert'] ? { undef => 'key', default => 'cert' }

@@ -20,7 +20,7 @@
 # @param ensure
 #   `absent` withdraws this node's candidacy (purging does too).
 # @param config_dir
-#   The watcher's config_dir; default from trigger::params.
+#   The watcher's config_dir; default from trigger::globals.
 define trigger::election (
   String $election = $title,
   Enum['present', 'absent'] $ensure = 'present',
@@ -35,8 +35,8 @@ define trigger::election (
       with a letter, digit or _), at most 200 characters
       |- MESSAGE
   }
-  include trigger::params
-  $_config_dir = $config_dir.lest || { $trigger::params::config_dir }
+  include trigger::globals
+  $_config_dir = $config_dir.lest || { $trigger::globals::config_dir }
   unless defined(Trigger::Config_dir[$_config_dir]) {
     trigger::config_dir { $_config_dir: }
   }

@@ -60,22 +60,22 @@
 #   Exit codes of the hosts' runs that count as success with `wait`; unset:
 #   the command's default, 0 and 2 (`puppet agent --test`).
 # @param keyprefix
-#   Where the inboxes live in etcd; default from trigger::params.
+#   Where the inboxes live in etcd; default from trigger::globals.
 # @param endpoints
-#   etcd client URLs; default from trigger::params, then ETCDCTL_ENDPOINTS.
+#   etcd client URLs; default from trigger::globals, then ETCDCTL_ENDPOINTS.
 # @param cacert
-#   CA certificate for etcd's TLS; default from trigger::params.
+#   CA certificate for etcd's TLS; default from trigger::globals.
 # @param cert
-#   Client certificate for etcd; default from trigger::params.
+#   Client certificate for etcd; default from trigger::globals.
 # @param key
-#   The client certificate's key; default from trigger::params.
+#   The client certificate's key; default from trigger::globals.
 # @param user
 #   etcd user `NAME` or `NAME:PASSWORD` (best as Sensitive); default from
-#   trigger::params. The name goes on the command line, the password into
+#   trigger::globals. The name goes on the command line, the password into
 #   the command's environment as ETCDCTL_PASSWORD (not into the process
 #   list, logs or reports).
 # @param trigger_bin
-#   The `trigger` command; default from trigger::params.
+#   The `trigger` command; default from trigger::globals.
 define trigger (
   Array[String, 1] $hosts,
   Trigger::Provider $provider = 'etcd',
@@ -94,7 +94,7 @@ define trigger (
   Optional[Trigger::Etcduser] $user = undef,
   Optional[Trigger::Absolutepath] $trigger_bin = undef,
 ) {
-  include trigger::params
+  include trigger::globals
 
   # Checked here rather than by the parameter's type so that the message
   # says which entry is wrong and what is allowed.
@@ -144,9 +144,9 @@ define trigger (
     }
   }
 
-  $_keyprefix = $keyprefix.lest || { $trigger::params::keyprefix }
-  $_trigger_bin = $trigger_bin.lest || { $trigger::params::trigger_bin }
-  [$user_name, $password] = trigger::split_user($user.lest || { $trigger::params::user })
+  $_keyprefix = $keyprefix.lest || { $trigger::globals::keyprefix }
+  $_trigger_bin = $trigger_bin.lest || { $trigger::globals::trigger_bin }
+  [$user_name, $password] = trigger::split_user($user.lest || { $trigger::globals::user })
   $connection_args = trigger::connection_args("Trigger['${title}']", $endpoints, $cacert, $cert, $key)
   $user_args = $user_name.then |$name| { ['--user', $name] }.lest || { [] }
   $limit_args = $serial ? {

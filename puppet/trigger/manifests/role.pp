@@ -14,14 +14,14 @@
 # @param ensure
 #   `absent` removes the file (purging does too).
 # @param config_dir
-#   The watcher's config_dir; default from trigger::params.
+#   The watcher's config_dir; default from trigger::globals.
 define trigger::role (
   Trigger::Hostname $role = $title,
   Enum['present', 'absent'] $ensure = 'present',
   Optional[Trigger::Absolutepath] $config_dir = undef,
 ) {
-  include trigger::params
-  $_config_dir = $config_dir.lest || { $trigger::params::config_dir }
+  include trigger::globals
+  $_config_dir = $config_dir.lest || { $trigger::globals::config_dir }
   unless defined(Trigger::Config_dir[$_config_dir]) {
     trigger::config_dir { $_config_dir: }
   }

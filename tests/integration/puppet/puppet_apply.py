@@ -56,7 +56,7 @@ class Apply:
         self.debug = debug  # --debug: the log shows each exec's argv
         for d in ("var", "conf", "code", "log", "run"):
             (root / d).mkdir(parents=True, exist_ok=True)
-        data = {"trigger::params::trigger_bin": trigger_bin(), **(hiera or {})}
+        data = {"trigger::globals::trigger_bin": trigger_bin(), **(hiera or {})}
         (root / "data").mkdir(exist_ok=True)
         (root / "data" / "common.json").write_text(json.dumps(data))
         (root / "hiera.yaml").write_text(

@@ -111,7 +111,7 @@ def run_records(endpoint: str, host: str) -> list[dict]:
 
 
 def test_serial_and_max_concurrent_reach_the_command_and_the_fire(tmp_path, etcd_server):
-    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": etcd_server.endpoint},
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::endpoints": etcd_server.endpoint},
                   debug=True)
     manifest = (
         "trigger { 'rolling lb': hosts => ['lb01.test', 'lb02.test'], serial => true }\n"
@@ -144,7 +144,7 @@ def test_role_target_reaches_the_live_member_and_wait_reports_its_result(
     for host in ("lb01.test", "web01.test", "lb02.test"):
         wait_until(lambda h=host: member_roles(endpoint, h), what=f"{host} registered")
 
-    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": endpoint})
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::endpoints": endpoint})
     ok = apply("trigger { 'refresh lb': hosts => ['role:loadbalancer'], wait => true,\n"
                "  wait_timeout => 20 }\n" + exec_notifying("refresh lb", tmp_path / "a"))
     assert ok.returncode == 2, ok.output
@@ -193,8 +193,8 @@ def test_election_from_puppet_is_read_back_by_the_function_and_the_fact(
     endpoint, config_dir = etcd_server.endpoint, tmp_path / "etc-trigger"
     (config_dir / "elections").mkdir(parents=True)
     (config_dir / "elections" / "stale").write_text("")  # not in the catalog: purged
-    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": endpoint,
-                                        "trigger::params::config_dir": str(config_dir)})
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::endpoints": endpoint,
+                                        "trigger::globals::config_dir": str(config_dir)})
     # The watcher class (no unit, no package here) writes client.conf for the fact.
     setup = apply("class { 'trigger::watch::etcd': host => 'db01.test', queue => 'inline',\n"
                   "  manage_package => false, manage_unit => false, manage_service => false }\n"
@@ -240,12 +240,12 @@ def test_tls_and_user_reach_the_commands_and_the_password_stays_off_command_line
     unit, config_dir = tmp_path / "trigger-watch.service", tmp_path / "etc-trigger"
     recorder = recorder_bin(tmp_path)
     apply = Apply(tmp_path / "puppet", {
-        "trigger::params::endpoints": "https://etcd1.test:2379",
-        "trigger::params::config_dir": str(config_dir),
-        "trigger::params::cacert": "/etc/trigger/tls/ca.pem",
-        "trigger::params::cert": "/etc/trigger/tls/node.pem",
-        "trigger::params::key": "/etc/trigger/tls/node.key",
-        "trigger::params::trigger_bin": str(recorder),
+        "trigger::globals::endpoints": "https://etcd1.test:2379",
+        "trigger::globals::config_dir": str(config_dir),
+        "trigger::globals::cacert": "/etc/trigger/tls/ca.pem",
+        "trigger::globals::cert": "/etc/trigger/tls/node.pem",
+        "trigger::globals::key": "/etc/trigger/tls/node.key",
+        "trigger::globals::trigger_bin": str(recorder),
     })
     result = apply(
         "trigger { 'plain': hosts => ['lb01.test'], user => 'lb-firer' }\n"
@@ -302,7 +302,7 @@ def unit_command(unit: Path) -> tuple[list[str], dict[str, str]]:
 
 def test_over_tls_a_trigger_waits_for_a_watcher_and_reads_the_leader(tmp_path, watchers):
     """etcd on https with client certificates: the fire, the wait and
-    trigger::leader all go through TLS with the files from trigger::params."""
+    trigger::leader all go through TLS with the files from trigger::globals."""
     need("openssl", "openssl")
     need("etcd", "etcd-server")
     pki = Pki(tmp_path / "pki")
@@ -319,10 +319,10 @@ def test_over_tls_a_trigger_waits_for_a_watcher_and_reads_the_leader(tmp_path, w
                    what="db01.test registered over TLS")
 
         apply = Apply(tmp_path / "puppet", {
-            "trigger::params::endpoints": etcd.endpoint,
-            "trigger::params::cacert": str(ca.cert),
-            "trigger::params::cert": str(client.cert),
-            "trigger::params::key": str(client.key),
+            "trigger::globals::endpoints": etcd.endpoint,
+            "trigger::globals::cacert": str(ca.cert),
+            "trigger::globals::cert": str(client.cert),
+            "trigger::globals::key": str(client.key),
         })
         result = apply(
             "trigger { 'deploy': hosts => ['db01.test'], wait => true, wait_timeout => 20 }\n"
@@ -333,8 +333,8 @@ def test_over_tls_a_trigger_waits_for_a_watcher_and_reads_the_leader(tmp_path, w
         assert [line for line in result.output.splitlines() if "db01.test" in line and " ok " in line]
 
         # Without the client certificate etcd refuses: a clear failure, no backtrace.
-        bare = Apply(tmp_path / "bare", {"trigger::params::endpoints": etcd.endpoint,
-                                        "trigger::params::cacert": str(ca.cert)})
+        bare = Apply(tmp_path / "bare", {"trigger::globals::endpoints": etcd.endpoint,
+                                        "trigger::globals::cacert": str(ca.cert)})
         refused = bare("notify { \"${trigger::leader('db master')}\": }\n")
         assert refused.returncode == 1, refused.output
         assert "trigger::leader('db master'): trigger: error:" in refused.output
@@ -357,8 +357,8 @@ def test_with_etcd_auth_the_unit_watcher_and_a_fire_log_in_with_passwords_from_p
     ci_pw = (passwords / "ci.password").read_text().strip()
 
     unit, config_dir = tmp_path / "trigger-watch.service", tmp_path / "etc-trigger"
-    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": endpoint,
-                                        "trigger::params::config_dir": str(config_dir)})
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::endpoints": endpoint,
+                                        "trigger::globals::config_dir": str(config_dir)})
     rendered = apply(
         "class { 'trigger::watch::etcd': host => 'node1.test', queue => 'inline', run_cmd => 'true',\n"
         "  member_ttl => 2, manage_package => false, manage_unit => true, manage_service => false,\n"
@@ -405,7 +405,7 @@ def test_with_etcd_auth_the_unit_watcher_and_a_fire_log_in_with_passwords_from_p
          "cert-without-key", "slash-in-election"],
 )
 def test_bad_parameters_fail_with_a_clear_message(tmp_path, manifest, message):
-    apply = Apply(tmp_path / "puppet", {"trigger::params::config_dir": str(tmp_path / "etc")})
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::config_dir": str(tmp_path / "etc")})
     result = apply(f"{manifest}\nfile {{ '{tmp_path / 'm'}': ensure => file }}\n")
     assert result.returncode == 1, result.output  # the catalog did not compile
     assert message in result.output

@@ -3,7 +3,7 @@
 Each `puppet apply` gets its own vardir/confdir/codedir under tmp_path, so
 nothing touches /etc/puppet or /var/cache/puppet and tests do not share
 state. The module finds the `trigger` command through Hiera
-(`trigger::params::trigger_bin`), the way a site would point it at its
+(`trigger::globals::trigger_bin`), the way a site would point it at its
 virtualenv; the seed's example manifest is applied as shipped.
 
 What is checked against a real etcd is the store itself (`etcdctl get -w
@@ -57,7 +57,7 @@ def test_seed_example_fires_once_per_host_and_second_apply_changes_nothing(tmp_p
     assert f"exec {{ '/usr/bin/touch {marker}':" in manifest
     assert f"creates => '{marker}'," in manifest
 
-    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": [etcd_server.endpoint]})
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::endpoints": [etcd_server.endpoint]})
     first = apply(manifest)
     assert first.returncode == 2, first.output  # changes, no failures
 
@@ -83,7 +83,7 @@ def test_more_hosts_than_one_command_line_argument_holds(tmp_path, etcd_server):
     # exec (E2BIG, 128 KiB per argument), so the module passes several.
     hosts = [f"web{i:05d}.rack{i % 40:02d}.example.com" for i in range(6000)]
     assert len(",".join(hosts)) > 131072
-    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": etcd_server.endpoint})
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::endpoints": etcd_server.endpoint})
     result = apply(f"trigger {{ 'everyone': hosts => {json.dumps(hosts)} }}\n"
                    + exec_notifying("everyone", tmp_path / "foo"))
     assert result.returncode == 2, result.output[-2000:]
@@ -94,7 +94,7 @@ def test_more_hosts_than_one_command_line_argument_holds(tmp_path, etcd_server):
 
 def test_declaring_a_trigger_without_notifying_it_fires_nothing(tmp_path, etcd_server):
     revision, _ = etcd_dump(etcd_server.endpoint)
-    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": etcd_server.endpoint})
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::endpoints": etcd_server.endpoint})
     result = apply("trigger { 'idle': hosts => ['lb01.example.com'], provider => 'etcd' }\n"
                    f"file {{ '{tmp_path / 'unrelated'}': content => 'x' }}\n")
     assert result.returncode == 2, result.output  # the file changed...
@@ -204,9 +204,9 @@ def test_watch_class_renders_a_unit_running_trigger_watch(tmp_path):
     run_cmd = "puppet apply '/srv/site.pp' --tags ${role}_100%"
     puppet_quoted = run_cmd.replace("'", "\\'")
     config_dir = tmp_path / "etc-trigger"  # not /etc/trigger of the machine running the tests
-    apply = Apply(tmp_path / "puppet", {"trigger::params::endpoints": ["http://10.0.0.1:2379",
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::endpoints": ["http://10.0.0.1:2379",
                                                                         "http://10.0.0.2:2379"],
-                                        "trigger::params::config_dir": str(config_dir)})
+                                        "trigger::globals::config_dir": str(config_dir)})
     manifest = (
         "class { 'trigger::watch::etcd':\n"
         f"  run_cmd          => '{puppet_quoted}',\n"
@@ -319,3 +319,34 @@ def test_install_etcd_static_peers_and_a_member_outside_them(tmp_path):
     assert 'ETCD_INITIAL_ADVERTISE_PEER_URLS="http://10.0.0.12:2380"' in text
     assert 'ETCD_ADVERTISE_CLIENT_URLS="http://10.0.0.12:2379"' in text
     assert 'ETCD_LISTEN_CLIENT_URLS="http://10.0.0.12:2379,http://127.0.0.1:2379"' in text
+
+
+def test_watch_class_passes_metrics_port_and_log_format_to_the_watcher(tmp_path):
+    """Both reach the unit's command line as options; unset, neither does
+    (the exact ExecStart of the test above)."""
+    need("tsp", "task-spooler")
+    unit = tmp_path / "trigger-watch.service"
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::config_dir": str(tmp_path / "etc")})
+    manifest = (
+        "class { 'trigger::watch::etcd':\n"
+        "  host           => 'web01.example.com',\n"
+        "  metrics_port   => 9464,\n"
+        "  log_format     => 'json',\n"
+        "  manage_unit    => true,\n"
+        "  manage_service => false,\n"
+        f"  unit_file      => '{unit}',\n}}\n"
+    )
+    result = apply(manifest)
+    assert result.returncode == 2, result.output
+    (exec_start,) = [line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+    words = re.findall(r'"([^"]*)"', exec_start)
+    at = words.index("--metrics-port")
+    assert words[at:at + 2] == ["--metrics-port", "9464"]
+    at = words.index("--log-format")
+    assert words[at:at + 2] == ["--log-format", "json"]
+
+    bad = apply(manifest.replace("'json'", "'xml'"))
+    assert bad.returncode == 1, bad.output
+    assert "parameter 'log_format' expects" in bad.output
+    off = apply(manifest.replace("9464", "0"))
+    assert off.returncode == 1 and "parameter 'metrics_port' expects" in off.output, off.output

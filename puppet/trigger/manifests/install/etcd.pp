@@ -57,6 +57,13 @@
 # @param user
 #   The user etcd runs as (created by the package).
 class trigger::install::etcd (
+  Trigger::Absolutepath $data_dir,
+  String[1] $package_name,
+  Boolean $manage_package,
+  Boolean $manage_service,
+  String[1] $service_name,
+  Trigger::Absolutepath $config_file,
+  String[1] $user,
   Trigger::Hostname $member_name = $facts['networking']['hostname'],
   Hash[Trigger::Hostname, Trigger::Endpoint] $peers = {},
   String[1] $address = $facts.dig('networking', 'ip').lest || { '127.0.0.1' },
@@ -64,15 +71,8 @@ class trigger::install::etcd (
   Optional[Array[Trigger::Endpoint, 1]] $client_urls = undef,
   Optional[Array[Trigger::Endpoint, 1]] $listen_client_urls = undef,
   Optional[Array[Trigger::Endpoint, 1]] $listen_peer_urls = undef,
-  Trigger::Absolutepath $data_dir = '/var/lib/etcd/trigger',
   Enum['new', 'existing'] $initial_cluster_state = 'new',
   Pattern[/\A[A-Za-z0-9_.\-]+\z/] $initial_cluster_token = 'trigger',
-  String[1] $package_name = 'etcd-server',
-  Boolean $manage_package = true,
-  Boolean $manage_service = true,
-  String[1] $service_name = 'etcd',
-  Trigger::Absolutepath $config_file = '/etc/default/etcd',
-  String[1] $user = 'etcd',
 ) {
   if !$peers.empty and !($member_name in $peers) {
     fail("trigger::install::etcd: member_name '${member_name}' is not one of the peers (${peers.keys.sort.join(', ')})")

@@ -10,8 +10,8 @@
 # command of the unit's ExecStart under the supervisor you have (the lab
 # starts it itself), and keep `manage_service => false`.
 #
-# `trigger` itself (the Python package, in a virtualenv) is not installed by
-# this class; `trigger_bin` says where it is.
+# The `trigger` command itself comes from `trigger::install` (or any
+# virtualenv `trigger_bin` points at).
 #
 # @example A masterless node, as in the seed
 #   class { 'trigger::watch::etcd':
@@ -36,14 +36,14 @@
 #   The host name whose inbox is watched: the name other nodes list in a
 #   trigger's `hosts`.
 # @param endpoints
-#   etcd client URLs; default from trigger::params, then the watcher's
+#   etcd client URLs; default from trigger::globals, then the watcher's
 #   ETCDCTL_ENDPOINTS, then http://127.0.0.1:2379.
 # @param keyprefix
-#   Where the inboxes live; default from trigger::params.
+#   Where the inboxes live; default from trigger::globals.
 # @param queue
 #   `tsp` (task-spooler) or `inline` (the watcher runs `run_cmd` itself).
 # @param trigger_bin
-#   The `trigger` command; default from trigger::params.
+#   The `trigger` command; default from trigger::globals.
 # @param ts_socket
 #   TS_SOCKET for task-spooler: a queue of the watcher's own. Unset: tsp's
 #   default queue of the user (root), the one `tsp` shows in a root shell.
@@ -65,7 +65,7 @@
 #   Elections this node stands in (see `trigger::election`).
 # @param config_dir
 #   Where the watcher reads more roles and elections (`--config-dir`);
-#   default from trigger::params (/etc/trigger). The class manages
+#   default from trigger::globals (/etc/trigger). The class manages
 #   CONFIG_DIR/roles and CONFIG_DIR/elections, purging files no resource of
 #   the catalog declares, and writes CONFIG_DIR/client.conf (mode 0600) for
 #   the `trigger_leaders` fact.
@@ -73,30 +73,36 @@
 #   Seconds after which a silent watcher loses its roles and elections
 #   (`--member-ttl`); unset: the command's default (10).
 # @param cacert
-#   CA certificate for etcd's TLS; default from trigger::params.
+#   CA certificate for etcd's TLS; default from trigger::globals.
 # @param cert
-#   Client certificate for etcd; default from trigger::params.
+#   Client certificate for etcd; default from trigger::globals.
 # @param key
-#   The client certificate's key; default from trigger::params.
+#   The client certificate's key; default from trigger::globals.
 # @param user
 #   etcd user `NAME` or `NAME:PASSWORD` (best as Sensitive); default from
-#   trigger::params. The name goes on the command line; the password goes to
+#   trigger::globals. The name goes on the command line; the password goes to
 #   CONFIG_DIR/watch.env (mode 0600) as ETCDCTL_PASSWORD, which the unit
 #   reads as its environment: it is in neither the world-readable unit file
 #   nor the process list.
+# @param metrics_port
+#   Serve Prometheus metrics on this port (`--metrics-port`); unset: no
+#   metrics endpoint.
+# @param log_format
+#   `text` or `json` lines in the watcher's log (`--log-format`); unset: the
+#   command's default.
 class trigger::watch::etcd (
-  String[1] $run_cmd = 'puppet agent --test',
+  String[1] $run_cmd,
+  Enum['tsp', 'inline'] $queue,
+  Boolean $manage_package,
+  String[1] $package_name,
+  Pattern[/\A[A-Za-z0-9_.@\-]+\z/] $service_name,
   Trigger::Hostname $host = $facts['networking']['fqdn'],
   Optional[Trigger::Endpoints] $endpoints = undef,
   Optional[Trigger::Keyprefix] $keyprefix = undef,
-  Enum['tsp', 'inline'] $queue = 'tsp',
   Optional[Trigger::Absolutepath] $trigger_bin = undef,
   Optional[Trigger::Absolutepath] $ts_socket = undef,
-  Boolean $manage_package = true,
-  String[1] $package_name = 'task-spooler',
   Optional[Boolean] $manage_unit = undef,
   Optional[Boolean] $manage_service = undef,
-  Pattern[/\A[A-Za-z0-9_.@\-]+\z/] $service_name = 'trigger-watch',
   Trigger::Absolutepath $unit_file = "/etc/systemd/system/${service_name}.service",
   Array[Trigger::Hostname] $roles = [],
   Array[String] $elections = [],
@@ -106,8 +112,10 @@ class trigger::watch::etcd (
   Optional[Trigger::Absolutepath] $cert = undef,
   Optional[Trigger::Absolutepath] $key = undef,
   Optional[Trigger::Etcduser] $user = undef,
+  Optional[Integer[1, 65535]] $metrics_port = undef,
+  Optional[Enum['text', 'json']] $log_format = undef,
 ) {
-  include trigger::params
+  include trigger::globals
 
   # The unit quotes each word in double quotes; these would need escapes
   # that are easy to get wrong, and no sensible command needs them.
@@ -128,11 +136,11 @@ class trigger::watch::etcd (
   $systemd = $facts['service_provider'] == 'systemd' or $facts['trigger_systemd'] == true
   $_manage_unit = $manage_unit.lest || { $systemd }
   $_manage_service = $manage_service.lest || { $systemd }
-  $_keyprefix = $keyprefix.lest || { $trigger::params::keyprefix }
-  $_endpoints = $endpoints.lest || { $trigger::params::endpoints }
-  $_trigger_bin = $trigger_bin.lest || { $trigger::params::trigger_bin }
-  $_config_dir = $config_dir.lest || { $trigger::params::config_dir }
-  [$user_name, $password] = trigger::split_user($user.lest || { $trigger::params::user })
+  $_keyprefix = $keyprefix.lest || { $trigger::globals::keyprefix }
+  $_endpoints = $endpoints.lest || { $trigger::globals::endpoints }
+  $_trigger_bin = $trigger_bin.lest || { $trigger::globals::trigger_bin }
+  $_config_dir = $config_dir.lest || { $trigger::globals::config_dir }
+  [$user_name, $password] = trigger::split_user($user.lest || { $trigger::globals::user })
   $connection_args = trigger::connection_args('trigger::watch::etcd', $endpoints, $cacert, $cert, $key)
 
   $watch_args = [
@@ -145,6 +153,8 @@ class trigger::watch::etcd (
   ] + ($roles.empty ? { true => [], default => ['--roles', $roles.unique.join(',')] }
   ) + ($elections.empty ? { true => [], default => ['--elections', $elections.unique.join(',')] }
   ) + ($member_ttl ? { undef => [], default => ['--member-ttl', String($member_ttl)] }
+  ) + ($metrics_port ? { undef => [], default => ['--metrics-port', String($metrics_port)] }
+  ) + ($log_format ? { undef => [], default => ['--log-format', $log_format] }
   ) + $connection_args + ($user_name ? { undef => [], default => ['--user', $user_name] })
 
   unless defined(Trigger::Config_dir[$_config_dir]) {

@@ -1,13 +1,12 @@
 # frozen_string_literal: true
 
-# The current holder of an election (see `trigger::election`), or undef when
-# nobody holds it.
+# @summary The current holder of an election (see `trigger::election`), or undef when nobody holds it.
 #
 # Runs `trigger leader NAME` where the catalog is compiled: on the node
 # itself with `puppet apply` (masterless), on the Puppet server otherwise,
 # which then needs the `trigger` command and access to etcd. The command is
 # an argument list, never a shell line. Settings not given in `options`
-# come from trigger::params.
+# come from trigger::globals.
 #
 # A holder that cannot be known (etcd unreachable, access denied) fails the
 # compilation with the command's one-line message: code that decides who is
@@ -20,11 +19,11 @@ Puppet::Functions.create_function(:'trigger::leader') do
   # @param name
   #   The election's name, e.g. `db master`.
   # @param endpoints
-  #   etcd client URLs; default from trigger::params, then ETCDCTL_ENDPOINTS.
+  #   etcd client URLs; default from trigger::globals, then ETCDCTL_ENDPOINTS.
   # @param options
   #   `trigger_bin`, `prefix`, `cacert`, `cert`, `key`, `user` (String or
   #   Sensitive) and `timeout` (seconds, default 30); each defaults to
-  #   trigger::params.
+  #   trigger::globals.
   # @return [Optional[String]] the holder's host name, or undef.
   dispatch :leader do
     param 'String[1]', :name
@@ -72,12 +71,12 @@ Puppet::Functions.create_function(:'trigger::leader') do
     [argv + ['--', name], password]
   end
 
-  # trigger::params, evaluated (and so with its Hiera values) on first use.
+  # trigger::globals, evaluated (and so with its Hiera values) on first use.
   def site_params
     scope = closure_scope
-    call_function('include', 'trigger::params')
+    call_function('include', 'trigger::globals')
     %w[trigger_bin endpoints keyprefix cacert cert key user].to_h do |key|
-      value = scope.lookupvar("trigger::params::#{key}")
+      value = scope.lookupvar("trigger::globals::#{key}")
       value = nil if value == :undef
       [key == 'keyprefix' ? 'prefix' : key, value]
     end

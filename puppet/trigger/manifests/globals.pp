@@ -1,16 +1,17 @@
 # @summary Site-wide settings shared by every `trigger`, the watcher and `trigger::leader`.
 #
-# Set them with Hiera (`trigger::params::trigger_bin: /opt/trigger/bin/trigger`)
-# or by declaring the class before any `trigger`:
+# Their defaults are the module's data (`data/common.yaml`); set them in
+# your Hiera (`trigger::globals::endpoints: [...]`) or by declaring the
+# class before any `trigger`:
 #
-#   class { 'trigger::params': endpoints => ['http://etcd1:2379', 'http://etcd2:2379'] }
+#   class { 'trigger::globals': endpoints => ['http://etcd1:2379', 'http://etcd2:2379'] }
 #
 # A `trigger`, `trigger::watch::etcd`, `trigger::role` or `trigger::election`
-# given its own value uses that instead.
+# given its own value uses that instead. `trigger` is a defined type, which
+# Hiera cannot give defaults to: this class is where its site defaults live.
 #
 # @param trigger_bin
-#   The `trigger` command (installed in a virtualenv; this is usually a
-#   symlink to its bin/trigger).
+#   The `trigger` command; `trigger::install` links it here.
 # @param endpoints
 #   etcd client URLs. Unset: the command uses ETCDCTL_ENDPOINTS from its
 #   environment, else http://127.0.0.1:2379.
@@ -27,13 +28,13 @@
 # @param key
 #   The client certificate's private key (PEM) (`--key`); needs `cert`.
 # @param user
-#   etcd user, `NAME` or `NAME:PASSWORD` (`--user`); a password is best given
-#   as Sensitive (Hiera: `lookup_options` with `convert_to: Sensitive`).
-class trigger::params (
-  Trigger::Absolutepath $trigger_bin = '/usr/local/bin/trigger',
+#   etcd user, `NAME` or `NAME:PASSWORD` (`--user`). A value from Hiera is
+#   made Sensitive by the module's `lookup_options`.
+class trigger::globals (
+  Trigger::Absolutepath $trigger_bin,
+  Trigger::Keyprefix $keyprefix,
+  Trigger::Absolutepath $config_dir,
   Optional[Trigger::Endpoints] $endpoints = undef,
-  Trigger::Keyprefix $keyprefix = '/puppet_trigger/events',
-  Trigger::Absolutepath $config_dir = '/etc/trigger',
   Optional[Trigger::Absolutepath] $cacert = undef,
   Optional[Trigger::Absolutepath] $cert = undef,
   Optional[Trigger::Absolutepath] $key = undef,
