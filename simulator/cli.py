@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--trace", action="store_true", help="also write trace.txt: every (time, host, what)")
     run.add_argument("--no-plot", action="store_true", help="skip timeline.png")
     run.add_argument("--all-nodes", action="store_true", help="one table row per node even for large scenarios")
+    run.add_argument("--lab", choices=["local"], default=None,
+                     help="also play the scenario on the local lab's real nodes (root) and compare the two")
+    run.add_argument("--time-scale", type=float, default=10.0, metavar="K",
+                     help="with --lab: the lab plays K scenario seconds per real second (default 10)")
     sub.add_parser("list", help="list the shipped scenarios")
     bench = sub.add_parser("bench", help="time scenarios: wall, CPU, simulated events per second")
     bench.add_argument("scenarios", nargs="*", default=["seed", "storm", "loop", "faults", "fleet"])
@@ -97,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"trigger-sim: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.lab:
+        return _run_on_lab(scenario, args)
     if args.out is None:
         args.out = Path("out") / "sim" / scenario.name
     try:
@@ -122,6 +128,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.check and not report.ok:
         return EXIT_CHECK_FAILED
     return 0
+
+
+def _run_on_lab(scenario, args) -> int:
+    """`--lab local`: the simulation, then the same scenario on real nodes; 0 when they agree."""
+    import os
+
+    from rich.console import Console
+
+    from lab.local import MAX_NODES
+
+    from . import lab_replay
+    from .report import build_report
+    from .simulation import Simulation
+
+    try:
+        if not args.time_scale > 0:
+            raise lab_replay.LabInputError(f"--time-scale must be more than 0, got {args.time_scale:g}")
+        lab_replay.check_fits(scenario, MAX_NODES)
+        if os.geteuid() != 0:
+            raise lab_replay.LabInputError("--lab local needs root (network namespaces, mounts)")
+    except lab_replay.LabInputError as exc:
+        print(f"trigger-sim: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    sim = Simulation(scenario, seed=args.seed).run()
+    report = build_report(sim)
+    lab_rows = lab_replay.replay(scenario, sim, args.time_scale)
+    sim_rows = lab_replay.sim_table(report.data)
+    tolerance = lab_replay.TOLERANCE_REAL * args.time_scale
+    problems = lab_replay.compare(sim_rows, lab_rows, tolerance)
+    lab_replay.render(Console(), f"trigger-sim: {scenario.name} (seed {sim.seed}) simulated and on "
+                      f"the local lab at {args.time_scale:g}x", scenario, sim_rows, lab_rows,
+                      problems, tolerance)
+    return EXIT_CHECK_FAILED if problems else 0
 
 
 if __name__ == "__main__":

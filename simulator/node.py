@@ -97,6 +97,7 @@ class Node:
         while True:
             if self.puppet_busy:
                 self.stats.scheduled_skipped += 1
+                self.sim.puppet_runs.append((self.host, "skipped", self.env.now, self.env.now, ()))
                 self.sim.trace(self.host, "scheduled run skipped: a run is in progress")
             else:
                 self.puppet_busy = True  # taken now, so nothing slips in before the run begins
@@ -207,6 +208,7 @@ class Node:
         for name in notified:
             sim.fire(name, lineage, origin=self.host, node=self)
         sim.run_spans.append((self.index, start, env.now, kind == "triggered"))
+        sim.puppet_runs.append((self.host, kind, start, env.now, tuple(notified)))
         self.last_span = (start, env.now)
         exit_code = 2 if changed else 0  # puppet agent --test --detailed-exitcodes
         sim.trace(self.host, f"{label} ends, exit {exit_code}")

@@ -48,6 +48,8 @@ class Simulation:
         self.draining = False
         self.versions: dict[str, int] = {}  # resource name -> times changed on any node
         self.run_spans: list[tuple[int, float, float, bool]] = []  # node index, start, end, triggered
+        # host, scheduled/triggered/skipped, start, end, triggers notified: what `--lab` replays
+        self.puppet_runs: list[tuple[str, str, float, float, tuple[str, ...]]] = []
         self.coalesced: list[tuple[float, str, str, str]] = []  # time, host, event id, run id
         self.fired: dict[tuple[str, str], float] = {}  # (host, event id) -> written at
         self.served_by: dict[tuple[str, str], tuple[str, float]] = {}  # -> (run id, started at)
