@@ -153,13 +153,13 @@ def _run_on_lab(scenario, args) -> int:
         return EXIT_BAD_INPUT
     sim = Simulation(scenario, seed=args.seed).run()
     report = build_report(sim)
-    lab_rows = lab_replay.replay(scenario, sim, args.time_scale)
+    lab_rows, notes = lab_replay.replay(scenario, sim, args.time_scale)
     sim_rows = lab_replay.sim_table(report.data)
     tolerance = lab_replay.TOLERANCE_REAL * args.time_scale
     problems = lab_replay.compare(sim_rows, lab_rows, tolerance)
     lab_replay.render(Console(), f"trigger-sim: {scenario.name} (seed {sim.seed}) simulated and on "
                       f"the local lab at {args.time_scale:g}x", scenario, sim_rows, lab_rows,
-                      problems, tolerance)
+                      problems, tolerance, notes)
     return EXIT_CHECK_FAILED if problems else 0
 
 

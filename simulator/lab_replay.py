@@ -44,9 +44,7 @@ from .scenario import Scenario
 
 LAB_FAULTS = ("kill_watcher", "slow_runs")  # what the driver can do to a local lab
 LAB_MEMBER_TTL = 10  # `trigger watch --member-ttl` as the lab's watchers run it
-TOLERANCE_REAL = 3.0  # seconds of real time two "quiet at" times may differ by
-NODE_DIR = "/var/lib/trigger-lab/sim"  # the replay's files on a node
-PLAN = f"{NODE_DIR}/plan.json"  # the stand-in's plan, a fixed path: the watcher's run command names it
+TOLERANCE_REAL = 10.0  # seconds of real time two "quiet at" times may differ by
 STANDIN = Path(__file__).resolve().parent / "lab_puppet.py"
 COUNTS = ("runs_scheduled", "runs_triggered", "fires_received", "fires_coalesced",
           "fires_refused", "unserved")
@@ -80,7 +78,7 @@ def lab_names(scenario: Scenario) -> dict[str, str]:
 
 @dataclass
 class NodePlan:
-    runs: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)  # duration, notified
+    runs: list[tuple[float, tuple[str, ...], float]] = field(default_factory=list)  # duration, notified, start
     turns: list[float] = field(default_factory=list)  # the Puppet agent's scheduled turns
 
 
@@ -92,7 +90,7 @@ def plans(scenario: Scenario, puppet_runs) -> dict[str, NodePlan]:
         if kind in ("scheduled", "skipped"):
             plan.turns.append(start)
         if kind != "skipped":
-            plan.runs.append((end - start, tuple(notified)))
+            plan.runs.append((end - start, tuple(notified), start))
     return out
 
 
@@ -116,6 +114,24 @@ class LabRecords:
     refusals: list[dict]  # the refusal records (P/refused/)
     inbox_left: dict[str, int]  # node -> inbox entries left
     run_records: dict[str, list[dict]]  # node -> its run records
+
+
+def coalesced_fires(watch_log: str) -> int:
+    """Fires a watcher let join a queued run that then served them, from its log.
+
+    The watcher logs `coalesce fire ID into queued run R` when a fire lands
+    while R is queued. If R's `trigger run` read the inbox just before the
+    fire landed (a race that simulated time, where a run starts in no time,
+    never has), R does not serve it and the watcher queues another run for
+    it (`enqueue run R2 for N fire(s): ID, ...`): that fire was not coalesced.
+    """
+    coalesced, enqueued = [], set()
+    for line in watch_log.splitlines():
+        if " coalesce fire " in line:
+            coalesced.append(line.split(" coalesce fire ", 1)[1].split()[0])
+        elif " enqueue run " in line and ": " in line:
+            enqueued.update(i.strip() for i in line.rsplit(": ", 1)[1].split(","))
+    return len(set(coalesced) - enqueued)
 
 
 def lab_table(scenario: Scenario, records: LabRecords, scenario_time) -> tuple[dict[str, dict], dict[str, int]]:
@@ -162,6 +178,15 @@ def lab_table(scenario: Scenario, records: LabRecords, scenario_time) -> tuple[d
     return rows, {name: max_running(s)[0] for name, s in spans.items()}
 
 
+def lateness(records: LabRecords) -> str:
+    """How much later than simulated the lab's runs started (real seconds), as a line for the report."""
+    late = [r["late"] for runs in records.runs.values() for r in runs if "late" in r]
+    if not late:
+        return "no run on the lab"
+    return (f"{len(late)} run(s) on the lab started {sum(late) / len(late):.2f} s (real) later than "
+            f"simulated on average, at most {max(late):.2f} s; the stand-in shortened their sleep by that")
+
+
 def compare(sim: tuple[dict, dict], lab: tuple[dict, dict], tolerance: float) -> list[str]:
     """Every difference, one line each; empty when the two agree."""
     (sim_rows, sim_limits), (lab_rows, lab_limits) = sim, lab
@@ -196,7 +221,7 @@ COLUMNS = (("runs\nsched", "runs_scheduled"), ("runs\ntrig", "runs_triggered"),
 
 
 def render(console, title: str, scenario: Scenario, sim, lab, problems: list[str],
-           tolerance: float) -> None:
+           tolerance: float, notes: tuple[str, ...] = ()) -> None:
     """The two per-node tables side by side, the limits, and each difference."""
     from rich import box
     from rich.table import Table
@@ -229,6 +254,8 @@ def render(console, title: str, scenario: Scenario, sim, lab, problems: list[str
     for trigger in sorted(set(sim[1]) | set(lab[1])):
         console.print(f"  limit {trigger!r}: most runs at once {sim[1].get(trigger)} simulated, "
                       f"{lab[1].get(trigger)} on the lab", highlight=False)
+    for note in notes:
+        console.print(f"  {note}", highlight=False)
     if problems:
         for problem in problems:
             console.print(f"[bold red]differs:[/] {problem}", highlight=False)
@@ -286,7 +313,9 @@ class LabReplay:
         self.names = lab_names(scenario)
         self.plans = plans(scenario, puppet_runs)
         self.layout = Layout()
-        self.session = f"{NODE_DIR}/{scenario.name}-{seed}-{int(time.time())}"
+        # In the lab's directory, which the nodes see at the same path (not one they overlay).
+        self.dir = replay_dir(lab)
+        self.session = self.dir / f"{scenario.name}-{seed}-{int(time.time())}"
         self._threads: list[threading.Thread] = []
         self._faults_open = 0
         self.clock: Clock | None = None
@@ -305,9 +334,9 @@ class LabReplay:
         return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")))
                 for kv in data.get("kvs", [])]
 
-    def _plan_json(self, host: str, node: str) -> str:
-        plan = self.plans[host]
-        durations = [d for d, _ in plan.runs] or [1.0]
+    def _plan_json(self, host: str | None, node: str) -> str:
+        plan = self.plans[host] if host else NodePlan()
+        durations = [d for d, _, _ in plan.runs] or [1.0]
         triggers = {}
         for name, t in self.scenario.triggers.items():
             if self.scenario.discovery is not None and t.by_role:
@@ -316,8 +345,8 @@ class LabReplay:
                 hosts = [self.names[h] for h in t.hosts]
             triggers[name] = {"hosts": hosts, "ttl": t.ttl, "max_concurrent": t.max_concurrent}
         return json.dumps({
-            "state_dir": f"{self.session}/{node}",
-            "runs": [[d / self.scale, list(n)] for d, n in plan.runs],
+            "state_dir": str(self.session / node),
+            "runs": [[d / self.scale, list(n), start] for d, n, start in plan.runs],
             "default_duration": sum(durations) / len(durations) / self.scale,
             "triggers": triggers,
             "endpoints": ",".join(self.lab.endpoints(node)),
@@ -326,6 +355,7 @@ class LabReplay:
     def prepare(self) -> None:
         """A clean slate: no records of an earlier replay, every watcher up, roles as the scenario's."""
         lab = self.lab
+        self.session.mkdir(parents=True)
         for node in lab.nodes:
             if lab.service_status(node, "trigger-watch").get("state") != "running":
                 lab.service(node, "trigger-watch", "start")
@@ -335,14 +365,12 @@ class LabReplay:
         for host, role in self.scenario.nodes:
             roles[self.names[host]] = role if self.scenario.discovery is not None else None
         for node in lab.nodes:
-            lab.run(node, ["mkdir", "-p", NODE_DIR, "/etc/trigger/roles"], check=True)
+            lab.run(node, ["mkdir", "-p", "/etc/trigger/roles"], check=True)
             lab.run(node, ["find", "/etc/trigger/roles", "-mindepth", "1", "-delete"], check=True)
             if roles.get(node):
                 lab.put(node, f"/etc/trigger/roles/{roles[node]}", "")
             host = next((h for h, n in self.names.items() if n == node), None)
-            lab.put(node, PLAN, self._plan_json(host, node) if host else json.dumps({
-                "state_dir": f"{self.session}/{node}", "runs": [], "default_duration": 1.0,
-                "triggers": {}, "endpoints": ",".join(lab.endpoints(node))}))
+            (self.dir / f"{node}.json").write_text(self._plan_json(host, node))
         self._wait(lambda: self._members() == {n: r for n, r in roles.items() if r} or not any(roles.values()),
                    60, "the watchers did not register the scenario's roles")
         self._log_offsets = {node: self._watch_log(node).stat().st_size for node in lab.nodes}
@@ -385,7 +413,14 @@ class LabReplay:
         self._threads.append(thread)
 
     def _scheduled_run(self, node: str) -> None:
-        self.lab.run(node, [str(self.lab.venv / "bin" / "python"), str(STANDIN), PLAN], timeout=600)
+        self.lab.run(node, [str(self.lab.venv / "bin" / "python"), str(STANDIN), str(self.dir)], timeout=600)
+
+    def _write_clock(self) -> None:
+        """Where the stand-ins read the scenario clock (it changes only while every node is idle)."""
+        wall, at = self.clock.anchors[-1]
+        tmp = self.dir / "clock.tmp"
+        tmp.write_text(json.dumps({"wall": wall, "at": at, "scale": self.scale}))
+        tmp.replace(self.dir / "clock.json")
 
     def _fire(self, trigger: str, origin: str) -> None:
         t = self.scenario.triggers[trigger]
@@ -441,6 +476,7 @@ class LabReplay:
     def play(self) -> None:
         """Everything due, at its scaled time, then the drain until every node is quiet."""
         self.clock = clock = Clock(self.scale, time.time())
+        self._write_clock()
         for item in self._schedule():
             self._until(item.at)
             if item.what == "turn":
@@ -472,6 +508,7 @@ class LabReplay:
                 return
             if left > 0.5 and not self._faults_open and self.quiet():
                 clock.skip_to(t, time.time())
+                self._write_clock()
                 return
             time.sleep(min(left, 0.3))
 
@@ -479,12 +516,13 @@ class LabReplay:
         lab, layout = self.lab, self.layout
         runs, coalesced, inbox_left, run_records = {}, {}, {}, {}
         for node in lab.nodes:
-            text = lab.run(node, ["cat", f"{self.session}/{node}/runs.jsonl"]).stdout
+            path = self.session / node / "runs.jsonl"
+            text = path.read_text() if path.exists() else ""
             runs[node] = [json.loads(line) for line in text.splitlines() if line.strip()]
             with open(self._watch_log(node), "rb") as f:
                 f.seek(self._log_offsets[node])
                 log = f.read().decode(errors="replace")
-            coalesced[node] = log.count("coalesce fire ")
+            coalesced[node] = coalesced_fires(log)
             inbox_left[node], run_records[node] = 0, []
         for key, value in self._get(f"{layout.prefix}/hosts/"):
             host = key[len(layout.prefix) + 7:].split("/", 1)[0]
@@ -501,18 +539,35 @@ class LabReplay:
         """Prepare, play, collect: the lab's table in scenario terms."""
         self.prepare()
         self.play()
-        return lab_table(self.scenario, self.collect(), self.clock.at)
+        self.records = self.collect()
+        return lab_table(self.scenario, self.records, self.clock.at)
+
+    def notes(self) -> tuple[str, ...]:
+        """What the report says about the replay itself, after `run`."""
+        notes = [lateness(self.records)]
+        if self.ended_busy:
+            notes.append(f"the lab was still busy when the drain ({self.scenario.drain:g} s) ended")
+        return tuple(notes)
+
+
+def replay_dir(lab) -> Path:
+    return lab.dir / "replay"
 
 
 def run_command(lab) -> str:
-    """The watchers' run command on a replay lab: the stand-in with the plan's fixed path."""
-    return f"{lab.venv / 'bin' / 'python'} {STANDIN} {PLAN}"
+    """The watchers' run command on a replay lab: the stand-in, reading its plan from the lab's directory."""
+    return f"{lab.venv / 'bin' / 'python'} {STANDIN} {replay_dir(lab)}"
 
 
 def replay(scenario: Scenario, simulation, time_scale: float, lab=None):
-    """The lab's table for a simulated scenario; a lab of its size is made and destroyed when none is given."""
+    """The lab's table for a simulated scenario, and notes on the replay; a lab of the
+    scenario's size is made (and destroyed) when none is given."""
+    def on(the_lab):
+        player = LabReplay(the_lab, scenario, simulation.puppet_runs, time_scale, simulation.seed)
+        return player.run(), player.notes()
+
     if lab is not None:
-        return LabReplay(lab, scenario, simulation.puppet_runs, time_scale, simulation.seed).run()
+        return on(lab)
     from lab.local import claimed_lab
 
     with claimed_lab("sim", nodes=max(3, len(scenario.nodes))) as the_lab:
@@ -520,6 +575,6 @@ def replay(scenario: Scenario, simulation, time_scale: float, lab=None):
             the_lab.destroy()
             the_lab.create()
             the_lab.converge(run_cmd=run_command(the_lab))
-            return LabReplay(the_lab, scenario, simulation.puppet_runs, time_scale, simulation.seed).run()
+            return on(the_lab)
         finally:
             the_lab.destroy()

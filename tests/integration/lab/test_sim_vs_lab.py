@@ -58,9 +58,10 @@ def test_the_scenario_gives_the_same_counts_on_the_lab(replay_lab, name, scale):
     scenario = load_scenario(SCENARIOS / f"{name}.yaml")
     sim = Simulation(scenario).run()
     simulated = sim_table(build_report(sim).data)
-    on_lab = LabReplay(replay_lab, scenario, sim.puppet_runs, scale, sim.seed).run()
+    player = LabReplay(replay_lab, scenario, sim.puppet_runs, scale, sim.seed)
+    on_lab = player.run()
     tolerance = TOLERANCE_REAL * scale
     problems = compare(simulated, on_lab, tolerance)
     console = Console(width=200, record=True)
-    render(console, f"{name} at {scale}x", scenario, simulated, on_lab, problems, tolerance)
+    render(console, f"{name} at {scale}x", scenario, simulated, on_lab, problems, tolerance, player.notes())
     assert problems == [], console.export_text()

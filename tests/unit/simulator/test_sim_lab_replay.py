@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -72,9 +73,10 @@ def test_plans_are_the_simulated_runs_in_order_and_the_agents_turns():
     plan = plans(scenario, sim.puppet_runs)
     for host, row in rows.items():
         assert len(plan[host].runs) == row["runs_scheduled"] + row["runs_triggered"]
-        assert all(d > 0 for d, _ in plan[host].runs)
+        assert all(d > 0 for d, _, _ in plan[host].runs)
+        assert [start for _, _, start in plan[host].runs] == sorted(start for _, _, start in plan[host].runs)
     # loop.yaml: every run of a notifies b; one scheduled turn came while a run was going
-    assert {n for _, n in plan["a.example.com"].runs} == {("poke b",)}
+    assert {n for _, n, _ in plan["a.example.com"].runs} == {("poke b",)}
     turns = len(plan["a.example.com"].turns) + len(plan["b.example.com"].turns)
     assert turns == sum(r["runs_scheduled"] for r in rows.values()) + 1
     assert plan["a.example.com"].turns == sorted(plan["a.example.com"].turns)
@@ -174,27 +176,49 @@ def test_lab_names_follow_the_scenario_order():
 # -- the stand-in Puppet -----------------------------------------------------------------------
 
 
-def standin(plan_path, run_id=""):
+def standin(directory, run_id=""):
     env = {k: v for k, v in os.environ.items() if k != "TRIGGER_RUN_ID"}
     if run_id:
         env["TRIGGER_RUN_ID"] = run_id
-    return subprocess.Popen([sys.executable, str(lab_replay.STANDIN), str(plan_path)], env=env)
+    return subprocess.Popen([sys.executable, str(lab_replay.STANDIN), str(directory)], env=env)
 
 
 def test_the_standin_runs_the_plan_in_order_and_a_scheduled_turn_skips_a_busy_node(tmp_path):
-    plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps({"state_dir": str(tmp_path / "state"), "runs": [[0.6, []], [0.01, []]],
-                                "default_duration": 0.01, "triggers": {}, "endpoints": ""}))
-    first = standin(plan, run_id="r1")
-    log = tmp_path / "state" / "count"
-    while not log.exists():  # r1 holds the lock once it took its plan index
+    now = time.time()
+    # scenario time 100 s is now, at 10x: the first run is due in 1 s (it starts early and
+    # sleeps its whole duration, no more), the second was due 0.5 s ago (it starts late)
+    (tmp_path / "clock.json").write_text(json.dumps({"wall": now, "at": 100.0, "scale": 10.0}))
+    (tmp_path / f"{socket.gethostname()}.json").write_text(json.dumps({
+        "state_dir": str(tmp_path / "state"), "runs": [[0.6, [], 110.0], [0.8, [], 95.0]],
+        "default_duration": 0.01, "triggers": {}, "endpoints": ""}))
+    first = standin(tmp_path, run_id="r1")
+    counter = tmp_path / "state" / "count"
+    deadline = time.monotonic() + 30
+    while not counter.exists():  # r1 holds the lock once it took its plan index
+        assert first.poll() is None and time.monotonic() < deadline, "the stand-in never started its run"
         time.sleep(0.01)
-    assert standin(plan).wait() == 0  # the agent's turn: skipped, not queued
-    assert standin(plan, run_id="r2").wait() == 0  # waited for the lock, then ran
+    assert standin(tmp_path).wait() == 0  # the agent's turn: skipped, not queued
+    assert standin(tmp_path, run_id="r2").wait() == 0  # waited for the lock, then ran
     assert first.wait() == 0
     lines = [json.loads(line) for line in (tmp_path / "state" / "runs.jsonl").read_text().splitlines()]
     assert [(r["kind"], r.get("run_id"), r.get("index")) for r in lines] == [
         ("skipped", None, None), ("triggered", "r1", 0), ("triggered", "r2", 1)]
-    assert lines[1]["end"] - lines[1]["start"] >= 0.6 and lines[2]["start"] >= lines[1]["end"]
-    assert standin(plan).wait() == 0  # past the plan: the default duration, nothing notified
+    assert 0.6 <= lines[1]["end"] - lines[1]["start"] < 0.9 and lines[1]["late"] < 0
+    assert lines[2]["start"] >= lines[1]["end"]
+    # r2 was due at scenario time 95 s, 0.5 s before now, and started after r1's 0.6 s:
+    # at least 1.1 s late, it slept at most 0.8 - 1.1 s, i.e. not at all
+    assert lines[2]["late"] >= 1.1 and lines[2]["end"] - lines[2]["start"] < 0.5
+    assert standin(tmp_path).wait() == 0  # past the plan: the default duration, nothing notified
     assert json.loads((tmp_path / "state" / "runs.jsonl").read_text().splitlines()[-1])["index"] == 2
+
+
+def test_a_coalesced_fire_that_got_a_run_of_its_own_is_not_counted_as_coalesced():
+    log = "\n".join([
+        "... INFO enqueue run r1 for 1 fire(s): f1",
+        "... INFO coalesce fire f2 into queued run r1",
+        "... INFO coalesce fire f3 into queued run r1",
+        # r1's `trigger run` read the inbox before f3 landed: f3 gets a run of its own
+        "... INFO enqueue run r2 for 1 fire(s): f3",
+        "... INFO coalesce fire f4 into queued run r2",
+    ])
+    assert lab_replay.coalesced_fires(log) == 2
