@@ -317,7 +317,7 @@ class LabReplay:
         self.dir = replay_dir(lab)
         self.session = self.dir / f"{scenario.name}-{seed}-{int(time.time())}"
         self._threads: list[threading.Thread] = []
-        self._faults_open = 0
+        self._killed: dict[str, float] = {}  # node -> wall time its watcher was killed
         self.clock: Clock | None = None
         self.ended_busy = False
 
@@ -394,14 +394,15 @@ class LabReplay:
             time.sleep(0.2)
 
     def quiet(self) -> bool:
-        """No scheduled run going, no fire waiting in an inbox, no run queued or started."""
+        """No scheduled run going, no fire waiting in an inbox (but a dead watcher's, which
+        waits for its restart), no run queued or started."""
         if any(t.is_alive() for t in self._threads):
             return False
         for key, value in self._get(f"{self.layout.prefix}/hosts/"):
             rest = key[len(self.layout.prefix) + 7:]
             host = rest.split("/", 1)[0]
             kind, _ = self.layout.classify(host, key)
-            if kind == "entry":
+            if kind == "entry" and host not in self._killed:
                 return False
             if kind == "run" and json.loads(value).get("state") in ("queued", "started"):
                 return False
@@ -442,7 +443,7 @@ class LabReplay:
         if pid:
             self.lab.run(node, ["kill", "-s", "KILL", str(pid)])
         self.lab.service(node, "trigger-watch", "stop")
-        self._faults_open += 1
+        self._killed[node] = time.time()
 
     def _restart_watcher(self, node: str) -> None:
         """Started again; the simulation's restart registers and reads the inbox at once, so wait for that."""
@@ -453,7 +454,7 @@ class LabReplay:
                    f"the restarted watcher of {node} did not read its inbox")
         if self.scenario.discovery is not None:
             self._wait(lambda: node in self._members(), 30, f"the restarted watcher of {node} did not register")
-        self._faults_open -= 1
+        del self._killed[node]
 
     # -- the play ---------------------------------------------------------------
 
@@ -506,11 +507,15 @@ class LabReplay:
             left = clock.wall(t) - now
             if left <= 0:
                 return
-            if left > 0.5 and not self._faults_open and self.quiet():
+            if left > 0.5 and self._may_skip(now) and self.quiet():
                 clock.skip_to(t, time.time())
                 self._write_clock()
                 return
             time.sleep(min(left, 0.3))
+
+    def _may_skip(self, now: float) -> bool:
+        """Not while a killed watcher's member lease may still be alive: it ends on real time."""
+        return all(now - killed > LAB_MEMBER_TTL + 1 for killed in self._killed.values())
 
     def collect(self) -> LabRecords:
         lab, layout = self.lab, self.layout

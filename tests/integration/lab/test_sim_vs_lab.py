@@ -28,7 +28,7 @@ NODES = 17
 # (scenario, time scale): as fast as each one's closest events allow, given
 # that every hop costs the real programs process start-ups that the scale
 # does not shrink; rolling's kill must outlast the member ttl (10 s, real).
-SCENARIOS_ON_LAB = [("seed", 10), ("loop", 20), ("storm-lab", 5), ("rolling", 4)]
+SCENARIOS_ON_LAB = [("seed", 10), ("loop", 5), ("storm-lab", 5), ("rolling", 2)]
 
 
 @pytest.fixture(scope="module")
