@@ -1,8 +1,10 @@
-"""`trigger-sim run SCENARIO [--seed N] [--out DIR] [--check]`.
+"""`trigger-sim run SCENARIO [--seed N] [--out DIR] [--check] [--lab local [--time-scale K]]`.
 
-Exit status: 0 done (and, with --check, the check passed); 1 --check found
-an unbounded loop or fires never followed by a run; 2 bad usage or a bad
-scenario (one line on stderr naming the field, never a traceback).
+Exit status: 0 done (and, with --check, the check passed; with --lab, the
+lab agreed); 1 --check found an unbounded loop or fires never followed by
+a run, or --lab found a difference (each named) or could not play; 2 bad
+usage or a bad scenario, or one the lab cannot take (one line on stderr
+naming the field, never a traceback).
 """
 
 from __future__ import annotations
@@ -153,7 +155,13 @@ def _run_on_lab(scenario, args) -> int:
         return EXIT_BAD_INPUT
     sim = Simulation(scenario, seed=args.seed).run()
     report = build_report(sim)
-    lab_rows, notes = lab_replay.replay(scenario, sim, args.time_scale)
+    from lab.base import LabError
+
+    try:
+        lab_rows, notes = lab_replay.replay(scenario, sim, args.time_scale)
+    except (LabError, lab_replay.LabReplayError) as exc:
+        print(f"trigger-sim: the local lab: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_CHECK_FAILED
     sim_rows = lab_replay.sim_table(report.data)
     tolerance = lab_replay.TOLERANCE_REAL * args.time_scale
     problems = lab_replay.compare(sim_rows, lab_rows, tolerance)

@@ -54,6 +54,10 @@ class LabInputError(ValueError):
     """A scenario the lab cannot play; the message is one line naming what."""
 
 
+class LabReplayError(RuntimeError):
+    """The lab did not do what the replay needed (etcd unanswering, a watcher not back)."""
+
+
 def check_fits(scenario: Scenario, nodes: int) -> None:
     """Raise LabInputError before anything starts when the lab cannot take the scenario."""
     if len(scenario.nodes) > nodes:
@@ -326,7 +330,7 @@ class LabReplay:
     def _etcdctl(self, *args: str) -> str:
         done = self.lab.run(self.lab.etcd_members[0], ["etcdctl", "--command-timeout=5s", *args], timeout=30)
         if done.returncode != 0:
-            raise RuntimeError(f"etcdctl {' '.join(args)}: {done.stderr.strip()}")
+            raise LabReplayError(f"etcdctl {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
 
     def _get(self, prefix: str) -> list[tuple[str, bytes]]:
@@ -337,13 +341,8 @@ class LabReplay:
     def _plan_json(self, host: str | None, node: str) -> str:
         plan = self.plans[host] if host else NodePlan()
         durations = [d for d, _, _ in plan.runs] or [1.0]
-        triggers = {}
-        for name, t in self.scenario.triggers.items():
-            if self.scenario.discovery is not None and t.by_role:
-                hosts = [target if target.startswith("role:") else self.names[target] for target in t.targets]
-            else:
-                hosts = [self.names[h] for h in t.hosts]
-            triggers[name] = {"hosts": hosts, "ttl": t.ttl, "max_concurrent": t.max_concurrent}
+        triggers = {name: {"hosts": self._targets(name), "ttl": t.ttl, "max_concurrent": t.max_concurrent}
+                    for name, t in self.scenario.triggers.items()}
         return json.dumps({
             "state_dir": str(self.session / node),
             "runs": [[d / self.scale, list(n), start] for d, n, start in plan.runs],
@@ -390,7 +389,7 @@ class LabReplay:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"after {timeout:g} s: {what}")
+                raise LabReplayError(f"after {timeout:g} s: {what}")
             time.sleep(0.2)
 
     def quiet(self) -> bool:
@@ -423,14 +422,17 @@ class LabReplay:
         tmp.write_text(json.dumps({"wall": wall, "at": at, "scale": self.scale}))
         tmp.replace(self.dir / "clock.json")
 
+    def _targets(self, trigger: str) -> list[str]:
+        """`trigger fire --hosts` for the trigger on the lab: role:NAME with discovery, else its nodes."""
+        t = self.scenario.triggers[trigger]
+        if self.scenario.discovery is not None and t.by_role:
+            return [x if x.startswith("role:") else self.names[x] for x in t.targets]
+        return [self.names[h] for h in t.hosts]
+
     def _fire(self, trigger: str, origin: str) -> None:
         t = self.scenario.triggers[trigger]
         node = self.names[origin] if origin else self.lab.nodes[0]
-        if self.scenario.discovery is not None and t.by_role:
-            hosts = [x if x.startswith("role:") else self.names[x] for x in t.targets]
-        else:
-            hosts = [self.names[h] for h in t.hosts]
-        argv = [str(self.lab.venv / "bin" / "trigger"), "fire", "--hosts", ",".join(hosts),
+        argv = [str(self.lab.venv / "bin" / "trigger"), "fire", "--hosts", ",".join(self._targets(trigger)),
                 "--ttl", str(t.ttl), "--endpoints", ",".join(self.lab.endpoints(node))]
         if t.max_concurrent:
             argv += ["--max-concurrent", str(t.max_concurrent)]
