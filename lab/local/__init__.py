@@ -72,12 +72,11 @@ class LocalLab(Lab):
     backend = "local"
 
     def __init__(self, name: str = "dev", root: str | Path | None = None,
-                 subnet: str = DEFAULT_SUBNET, venv: str | Path | None = None, nodes: int = 3):
+                 subnet: str = DEFAULT_SUBNET, venv: str | Path | None = None,
+                 nodes: int | None = None):
+        """`nodes`: how many (3 to MAX_NODES); default: as many as the lab has, else 3."""
         if not re.fullmatch(r"[a-z0-9]{1,8}", name):
             raise LabError(f"lab name {name!r}: use 1 to 8 lower-case letters or digits")
-        if not ETCD_MEMBERS <= nodes <= MAX_NODES:
-            raise LabError(f"a local lab has {ETCD_MEMBERS} to {MAX_NODES} nodes, not {nodes}")
-        self.nodes = tuple(f"node{i}" for i in range(1, nodes + 1))
         if not re.fullmatch(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})", subnet):
             raise LabError(f"subnet {subnet!r}: give the first three octets of a /24, like 172.30.56")
         self.name = name
@@ -85,6 +84,11 @@ class LocalLab(Lab):
         root = Path(root or os.environ.get("TRIGGER_LAB_DIR") or DEFAULT_ROOT)
         self.dir = root / name
         self.state_file = self.dir / "state.json"
+        if nodes is None:
+            nodes = len(self._state().get("nodes", {})) or 3
+        if not ETCD_MEMBERS <= nodes <= MAX_NODES:
+            raise LabError(f"a local lab has {ETCD_MEMBERS} to {MAX_NODES} nodes, not {nodes}")
+        self.nodes = tuple(f"node{i}" for i in range(1, nodes + 1))
         self.venv = Path(venv or os.environ.get("TRIGGER_LAB_VENV") or REPO / ".venv")
         self._children: list[subprocess.Popen] = []
 
