@@ -138,8 +138,6 @@ def _run_on_lab(scenario, args) -> int:
 
     from rich.console import Console
 
-    from lab.local import MAX_NODES
-
     from . import lab_replay
     from .report import build_report
     from .simulation import Simulation
@@ -147,7 +145,7 @@ def _run_on_lab(scenario, args) -> int:
     try:
         if not args.time_scale > 0:
             raise lab_replay.LabInputError(f"--time-scale must be more than 0, got {args.time_scale:g}")
-        lab_replay.check_fits(scenario, MAX_NODES)
+        lab_replay.check_fits(scenario, lab_replay.local_lab().MAX_NODES)
         if os.geteuid() != 0:
             raise lab_replay.LabInputError("--lab local needs root (network namespaces, mounts)")
     except lab_replay.LabInputError as exc:
@@ -155,7 +153,7 @@ def _run_on_lab(scenario, args) -> int:
         return EXIT_BAD_INPUT
     sim = Simulation(scenario, seed=args.seed).run()
     report = build_report(sim)
-    from lab.base import LabError
+    from lab.base import LabError  # importable now: local_lab() found the checkout
 
     try:
         lab_rows, notes = lab_replay.replay(scenario, sim, args.time_scale)

@@ -58,6 +58,20 @@ class LabReplayError(RuntimeError):
     """The lab did not do what the replay needed (etcd unanswering, a watcher not back)."""
 
 
+def local_lab():
+    """The `lab.local` module of the project's checkout, which the lab needs (its Puppet code,
+    its node init): it lives next to simulator/ and is not installed with it."""
+    import importlib
+    import sys
+
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "lab" / "local" / "__init__.py").exists():
+        raise LabInputError(f"--lab needs the project's checkout: no lab/local in {checkout}")
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    return importlib.import_module("lab.local")
+
+
 def check_fits(scenario: Scenario, nodes: int) -> None:
     """Raise LabInputError before anything starts when the lab cannot take the scenario."""
     if len(scenario.nodes) > nodes:
@@ -237,7 +251,8 @@ def render(console, title: str, scenario: Scenario, sim, lab, problems: list[str
                   collapse_padding=True)
         t.add_column("node", no_wrap=True)
         for label, _ in COLUMNS:
-            t.add_column(label, justify="right")
+            t.add_column(label, justify="right", no_wrap=True,
+                         min_width=max(len(part) for part in label.split("\n")))
         for host, _ in scenario.nodes:
             row, mirror = rows[host], other[host]
             cells = [f"{host.split('.')[0]} ({names[host]})"]
@@ -251,10 +266,15 @@ def render(console, title: str, scenario: Scenario, sim, lab, problems: list[str
             t.add_row(*cells)
         return t
 
-    grid = Table.grid(padding=(0, 4))
-    grid.add_row(table("simulation", sim[0], lab[0]), table("lab (real nodes)", lab[0], sim[0]))
+    tables = (table("simulation", sim[0], lab[0]), table("lab (real nodes)", lab[0], sim[0]))
     console.print(title, highlight=False)
-    console.print(grid)
+    if console.width >= 2 * console.measure(tables[0]).maximum + 4:
+        grid = Table.grid(padding=(0, 4))
+        grid.add_row(*tables)
+        console.print(grid)
+    else:  # too narrow for side by side: one above the other
+        for t in tables:
+            console.print(t)
     for trigger in sorted(set(sim[1]) | set(lab[1])):
         console.print(f"  limit {trigger!r}: most runs at once {sim[1].get(trigger)} simulated, "
                       f"{lab[1].get(trigger)} on the lab", highlight=False)
@@ -575,9 +595,7 @@ def replay(scenario: Scenario, simulation, time_scale: float, lab=None):
 
     if lab is not None:
         return on(lab)
-    from lab.local import claimed_lab
-
-    with claimed_lab("sim", nodes=max(3, len(scenario.nodes))) as the_lab:
+    with local_lab().claimed_lab("sim", nodes=max(3, len(scenario.nodes))) as the_lab:
         try:
             the_lab.destroy()
             the_lab.create()

@@ -222,3 +222,20 @@ def test_a_coalesced_fire_that_got_a_run_of_its_own_is_not_counted_as_coalesced(
         "... INFO coalesce fire f4 into queued run r2",
     ])
     assert lab_replay.coalesced_fires(log) == 2
+
+
+def test_the_report_shows_both_tables_and_names_each_difference():
+    from rich.console import Console
+
+    scenario = load_scenario(SCENARIOS / "seed.yaml")
+    simulated = sim_table(build_report(Simulation(scenario).run()).data)
+    on_lab = ({host: {**row, "runs_triggered": row["runs_triggered"] + (host == "lb01.example.com")}
+               for host, row in simulated[0].items()}, simulated[1])
+    problems = compare(simulated, on_lab, 30.0)
+    for width in (80, 160):  # one above the other, or side by side
+        console = Console(width=width, record=True)
+        lab_replay.render(console, "seed", scenario, simulated, on_lab, problems, 30.0, ("a note",))
+        text = console.export_text()
+        assert "simulation" in text and "lab (real nodes)" in text and "lb01 (node4)" in text
+        assert "a note" in text
+        assert "differs: lb01.example.com: runs_triggered 3 in the simulation, 4 on the lab" in text
