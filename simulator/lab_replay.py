@@ -18,7 +18,11 @@ fires coalesced, fires refused by the ttl, fires left unserved, and per
 limited trigger the most runs at once. Counts must be equal; the time each
 node went quiet must agree within TOLERANCE_REAL seconds of real time
 (times K in scenario seconds), because every hop costs the real programs
-process start-ups that simulated time does not scale.
+process start-ups that simulated time does not scale. A run that starts
+late sleeps that much less (lab_puppet.py), so the lateness does not add
+up along a chain; the report says how late the runs started. Counts agree
+only where the scenario's closest events are further apart than that
+lateness times K: pick K accordingly.
 
 Scenario hosts map onto lab nodes in order (the first host is node1). The
 watchers' own timers (member ttl 10 s, re-read every 5 s) run on real time.
