@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lab", default=os.environ.get("TRIGGER_LAB", "local"), choices=sorted(BACKENDS),
                         help="backend (default: local)")
     parser.add_argument("--name", default="dev", help="name of a local lab (default: dev)")
+    parser.add_argument("--nodes", type=int, default=None,
+                        help="how many nodes a new local lab gets, 3 to 24 (default 3); etcd runs on three")
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("create", help="make the nodes")
     p.add_argument("--keep-failed", action="store_true", help="leave a lab that failed to come up, to look at it")
@@ -51,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    options = {"name": args.name} if args.lab == "local" else {}
+    options = {"name": args.name, "nodes": args.nodes} if args.lab == "local" else {}
     try:
         lab = open_lab(args.lab, **options)
         return ACTIONS[args.action](lab, args)

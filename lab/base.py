@@ -41,6 +41,11 @@ class Lab(ABC):
     backend: str = ""
     nodes: tuple[str, ...] = NODES
 
+    @property
+    def etcd_members(self) -> tuple[str, ...]:
+        """The nodes that run an etcd member; the others are its clients."""
+        return self.nodes
+
     # -- lifecycle -----------------------------------------------------------
 
     @abstractmethod
@@ -80,7 +85,8 @@ class Lab(ABC):
 
     def endpoints(self, node: str) -> list[str]:
         """etcd client URLs as the node uses them: its own member first."""
-        order = [node] + [n for n in self.nodes if n != node]
+        members = self.etcd_members
+        order = ([node] if node in members else []) + [n for n in members if n != node]
         return [f"http://{self.address(n)}:2379" for n in order]
 
     @property
@@ -147,7 +153,7 @@ class Lab(ABC):
             done = self.run(self.nodes[0], ["etcdctl", "--command-timeout=2s", "endpoint", "health",
                                             "--cluster"], timeout=10)
             last = (done.stdout + done.stderr).strip()
-            if done.returncode == 0 and last.count("is healthy") == len(self.nodes):
+            if done.returncode == 0 and last.count("is healthy") == len(self.etcd_members):
                 return
             time.sleep(0.5)
         raise LabError(f"etcd cluster not healthy after {timeout:.0f}s: {last[-500:]}")

@@ -1,8 +1,10 @@
-"""`trigger-sim run SCENARIO [--seed N] [--out DIR] [--check]`.
+"""`trigger-sim run SCENARIO [--seed N] [--out DIR] [--check] [--lab local [--time-scale K]]`.
 
-Exit status: 0 done (and, with --check, the check passed); 1 --check found
-an unbounded loop or fires never followed by a run; 2 bad usage or a bad
-scenario (one line on stderr naming the field, never a traceback).
+Exit status: 0 done (and, with --check, the check passed; with --lab, the
+lab agreed); 1 --check found an unbounded loop or fires never followed by
+a run, or --lab found a difference (each named) or could not play; 2 bad
+usage or a bad scenario, or one the lab cannot take (one line on stderr
+naming the field, never a traceback).
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--trace", action="store_true", help="also write trace.txt: every (time, host, what)")
     run.add_argument("--no-plot", action="store_true", help="skip timeline.png")
     run.add_argument("--all-nodes", action="store_true", help="one table row per node even for large scenarios")
+    run.add_argument("--lab", choices=["local"], default=None,
+                     help="also play the scenario on the local lab's real nodes (root) and compare the two")
+    run.add_argument("--time-scale", type=float, default=10.0, metavar="K",
+                     help="with --lab: the lab plays K scenario seconds per real second (default 10)")
     sub.add_parser("list", help="list the shipped scenarios")
     explore = sub.add_parser("explore", help="run many seeds with random faults; print each failure, "
                                              "shrunk to the fewest faults that still fail")
@@ -109,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"trigger-sim: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.lab:
+        return _run_on_lab(scenario, args)
     if args.out is None:
         args.out = Path("out") / "sim" / scenario.name
     try:
@@ -162,6 +170,43 @@ def _explore(args) -> int:
     print(f"{args.runs} runs with random faults ({', '.join(kinds)}): {len(failures)} failed; "
           f"{per_second:.1f} runs/s")
     return EXIT_CHECK_FAILED if failures else 0
+
+
+def _run_on_lab(scenario, args) -> int:
+    """`--lab local`: the simulation, then the same scenario on real nodes; 0 when they agree."""
+    import os
+
+    from rich.console import Console
+
+    from . import lab_replay
+    from .report import build_report
+    from .simulation import Simulation
+
+    try:
+        if not args.time_scale > 0:
+            raise lab_replay.LabInputError(f"--time-scale must be more than 0, got {args.time_scale:g}")
+        lab_replay.check_fits(scenario, lab_replay.local_lab().MAX_NODES)
+        if os.geteuid() != 0:
+            raise lab_replay.LabInputError("--lab local needs root (network namespaces, mounts)")
+    except lab_replay.LabInputError as exc:
+        print(f"trigger-sim: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    sim = Simulation(scenario, seed=args.seed).run()
+    report = build_report(sim)
+    from lab.base import LabError  # importable now: local_lab() found the checkout
+
+    try:
+        lab_rows, notes = lab_replay.replay(scenario, sim, args.time_scale)
+    except (LabError, lab_replay.LabReplayError) as exc:
+        print(f"trigger-sim: the local lab: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    sim_rows = lab_replay.sim_table(report.data)
+    tolerance = lab_replay.TOLERANCE_REAL * args.time_scale
+    problems = lab_replay.compare(sim_rows, lab_rows, tolerance)
+    lab_replay.render(Console(), f"trigger-sim: {scenario.name} (seed {sim.seed}) simulated and on "
+                      f"the local lab at {args.time_scale:g}x", scenario, sim_rows, lab_rows,
+                      problems, tolerance, notes)
+    return EXIT_CHECK_FAILED if problems else 0
 
 
 if __name__ == "__main__":

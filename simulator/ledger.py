@@ -16,6 +16,8 @@ class Ledger:
     trace_lines: list = field(default_factory=list)  # (time, host, what)
     versions: dict = field(default_factory=dict)  # resource name -> times changed on any node
     run_spans: list = field(default_factory=list)  # (node index, start, end, triggered)
+    # (host, scheduled/triggered/skipped, start, end, triggers notified): what `--lab` replays
+    puppet_runs: list = field(default_factory=list)
     coalesced: list = field(default_factory=list)  # (time, host, event id, run id)
     fired: dict = field(default_factory=dict)  # (host, event id) -> written at
     served_by: dict = field(default_factory=dict)  # (host, event id) -> (run id, started at)

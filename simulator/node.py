@@ -152,6 +152,7 @@ class Node:
         while True:
             if self.puppet_busy:
                 self.stats.scheduled_skipped += 1
+                self.ledger.puppet_runs.append((self.host, "skipped", self.env.now, self.env.now, ()))
                 self.trace("scheduled run skipped: a run is in progress")
             else:
                 self.puppet_busy = True  # taken now, so nothing slips in before the run begins
@@ -245,6 +246,7 @@ class Node:
         for name in notified:
             self.fire(name, lineage, self.host, self)
         self._record_span(kind, start)
+        self.ledger.puppet_runs.append((self.host, kind, start, self.env.now, tuple(notified)))
         exit_code = 2 if changed else 0  # puppet agent --test --detailed-exitcodes
         self.trace(f"{label} ends, exit {exit_code}")
         self._release_lock()

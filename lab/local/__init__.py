@@ -44,6 +44,8 @@ NODEINIT = HERE / "nodeinit.py"
 RELAY = HERE / "relay.py"
 DEFAULT_ROOT = Path("/var/tmp/trigger-lab")
 DEFAULT_SUBNET = "172.30.56"  # a /24 that only ever exists inside the lab's namespaces
+ETCD_MEMBERS = 3  # however many nodes, etcd is a cluster of three on the first three
+MAX_NODES = 24  # measured: 17 nodes take ~1 GiB and ~1 min to converge (lab/README.md)
 OVERLAYS = ["/etc", "/usr/local", "/var/lib", "/var/cache", "/var/log", "/root"]
 FRESH = {"/tmp": "1777", "/run": "0755"}
 PROGRAMS = {  # program: Debian package
@@ -71,7 +73,9 @@ class LocalLab(Lab):
     backend = "local"
 
     def __init__(self, name: str = "dev", root: str | Path | None = None,
-                 subnet: str = DEFAULT_SUBNET, venv: str | Path | None = None):
+                 subnet: str = DEFAULT_SUBNET, venv: str | Path | None = None,
+                 nodes: int | None = None):
+        """`nodes`: how many (3 to MAX_NODES); default: as many as the lab has, else 3."""
         if not re.fullmatch(r"[a-z0-9]{1,8}", name):
             raise LabError(f"lab name {name!r}: use 1 to 8 lower-case letters or digits")
         if not re.fullmatch(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})", subnet):
@@ -81,10 +85,19 @@ class LocalLab(Lab):
         root = Path(root or os.environ.get("TRIGGER_LAB_DIR") or DEFAULT_ROOT)
         self.dir = root / name
         self.state_file = self.dir / "state.json"
+        if nodes is None:
+            nodes = len(self._state().get("nodes", {})) or 3
+        if not ETCD_MEMBERS <= nodes <= MAX_NODES:
+            raise LabError(f"a local lab has {ETCD_MEMBERS} to {MAX_NODES} nodes, not {nodes}")
+        self.nodes = tuple(f"node{i}" for i in range(1, nodes + 1))
         self.venv = Path(venv or os.environ.get("TRIGGER_LAB_VENV") or REPO / ".venv")
         self._children: list[subprocess.Popen] = []
 
     # -- names and places ------------------------------------------------------
+
+    @property
+    def etcd_members(self) -> tuple[str, ...]:
+        return self.nodes[:ETCD_MEMBERS]
 
     @property
     def hub(self) -> str:
@@ -317,7 +330,8 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 
     # -- converge --------------------------------------------------------------
 
-    def converge(self) -> None:
+    def converge(self, run_cmd: str | None = None) -> None:
+        """Apply node.pp everywhere; `run_cmd` replaces the watchers' `puppet apply`."""
         self._require_up()
         # Each node installs `trigger` with trigger::install from a wheel of
         # this checkout; the wheelhouse spares the nodes a package index.
@@ -330,11 +344,15 @@ Subsystem sftp /usr/lib/openssh/sftp-server
             "FACTER_trigger_lab_nodes": ",".join(f"{n}={self.address(n)}" for n in self.nodes),
             "FACTER_trigger_lab_wheel": str(wheel),
             "FACTER_trigger_lab_wheelhouse": str(wheelhouse),
+            "FACTER_trigger_lab_members": ",".join(self.etcd_members),
             "FACTER_trigger_lab_module": str(REPO / "puppet" / "trigger"),
         }
+        if run_cmd:
+            facts["FACTER_trigger_lab_run_cmd"] = run_cmd
         apply = ["puppet", "apply", "--detailed-exitcodes", "--color=false",
                  "--modulepath", str(REPO / "puppet"), str(REPO / "lab" / "puppet" / "node.pp")]
-        with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
+        # A few at a time: every `puppet apply` wants a core for seconds.
+        with concurrent.futures.ThreadPoolExecutor(min(len(self.nodes), 6)) as pool:
             results = dict(zip(self.nodes, pool.map(
                 lambda node: self.run(node, apply, env=facts, timeout=300), self.nodes)))
         for node, done in results.items():
@@ -346,7 +364,7 @@ Subsystem sftp /usr/lib/openssh/sftp-server
         # package and the module wrote, as systemd would.
         # etcd first (the members of a new cluster wait for each other), then
         # the watchers, as the unit's After=etcd.service orders them.
-        for node in self.nodes:
+        for node in self.etcd_members:
             self._set_service(node, "etcd", {"state": "running", "unit": UNITS["etcd"]})
         self.wait_etcd_healthy()
         for node in self.nodes:

@@ -16,6 +16,8 @@
 #   FACTER_trigger_lab_trigger    or else a `trigger` command in a virtualenv
 #                                 made beforehand, linked (the Vagrantfile)
 #   FACTER_trigger_lab_module     the project's module directory (puppet/trigger)
+#   FACTER_trigger_lab_members    optional: the etcd members (node1,node2,node3); default every node
+#   FACTER_trigger_lab_run_cmd    optional: the watcher's run command instead of `puppet apply`
 #
 #   puppet apply --modulepath REPO/puppet REPO/lab/puppet/node.pp
 #
@@ -28,8 +30,12 @@ $me = $facts['networking']['hostname']
 unless $me in $lab_nodes {
   fail("trigger lab: this node (${me}) is not one of ${lab_nodes.keys.join(', ')}")
 }
-$others = $lab_nodes.keys.sort.filter |$name| { $name != $me }
-$endpoints = ([$me] + $others).map |$name| { "http://${lab_nodes[$name]}:2379" }
+# etcd members (fact trigger_lab_members, default: every node); the other
+# nodes are clients of that cluster.
+$members = $facts['trigger_lab_members'].then |$names| { $names.split(',') }.lest || { $lab_nodes.keys }
+$member = $me in $members
+$others = $members.sort.filter |$name| { $name != $me }
+$endpoints = ($member ? { true => [$me], default => [] } + $others).map |$name| { "http://${lab_nodes[$name]}:2379" }
 $systemd = $facts['trigger_systemd'] == true
 $lab_dir = '/var/lib/trigger-lab'
 
@@ -37,21 +43,25 @@ class { 'trigger::globals':
   endpoints => $endpoints,
 }
 
-class { 'trigger::install::etcd':
-  member_name    => $me,
-  peers          => Hash($lab_nodes.map |$name, $address| { [$name, "http://${address}:2380"] }),
-  manage_service => $systemd,
+if $member {
+  class { 'trigger::install::etcd':
+    member_name    => $me,
+    peers          => Hash($members.map |$name| { [$name, "http://${lab_nodes[$name]}:2380"] }),
+    manage_service => $systemd,
+    before         => Class['trigger::watch::etcd'],
+  }
 }
 
 class { 'trigger::watch::etcd':
   host        => $me,
-  run_cmd     => "puppet apply ${lab_dir}/manifests",
+  # fact trigger_lab_run_cmd: another run command (`trigger-sim --lab` runs a stand-in)
+  run_cmd     => $facts['trigger_lab_run_cmd'].lest || { "puppet apply ${lab_dir}/manifests" },
   ts_socket   => '/run/trigger-tsp.socket',
   manage_unit => true,
-  require     => [Class['trigger::install::etcd'], File['/usr/local/bin/trigger']],
+  require     => File['/usr/local/bin/trigger'],
 }
 
-if $systemd {
+if $systemd and $member {
   # A member of a new cluster waits for its peers before it tells systemd it
   # is ready (Type=notify), so `systemctl start etcd` would block on node1
   # until node2 is up, and Vagrant provisions one VM after the other.

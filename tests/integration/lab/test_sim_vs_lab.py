@@ -1,0 +1,67 @@
+"""Fidelity shown: each shipped scenario that fits the local lab gives the same per-node
+counts on 17 real nodes as in the simulator (`trigger-sim run SCENARIO --lab local`).
+
+The lab here is a lab of its own (17 nodes, etcd on the first three, the
+watchers running the stand-in Puppet of simulator/lab_puppet.py), made once
+for the module, played scenario after scenario, and destroyed at the end,
+also on failure and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from lab.base import LabError
+from lab.local import claimed_lab
+from simulator import SCENARIOS, load_scenario
+from simulator.lab_replay import TOLERANCE_REAL, LabReplay, compare, render, run_command, sim_table
+from simulator.report import build_report
+from simulator.simulation import Simulation
+from tests.integration.lab.conftest import _need_backend, _raise_interrupt
+
+pytestmark = [pytest.mark.root, pytest.mark.etcd, pytest.mark.tsp, pytest.mark.puppet, pytest.mark.slow]
+
+NODES = 17
+
+# (scenario, time scale): as fast as each one's closest events allow, given
+# that every hop costs the real programs process start-ups that the scale
+# does not shrink: rolling fires twice 5 s apart at its app nodes, 2.5 s at 2x.
+SCENARIOS_ON_LAB = [("seed", 10), ("loop", 5), ("storm-lab", 5), ("rolling", 2)]
+
+
+@pytest.fixture(scope="module")
+def replay_lab():
+    _need_backend("local")
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with claimed_lab("sim", nodes=NODES) as lab:
+            try:
+                lab.destroy()  # whatever an interrupted session left
+                try:
+                    lab.create()
+                    lab.converge(run_cmd=run_command(lab))
+                except LabError as exc:
+                    pytest.fail(f"the replay lab did not come up: {exc}", pytrace=False)
+                yield lab
+            finally:
+                lab.destroy()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("name, scale", SCENARIOS_ON_LAB)
+def test_the_scenario_gives_the_same_counts_on_the_lab(replay_lab, name, scale):
+    from rich.console import Console
+
+    scenario = load_scenario(SCENARIOS / f"{name}.yaml")
+    sim = Simulation(scenario).run()
+    simulated = sim_table(build_report(sim).data)
+    player = LabReplay(replay_lab, scenario, sim.ledger.puppet_runs, scale, sim.seed)
+    on_lab = player.run()
+    tolerance = TOLERANCE_REAL * scale
+    problems = compare(simulated, on_lab, tolerance)
+    console = Console(width=200, record=True)
+    render(console, f"{name} at {scale}x", scenario, simulated, on_lab, problems, tolerance, player.notes())
+    assert problems == [], console.export_text()
