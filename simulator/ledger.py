@@ -26,6 +26,7 @@ class Ledger:
     limited_spans: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)  # trigger -> the smallest limit its runs carried
     slot_waits: dict = field(default_factory=dict)  # trigger -> [seconds waited]
+    slot_wait_spans: list = field(default_factory=list)  # (host, from, to) of each wait for a slot
     # (host, event id) -> start times of the runs that served it and ran to their end
     completed: dict = field(default_factory=dict)
     commands: dict = field(default_factory=dict)  # host -> [(start, end, run id)] of triggered commands
@@ -47,5 +48,7 @@ class Ledger:
         self.limited_spans.setdefault(trigger, []).append((start, end, host, run_id))
         self.limits[trigger] = min(self.limits.get(trigger, limit), limit)
 
-    def slot_waited(self, trigger: str, waited: float) -> None:
+    def slot_waited(self, trigger: str, waited: float, host: str, now: float) -> None:
         self.slot_waits.setdefault(trigger, []).append(waited)
+        if waited > 0:
+            self.slot_wait_spans.append((host, now - waited, now))

@@ -189,7 +189,7 @@ class Node:
         elif isinstance(what, RunFinished):  # the command ran to its end, recorded or not
             self.ledger.finished(self.host, what.record, now)
         elif isinstance(what, SlotWaited):
-            self.ledger.slot_waited(what.trigger, what.seconds)
+            self.ledger.slot_waited(what.trigger, what.seconds, self.host, now)
             if what.seconds <= 0:
                 return
         elif isinstance(what, RunAborted):

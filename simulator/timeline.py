@@ -1,7 +1,11 @@
 """The timeline picture: which node ran Puppet when, scheduled or triggered.
 
 Few nodes (up to GANTT_MAX): one bar row per node, scheduled runs grey,
-triggered runs colored. Many nodes: a raster, one pixel row per node (or
+triggered runs colored; each fire a marker on its target's row with an
+arrow to the start of the run that served it (up to MAX_ARROWS), a fire
+no run served a red marker, TTL refusals a cross on the refusing node,
+slot waits a hatched bar, faults a labelled band; the legend outside the
+data. Many nodes: a raster, one pixel row per node (or
 per group of nodes when there are more rows than a picture can show),
 time in columns, colored by what most of the cell was doing; above it,
 the number of runs in progress over time.
@@ -14,10 +18,23 @@ from pathlib import Path
 GANTT_MAX = 60
 SMALL_ROLE = 24  # roles up to this many nodes get bars in a large picture
 MAX_ROWS = 1000
+MAX_ARROWS = 200  # more fire -> run arrows than this hide the runs
 SCHEDULED, TRIGGERED, FAULT = "#9e9e9e", "#d62728", "#ffe8a3"
+FIRE, UNSERVED, REFUSED, WAIT = "#1f77b4", "#d62728", "#000000", "#ff7f0e"
 
 
 def draw(report, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = figure(report)
+    path = Path(path)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def figure(report):
+    """The matplotlib figure of a report (the caller saves and closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,16 +45,12 @@ def draw(report, path: Path) -> Path:
     end = max(report.data["ended_at"], *(s[2] for s in spans)) or 1.0
     title = f"{report.data['scenario']}: Puppet runs per node (seed {report.data['seed']})"
     if len(hosts) <= GANTT_MAX:
-        fig = _gantt(plt, hosts, spans, end, title, report.data["faults"])
-    else:
-        fig = _raster(plt, hosts, spans, end, title)
-    path = Path(path)
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return path
+        return _gantt(plt, hosts, spans, end, title, report.data["faults"], report)
+    return _raster(plt, hosts, spans, end, title)
 
 
-def _gantt(plt, hosts, spans, end, title, faults=()):
+def _gantt(plt, hosts, spans, end, title, faults=(), report=None):
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     fig, ax = plt.subplots(figsize=(11, 1.2 + 0.35 * len(hosts)))
@@ -50,6 +63,8 @@ def _gantt(plt, hosts, spans, end, title, faults=()):
         else:
             stop = end if fault["for"] is None else start + fault["for"]
         rows = [row_of[h] for h in fault["hosts"]] or list(range(len(hosts)))
+        ax.annotate(fault["kind"], (start, max(rows) + 0.42), fontsize=6, color="#8a6d00",
+                    ha="left", va="top", zorder=4)
         for y in rows:
             if stop > start:
                 ax.axhspan(y - 0.5, y + 0.5, xmin=start / end, xmax=min(stop / end, 1.0),
@@ -63,6 +78,9 @@ def _gantt(plt, hosts, spans, end, title, faults=()):
         y = len(hosts) - 1 - index
         ax.broken_barh(kinds[False], (y - 0.35, 0.7), facecolors=SCHEDULED, edgecolor="white", linewidth=0.6)
         ax.broken_barh(kinds[True], (y - 0.35, 0.7), facecolors=TRIGGERED, edgecolor="white", linewidth=0.6)
+    handles = [Patch(color=SCHEDULED, label="scheduled run"), Patch(color=TRIGGERED, label="triggered run")]
+    if report is not None:
+        handles += _marks(ax, report, len(hosts), Line2D, Patch)
     ax.set_yticks(range(len(hosts)))
     ax.set_yticklabels([h for h, _ in reversed(hosts)], fontsize=8)
     ax.set_xlim(0, end)
@@ -70,13 +88,53 @@ def _gantt(plt, hosts, spans, end, title, faults=()):
     ax.set_xlabel("simulated time (s)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    handles = [Patch(color=SCHEDULED, label="scheduled run"), Patch(color=TRIGGERED, label="triggered run")]
     if faults:
         handles.append(Patch(color=FAULT, label="fault"))
-    ax.legend(handles=handles,
-              loc="upper right", fontsize=8)
+    # Outside the axes, right of the data: it never hides a run.
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+              borderaxespad=0.0)
     fig.tight_layout()
     return fig
+
+
+def _marks(ax, report, count, Line2D, Patch) -> list:
+    """Fires (with arrows to the runs that served them), refusals and slot
+    waits; returns the legend entries for what it drew."""
+    handles = []
+    y_of = lambda index: count - 1 - index  # noqa: E731 (rows are drawn top down)
+    waits = report.slot_waits
+    if waits:
+        for index, start, stop in waits:
+            ax.broken_barh([(start, stop - start)], (y_of(index) - 0.12, 0.24), facecolors="none",
+                           edgecolor=WAIT, hatch="////", linewidth=0.6, zorder=2)
+        handles.append(Patch(facecolor="none", edgecolor=WAIT, hatch="////", label="waiting for a slot"))
+    fires = report.fires
+    if fires:
+        served = [(t, y_of(i)) for t, i, start in fires if start is not None]
+        lost = [(t, y_of(i)) for t, i, start in fires if start is None]
+        if served:
+            ax.plot(*zip(*served), linestyle="none", marker="v", markersize=5, color=FIRE, zorder=5,
+                    label="_fire")
+            handles.append(Line2D([], [], linestyle="none", marker="v", color=FIRE,
+                                  label="fire → the run that served it"))
+        if lost:
+            ax.plot(*zip(*lost), linestyle="none", marker="v", markersize=6, color=UNSERVED, zorder=5,
+                    markeredgecolor="black", label="_unserved")
+            handles.append(Line2D([], [], linestyle="none", marker="v", color=UNSERVED,
+                                  markeredgecolor="black", label="fire never served"))
+        if len(served) <= MAX_ARROWS:
+            for t, index, start in fires:
+                if start is not None and start > t:
+                    y = y_of(index)
+                    ax.annotate("", xy=(start, y), xytext=(t, y + 0.3),
+                                arrowprops={"arrowstyle": "->", "color": FIRE, "linewidth": 0.7},
+                                zorder=5)
+    if report.refusals:
+        ax.plot([t for t, _ in report.refusals], [y_of(i) for _, i in report.refusals],
+                linestyle="none", marker="x", markersize=7, color=REFUSED, zorder=6, label="_refused")
+        handles.append(Line2D([], [], linestyle="none", marker="x", color=REFUSED,
+                              label="fire refused by the loop TTL"))
+    return handles
 
 
 def _raster(plt, hosts, spans, end, title):
