@@ -15,9 +15,10 @@ needs WRITE. With `P` the key prefix (default /puppet_trigger/events):
 
     role trigger-firer            users named by --firers (a node that fires is one)
       read      P/                    status, history, fire --wait, --hosts role:NAME
-      readwrite [P/hosts/<host>/, P/hosts/<host>/runs/)      per host: the inbox keys
-      readwrite [P/hosts/<host>/runs0, P/hosts/<host>0)      sorting before and after
-                                      runs/, so a firer cannot forge run records
+      readwrite [P/hosts/<host>/, P/hosts/<host>/lock/)      per host: the inbox keys,
+      readwrite [P/hosts/<host>/lock0, P/hosts/<host>/runs/) every key but runs/ and
+      readwrite [P/hosts/<host>/runs0, P/hosts/<host>0)      lock/, so a firer can
+                                      neither forge run records nor hold the run lock
       readwrite P/fires/              fire records for `trigger history`
       readwrite P/refused/            fires refused by the loop TTL
 
@@ -106,8 +107,12 @@ def firer_permissions(layout: Layout, hosts: list[str]) -> tuple[Permission, ...
     p = layout.prefix
     inboxes = []
     for host in hosts:
+        # Every key of the host but its run records and its run lock: a firer
+        # can neither forge a run nor hold a host's runs back.
         inbox, runs = layout.host_prefix(host), layout.runs_prefix(host)
-        inboxes += [Permission(READWRITE, inbox, end=runs),
+        lock = layout.run_lock_key(host).rsplit("/", 1)[0] + "/"
+        inboxes += [Permission(READWRITE, inbox, end=lock),
+                    Permission(READWRITE, _after(lock), end=runs),
                     Permission(READWRITE, _after(runs), end=_after(inbox))]
     return (
         Permission(READ, f"{p}/"),

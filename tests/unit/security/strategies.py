@@ -35,6 +35,7 @@ keys = st.one_of(
     st.builds(lambda n: LAYOUT.runs_prefix(HOST) + n, names),  # run records
     st.builds(lambda a, b: LAYOUT.host_prefix(HOST) + a + "/" + b, names, names),  # deeper
     st.builds(lambda n: LAYOUT.host_prefix(HOST) + "runs/" + n + "/x", names),
+    st.just(LAYOUT.run_lock_key(HOST)),  # the run lock, whatever value a firer puts there
 )
 
 def _nested(children):

@@ -42,10 +42,12 @@ def test_a_node_reaches_its_own_keys_only():
 def test_a_firer_writes_inboxes_and_fire_records_and_reads_everything():
     the_plan = plan(LAYOUT, ["web1", "web2"], ["ci"])
     for key in ("/p/hosts/web1/0001-ab", "/p/hosts/web2/zzzz", "/p/hosts/web1/runs", "/p/hosts/web1/runs0",
-                "/p/hosts/web1/runsx/1", "/p/fires/0001", "/p/refused/0001"):
+                "/p/hosts/web1/runsx/1", "/p/hosts/web1/lock", "/p/hosts/web1/locks", "/p/fires/0001",
+                "/p/refused/0001"):
         assert allowed(the_plan, "ci", key, write=True), key
-    # Inboxes of the hosts set up only, and never their run records.
-    for key in ("/p/hosts/web1/runs/r1", "/p/hosts/web1/runs/", "/p/hosts/web10/0001", "/p/hosts/anyone/0001",
+    # Inboxes of the hosts set up only, never their run records nor their run lock.
+    for key in ("/p/hosts/web1/runs/r1", "/p/hosts/web1/runs/", "/p/hosts/web1/lock/run",
+                "/p/hosts/web10/0001", "/p/hosts/anyone/0001",
                 "/p/hosts/web1", "/p/members/web1", "/p/quarantine/web1/x"):
         assert not allowed(the_plan, "ci", key, write=True), key
     assert allowed(the_plan, "ci", "/p/hosts/web1/runs/r1") and allowed(the_plan, "ci", "/p/members/web1")

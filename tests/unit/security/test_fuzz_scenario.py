@@ -43,7 +43,9 @@ leaves = st.one_of(
     st.integers(min_value=10**308, max_value=10**320),
     st.sampled_from(["all", "role:web", "role:nosuch", "web[01:03].example.com", "x[5:1]", "a[1:2][3:4]",
                      "b[", "once", "always", "never", "until_converged", "restart_etcd", "cut_off",
-                     "slow_runs", "kill_tsp", "compact_etcd", "$(id)", "a\nb", "", "refresh load balancers"]),
+                     "slow_runs", "kill_tsp", "compact_etcd", "kill_run", "reboot", "ambiguous_writes",
+                     "latency", "duplicate_watcher", {"uniform": [0.1, 2]}, {"exponential": -1},
+                     "$(id)", "a\nb", "", "refresh load balancers"]),
 )
 def _nested(children):
     return st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10) | st.integers(), children,
