@@ -59,6 +59,15 @@ def measure_simpy(events: int, processes: int = 10000) -> dict:
     return {"wall_s": wall, "events": total, "events_per_s": total / wall if wall else None}
 
 
+def measure_explore(runs: int) -> dict:
+    """`trigger-sim explore seed --runs N`: checked runs with random faults per second."""
+    from simulator import SCENARIOS, load_scenario
+    from simulator.explore import explore
+
+    failures, per_second = explore(load_scenario(SCENARIOS / "seed.yaml"), runs)
+    return {"runs": runs, "runs_per_s": per_second, "failures": len(failures)}
+
+
 def _worker(*args: str) -> dict:
     """`python -m bench.simulation ARGS` in a fresh process; its JSON answer."""
     done = subprocess.run([sys.executable, "-m", "bench.simulation", *args], env=base_env(),
@@ -83,10 +92,15 @@ def run() -> tuple[list[Row], dict]:
         Row("5 simulator", "simulated events per second", fleet["events_per_s"], "/s", bare["events_per_s"],
             "bare SimPy"),
     ]
-    return rows, {"fleet": fleet, "bare_simpy": bare}
+    swarm = _worker("explore", "300")
+    rows.append(Row("5 simulator", "explore: checked runs with random faults per second (seed.yaml)",
+                    swarm["runs_per_s"], "/s", note=f"{swarm['runs']} runs, {swarm['failures']} failed"))
+    return rows, {"fleet": fleet, "bare_simpy": bare, "explore": swarm}
 
 
 if __name__ == "__main__":
     what, arg = sys.argv[1], sys.argv[2]
-    result = measure_scenario(arg) if what == "scenario" else measure_simpy(int(arg))
+    measure = {"scenario": measure_scenario, "simpy": lambda n: measure_simpy(int(n)),
+               "explore": lambda n: measure_explore(int(n))}[what]
+    result = measure(arg)
     print(json.dumps(result))
