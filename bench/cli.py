@@ -70,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     # Interruptible even when started from a shell that ignores SIGINT in
     # background jobs: a half-done run must still clean up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
     from rich.console import Console
 

@@ -3,7 +3,7 @@
 Three sides, sampled round-robin in the same run on the same etcd (started
 with --enable-v2 so the seed's v2 keys live beside our v3 ones):
 
-* etcd's floor: a raw put -> watch event, both with the etcd3 client in
+* etcd's floor: a raw put -> watch event, both on one gRPC channel in
   this process; no watcher, no queue, no process start.
 * ours: trigger's fire path (in this process) -> the real `trigger watch`
   -> the real task-spooler -> `trigger run` (its start-up and its etcd round
@@ -34,25 +34,23 @@ GAP = 0.15  # s between samples, after the queue emptied
 
 
 class Floor:
-    """etcd's own put -> watch event latency, with the etcd3 client.
-
-    The watch is one raw gRPC Watch stream on the etcd3 client's channel,
-    read by a thread of ours: the client's own watcher thread re-opens its
-    stream forever and dies noisily when the channel closes.
-    """
+    """etcd's own put -> watch event latency: raw gRPC Put and Watch calls
+    on one channel (the stubs trigger.store.etcd uses), the stream read by a
+    thread of ours; none of trigger's code on the way."""
 
     def __init__(self, endpoint: str, key: str = "/bench/floor"):
-        import trigger.store.etcd  # noqa: F401  (sets the protobuf implementation etcd3 needs)
-        import etcd3
-        import etcd3.etcdrpc as rpc
+        import grpc
+        from trigger.store.etcd import rpc
 
         parts = urlsplit(endpoint)
-        self.client = etcd3.client(host=parts.hostname, port=parts.port)
+        self.channel = grpc.insecure_channel(f"{parts.hostname}:{parts.port}")
+        self.kv = rpc.KVStub(self.channel)
+        self._put_request = rpc.PutRequest
         self.key = key
         self.events: queue.Queue = queue.Queue()
         self._requests: queue.Queue = queue.Queue()
         self._requests.put(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(key=key.encode())))
-        self._stream = rpc.WatchStub(self.client.channel).Watch(iter(self._requests.get, None))
+        self._stream = rpc.WatchStub(self.channel).Watch(iter(self._requests.get, None))
         self._created = threading.Event()
         self._thread = threading.Thread(target=self._read, name="floor-watch", daemon=True)
         self._thread.start()
@@ -74,7 +72,7 @@ class Floor:
         while not self.events.empty():
             self.events.get_nowait()
         t0 = time.time()
-        self.client.put(self.key, f"{t0:.6f}")
+        self.kv.Put(self._put_request(key=self.key.encode(), value=f"{t0:.6f}".encode()), timeout=5)
         try:
             return self.events.get(timeout=5) - t0
         except queue.Empty:
@@ -84,7 +82,7 @@ class Floor:
         self._requests.put(None)
         self._stream.cancel()
         self._thread.join(5)
-        self.client.close()
+        self.channel.close()
 
 
 def _sample_node(node, timeout: float = 15.0) -> float | None:

@@ -168,7 +168,7 @@ def setup(store, layout: Layout, the_plan: Plan, enable: bool = True,
     root). Raises StoreError with etcd's reason.
     """
     from .store.etcd import EtcdError, prefix_range_end, rpc
-    from etcd3.etcdrpc import auth_pb2
+    from pyetcd.etcdrpc import auth_pb2
 
     kinds = {READ: auth_pb2.Permission.READ, WRITE: auth_pb2.Permission.WRITE,
              READWRITE: auth_pb2.Permission.READWRITE}

@@ -1,8 +1,9 @@
-"""The store on a real etcd (v3 API), through the `etcd3` 0.12.0 package.
+"""The store on a real etcd (v3 API), through the gRPC stubs of `etcd-sdk-python`.
 
 Theory of operation
 -------------------
-`etcd3` gives us the generated gRPC stubs; we make the channels (plain or
+`etcd-sdk-python` (module `pyetcd`, the maintained fork of `etcd3`) gives us
+the generated gRPC stubs; we make the channels (plain or
 TLS) and every call ourselves, so that we decide what happens on failure:
 
 * **Endpoints.** One client (one gRPC channel) per endpoint, made lazily.
@@ -51,11 +52,10 @@ TLS) and every call ourselves, so that we decide what happens on failure:
   branch. etcd refuses a txn with more than `--max-txn-ops` (default 128)
   ops, or one naming a key twice; callers batch (see trigger.fire).
 
-`PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python` must be set before protobuf is
-first imported: the stubs in etcd3 0.12.0 were generated for protobuf 3 and
-the C++/upb implementations of protobuf >= 4 refuse them ("Descriptors cannot
-be created directly"). If protobuf was already imported with another
-implementation, importing this module fails with a message saying so.
+The stubs were generated for protobuf >= 5, so protobuf loads with its fast
+backend (upb): etcd3 0.12.0's stubs loaded only with the pure-Python one,
+which made importing this module cost about 270 ms and every message built
+or parsed several times slower (docs/benchmarks.md).
 `GRPC_VERBOSITY=NONE` (unless set) keeps grpc's C core from printing its
 own log lines (a failed TLS handshake logs several) next to our one-line
 errors.
@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import logging  # noqa: E402
@@ -79,13 +78,7 @@ from urllib.parse import urlsplit  # noqa: E402
 
 import grpc  # noqa: E402
 
-try:
-    import etcd3.etcdrpc as rpc  # noqa: E402
-except TypeError as e:  # protobuf was imported earlier with the upb/C++ backend
-    raise ImportError(
-        "etcd3 cannot load its protobuf stubs: set PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python "
-        f"before anything imports protobuf ({e})".replace("\n", " ")
-    ) from e
+import pyetcd.etcdrpc as rpc  # noqa: E402
 
 from .base import (  # noqa: E402
     Change,
