@@ -96,10 +96,9 @@ def _sample_node(node, timeout: float = 15.0) -> float | None:
 def _phases(node: OursNode) -> dict[str, list[float]]:
     """fire -> watcher decided -> `trigger run` began -> command began, per run."""
     from trigger.layout import Layout
-    from trigger.records import parse_run
+    from trigger.results import list_runs
 
-    items, _ = node.store.get_prefix(Layout().runs_prefix(node.host))
-    runs = {r.run_id: r for r in (parse_run(kv.value) for kv in items)}
+    runs = {r.run_id: r for r in list_runs(node.store, Layout(), node.host)[0]}
     out: dict[str, list[float]] = {"watch+decide": [], "enqueue+tsp+run start-up": [], "ack+exec": []}
     fires = sorted(node.fires)
     for start, run_id in node.log.entries():

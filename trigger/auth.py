@@ -8,6 +8,7 @@ needs WRITE. With `P` the key prefix (default /puppet_trigger/events):
 
     role trigger-node-<host>      user <host>: one per node, its watcher and runs
       readwrite P/hosts/<host>/       its inbox (read, acknowledge = delete) and its run records
+      readwrite P/done/<host>/        its finished run records
       readwrite P/quarantine/<host>/  where its watcher moves a corrupt inbox value
       readwrite P/members/<host>      its member key (this one key)
       readwrite P/elections/          candidacies; etcd cannot grant "keys ending in /<host>"
@@ -95,6 +96,7 @@ def node_permissions(layout: Layout, host: str) -> tuple[Permission, ...]:
     p = layout.prefix
     return (
         Permission(READWRITE, layout.host_prefix(host)),
+        Permission(READWRITE, layout.done_prefix(host)),
         Permission(READWRITE, f"{p}/quarantine/{host}/"),
         Permission(READWRITE, layout.member_key(host), prefix=False),
         Permission(READWRITE, f"{p}/elections/"),

@@ -9,6 +9,10 @@ record, listing every inbox entry present, and removes those entries (a
 large inbox needs more transactions; the record comes first, so a crash in
 between leaves entries that merely get one more run). An entry therefore
 goes only when a run that started after its fire has begun.
+
+`finish_run` moves the record out of the host's prefix, to P/done/, in one
+transaction: the inbox and the active runs stay a short read however many
+finished runs the retention keeps.
 """
 
 from __future__ import annotations
@@ -74,8 +78,11 @@ def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float,
 
 def finish_run(store: Store, layout: Layout, record: RunRecord, exit_code: int,
                now: float, lease: int = 0) -> RunRecord:
+    """Record the end, moving the record to P/done/ (with the retention's
+    `lease`). Repeating it is harmless: a write that timed out is retried."""
     done = replace(record, state="finished", finished_at=now, exit_code=exit_code)
-    store.put(layout.run_key(record.host, record.run_id), done.encode(), lease=lease)
+    store.txn([PutOp(layout.done_key(record.host, record.run_id), done.encode(), lease=lease),
+               DeleteOp(layout.run_key(record.host, record.run_id))])
     return done
 
 

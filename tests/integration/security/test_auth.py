@@ -167,7 +167,8 @@ def test_a_watcher_outlives_its_auth_token_and_loses_nothing(tmp_path, auth_etcd
         assert node.proc.poll() is None
         assert "authenticating again" in node.watch_log.read_text()  # the token did expire
         assert password not in node.tsp("-l")
-        assert node.store.get_prefix(LAYOUT.host_prefix("node1.test"))[0]  # run records
+        # The runs, as node1.test, moved their finished records to done/.
+        assert len(node.store.get_prefix(LAYOUT.done_prefix("node1.test"))[0]) == 2
         entries = [kv for kv in node.store.get_prefix(LAYOUT.host_prefix("node1.test"))[0]
                    if LAYOUT.classify("node1.test", kv.key)[0] == "entry"]
         assert entries == []  # both acknowledged by their runs

@@ -38,15 +38,15 @@ def test_fire_and_watch_over_tls(tmp_path, tls_etcd, pki):
         assert done.code == 0, done
         node.fires.append(fired_at)
         assert node.wait_served(timeout=20) == [], node.watch_log.read_text()
-        # The run acknowledged the entry: only its run record is left.
+        # The run acknowledged the entry and, finished, moved its record to done/.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            items, _ = node.store.get_prefix(Layout().host_prefix("node1.test"))
-            kinds = {Layout().classify("node1.test", kv.key)[0] for kv in items}
-            if kinds == {"run"}:
+            inbox, _ = node.store.get_prefix(Layout().host_prefix("node1.test"))
+            done, _ = node.store.get_prefix(Layout().done_prefix("node1.test"))
+            if not inbox and len(done) == 1:
                 break
             time.sleep(0.1)
-        assert kinds == {"run"}
+        assert inbox == [] and len(done) == 1
         status = trigger("status", "--json", "--endpoints", tls_etcd.endpoint, *tls_args(pki, pki.root))
         assert status.code == 0 and '"host": "node1.test"' in status.out, status
     finally:
