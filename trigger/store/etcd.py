@@ -69,12 +69,9 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import logging  # noqa: E402
 import queue  # noqa: E402
-import re  # noqa: E402
-import ssl  # noqa: E402
 import threading  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Callable, TypeVar  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
 
 import grpc  # noqa: E402
 
@@ -92,6 +89,22 @@ from .base import (  # noqa: E402
     StoreError,
     UnavailableError,
     WatchCallback,
+)
+from .etcd_common import (  # noqa: E402,F401  (load_tls, EtcdError, prefix_range_end: used by callers)
+    TOKEN_REFUSED,
+    Credentials,
+    EtcdError,
+    TlsConfig,
+    check_value as _value,
+    decode_key as _str,
+    encode_key as _key,
+    hint,
+    load_tls,
+    prefix_range_end,
+    split_endpoint,
+    tls_problem as _tls_problem,
+    translate,
+    who,
 )
 
 log = logging.getLogger(__name__)
@@ -113,73 +126,6 @@ _GRPC_OPTIONS = [
 ]
 
 _EVENT_PUT = rpc.kv_pb2.Event.PUT
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """What an https endpoint is checked against (`cacert`, PEM; None: the
-    system's CAs) and the client certificate it is shown (`cert`, `key`)."""
-
-    cacert: bytes | None = None
-    cert: bytes | None = None
-    key: bytes | None = field(default=None, repr=False)
-
-    def channel_credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(self.cacert, self.key, self.cert)
-
-
-def load_tls(cacert: str | None = None, cert: str | None = None, key: str | None = None) -> TlsConfig | None:
-    """Read and check the PEM files etcdctl's --cacert/--cert/--key name.
-
-    None when none is given. Raises ValueError with a one-line reason for a
-    file that cannot be read, is not PEM, or a key that does not match its
-    certificate: better now than as a failed handshake later.
-    """
-    if not (cacert or cert or key):
-        return None
-    if bool(cert) != bool(key):
-        raise ValueError("--cert and --key go together: give both (the client certificate and its key)")
-
-    def read(path: str, option: str) -> bytes:
-        try:
-            with open(path, "rb") as f:
-                return f.read(1 << 20)
-        except OSError as e:
-            raise ValueError(f"cannot read {option} {path}: {e.strerror}") from None
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ca_pem = read(cacert, "--cacert") if cacert else None
-    if cacert:
-        try:
-            context.load_verify_locations(cadata=ca_pem.decode("ascii"))
-        except (ssl.SSLError, UnicodeDecodeError, ValueError) as e:
-            raise ValueError(f"--cacert {cacert}: not a PEM CA certificate ({_ssl_reason(e)})") from None
-    cert_pem = key_pem = None
-    if cert:
-        cert_pem, key_pem = read(cert, "--cert"), read(key, "--key")
-        try:
-            context.load_cert_chain(cert, key, password=lambda: b"")
-        except (ssl.SSLError, ValueError) as e:
-            raise ValueError(f"--cert {cert} / --key {key}: not a PEM certificate and its unencrypted "
-                             f"key ({_ssl_reason(e)})") from None
-        except OSError as e:
-            raise ValueError(f"cannot read --cert {cert} or --key {key}: {e.strerror}") from None
-    return TlsConfig(ca_pem, cert_pem, key_pem)
-
-
-def _ssl_reason(error: Exception) -> str:
-    """`KEY_VALUES_MISMATCH` -> `key values mismatch`, without `(_ssl.c:NNN)`."""
-    reason = getattr(error, "reason", None)
-    text = reason.lower().replace("_", " ") if reason else re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(error))
-    return " ".join(text.split())
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """An etcd user and password (etcd's password authentication)."""
-
-    user: str
-    password: str = field(repr=False)
 
 
 class _Connection:
@@ -260,94 +206,17 @@ class _Endpoint:
 
 def parse_endpoint(url: str) -> _Endpoint:
     """`http://host:port`, `https://host:port` (or bare `host:port`) as etcdctl takes it."""
-    text = url.strip()
-    if "://" not in text:
-        text = "http://" + text
-    try:
-        parts = urlsplit(text)
-        port = parts.port or 2379
-    except ValueError as e:
-        raise StoreError(f"bad etcd endpoint {url!r}: {e}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise StoreError(f"bad etcd endpoint {url!r}: expected http://HOST:PORT or https://HOST:PORT")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return _Endpoint(url=url.strip(), target=f"{host}:{port}", secure=parts.scheme == "https")
-
-
-# What etcd says when a call's token is gone (expired, or etcd restarted) or
-# was issued before a change of users and roles: the call was refused before
-# being applied, so authenticating again and repeating it is safe.
-_TOKEN_REFUSED = ("invalid auth token", "auth revision is old", "user name is empty")
-
-# Handshake failures that are configuration, not an outage, and what to check.
-_TLS_PROBLEMS = (
-    ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not signed by a CA in --cacert"),
-    ("Hostname Verification", "the server's certificate does not name this host"),
-    ("Peer name", "the server's certificate does not name this host"),
-    ("TSI_DATA_CORRUPTED", "the server refused the TLS handshake: it wants a client certificate "
-                           "signed by a CA it trusts (--cert, --key)"),
-    ("BAD_CERTIFICATE", "the server refused our client certificate (--cert, --key)"),
-    ("CERTIFICATE_REQUIRED", "the server wants a client certificate (--cert, --key)"),
-)
+    host, port, secure = split_endpoint(url)
+    return _Endpoint(url=url.strip(), target=f"{host}:{port}", secure=secure)
 
 
 def _token_refused(error: grpc.RpcError) -> bool:
     details = _details(error)
-    return any(text in details for text in _TOKEN_REFUSED)
-
-
-def _tls_problem(details: str) -> str | None:
-    for text, problem in _TLS_PROBLEMS:
-        if text in details:
-            return problem
-    return None
-
-
-class EtcdError(StoreError):
-    """A refusal etcd explained that has no message of our own: keeps etcd's
-    status code and words so callers (trigger.auth) can tell them apart."""
-
-    def __init__(self, message: str, code: str, details: str):
-        super().__init__(message)
-        self.code, self.details = code, details
-
-
-def _key(key: str) -> bytes:
-    return key.encode("utf-8", "surrogateescape")
-
-
-def _str(key: bytes) -> str:
-    return key.decode("utf-8", "surrogateescape")
-
-
-def _value(value: bytes) -> bytes:
-    if not isinstance(value, bytes):  # as the memory store: bytes, nothing else
-        raise TypeError(f"store values are bytes, not {type(value).__name__}")
-    return value
-
-
-def prefix_range_end(prefix: bytes) -> bytes:
-    """The end of etcd's range for all keys starting with `prefix`."""
-    end = bytearray(prefix)
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return b"\0"  # every key (empty prefix, or all 0xff)
+    return any(text in details for text in TOKEN_REFUSED)
 
 
 def _kv(kv) -> KeyValue:
     return KeyValue(_str(kv.key), bytes(kv.value), kv.create_revision, kv.mod_revision, kv.lease)
-
-
-def _hint(endpoint: _Endpoint, details: str) -> str:
-    """etcd's words, and what a handshake cut short usually means."""
-    if "Socket closed" in details:
-        if endpoint.secure:
-            return f"{details}; is it a plain http:// endpoint?"
-        return f"{details}; does it want https://?"
-    return details
 
 
 def _details(error: grpc.RpcError) -> str:
@@ -426,7 +295,7 @@ class EtcdStore:
                     problem = _tls_problem(details) if code == grpc.StatusCode.UNAVAILABLE else None
                     if problem:
                         tls_problems.append(f"{endpoint.url}: {problem}")
-                    failures.append(f"{endpoint.url} ({problem or _hint(endpoint, details)})")
+                    failures.append(f"{endpoint.url} ({problem or hint(endpoint.secure, details)})")
                     continue
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     # Start the next call (the caller's re-read) elsewhere.
@@ -460,39 +329,12 @@ class EtcdStore:
         return fn(endpoint.reauthenticate(token, self.timeout))
 
     def _who(self) -> str:
-        if self.user is not None:
-            return f"etcd user {self.user!r}"
-        return "this client (no --user: etcd takes the user from the client certificate's name, if any)"
+        return who(self.user)
 
     def _translate(self, error: grpc.RpcError, what: str, endpoint: _Endpoint) -> StoreError:
-        details = _details(error)
-        if "required revision has been compacted" in details:
-            return CompactedError(self._compact_revision(endpoint))
-        if "required revision is a future revision" in details:
-            return StoreError(f"etcd {what}: revision is newer than the store's newest")
-        if "requested lease not found" in details:
-            return StoreError(f"etcd {what}: lease not found")
-        if "too many operations in txn request" in details:
-            return StoreError(
-                f"etcd {what}: more operations than etcd's --max-txn-ops allows "
-                "(default 128); split the transaction into batches"
-            )
-        if "request is too large" in details or "received message larger than max" in details:
-            return StoreError(f"etcd {what}: request is larger than etcd's --max-request-bytes allows (default 1.5 MiB)")
-        if "duplicate key given in txn request" in details:
-            return StoreError(f"etcd {what}: a transaction may name each key only once")
-        if "permission denied" in details:
-            return StoreError(f"etcd {what}: permission denied for {self._who()}")
-        if "authentication failed" in details:
-            return StoreError(f"etcd at {endpoint.url}: authentication as {self.user!r} failed: "
-                              "wrong user name or password")
-        if "user name is empty" in details:
-            return StoreError(f"etcd {what}: etcd has authentication enabled: give --user NAME "
-                              "(or ETCDCTL_USER), or a client certificate named after an etcd user")
-        if "invalid auth token" in details:
-            return StoreError(f"etcd {what}: etcd refused the auth token of {self._who()}")
         code = error.code().name if hasattr(error, "code") else "ERROR"
-        return EtcdError(f"etcd {what} failed at {endpoint.url}: {code}: {details}", code, details)
+        return translate(_details(error), code, what, endpoint.url, self.user,
+                         lambda: self._compact_revision(endpoint))
 
     def _compact_revision(self, endpoint: _Endpoint) -> int:
         """The oldest revision a watch may start from: etcd tells a watch
@@ -661,12 +503,12 @@ class EtcdStore:
                 return watch
             if "permission denied" in watch:
                 raise StoreError(f"etcd watch {prefix}: permission denied for {self._who()}")
-            if any(text in watch for text in _TOKEN_REFUSED):
+            if any(text in watch for text in TOKEN_REFUSED):
                 raise StoreError(f"etcd watch {prefix}: etcd refused the auth token of {self._who()}")
             problem = _tls_problem(watch)
             if problem:
                 tls_problems.append(f"{endpoint.url}: {problem}")
-            failures.append(f"{endpoint.url} ({problem or _hint(endpoint, watch)})")
+            failures.append(f"{endpoint.url} ({problem or hint(endpoint.secure, watch)})")
         if tls_problems and len(tls_problems) == len(failures):
             raise StoreError(f"etcd watch {prefix}: TLS handshake failed: {'; '.join(tls_problems)}")
         raise UnavailableError(f"etcd watch {prefix}: no endpoint answered: {'; '.join(failures)}")
@@ -680,7 +522,7 @@ class EtcdStore:
         error = watch._open(self.timeout)
         if error is None:
             return watch
-        if endpoint.credentials is None or not any(text in error for text in _TOKEN_REFUSED):
+        if endpoint.credentials is None or not any(text in error for text in TOKEN_REFUSED):
             return error
         log.info("etcd at %s refused the watch's auth token (%s); authenticating again",
                  endpoint.url, error)

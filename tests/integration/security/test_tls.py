@@ -9,16 +9,16 @@ import pytest
 from tests.conftest import need
 from tests.integration.conftest import Node
 from trigger.layout import Layout
-from trigger.store import StoreError, open_store
+from trigger.store import StoreError
 
-from .conftest import assert_one_line_error, clean_env, tls_args, trigger
+from .conftest import assert_one_line_error, clean_env, open_test_store, tls_args, trigger
 
 pytestmark = pytest.mark.etcd
 
 
 def tls_store(server, pki, who, **options):
-    return open_store("etcd", endpoints=[server.endpoint], cacert=str(pki.ca.cert),
-                      cert=str(who.cert), key=str(who.key), **options)
+    return open_test_store(endpoints=[server.endpoint], cacert=str(pki.ca.cert),
+                           cert=str(who.cert), key=str(who.key), **options)
 
 
 def test_fire_and_watch_over_tls(tmp_path, tls_etcd, pki):
