@@ -85,6 +85,11 @@ class Floor:
         self.channel.close()
 
 
+def _within(ours, baseline, factor: float):
+    """ours ≤ factor × baseline, or None when a side has no number."""
+    return None if ours is None or baseline is None else ours <= factor * baseline
+
+
 def _sample_node(node, timeout: float = 15.0) -> float | None:
     t0 = node.fire()
     start = node.wait_run_after(t0, timeout)
@@ -113,18 +118,24 @@ def _phases(node: OursNode) -> dict[str, list[float]]:
     return out
 
 
-def run(session, etcd, store, samples: int) -> tuple[list[Row], dict]:
+def run(session, etcd, store, samples: int, before=None) -> tuple[list[Row], dict]:
+    """`before`: a harness.Code of older trigger, sampled as a fourth side."""
     v2 = V2Client(etcd.endpoint)
     session.on_close(v2.close)
     floor = Floor(etcd.endpoint)
     session.on_close(floor.close)
     ours = OursNode(session, etcd.endpoint, "latency-ours", store).start()
     seed = SeedNode(session, etcd.endpoint, "latency-seed", v2).start()
+    old = OursNode(session, etcd.endpoint, "latency-before", store, code=before).start() if before else None
     ready = {"ours": warm_up(ours), "seed": warm_up(seed)}
+    if old is not None:
+        ready["before"] = warm_up(old)
     for _ in range(5):
         floor.sample()
 
     sides = {"floor": floor.sample, "ours": lambda: _sample_node(ours), "seed": lambda: _sample_node(seed)}
+    if old is not None:
+        sides["before"] = lambda: _sample_node(old)
     got: dict[str, list[float]] = {k: [] for k in sides}
     missing = {k: 0 for k in sides}
     rng = random.Random(6)
@@ -140,6 +151,8 @@ def run(session, etcd, store, samples: int) -> tuple[list[Row], dict]:
     phases = {k: summarize([v * 1000 for v in vs]) for k, vs in _phases(ours).items()}
     ours.stop()
     seed.stop()
+    if old is not None:
+        old.stop()
 
     s = {k: summarize(v) for k, v in got.items()}
     p99_ok = None if s["ours"]["p99"] is None or s["floor"]["p99"] is None \
@@ -149,9 +162,20 @@ def run(session, etcd, store, samples: int) -> tuple[list[Row], dict]:
         Row("1 latency", "fire→run start p50", s["ours"]["p50"], "ms", s["floor"]["p50"], "etcd floor", note=note),
         Row("1 latency", "fire→run start p99", s["ours"]["p99"], "ms", s["floor"]["p99"], "etcd floor",
             target="≤ floor + 10 ms", verdict=verdict(p99_ok)),
-        Row("1 latency", "fire→run start p50", s["ours"]["p50"], "ms", s["seed"]["p50"], "seed loop"),
-        Row("1 latency", "fire→run start p99", s["ours"]["p99"], "ms", s["seed"]["p99"], "seed loop"),
+        Row("1 latency", "fire→run start p50", s["ours"]["p50"], "ms", s["seed"]["p50"], "seed loop",
+            target="≤ 3× seed", verdict=verdict(_within(s["ours"]["p50"], s["seed"]["p50"], 3))),
+        Row("1 latency", "fire→run start p99", s["ours"]["p99"], "ms", s["seed"]["p99"], "seed loop",
+            target="≤ 5× seed", verdict=verdict(_within(s["ours"]["p99"], s["seed"]["p99"], 5))),
     ]
+    if old is not None:
+        rows += [
+            Row("1 latency", "fire→run start p50, after / before", s["ours"]["p50"], "ms",
+                s["before"]["p50"], "before"),
+            Row("1 latency", "fire→run start p99, after / before", s["ours"]["p99"], "ms",
+                s["before"]["p99"], "before"),
+            Row("1 latency", "before: fire→run start p50", s["before"]["p50"], "ms", s["seed"]["p50"], "seed loop"),
+            Row("1 latency", "before: fire→run start p99", s["before"]["p99"], "ms", s["seed"]["p99"], "seed loop"),
+        ]
     for phase, summary in phases.items():
         rows.append(Row("1 latency", f"ours, phase {phase} p50", summary["p50"], "ms",
                         note=f"p99 {summary['p99']:.0f} ms" if summary["p99"] is not None else ""))
