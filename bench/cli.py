@@ -186,8 +186,13 @@ def _run_item(item, session, etcd, store, settings: Settings, before=None):
     if item == "scale":
         from . import scale
 
-        return scale.run(session, settings.scale_hosts, settings.scale_procs, settings.scale_seconds,
-                         settings.scale_rate)
+        rows, details = [], {}
+        for store_name in ("etcd", "etcd-grpc"):  # the watchers' adapter: etcd's load from each
+            r, d = scale.run(session, settings.scale_hosts, settings.scale_procs, settings.scale_seconds,
+                             settings.scale_rate, settings.footprint_seconds * 2, store_name)
+            rows += r
+            details[store_name] = d
+        return rows, details
     if item == "retention":
         from . import retention
 

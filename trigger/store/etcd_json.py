@@ -9,8 +9,8 @@ one blocking socket per watch: an idle watcher sleeps in `recv`.
 
 Theory of operation (the same rules as trigger.store.etcd, on another wire)
 ---------------------------------------------------------------------------
-* **Endpoints.** One kept-alive HTTP(S) connection per endpoint for unary
-  calls, behind a lock. A call starts at the endpoint that answered last;
+* **Endpoints.** A few kept-alive HTTP(S) connections per endpoint for
+  unary calls, one per call in flight. A call starts at the endpoint that answered last;
   a refused or reset connection, or etcd saying UNAVAILABLE, moves it to
   the next endpoint, each tried once per call. A read that times out also
   moves on; a write that times out raises `UnavailableError` saying it may
@@ -146,14 +146,19 @@ def _ssl_details(error: ssl.SSLError) -> str:
 
 
 class _Endpoint:
-    """One etcd endpoint: its kept-alive connection for unary calls and its token."""
+    """One etcd endpoint: its kept-alive connections for unary calls (a few,
+    so that threads sharing the store do not wait for each other) and its
+    auth token."""
+
+    MAX_IDLE = 8  # kept-alive connections kept per endpoint
 
     def __init__(self, url: str, tls: TlsConfig | None, credentials: Credentials | None):
         self.url = url.strip()
         self.host, self.port, self.secure = split_endpoint(url)
         self.tls, self.credentials = tls, credentials
-        self.lock = threading.Lock()
-        self.conn: http.client.HTTPConnection | None = None
+        self.lock = threading.Lock()  # the token (authenticating)
+        self._pool_lock = threading.Lock()
+        self._idle: list[http.client.HTTPConnection] = []
         self.token: str | None = None
         self.authenticated = False
 
@@ -168,30 +173,29 @@ class _Endpoint:
     def call(self, path: str, body: dict, timeout: float) -> dict:
         """One unary call, authenticated if there are credentials; once more
         with a new token if etcd refused the one we had."""
-        with self.lock:
-            if self.credentials is not None and not self.authenticated:
-                self._authenticate(timeout)
-            try:
-                return self._post(path, body, timeout)
-            except _Refused as e:
-                if self.credentials is None or not any(t in e.details for t in TOKEN_REFUSED):
-                    raise
-                log.info("etcd at %s refused the auth token (%s); authenticating again", self.url, e.details)
-            self._authenticate(timeout)
-            return self._post(path, body, timeout)
+        if self.credentials is not None and not self.authenticated:
+            self.authenticated_token(timeout)
+        token = self.token
+        try:
+            return self._post(path, body, timeout, token)
+        except _Refused as e:
+            if self.credentials is None or not any(t in e.details for t in TOKEN_REFUSED):
+                raise
+            log.info("etcd at %s refused the auth token (%s); authenticating again", self.url, e.details)
+        return self._post(path, body, timeout, self.authenticated_token(timeout, stale=token))
 
     def authenticated_token(self, timeout: float, stale: str | None = None) -> str | None:
-        """The token for a new stream; a new one if `stale` was refused."""
+        """The token to call with; a new one if `stale` was refused (unless
+        another thread got one since)."""
         with self.lock:
             if self.credentials is not None and (not self.authenticated or (stale and self.token == stale)):
                 self._authenticate(timeout)
             return self.token
 
     def _authenticate(self, timeout: float) -> None:
-        self.token = None
         try:
             data = self._post("/v3/auth/authenticate", {"name": self.credentials.user,
-                                                         "password": self.credentials.password}, timeout)
+                                                         "password": self.credentials.password}, timeout, None)
         except _Refused as e:
             if "authentication is not enabled" not in e.details:
                 raise
@@ -205,29 +209,36 @@ class _Endpoint:
             headers["Authorization"] = token
         return headers
 
-    def _post(self, path: str, body: dict, timeout: float) -> dict:
+    def _post(self, path: str, body: dict, timeout: float, token: str | None) -> dict:
         payload = json.dumps(body).encode()
         for attempt in (1, 2):
-            reused = self.conn is not None
-            if not reused:
-                self.conn = self.connection(timeout)
-            elif self.conn.sock is not None:
-                self.conn.sock.settimeout(timeout)
+            with self._pool_lock:
+                conn = self._idle.pop() if self._idle else None
+            reused = conn is not None
+            if conn is None:
+                conn = self.connection(timeout)
+            elif conn.sock is not None:
+                conn.sock.settimeout(timeout)
             try:
-                self.conn.request("POST", path, payload, self.headers(self.token))
-                response = self.conn.getresponse()
+                conn.request("POST", path, payload, self.headers(token))
+                response = conn.getresponse()
                 data = response.read()
             except (socket.timeout, TimeoutError):
-                self.close_connection()
+                conn.close()
                 raise _Unreachable(f"no answer within {timeout:g}s", timed_out=True) from None
             except ssl.SSLError as e:
-                self.close_connection()
+                conn.close()
                 raise _Unreachable(_ssl_details(e)) from None
             except (OSError, http.client.HTTPException) as e:
-                self.close_connection()
+                conn.close()
                 if reused and attempt == 1:
                     continue  # the server closed a kept-alive connection: open one again
                 raise _Unreachable(self._closed_hint(e)) from None
+            with self._pool_lock:
+                if len(self._idle) < self.MAX_IDLE and not response.will_close:
+                    self._idle.append(conn)
+                else:
+                    conn.close()
             if response.status != 200:
                 refusal = _refusal(response.status, data)
                 if refusal.code == "UNAVAILABLE":
@@ -243,10 +254,11 @@ class _Endpoint:
             return f"{details}; does it want https://?"
         return details
 
-    def close_connection(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+    def close_connections(self) -> None:
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 class EtcdJsonStore:
@@ -483,8 +495,7 @@ class EtcdJsonStore:
         for watch in watches:
             watch.cancel()
         for endpoint in self._endpoints:
-            with endpoint.lock:
-                endpoint.close_connection()
+            endpoint.close_connections()
 
 
 class _Stream:

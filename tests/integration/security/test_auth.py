@@ -42,10 +42,8 @@ def refusal_with(store, token: str) -> str:
         return refused.value.details()
     from trigger.store.etcd_json import _Refused
 
-    with endpoint.lock:
-        endpoint.token = token
-        with pytest.raises(_Refused) as refused:
-            endpoint._post("/v3/kv/range", {"key": "L3g="}, 5)
+    with pytest.raises(_Refused) as refused:
+        endpoint._post("/v3/kv/range", {"key": "L3g="}, 5, token)
     return refused.value.details
 
 
