@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shlex
 import signal
@@ -229,6 +228,8 @@ def _print_results(results) -> None:
 
 
 def cmd_watch(args) -> int:
+    import logging
+
     from .coordination import Membership, split_targets
     from .core import WatcherCore
     from .queue import open_queue

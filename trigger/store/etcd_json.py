@@ -39,7 +39,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import logging
 import socket
 import ssl
 import threading
@@ -72,7 +71,14 @@ from .etcd_common import (
     who,
 )
 
-log = logging.getLogger(__name__)
+
+
+def _log():
+    """This module's logger, imported when first needed: `logging` is not
+    on a triggered run's way to its command."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 # gRPC status codes by number, as the gateway reports them.
 _STATUS = {1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
@@ -181,7 +187,7 @@ class _Endpoint:
         except _Refused as e:
             if self.credentials is None or not any(t in e.details for t in TOKEN_REFUSED):
                 raise
-            log.info("etcd at %s refused the auth token (%s); authenticating again", self.url, e.details)
+            _log().info("etcd at %s refused the auth token (%s); authenticating again", self.url, e.details)
         return self._post(path, body, timeout, self.authenticated_token(timeout, stale=token))
 
     def authenticated_token(self, timeout: float, stale: str | None = None) -> str | None:
@@ -479,7 +485,7 @@ class EtcdJsonStore:
             return watch
         if endpoint.credentials is None or not any(text in error for text in TOKEN_REFUSED):
             return error
-        log.info("etcd at %s refused the watch's auth token (%s); authenticating again", endpoint.url, error)
+        _log().info("etcd at %s refused the watch's auth token (%s); authenticating again", endpoint.url, error)
         endpoint.authenticated_token(self.timeout, stale=watch.token)
         watch = EtcdJsonWatch(self, endpoint, prefix, start_revision, callback)
         return watch._open(self.timeout) or watch
@@ -640,7 +646,7 @@ class EtcdJsonWatch:
             elif self._alive:
                 self._lost(f"lost the connection: {e}")
         except Exception as e:  # a bug here must still end the watch loudly
-            log.exception("etcd watch on %s failed", self.prefix)
+            _log().exception("etcd watch on %s failed", self.prefix)
             if self._alive:
                 self._finish(StoreError(f"etcd watch on {self.prefix} failed: {e!r}"))
 
@@ -653,7 +659,7 @@ class EtcdJsonWatch:
         try:
             self.callback(changes)
         except Exception as e:
-            log.exception("watch callback for %s failed", self.prefix)
+            _log().exception("watch callback for %s failed", self.prefix)
             if self._alive:
                 self._finish(StoreError(f"watch callback for {self.prefix} failed: {e!r}"))
 
@@ -667,7 +673,7 @@ class EtcdJsonWatch:
         try:
             self.callback(error)
         except Exception:
-            log.exception("watch callback for %s failed on %s", self.prefix, error)
+            _log().exception("watch callback for %s failed on %s", self.prefix, error)
 
     def cancel(self) -> None:
         self._alive = False
