@@ -96,12 +96,15 @@ from .etcd_common import (  # noqa: E402,F401  (load_tls, EtcdError, prefix_rang
     EtcdError,
     TlsConfig,
     check_value as _value,
+    connection_options,
     decode_key as _str,
     encode_key as _key,
     hint,
     load_tls,
     prefix_range_end,
     split_endpoint,
+    StreamWatch,
+    first_watch,
     tls_problem as _tls_problem,
     translate,
     who,
@@ -237,23 +240,9 @@ class EtcdStore:
         """`cacert`/`cert`/`key` are PEM file paths (or give `tls` already
         loaded); `user` and `password` turn on password authentication.
         Raises ValueError for unusable TLS files or options."""
-        if isinstance(endpoints, str):
-            endpoints = [e for e in endpoints.split(",") if e.strip()]
-        if not endpoints:
-            raise StoreError("no etcd endpoints given")
+        endpoints, tls, credentials = connection_options(endpoints, cacert, cert, key, user, password, tls)
         self._endpoints = [parse_endpoint(e) for e in endpoints]
-        tls = tls or load_tls(cacert, cert, key)
-        if tls is not None:
-            plain = [e.url for e in self._endpoints if not e.secure]
-            if plain:
-                raise ValueError(f"TLS options given but {', '.join(plain)} is plain http: "
-                                 "use https:// endpoints (refusing to send the connection unencrypted)")
-        if (user is None) != (password is None):
-            raise ValueError("etcd user and password go together")
-        if user is not None and (not user or ":" in user):
-            raise ValueError(f"bad etcd user name {user!r}")
         self.user = user
-        credentials = Credentials(user, password) if user is not None else None
         for endpoint in self._endpoints:
             endpoint.tls, endpoint.credentials = tls, credentials
         self.timeout = timeout
@@ -485,33 +474,19 @@ class EtcdStore:
         """
         if self._closed:
             raise StoreError("etcd watch: the store is closed")
-        n = len(self._endpoints)
-        failures, tls_problems = [], []
-        for i in range(n):
-            index = (self._current + i) % n
-            endpoint = self._endpoints[index]
+
+        def open_on(endpoint: _Endpoint) -> "EtcdWatch | str":
             try:
-                watch = self._open_watch(endpoint, prefix, start_revision, callback)
+                return self._open_watch(endpoint, prefix, start_revision, callback)
             except grpc.RpcError as e:  # from authenticating
                 if e.code() != grpc.StatusCode.UNAVAILABLE:
                     raise self._translate(e, f"watch {prefix}", endpoint) from None
-                watch = _details(e)
-            if isinstance(watch, EtcdWatch):
-                self._current = index
-                with self._lock:
-                    self._watches.add(watch)
-                return watch
-            if "permission denied" in watch:
-                raise StoreError(f"etcd watch {prefix}: permission denied for {self._who()}")
-            if any(text in watch for text in TOKEN_REFUSED):
-                raise StoreError(f"etcd watch {prefix}: etcd refused the auth token of {self._who()}")
-            problem = _tls_problem(watch)
-            if problem:
-                tls_problems.append(f"{endpoint.url}: {problem}")
-            failures.append(f"{endpoint.url} ({problem or hint(endpoint.secure, watch)})")
-        if tls_problems and len(tls_problems) == len(failures):
-            raise StoreError(f"etcd watch {prefix}: TLS handshake failed: {'; '.join(tls_problems)}")
-        raise UnavailableError(f"etcd watch {prefix}: no endpoint answered: {'; '.join(failures)}")
+                return _details(e)
+
+        self._current, watch = first_watch(prefix, self._endpoints, self._current, self.user, open_on)
+        with self._lock:
+            self._watches.add(watch)
+        return watch
 
     def _open_watch(self, endpoint: _Endpoint, prefix: str, start_revision: int,
                     callback: WatchCallback) -> "EtcdWatch | str":
@@ -544,30 +519,14 @@ class EtcdStore:
             endpoint.close()
 
 
-class EtcdWatch:
-    """One gRPC Watch stream and the thread that reads it.
-
-    The callback is called from that thread. After `cancel()` returns it is
-    not called again (except for a call already in progress). If the
-    callback raises, the error is logged and the watch ends with a
-    StoreError, so the caller re-reads rather than silently missing a batch.
-    """
+class EtcdWatch(StreamWatch):
+    """One gRPC Watch stream and the thread that reads it (see StreamWatch)."""
 
     def __init__(self, store: EtcdStore, endpoint: _Endpoint, prefix: str,
                  start_revision: int, callback: WatchCallback):
-        self._store = store
-        self.endpoint = endpoint
-        self.prefix = prefix
-        self.callback = callback
-        self.start_revision = start_revision
-        self.last_revision = start_revision - 1 if start_revision > 0 else 0
-        self._alive = True
+        super().__init__(store, endpoint, prefix, start_revision, callback)
         self._requests: queue.Queue = queue.Queue()
-        self._stream = None
         self._created = threading.Event()
-        self._open_error: str | None = None
-        self._thread: threading.Thread | None = None
-        self.token: str | None = None  # the auth token the stream was opened with
 
     def _open(self, timeout: float) -> str | None:
         """Start the stream; None once etcd created the watch, else why not.
@@ -646,33 +605,7 @@ class EtcdWatch:
             if self._alive:
                 self._finish(StoreError(f"etcd watch on {self.prefix} failed: {e!r}"))
 
-    def _deliver(self, changes: list[Change]) -> None:
-        self.last_revision = changes[-1].revision
-        try:
-            self.callback(changes)
-        except Exception as e:
-            log.exception("watch callback for %s failed", self.prefix)
-            if self._alive:
-                self._finish(StoreError(f"watch callback for {self.prefix} failed: {e!r}"))
-
-    def _finish(self, error: StoreError) -> None:
-        """Report `error` once and end the watch."""
-        if not self._alive:
-            return
-        self._alive = False
-        self._close_stream()
-        self._store._forget(self)
-        try:
-            self.callback(error)
-        except Exception:
-            log.exception("watch callback for %s failed on %s", self.prefix, error)
-
     def _close_stream(self) -> None:
         self._requests.put(None)
         if self._stream is not None:
             self._stream.cancel()
-
-    def cancel(self) -> None:
-        self._alive = False
-        self._close_stream()
-        self._store._forget(self)

@@ -9,7 +9,7 @@ import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .base import CompactedError, StoreError
+from .base import Change, CompactedError, StoreError, UnavailableError
 
 
 def split_endpoint(url: str) -> tuple[str, int, bool]:
@@ -23,7 +23,8 @@ def split_endpoint(url: str) -> tuple[str, int, bool]:
         port = parts.port or 2379
     except ValueError as e:
         raise StoreError(f"bad etcd endpoint {url!r}: {e}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or not all(ch.isprintable() and not ch.isspace() for ch in parts.hostname):
         raise StoreError(f"bad etcd endpoint {url!r}: expected http://HOST:PORT or https://HOST:PORT")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return host, port, parts.scheme == "https"
@@ -183,6 +184,29 @@ def hint(secure: bool, details: str) -> str:
     return details
 
 
+def connection_options(endpoints, cacert: str | None, cert: str | None, key: str | None,
+                       user: str | None, password: str | None, tls: TlsConfig | None
+                       ) -> tuple[list[str], TlsConfig | None, Credentials | None]:
+    """(endpoint URLs, TLS, credentials) from what a store was given, checked
+    as both adapters check them. Raises ValueError for unusable TLS files or
+    options, StoreError for no endpoint."""
+    if isinstance(endpoints, str):
+        endpoints = [e for e in endpoints.split(",") if e.strip()]
+    if not endpoints:
+        raise StoreError("no etcd endpoints given")
+    tls = tls or load_tls(cacert, cert, key)
+    if tls is not None:
+        plain = [e.strip() for e in endpoints if not split_endpoint(e)[2]]
+        if plain:
+            raise ValueError(f"TLS options given but {', '.join(plain)} is plain http: "
+                             "use https:// endpoints (refusing to send the connection unencrypted)")
+    if (user is None) != (password is None):
+        raise ValueError("etcd user and password go together")
+    if user is not None and (not user or ":" in user):
+        raise ValueError(f"bad etcd user name {user!r}")
+    return list(endpoints), tls, Credentials(user, password) if user is not None else None
+
+
 def who(user: str | None) -> str:
     if user is not None:
         return f"etcd user {user!r}"
@@ -220,3 +244,91 @@ def translate(details: str, code: str, what: str, url: str, user: str | None,
     if "invalid auth token" in details:
         return StoreError(f"etcd {what}: etcd refused the auth token of {who(user)}")
     return EtcdError(f"etcd {what} failed at {url}: {code}: {details}", code, details)
+
+
+def first_watch(prefix: str, endpoints: list, start: int, user: str | None, open_on):
+    """(index, watch) of the first endpoint, from `start` on, where
+    `open_on(endpoint)` opened a watch; it returns a watch, or why not in
+    etcd's words. Refusals that another endpoint would repeat (permission,
+    token) raise at once; else one UnavailableError names every endpoint."""
+    n = len(endpoints)
+    failures, tls_problems = [], []
+    for i in range(n):
+        index = (start + i) % n
+        endpoint = endpoints[index]
+        watch = open_on(endpoint)
+        if not isinstance(watch, str):
+            return index, watch
+        if "permission denied" in watch:
+            raise StoreError(f"etcd watch {prefix}: permission denied for {who(user)}")
+        if any(text in watch for text in TOKEN_REFUSED):
+            raise StoreError(f"etcd watch {prefix}: etcd refused the auth token of {who(user)}")
+        problem = tls_problem(watch)
+        if problem:
+            tls_problems.append(f"{endpoint.url}: {problem}")
+        failures.append(f"{endpoint.url} ({problem or hint(endpoint.secure, watch)})")
+    if tls_problems and len(tls_problems) == len(failures):
+        raise StoreError(f"etcd watch {prefix}: TLS handshake failed: {'; '.join(tls_problems)}")
+    raise UnavailableError(f"etcd watch {prefix}: no endpoint answered: {'; '.join(failures)}")
+
+
+class StreamWatch:
+    """What a watch of either adapter is: one stream and the thread that
+    reads it, the cursor, and ending once.
+
+    The callback is called from that thread. After `cancel()` returns it is
+    not called again (except for a call already in progress). If the
+    callback raises, the error is logged and the watch ends with a
+    StoreError, so the caller re-reads rather than silently missing a batch.
+    Subclasses open and read the stream and say how to close it.
+    """
+
+    def __init__(self, store, endpoint, prefix: str, start_revision: int, callback):
+        self._store = store
+        self.endpoint = endpoint
+        self.prefix = prefix
+        self.callback = callback
+        self.start_revision = start_revision
+        self.last_revision = start_revision - 1 if start_revision > 0 else 0
+        self._alive = True
+        self._stream = None
+        self._open_error: str | None = None
+        self._thread = None
+        self.token: str | None = None  # the auth token the stream was opened with
+
+    def _close_stream(self) -> None:
+        raise NotImplementedError
+
+    def _deliver(self, changes: list[Change]) -> None:
+        self.last_revision = changes[-1].revision
+        try:
+            self.callback(changes)
+        except Exception as e:
+            adapter_log().exception("watch callback for %s failed", self.prefix)
+            if self._alive:
+                self._finish(StoreError(f"watch callback for {self.prefix} failed: {e!r}"))
+
+    def _finish(self, error: StoreError) -> None:
+        """Report `error` once and end the watch."""
+        if not self._alive:
+            return
+        self._alive = False
+        self._close_stream()
+        self._store._forget(self)
+        try:
+            self.callback(error)
+        except Exception:
+            adapter_log().exception("watch callback for %s failed on %s", self.prefix, error)
+
+    def cancel(self) -> None:
+        self._alive = False
+        self._close_stream()
+        self._store._forget(self)
+
+
+def adapter_log():
+    """The adapters' logger, imported when first needed (not on a run's path)."""
+    import logging
+
+    return logging.getLogger("trigger.store.etcd")
+

@@ -59,26 +59,22 @@ from .base import (
 from .etcd_common import (
     TOKEN_REFUSED,
     Credentials,
+    StreamWatch,
     TlsConfig,
     check_value,
+    connection_options,
     decode_key,
     encode_key,
     load_tls,
+    adapter_log,
+    first_watch,
     prefix_range_end,
     split_endpoint,
     tls_problem,
     translate,
-    who,
 )
 
 
-
-def _log():
-    """This module's logger, imported when first needed: `logging` is not
-    on a triggered run's way to its command."""
-    import logging
-
-    return logging.getLogger(__name__)
 
 # gRPC status codes by number, as the gateway reports them.
 _STATUS = {1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
@@ -187,7 +183,8 @@ class _Endpoint:
         except _Refused as e:
             if self.credentials is None or not any(t in e.details for t in TOKEN_REFUSED):
                 raise
-            _log().info("etcd at %s refused the auth token (%s); authenticating again", self.url, e.details)
+            adapter_log().info("etcd at %s refused the auth token (%s); authenticating again",
+                               self.url, e.details)
         return self._post(path, body, timeout, self.authenticated_token(timeout, stale=token))
 
     def authenticated_token(self, timeout: float, stale: str | None = None) -> str | None:
@@ -277,22 +274,8 @@ class EtcdJsonStore:
         """`cacert`/`cert`/`key` are PEM file paths (or give `tls` already
         loaded); `user` and `password` turn on password authentication.
         Raises ValueError for unusable TLS files or options."""
-        if isinstance(endpoints, str):
-            endpoints = [e for e in endpoints.split(",") if e.strip()]
-        if not endpoints:
-            raise StoreError("no etcd endpoints given")
-        tls = tls or load_tls(cacert, cert, key)
-        if (user is None) != (password is None):
-            raise ValueError("etcd user and password go together")
-        if user is not None and (not user or ":" in user):
-            raise ValueError(f"bad etcd user name {user!r}")
-        credentials = Credentials(user, password) if user is not None else None
+        endpoints, tls, credentials = connection_options(endpoints, cacert, cert, key, user, password, tls)
         self._endpoints = [_Endpoint(e, tls, credentials) for e in endpoints]
-        if tls is not None:
-            plain = [e.url for e in self._endpoints if not e.secure]
-            if plain:
-                raise ValueError(f"TLS options given but {', '.join(plain)} is plain http: "
-                                 "use https:// endpoints (refusing to send the connection unencrypted)")
         self.user = user
         self.timeout = timeout
         self._current = 0
@@ -447,33 +430,20 @@ class EtcdJsonStore:
         """
         if self._closed:
             raise StoreError("etcd watch: the store is closed")
-        n = len(self._endpoints)
-        failures, tls_problems = [], []
-        for i in range(n):
-            index = (self._current + i) % n
-            endpoint = self._endpoints[index]
+
+        def open_on(endpoint: _Endpoint) -> "EtcdJsonWatch | str":
             try:
-                watch = self._open_watch(endpoint, prefix, start_revision, callback)
+                return self._open_watch(endpoint, prefix, start_revision, callback)
             except _Refused as e:  # from authenticating
-                raise translate(e.details, e.code, f"watch {prefix}", endpoint.url, self.user, lambda: 0) from None
+                raise translate(e.details, e.code, f"watch {prefix}", endpoint.url, self.user,
+                                lambda: 0) from None
             except _Unreachable as e:
-                watch = e.details
-            if isinstance(watch, EtcdJsonWatch):
-                self._current = index
-                with self._lock:
-                    self._watches.add(watch)
-                return watch
-            if "permission denied" in watch:
-                raise StoreError(f"etcd watch {prefix}: permission denied for {who(self.user)}")
-            if any(text in watch for text in TOKEN_REFUSED):
-                raise StoreError(f"etcd watch {prefix}: etcd refused the auth token of {who(self.user)}")
-            problem = tls_problem(watch)
-            if problem:
-                tls_problems.append(f"{endpoint.url}: {problem}")
-            failures.append(f"{endpoint.url} ({problem or watch})")
-        if tls_problems and len(tls_problems) == len(failures):
-            raise StoreError(f"etcd watch {prefix}: TLS handshake failed: {'; '.join(tls_problems)}")
-        raise UnavailableError(f"etcd watch {prefix}: no endpoint answered: {'; '.join(failures)}")
+                return e.details
+
+        self._current, watch = first_watch(prefix, self._endpoints, self._current, self.user, open_on)
+        with self._lock:
+            self._watches.add(watch)
+        return watch
 
     def _open_watch(self, endpoint: _Endpoint, prefix: str, start_revision: int,
                     callback: WatchCallback) -> "EtcdJsonWatch | str":
@@ -485,7 +455,8 @@ class EtcdJsonStore:
             return watch
         if endpoint.credentials is None or not any(text in error for text in TOKEN_REFUSED):
             return error
-        _log().info("etcd at %s refused the watch's auth token (%s); authenticating again", endpoint.url, error)
+        adapter_log().info("etcd at %s refused the watch's auth token (%s); authenticating again",
+                           endpoint.url, error)
         endpoint.authenticated_token(self.timeout, stale=watch.token)
         watch = EtcdJsonWatch(self, endpoint, prefix, start_revision, callback)
         return watch._open(self.timeout) or watch
@@ -558,24 +529,13 @@ class _Stream:
         self.conn.close()
 
 
-class EtcdJsonWatch:
-    """One streaming watch and the thread that reads it (the same contract
-    as trigger.store.etcd.EtcdWatch)."""
+class EtcdJsonWatch(StreamWatch):
+    """One streaming POST /v3/watch and the thread that reads it (see StreamWatch)."""
 
     def __init__(self, store: EtcdJsonStore, endpoint: _Endpoint, prefix: str,
                  start_revision: int, callback: WatchCallback):
-        self._store = store
-        self.endpoint = endpoint
-        self.prefix = prefix
-        self.callback = callback
-        self.start_revision = start_revision
-        self.last_revision = start_revision - 1 if start_revision > 0 else 0
-        self._alive = True
-        self._stream: _Stream | None = None
+        super().__init__(store, endpoint, prefix, start_revision, callback)
         self._created = threading.Event()
-        self._open_error: str | None = None
-        self._thread: threading.Thread | None = None
-        self.token: str | None = None
 
     def _open(self, timeout: float) -> str | None:
         """Start the stream; None once etcd created the watch, else why not."""
@@ -646,7 +606,7 @@ class EtcdJsonWatch:
             elif self._alive:
                 self._lost(f"lost the connection: {e}")
         except Exception as e:  # a bug here must still end the watch loudly
-            _log().exception("etcd watch on %s failed", self.prefix)
+            adapter_log().exception("etcd watch on %s failed", self.prefix)
             if self._alive:
                 self._finish(StoreError(f"etcd watch on {self.prefix} failed: {e!r}"))
 
@@ -654,29 +614,6 @@ class EtcdJsonWatch:
         self._finish(UnavailableError(f"etcd watch on {self.prefix} at {self.endpoint.url} {how} "
                                       f"after revision {self.last_revision}"))
 
-    def _deliver(self, changes: list[Change]) -> None:
-        self.last_revision = changes[-1].revision
-        try:
-            self.callback(changes)
-        except Exception as e:
-            _log().exception("watch callback for %s failed", self.prefix)
-            if self._alive:
-                self._finish(StoreError(f"watch callback for {self.prefix} failed: {e!r}"))
-
-    def _finish(self, error: StoreError) -> None:
-        """Report `error` once and end the watch."""
-        if not self._alive:
-            return
-        self._alive = False
-        self._stream.close()
-        self._store._forget(self)
-        try:
-            self.callback(error)
-        except Exception:
-            _log().exception("watch callback for %s failed on %s", self.prefix, error)
-
-    def cancel(self) -> None:
-        self._alive = False
+    def _close_stream(self) -> None:
         if self._stream is not None:
             self._stream.close()
-        self._store._forget(self)

@@ -24,6 +24,14 @@ class TestEtcdJsonStore(StoreContract):
         store.close()
 
 
+def test_an_endpoint_with_control_characters_is_a_store_error():
+    """Found by tests/unit/security/test_fuzz_cli.py: http.client refused
+    the host with its own exception, a traceback for the user."""
+    for bad in ("http://\x08:2379", "\x08", "http://a b:1"):
+        with pytest.raises(StoreError, match="bad etcd endpoint"):
+            EtcdJsonStore([bad])
+
+
 def test_a_dead_endpoint_is_skipped(etcd_server):
     store = EtcdJsonStore([dead_endpoint(), etcd_server.endpoint])
     try:
