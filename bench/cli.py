@@ -9,7 +9,6 @@ process, task-spooler server and temporary directory.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-ITEMS = ("latency", "fanout", "storm", "lost", "simulator", "footprint", "scale")
+ITEMS = ("latency", "fanout", "storm", "lost", "simulator", "footprint", "scale", "retention")
 
 
 @dataclass(frozen=True)
@@ -33,14 +32,15 @@ class Settings:
     scale_procs: int
     scale_seconds: float
     scale_rate: float
+    retention_rounds: int
 
 
 QUICK = Settings(latency_samples=20, fanout_reps=1, etcdctl_sample=100, storm_spread=10.0,
                  footprint_seconds=5.0, cold_reps=5, scale_hosts=1000, scale_procs=4,
-                 scale_seconds=12.0, scale_rate=100.0)
+                 scale_seconds=12.0, scale_rate=100.0, retention_rounds=10)
 FULL = Settings(latency_samples=200, fanout_reps=3, etcdctl_sample=1000, storm_spread=10.0,
                 footprint_seconds=10.0, cold_reps=20, scale_hosts=1000, scale_procs=4,
-                scale_seconds=60.0, scale_rate=100.0)
+                scale_seconds=60.0, scale_rate=100.0, retention_rounds=40)
 
 
 def _interrupt(signum, frame):
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="results file (default bench/results/MODE-TIME.json)")
     parser.add_argument("--only", help=f"comma-separated subset of: {','.join(ITEMS)}")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    parser.add_argument("--before", metavar="DIR",
+                        help="another checkout of trigger (with its .venv), measured side by side as 'before' "
+                             "(e.g. git worktree add /tmp/base COMMIT; scripts/setup.sh there)")
     args = parser.parse_args(argv)
     mode_name = "full" if args.full else "quick"
     settings = FULL if args.full else QUICK
@@ -70,12 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     # Interruptible even when started from a shell that ignores SIGINT in
     # background jobs: a half-done run must still clean up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
     from rich.console import Console
 
     from . import machine
-    from .harness import Session, start_etcd
+    from .harness import THIS, Session, before_code, byte_compile, start_etcd
+
+    before = before_code(args.before) if args.before else None
+    for code in (THIS, before):
+        if code is not None:
+            byte_compile(code)
     from .report import rich_table, to_json
 
     # Wide enough for the table even when stdout is a file or a pipe.
@@ -99,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             console.print(f"[dim]{time.monotonic() - t_start:6.1f}s[/] {item} ...")
             try:
-                item_rows, item_details = _run_item(item, session, etcd, store, settings)
+                item_rows, item_details = _run_item(item, session, etcd, store, settings, before)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:
@@ -123,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGINT, old)
     seconds = time.monotonic() - t_start
     info["load average at end"] = machine.load_average()
+    if before is not None:
+        info["before"] = f"{before.repo} ({_commit(before.repo)})"
+    info["after"] = f"{REPO_DIR} ({_commit(REPO_DIR)})"
     meta = {"mode": mode_name, "started": started, "seconds": round(seconds, 1), "items": list(only),
             "interrupted": interrupted, "errors": errors, "settings": settings.__dict__}
     console.print(rich_table(rows, f"trigger bench, {mode_name} mode, {seconds:.0f} s "
@@ -135,11 +145,23 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if errors else 0
 
 
-def _run_item(item, session, etcd, store, settings: Settings):
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def _commit(repo: Path) -> str:
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return (done.stdout.strip()[:70] or "unknown") + (" + uncommitted changes" if dirty else "")
+
+
+def _run_item(item, session, etcd, store, settings: Settings, before=None):
     if item == "latency":
         from . import latency
 
-        return latency.run(session, etcd, store, settings.latency_samples)
+        return latency.run(session, etcd, store, settings.latency_samples, before)
     if item == "fanout":
         from . import fanout
 
@@ -159,12 +181,21 @@ def _run_item(item, session, etcd, store, settings: Settings):
     if item == "footprint":
         from . import footprint
 
-        return footprint.run(session, etcd, store, settings.footprint_seconds, settings.cold_reps)
+        return footprint.run(session, etcd, store, settings.footprint_seconds, settings.cold_reps, before)
     if item == "scale":
         from . import scale
 
-        return scale.run(session, settings.scale_hosts, settings.scale_procs, settings.scale_seconds,
-                         settings.scale_rate)
+        rows, details = [], {}
+        for store_name in ("etcd", "etcd-grpc"):  # the watchers' adapter: etcd's load from each
+            r, d = scale.run(session, settings.scale_hosts, settings.scale_procs, settings.scale_seconds,
+                             settings.scale_rate, settings.footprint_seconds * 2, store_name)
+            rows += r
+            details[store_name] = d
+        return rows, details
+    if item == "retention":
+        from . import retention
+
+        return retention.run(session, settings.retention_rounds, before)
     raise ValueError(item)
 
 

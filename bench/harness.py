@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote, urlencode, urlsplit
@@ -52,11 +53,45 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
         time.sleep(interval)
 
 
-def base_env() -> dict[str, str]:
+@dataclass(frozen=True)
+class Code:
+    """Which trigger a node runs: this checkout, or an older one given with
+    `--before DIR` (its own `.venv`), measured side by side in the same run."""
+
+    label: str
+    repo: Path
+    python: str
+
+
+THIS = Code("ours", REPO, sys.executable)
+
+
+def before_code(path: str) -> Code:
+    repo = Path(path).resolve()
+    python = repo / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"bench: --before {path}: no {python} (run scripts/setup.sh there)")
+    return Code("before", repo, str(python))
+
+
+def byte_compile(code: Code) -> None:
+    """Compile the side's trigger/ to .pyc, as pip does when it installs a
+    package: with PYTHONDONTWRITEBYTECODE set (as on the machines here)
+    every `trigger` process would compile its modules again and the bench
+    would time the compiler."""
+    subprocess.run([code.python, "-m", "compileall", "-q", str(code.repo / "trigger")],
+                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+                   check=True, timeout=120, stdout=subprocess.DEVNULL)
+
+
+def base_env(code: Code = THIS) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("ETCDCTL_ENDPOINTS", None)
     env.pop("ETCDCTL_API", None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = str(code.repo)
+    # Not the current directory first on sys.path (python -P): a --before
+    # side started from this checkout would import this checkout's trigger.
+    env["PYTHONSAFEPATH"] = "1"
     return env
 
 
@@ -237,12 +272,13 @@ class _Node:
 
     kind = "node"
 
-    def __init__(self, session: Session, endpoint: str, host: str, run_seconds: float):
+    def __init__(self, session: Session, endpoint: str, host: str, run_seconds: float, code: Code = THIS):
         self.session, self.endpoint, self.host = session, endpoint, host
         self.run_seconds = run_seconds
+        self.code = code
         self.dir = session.dir(f"{self.kind}-{host}")
         self.log = RunLog(self.dir / "runs.log")
-        self.env = {**base_env(), "TS_SOCKET": str(self.dir / "tsp.sock"), "TMPDIR": str(self.dir),
+        self.env = {**base_env(code), "TS_SOCKET": str(self.dir / "tsp.sock"), "TMPDIR": str(self.dir),
                     "TS_MAXFINISHED": "10000"}
         session.uses_tsp(self.env)
         self.proc: subprocess.Popen | None = None  # reaper.py, the node's process group leader
@@ -300,13 +336,13 @@ class OursNode(_Node):
     kind = "ours"
 
     def __init__(self, session: Session, endpoint: str, host: str, store, run_seconds: float = 0.0,
-                 check_interval: float = 0.5):
-        super().__init__(session, endpoint, host, run_seconds)
-        self.store = store  # the bench's own EtcdStore, for fires
+                 check_interval: float = 0.5, code: Code = THIS):
+        super().__init__(session, endpoint, host, run_seconds, code)
+        self.store = store  # the bench's own store, for fires
         self.check_interval = check_interval
 
     def start(self) -> "OursNode":
-        argv = [sys.executable, "-m", "trigger", "watch", "--host", self.host, "--queue", "tsp",
+        argv = [self.code.python, "-m", "trigger", "watch", "--host", self.host, "--queue", "tsp",
                 "--endpoints", self.endpoint, "--run-cmd", shlex.join(self.run_cmd()),
                 "--check-interval", f"{self.check_interval:g}"]
         self._spawn(argv, "watch.log")

@@ -3,7 +3,7 @@
 Three sides, sampled round-robin in the same run on the same etcd (started
 with --enable-v2 so the seed's v2 keys live beside our v3 ones):
 
-* etcd's floor: a raw put -> watch event, both with the etcd3 client in
+* etcd's floor: a raw put -> watch event, both on one gRPC channel in
   this process; no watcher, no queue, no process start.
 * ours: trigger's fire path (in this process) -> the real `trigger watch`
   -> the real task-spooler -> `trigger run` (its start-up and its etcd round
@@ -34,25 +34,23 @@ GAP = 0.15  # s between samples, after the queue emptied
 
 
 class Floor:
-    """etcd's own put -> watch event latency, with the etcd3 client.
-
-    The watch is one raw gRPC Watch stream on the etcd3 client's channel,
-    read by a thread of ours: the client's own watcher thread re-opens its
-    stream forever and dies noisily when the channel closes.
-    """
+    """etcd's own put -> watch event latency: raw gRPC Put and Watch calls
+    on one channel (the stubs trigger.store.etcd uses), the stream read by a
+    thread of ours; none of trigger's code on the way."""
 
     def __init__(self, endpoint: str, key: str = "/bench/floor"):
-        import trigger.store.etcd  # noqa: F401  (sets the protobuf implementation etcd3 needs)
-        import etcd3
-        import etcd3.etcdrpc as rpc
+        import grpc
+        from trigger.store.etcd import rpc
 
         parts = urlsplit(endpoint)
-        self.client = etcd3.client(host=parts.hostname, port=parts.port)
+        self.channel = grpc.insecure_channel(f"{parts.hostname}:{parts.port}")
+        self.kv = rpc.KVStub(self.channel)
+        self._put_request = rpc.PutRequest
         self.key = key
         self.events: queue.Queue = queue.Queue()
         self._requests: queue.Queue = queue.Queue()
         self._requests.put(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(key=key.encode())))
-        self._stream = rpc.WatchStub(self.client.channel).Watch(iter(self._requests.get, None))
+        self._stream = rpc.WatchStub(self.channel).Watch(iter(self._requests.get, None))
         self._created = threading.Event()
         self._thread = threading.Thread(target=self._read, name="floor-watch", daemon=True)
         self._thread.start()
@@ -74,7 +72,7 @@ class Floor:
         while not self.events.empty():
             self.events.get_nowait()
         t0 = time.time()
-        self.client.put(self.key, f"{t0:.6f}")
+        self.kv.Put(self._put_request(key=self.key.encode(), value=f"{t0:.6f}".encode()), timeout=5)
         try:
             return self.events.get(timeout=5) - t0
         except queue.Empty:
@@ -84,7 +82,12 @@ class Floor:
         self._requests.put(None)
         self._stream.cancel()
         self._thread.join(5)
-        self.client.close()
+        self.channel.close()
+
+
+def _within(ours, baseline, factor: float):
+    """ours ≤ factor × baseline, or None when a side has no number."""
+    return None if ours is None or baseline is None else ours <= factor * baseline
 
 
 def _sample_node(node, timeout: float = 15.0) -> float | None:
@@ -98,10 +101,9 @@ def _sample_node(node, timeout: float = 15.0) -> float | None:
 def _phases(node: OursNode) -> dict[str, list[float]]:
     """fire -> watcher decided -> `trigger run` began -> command began, per run."""
     from trigger.layout import Layout
-    from trigger.records import parse_run
+    from trigger.results import list_runs
 
-    items, _ = node.store.get_prefix(Layout().runs_prefix(node.host))
-    runs = {r.run_id: r for r in (parse_run(kv.value) for kv in items)}
+    runs = {r.run_id: r for r in list_runs(node.store, Layout(), node.host)[0]}
     out: dict[str, list[float]] = {"watch+decide": [], "enqueue+tsp+run start-up": [], "ack+exec": []}
     fires = sorted(node.fires)
     for start, run_id in node.log.entries():
@@ -116,18 +118,24 @@ def _phases(node: OursNode) -> dict[str, list[float]]:
     return out
 
 
-def run(session, etcd, store, samples: int) -> tuple[list[Row], dict]:
+def run(session, etcd, store, samples: int, before=None) -> tuple[list[Row], dict]:
+    """`before`: a harness.Code of older trigger, sampled as a fourth side."""
     v2 = V2Client(etcd.endpoint)
     session.on_close(v2.close)
     floor = Floor(etcd.endpoint)
     session.on_close(floor.close)
     ours = OursNode(session, etcd.endpoint, "latency-ours", store).start()
     seed = SeedNode(session, etcd.endpoint, "latency-seed", v2).start()
+    old = OursNode(session, etcd.endpoint, "latency-before", store, code=before).start() if before else None
     ready = {"ours": warm_up(ours), "seed": warm_up(seed)}
+    if old is not None:
+        ready["before"] = warm_up(old)
     for _ in range(5):
         floor.sample()
 
     sides = {"floor": floor.sample, "ours": lambda: _sample_node(ours), "seed": lambda: _sample_node(seed)}
+    if old is not None:
+        sides["before"] = lambda: _sample_node(old)
     got: dict[str, list[float]] = {k: [] for k in sides}
     missing = {k: 0 for k in sides}
     rng = random.Random(6)
@@ -143,6 +151,8 @@ def run(session, etcd, store, samples: int) -> tuple[list[Row], dict]:
     phases = {k: summarize([v * 1000 for v in vs]) for k, vs in _phases(ours).items()}
     ours.stop()
     seed.stop()
+    if old is not None:
+        old.stop()
 
     s = {k: summarize(v) for k, v in got.items()}
     p99_ok = None if s["ours"]["p99"] is None or s["floor"]["p99"] is None \
@@ -152,9 +162,20 @@ def run(session, etcd, store, samples: int) -> tuple[list[Row], dict]:
         Row("1 latency", "fire→run start p50", s["ours"]["p50"], "ms", s["floor"]["p50"], "etcd floor", note=note),
         Row("1 latency", "fire→run start p99", s["ours"]["p99"], "ms", s["floor"]["p99"], "etcd floor",
             target="≤ floor + 10 ms", verdict=verdict(p99_ok)),
-        Row("1 latency", "fire→run start p50", s["ours"]["p50"], "ms", s["seed"]["p50"], "seed loop"),
-        Row("1 latency", "fire→run start p99", s["ours"]["p99"], "ms", s["seed"]["p99"], "seed loop"),
+        Row("1 latency", "fire→run start p50", s["ours"]["p50"], "ms", s["seed"]["p50"], "seed loop",
+            target="≤ 3× seed", verdict=verdict(_within(s["ours"]["p50"], s["seed"]["p50"], 3))),
+        Row("1 latency", "fire→run start p99", s["ours"]["p99"], "ms", s["seed"]["p99"], "seed loop",
+            target="≤ 5× seed", verdict=verdict(_within(s["ours"]["p99"], s["seed"]["p99"], 5))),
     ]
+    if old is not None:
+        rows += [
+            Row("1 latency", "fire→run start p50, after / before", s["ours"]["p50"], "ms",
+                s["before"]["p50"], "before"),
+            Row("1 latency", "fire→run start p99, after / before", s["ours"]["p99"], "ms",
+                s["before"]["p99"], "before"),
+            Row("1 latency", "before: fire→run start p50", s["before"]["p50"], "ms", s["seed"]["p50"], "seed loop"),
+            Row("1 latency", "before: fire→run start p99", s["before"]["p99"], "ms", s["seed"]["p99"], "seed loop"),
+        ]
     for phase, summary in phases.items():
         rows.append(Row("1 latency", f"ours, phase {phase} p50", summary["p50"], "ms",
                         note=f"p99 {summary['p99']:.0f} ms" if summary["p99"] is not None else ""))

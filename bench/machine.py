@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 
 
@@ -65,9 +66,14 @@ def describe() -> dict:
         "etcdctl": _first_line(["etcdctl", "version"], env),
         "task-spooler": tsp_help,
         "bash": _first_line(["bash", "--version"]),
-        "etcd3 (python)": _package("etcd3"),
+        "etcd-sdk-python (pyetcd)": _package("etcd-sdk-python"),
         "grpcio": _package("grpcio"),
-        "protobuf": _package("protobuf")
-        + f" ({os.environ.get('PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION', 'default')} implementation)",
+        "protobuf": _package("protobuf") + f" ({_protobuf_backend()} backend)",
         "load average at start": load_average(),
     }
+
+
+def _protobuf_backend() -> str:
+    """The backend protobuf loads with in a fresh interpreter (upb, python)."""
+    code = "from google.protobuf.internal import api_implementation as a; print(a.Type())"
+    return _first_line([sys.executable, "-c", code]) or "unknown"

@@ -1,6 +1,6 @@
 """One process of the scale benchmark: many hosts' real watchers, one etcd connection.
 
-usage: python -m bench.scale_worker ENDPOINT HOSTS_FILE OUT_FILE
+usage: python -m bench.scale_worker ENDPOINT HOSTS_FILE OUT_FILE [MEMBER_TTL [STORE]]
 
 For every host in HOSTS_FILE (one per line) it runs trigger's own
 `WatchDaemon` with the real `WatcherCore` and the etcd store, each host in
@@ -13,7 +13,10 @@ CPUs could not afford. It writes JSON lines to OUT_FILE as things happen:
     {"w": host, "e": event_id, "t": time}          the watch delivered an entry
     {"r": host, "id": run_id, "t": time, "s": [...]}  a run started (after its ack), serving s
 
-and "ready" on stdout once every host's watch is open. SIGTERM stops it.
+and "ready" on stdout once every host's watch is open. With MEMBER_TTL
+each host also keeps its member key alive as `trigger watch` does
+(trigger.coordination.Membership: a lease refreshed every ttl/3), so etcd
+carries the lease keep-alives of that many watchers. SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -110,14 +113,18 @@ class InProcessQueue:
 def main() -> int:
     from trigger.watch import WatchDaemon
 
+    from trigger.coordination import Membership
+
     endpoint, hosts_file, out = sys.argv[1:4]
+    member_ttl = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    store_name = sys.argv[5] if len(sys.argv) > 5 else "etcd"  # or etcd-grpc
     hosts = [h.strip() for h in open(hosts_file) if h.strip()]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     layout = Layout()
-    store = open_store("etcd", endpoints=[endpoint])
+    store = open_store(store_name, endpoints=[endpoint])
     journal = Journal(out)
     pool = ThreadPoolExecutor(RUNNERS, thread_name_prefix="run")
     opened: set[str] = set()
@@ -137,8 +144,11 @@ def main() -> int:
         daemons.append(daemon)
     while not stop.is_set() and len(opened) < len(hosts):
         stop.wait(0.05)
+    members = [Membership(store, layout, host, ttl=member_ttl).start() for host in hosts] if member_ttl else []
     print("ready", flush=True)
     stop.wait()
+    for member in members:
+        member._stop.set()  # no revoke: the process ends, the leases run out
     for daemon in daemons:
         daemon.stop()
     pool.shutdown(wait=True, cancel_futures=True)

@@ -8,6 +8,7 @@ needs WRITE. With `P` the key prefix (default /puppet_trigger/events):
 
     role trigger-node-<host>      user <host>: one per node, its watcher and runs
       readwrite P/hosts/<host>/       its inbox (read, acknowledge = delete) and its run records
+      readwrite P/done/<host>/        its finished run records
       readwrite P/quarantine/<host>/  where its watcher moves a corrupt inbox value
       readwrite P/members/<host>      its member key (this one key)
       readwrite P/elections/          candidacies; etcd cannot grant "keys ending in /<host>"
@@ -96,6 +97,7 @@ def node_permissions(layout: Layout, host: str) -> tuple[Permission, ...]:
     p = layout.prefix
     return (
         Permission(READWRITE, layout.host_prefix(host)),
+        Permission(READWRITE, layout.done_prefix(host)),
         Permission(READWRITE, f"{p}/quarantine/{host}/"),
         Permission(READWRITE, layout.member_key(host), prefix=False),
         Permission(READWRITE, f"{p}/elections/"),
@@ -173,7 +175,7 @@ def setup(store, layout: Layout, the_plan: Plan, enable: bool = True,
     root). Raises StoreError with etcd's reason.
     """
     from .store.etcd import EtcdError, prefix_range_end, rpc
-    from etcd3.etcdrpc import auth_pb2
+    from pyetcd.etcdrpc import auth_pb2
 
     kinds = {READ: auth_pb2.Permission.READ, WRITE: auth_pb2.Permission.WRITE,
              READWRITE: auth_pb2.Permission.READWRITE}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shlex
 import signal
@@ -41,7 +40,7 @@ def _endpoints(value: str | None) -> list[str]:
 
 def _store(args):
     return open_store(args.store, endpoints=_endpoints(args.endpoints), **_connection(args)) \
-        if args.store == "etcd" else open_store(args.store)
+        if args.store != "memory" else open_store(args.store)
 
 
 def _connection(args) -> dict:
@@ -127,7 +126,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", help="etcd user, NAME or NAME:PASSWORD (default $ETCDCTL_USER); "
                    "prefer --password-file or $ETCDCTL_PASSWORD to a password on the command line")
     p.add_argument("--password-file", help="file whose first line is the password of --user")
-    p.add_argument("--store", default="etcd", choices=["etcd", "memory"], help=argparse.SUPPRESS)
+    p.add_argument("--store", default="etcd", choices=["etcd", "etcd-grpc", "memory"], help=argparse.SUPPRESS)
 
 
 def _origin() -> str:
@@ -230,6 +229,8 @@ def _print_results(results) -> None:
 
 
 def cmd_watch(args) -> int:
+    import logging
+
     from .coordination import split_targets
     from .driver import this_process
     from .procedures import HostTaken, Registration
@@ -247,7 +248,7 @@ def cmd_watch(args) -> int:
     store = _store(args)
     _check_access(store, layout, host)
     queue = open_queue(args.queue)
-    connection = _pass_on(args) if args.store == "etcd" else []
+    connection = _pass_on(args) if args.store != "memory" else []
 
     def run_argv(run_id: str) -> list[str]:
         # -I: only the installed package may load, never a trigger/ in the cwd
@@ -421,7 +422,7 @@ def cmd_auth_setup(args) -> int:
     if args.dry_run:
         print("\n".join(the_plan.describe()))
         return 0
-    if args.store != "etcd":
+    if args.store == "memory":
         raise BadRecord("auth setup works on etcd only")
     root_password = _read_secret(args.root_password_file, "--root-password-file") \
         if args.root_password_file else None

@@ -1,8 +1,9 @@
 """Where things live in the store, as pure functions of the prefix.
 
     P/hosts/<host>/<event-id>     inbox entry (one per fire and target host)
-    P/hosts/<host>/runs/<run-id>  run record (queued, started, finished, lost)
+    P/hosts/<host>/runs/<run-id>  run record while queued or started (or lost)
     P/hosts/<host>/lock/run       the run id running now (on that run's lease)
+    P/done/<host>/<run-id>        a finished run record, kept for the retention (lease)
     P/quarantine/<host>/<key>     an inbox value the watcher could not use
     P/refused/<event-id>          a fire refused by the loop TTL
     P/fires/<event-id>            a fire and its hosts, kept for the retention (lease)
@@ -12,7 +13,11 @@
 
 Inbox entries, run records and the run lock of a host share one prefix so
 that one watch sees, in order, a run take the lock, claim entries, finish
-and remove them, and its lease (and lock) end.
+(removing them), and its lease (and lock) end. A finished run record moves
+to P/done/ in the transaction that finishes it: a busy host's prefix then
+holds only what its watcher and its next run need, however many finished
+runs are kept (reading it was the cost of every run start and re-read,
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -46,6 +51,22 @@ class Layout:
 
     def run_lock_key(self, host: str) -> str:
         return f"{self.prefix}/hosts/{host}/lock/run"
+
+    def done_prefix(self, host: str | None = None) -> str:
+        """Where finished run records are kept: of one host, or of all."""
+        return f"{self.prefix}/done/{host}/" if host is not None else f"{self.prefix}/done/"
+
+    def done_key(self, host: str, run_id: str) -> str:
+        return f"{self.prefix}/done/{host}/{run_id}"
+
+    def run_at(self, key: str) -> tuple[str, str] | None:
+        """(host, run id) when `key` is a run record, active or finished; else None."""
+        parts = key[len(self.prefix) + 1:].split("/") if key.startswith(self.prefix + "/") else ()
+        if len(parts) == 4 and parts[0] == "hosts" and parts[2] == "runs" and parts[1] and parts[3]:
+            return parts[1], parts[3]
+        if len(parts) == 3 and parts[0] == "done" and parts[1] and parts[2]:
+            return parts[1], parts[2]
+        return None
 
     def quarantine_key(self, host: str, key: str) -> str:
         """Where a bad value under the host's prefix is set aside: the same

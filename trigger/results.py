@@ -1,7 +1,9 @@
 """What became of a fire: each host's run that served it, found by event id.
 
 A run record lists the inbox entries it served, so the run that answers a
-fire is known exactly, with no clock comparison between hosts.
+fire is known exactly, with no clock comparison between hosts. Run records
+live in two places (active ones in the host's prefix, finished ones under
+P/done/); `list_runs` and `runs_in` are the one way every reader finds them.
 """
 
 from __future__ import annotations
@@ -42,20 +44,42 @@ def result_of(host: str, run: RunRecord | None, ok_codes=PUPPET_OK) -> HostResul
     return HostResult(host, state, run.exit_code, duration)
 
 
-def runs_serving(store_items, layout: Layout) -> dict[str, dict[str, RunRecord]]:
-    """{event id: {host: the run that served it}} from a read of P/hosts/.
+def list_runs(store: Store, layout: Layout, host: str | None = None) -> tuple[list[RunRecord], int]:
+    """The run records of one host (or of every host), active and finished,
+    and a revision to watch from (+1) without missing a change.
+
+    The active ones are read first: a run that finishes between the two
+    reads is then found under P/done/ rather than in neither. A record
+    found in both is the finished one."""
+    active_prefix = layout.runs_prefix(host) if host is not None else f"{layout.prefix}/hosts/"
+    active, revision = store.get_prefix(active_prefix)
+    done, _ = store.get_prefix(layout.done_prefix(host))
+    return runs_in([*active, *done], layout), revision
+
+
+def runs_in(store_items, layout: Layout) -> list[RunRecord]:
+    """The valid run records among keys read from the store, one per run
+    (a finished record wins over an active one of the same run)."""
+    runs: dict[tuple[str, str], RunRecord] = {}
+    for kv in store_items:
+        run = _run_of(layout, kv.key, kv.value)
+        if run is not None and (runs.get((run.host, run.run_id)) is None or run.state == "finished"):
+            runs[(run.host, run.run_id)] = run
+    return list(runs.values())
+
+
+def runs_serving(runs) -> dict[str, dict[str, RunRecord]]:
+    """{event id: {host: the run that served it}}.
 
     Several runs may have claimed one fire (one died and gave it back): a
     finished one is the answer, else the one that started last.
     """
     served: dict[str, dict[str, RunRecord]] = {}
-    for kv in store_items:
-        run = _run_of(layout, kv.key, kv.value)
-        if run is not None:
-            for event_id in run.served:
-                hosts = served.setdefault(event_id, {})
-                if _rank(run) >= _rank(hosts.get(run.host)):
-                    hosts[run.host] = run
+    for run in runs:
+        for event_id in run.served:
+            hosts = served.setdefault(event_id, {})
+            if _rank(run) >= _rank(hosts.get(run.host)):
+                hosts[run.host] = run
     return served
 
 
@@ -66,24 +90,27 @@ def _rank(run: RunRecord | None) -> tuple:
 
 
 def _run_of(layout: Layout, key: str, value: bytes) -> RunRecord | None:
-    parts = key[len(layout.prefix) + 1:].split("/")
-    if len(parts) != 4 or parts[0] != "hosts" or parts[2] != "runs":
+    where = layout.run_at(key)
+    if where is None:
         return None
     try:
         run = parse_run(value)
     except BadRecord:
         return None
     # Only the key says who wrote it (etcd's permissions are per key).
-    return run if run.host == parts[1] and run.run_id == parts[3] else None
+    return run if (run.host, run.run_id) == where else None
 
 
 def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str], revision: int,
                   timeout: float, ok_codes=PUPPET_OK) -> dict[str, HostResult]:
     """Follow run records from `revision` until every host has finished a run
-    that served the fire, or the timeout; returns each host's result."""
+    that served the fire, or the timeout; returns each host's result.
+
+    One watch on the whole prefix sees a run start in the host's prefix
+    and its finished record arrive under P/done/, in that order."""
     results = {h: HostResult(h, "waiting") for h in hosts}
     best: dict[str, RunRecord] = {}
-    prefix = f"{layout.prefix}/hosts/"
+    prefix = f"{layout.prefix}/"
     deadline = time.monotonic() + timeout
     changes: queue_module.Queue = queue_module.Queue()
     watch = store.watch_prefix(prefix, revision + 1, changes.put)
@@ -98,8 +125,8 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
                 break
             if isinstance(item, StoreError):
                 # Re-read what the lost watch may have missed, then follow again.
-                items, revision = store.get_prefix(prefix)
-                for host, run in runs_serving(items, layout).get(event_id, {}).items():
+                runs, revision = list_runs(store, layout)
+                for host, run in runs_serving(runs).get(event_id, {}).items():
                     if host in results:
                         best[host] = run
                         results[host] = result_of(host, run, ok_codes)
@@ -131,8 +158,7 @@ def history(store: Store, layout: Layout, limit: int = 20, ok_codes=PUPPET_OK) -
     fires, _ = store.get_prefix(layout.fires_prefix())
     records = [r for r in (_fire_record(kv.value) for kv in fires) if r is not None]
     records.sort(key=lambda r: r.fired_at, reverse=True)
-    items, _ = store.get_prefix(f"{layout.prefix}/hosts/")
-    served = runs_serving(items, layout)
+    served = runs_serving(list_runs(store, layout)[0])
     out = []
     for r in records[:limit]:
         runs = served.get(r.event_id, {})
@@ -184,6 +210,7 @@ def status(store: Store, layout: Layout) -> list[HostStatus]:
 
     items, _ = store.get_prefix(f"{layout.prefix}/")
     seen: dict[str, dict] = {}
+    runs = runs_in(items, layout)
 
     def host(name):
         return seen.setdefault(name, {"alive": False, "roles": (), "pending": 0, "runs": [],
@@ -207,9 +234,11 @@ def status(store: Store, layout: Layout) -> list[HostStatus]:
                     parse_entry(kv.value)
                     host(parts[1])["pending"] += 1
                 elif kind == "run":
-                    host(parts[1])["runs"].append(parse_run(kv.value))
+                    parse_run(kv.value)
             except BadRecord:
                 host(parts[1])["quarantined"] += 1  # the watcher moves it aside soon
+    for run in runs:
+        host(run.host)["runs"].append(run)
     out = []
     for name in sorted(seen):
         h = seen[name]

@@ -10,8 +10,9 @@ store so both drivers run them:
   the entries present (a batch of at most MAX_CLAIM_BYTES of ids, so a
   record always fits etcd's request limit; the rest get the next run).
   Entries stay in the inbox while the command runs.
-* `finish_run` removes the claimed entries and writes the finished record;
-  the last batch of removals and the record are one transaction. An entry
+* `finish_run` removes the claimed entries and writes the finished record,
+  moved to P/done/ so the host's prefix stays a short read; the last batch
+  of removals and the move are one transaction. An entry
   therefore goes only when a run that started after its fire has run its
   command to the end. A run that dies first leaves its entries, and the
   watcher, seeing its lock go while the record says started, marks it lost:
@@ -77,7 +78,7 @@ def take_run_lock(store: Store, layout: Layout, host: str, run_id: str, lease: i
 def _finished(store: Store, layout: Layout, host: str, run_id: str) -> bool:
     try:
         check_id(run_id, "run id")
-        kv = store.get(layout.run_key(host, run_id))
+        kv = store.get(layout.done_key(host, run_id))
         return kv is not None and parse_run(kv.value).state == "finished"
     except BadRecord:
         return False
@@ -125,14 +126,19 @@ def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float,
 
 def finish_run(store: Store, layout: Layout, record: RunRecord, exit_code: int,
                now: float, lease: int = 0) -> RunRecord:
-    """Remove the claimed entries; the last batch goes with the finished record."""
+    """Remove the claimed entries; the last batch goes with the finished
+    record, moved to P/done/ (with the retention's `lease`). Repeating it is
+    harmless: a write that timed out is retried."""
     done = replace(record, state="finished", finished_at=now, exit_code=exit_code)
     deletes = [DeleteOp(layout.entry_key(record.host, name)) for name in record.served]
-    tail = len(deletes) % (TXN_OPS - 1) or min(len(deletes), TXN_OPS - 1)
+    room = TXN_OPS - 2  # the last transaction also moves the record
+    tail = len(deletes) % room or min(len(deletes), room)
     head = deletes[: len(deletes) - tail]
     for i in range(0, len(head), TXN_OPS):
         store.txn(head[i : i + TXN_OPS])
-    store.txn([*deletes[len(head):], PutOp(layout.run_key(record.host, record.run_id), done.encode(), lease)])
+    store.txn([*deletes[len(head):],
+               PutOp(layout.done_key(record.host, record.run_id), done.encode(), lease=lease),
+               DeleteOp(layout.run_key(record.host, record.run_id))])
     return done
 
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.eventually import eventually
-from trigger.records import parse_run
+from trigger.results import list_runs
 
 pytestmark = [pytest.mark.etcd, pytest.mark.tsp]
 
@@ -62,23 +62,22 @@ def test_inbox_entries_are_acknowledged_and_run_records_kept(node):
     assert node.wait_served() == []
     eventually(lambda: not node.store.get_prefix(node.layout.host_prefix(node.host) + "0")[0]
              and _states(node) == ["finished"], what="the run to finish")
-    (record,) = [parse_run(kv.value) for kv in node.store.get_prefix(node.layout.runs_prefix(node.host))[0]]
+    (record,) = list_runs(node.store, node.layout, node.host)[0]
     assert record.exit_code == 0 and record.started_at <= record.finished_at
     assert record.hop == 1 and record.chain == ("tester",)
     assert node.runs()[0]["hop"] == "1" and node.runs()[0]["chain"] == "tester"
 
 
 def _states(node):
-    items, _ = node.store.get_prefix(node.layout.runs_prefix(node.host))
-    return [parse_run(kv.value).state for kv in items]
+    return [run.state for run in list_runs(node.store, node.layout, node.host)[0]]
 
 
 def test_failing_run_records_its_exit_code(node):
     node.start_watcher(exit_code=4)
     node.fire()
     eventually(lambda: _states(node) == ["finished"], what="the run to finish")
-    (kv,) = node.store.get_prefix(node.layout.runs_prefix(node.host))[0]
-    assert parse_run(kv.value).exit_code == 4
+    (run,) = list_runs(node.store, node.layout, node.host)[0]
+    assert run.exit_code == 4
 
 
 def test_kill_9_at_random_moments_loses_no_fire(node):

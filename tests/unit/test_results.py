@@ -4,7 +4,7 @@ import threading
 
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
-from trigger.results import history, result_of, status, wait_for_fire
+from trigger.results import history, list_runs, result_of, status, wait_for_fire
 from trigger.runner import finish_run, start_run
 from trigger.store.memory import MemoryStore
 
@@ -67,3 +67,15 @@ def test_history_skips_records_that_are_not_fires():
                  b'{"id": 1}', b'{"id": "y", "trigger": "t", "hosts": ["a b"], "fired_at": 1}', b"\xff"):
         store.put(L.fire_key(f"junk{len(junk)}"), junk)
     assert [h.trigger for h in history(store, L)] == ["deploy"]
+
+
+def test_list_runs_finds_active_and_finished_runs_of_one_host_or_all():
+    store = MemoryStore()
+    fire(store, L, "t", ["a", "b"], Lineage(), "o")
+    finish_run(store, L, start_run(store, L, "a", "ra", 1.0), 0, 2.0)
+    start_run(store, L, "b", "rb", 1.0)
+    store.put(L.done_key("a", "forged"), b'{"not": "a run"}')
+    runs, revision = list_runs(store, L, "a")
+    assert [(r.run_id, r.state) for r in runs] == [("ra", "finished")] and revision == store.revision
+    assert sorted((r.run_id, r.state) for r in list_runs(store, L)[0]) == [("ra", "finished"), ("rb", "started")]
+    assert {s.host: s.last.run_id if s.last else None for s in status(store, L)} == {"a": "ra", "b": None}

@@ -46,8 +46,8 @@ def test_finish_removes_the_claimed_entries_in_batches_and_the_record_comes_with
     lease = store.lease_grant(60)
     done = finish_run(store, L, record, 2, 3.0, lease)
     assert inbox(store) == ["late"]
-    assert store.get_prefix("/")[1] - before == 3  # 300 deletions: 128 + 128 + (44 + the record)
-    kv = store.get(L.run_key("h", "r1"))
+    assert store.get_prefix("/")[1] - before == 3  # 300 deletions: 128 + 128 + (44 + the record's move)
+    kv = store.get(L.done_key("h", "r1"))
     assert kv.lease == lease and parse_run(kv.value) == done and done.exit_code == 2
     assert kv.mod_revision == store.get_prefix("/")[1]  # the record is the last write
 
@@ -103,3 +103,42 @@ def test_a_lock_left_by_a_finished_run_is_taken_over():
     finish_run(store, L, start_run(store, L, "h", "r1", 1.0), 0, 2.0)
     assert take_run_lock(store, L, "h", "r2", store.lease_grant(30)) == ""  # stale: removed
     assert take_run_lock(store, L, "h", "r2", store.lease_grant(30)) is None
+
+
+def test_finish_moves_the_record_out_of_the_hosts_prefix_onto_the_retention_lease():
+    store = MemoryStore()
+    fire(store, L, "t", ["h"], Lineage(), "x")
+    started = start_run(store, L, "h", "r1", 1.0)
+    lease = store.lease_grant(60)
+    seen = []
+    store.watch_prefix(L.prefix + "/", store.revision + 1, seen.extend)
+    done = finish_run(store, L, started, 2, 3.0, lease)
+    kv = store.get(L.done_key("h", "r1"))
+    assert kv.lease == lease and parse_run(kv.value) == done and done.exit_code == 2
+    assert store.get(L.run_key("h", "r1")) is None
+    assert store.get_prefix(L.host_prefix("h"))[0] == []
+    # One transaction with the served entry's removal: the record is never in
+    # both places, nor in neither.
+    assert {c.revision for c in seen} == {kv.mod_revision} and len(seen) == 3
+
+
+def test_finishing_again_is_harmless():
+    store = MemoryStore()
+    started = start_run(store, L, "h", "r1", 1.0)
+    finish_run(store, L, started, 0, 2.0)
+    again = finish_run(store, L, started, 0, 2.0)  # a retry after a write that timed out
+    assert parse_run(store.get(L.done_key("h", "r1")).value) == again
+
+
+def test_a_run_start_reads_only_the_inbox_and_active_runs():
+    """10,000 finished runs kept do not make the next run's reads longer."""
+    store = MemoryStore()
+    for i in range(10_000):
+        store.put(L.done_key("h", f"old{i:05d}"), b"{}")
+    fire(store, L, "t", ["h"], Lineage(), "x")
+    reads = []
+    get_prefix = store.get_prefix
+    store.get_prefix = lambda prefix: reads.append(get_prefix(prefix)[0]) or get_prefix(prefix)
+    pending_limits(store, L, "h")
+    record = start_run(store, L, "h", "r1", 1.0)
+    assert len(record.served) == 1 and [len(items) for items in reads] == [1, 1]

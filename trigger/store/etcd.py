@@ -1,8 +1,9 @@
-"""The store on a real etcd (v3 API), through the `etcd3` 0.12.0 package.
+"""The store on a real etcd (v3 API), through the gRPC stubs of `etcd-sdk-python`.
 
 Theory of operation
 -------------------
-`etcd3` gives us the generated gRPC stubs; we make the channels (plain or
+`etcd-sdk-python` (module `pyetcd`, the maintained fork of `etcd3`) gives us
+the generated gRPC stubs; we make the channels (plain or
 TLS) and every call ourselves, so that we decide what happens on failure:
 
 * **Endpoints.** One client (one gRPC channel) per endpoint, made lazily.
@@ -51,11 +52,10 @@ TLS) and every call ourselves, so that we decide what happens on failure:
   branch. etcd refuses a txn with more than `--max-txn-ops` (default 128)
   ops, or one naming a key twice; callers batch (see trigger.fire).
 
-`PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python` must be set before protobuf is
-first imported: the stubs in etcd3 0.12.0 were generated for protobuf 3 and
-the C++/upb implementations of protobuf >= 4 refuse them ("Descriptors cannot
-be created directly"). If protobuf was already imported with another
-implementation, importing this module fails with a message saying so.
+The stubs were generated for protobuf >= 5, so protobuf loads with its fast
+backend (upb): etcd3 0.12.0's stubs loaded only with the pure-Python one,
+which made importing this module cost about 270 ms and every message built
+or parsed several times slower (docs/benchmarks.md).
 `GRPC_VERBOSITY=NONE` (unless set) keeps grpc's C core from printing its
 own log lines (a failed TLS handshake logs several) next to our one-line
 errors.
@@ -65,27 +65,17 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import logging  # noqa: E402
 import queue  # noqa: E402
-import re  # noqa: E402
-import ssl  # noqa: E402
 import threading  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Callable, TypeVar  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
 
 import grpc  # noqa: E402
 
-try:
-    import etcd3.etcdrpc as rpc  # noqa: E402
-except TypeError as e:  # protobuf was imported earlier with the upb/C++ backend
-    raise ImportError(
-        "etcd3 cannot load its protobuf stubs: set PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python "
-        f"before anything imports protobuf ({e})".replace("\n", " ")
-    ) from e
+import pyetcd.etcdrpc as rpc  # noqa: E402
 
 from .base import (  # noqa: E402
     Change,
@@ -99,6 +89,25 @@ from .base import (  # noqa: E402
     StoreError,
     UnavailableError,
     WatchCallback,
+)
+from .etcd_common import (  # noqa: E402,F401  (load_tls, EtcdError, prefix_range_end: used by callers)
+    TOKEN_REFUSED,
+    Credentials,
+    EtcdError,
+    TlsConfig,
+    check_value as _value,
+    connection_options,
+    decode_key as _str,
+    encode_key as _key,
+    hint,
+    load_tls,
+    prefix_range_end,
+    split_endpoint,
+    StreamWatch,
+    first_watch,
+    tls_problem as _tls_problem,
+    translate,
+    who,
 )
 
 log = logging.getLogger(__name__)
@@ -120,73 +129,6 @@ _GRPC_OPTIONS = [
 ]
 
 _EVENT_PUT = rpc.kv_pb2.Event.PUT
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """What an https endpoint is checked against (`cacert`, PEM; None: the
-    system's CAs) and the client certificate it is shown (`cert`, `key`)."""
-
-    cacert: bytes | None = None
-    cert: bytes | None = None
-    key: bytes | None = field(default=None, repr=False)
-
-    def channel_credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(self.cacert, self.key, self.cert)
-
-
-def load_tls(cacert: str | None = None, cert: str | None = None, key: str | None = None) -> TlsConfig | None:
-    """Read and check the PEM files etcdctl's --cacert/--cert/--key name.
-
-    None when none is given. Raises ValueError with a one-line reason for a
-    file that cannot be read, is not PEM, or a key that does not match its
-    certificate: better now than as a failed handshake later.
-    """
-    if not (cacert or cert or key):
-        return None
-    if bool(cert) != bool(key):
-        raise ValueError("--cert and --key go together: give both (the client certificate and its key)")
-
-    def read(path: str, option: str) -> bytes:
-        try:
-            with open(path, "rb") as f:
-                return f.read(1 << 20)
-        except OSError as e:
-            raise ValueError(f"cannot read {option} {path}: {e.strerror}") from None
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ca_pem = read(cacert, "--cacert") if cacert else None
-    if cacert:
-        try:
-            context.load_verify_locations(cadata=ca_pem.decode("ascii"))
-        except (ssl.SSLError, UnicodeDecodeError, ValueError) as e:
-            raise ValueError(f"--cacert {cacert}: not a PEM CA certificate ({_ssl_reason(e)})") from None
-    cert_pem = key_pem = None
-    if cert:
-        cert_pem, key_pem = read(cert, "--cert"), read(key, "--key")
-        try:
-            context.load_cert_chain(cert, key, password=lambda: b"")
-        except (ssl.SSLError, ValueError) as e:
-            raise ValueError(f"--cert {cert} / --key {key}: not a PEM certificate and its unencrypted "
-                             f"key ({_ssl_reason(e)})") from None
-        except OSError as e:
-            raise ValueError(f"cannot read --cert {cert} or --key {key}: {e.strerror}") from None
-    return TlsConfig(ca_pem, cert_pem, key_pem)
-
-
-def _ssl_reason(error: Exception) -> str:
-    """`KEY_VALUES_MISMATCH` -> `key values mismatch`, without `(_ssl.c:NNN)`."""
-    reason = getattr(error, "reason", None)
-    text = reason.lower().replace("_", " ") if reason else re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(error))
-    return " ".join(text.split())
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """An etcd user and password (etcd's password authentication)."""
-
-    user: str
-    password: str = field(repr=False)
 
 
 class _Connection:
@@ -267,94 +209,17 @@ class _Endpoint:
 
 def parse_endpoint(url: str) -> _Endpoint:
     """`http://host:port`, `https://host:port` (or bare `host:port`) as etcdctl takes it."""
-    text = url.strip()
-    if "://" not in text:
-        text = "http://" + text
-    try:
-        parts = urlsplit(text)
-        port = parts.port or 2379
-    except ValueError as e:
-        raise StoreError(f"bad etcd endpoint {url!r}: {e}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise StoreError(f"bad etcd endpoint {url!r}: expected http://HOST:PORT or https://HOST:PORT")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return _Endpoint(url=url.strip(), target=f"{host}:{port}", secure=parts.scheme == "https")
-
-
-# What etcd says when a call's token is gone (expired, or etcd restarted) or
-# was issued before a change of users and roles: the call was refused before
-# being applied, so authenticating again and repeating it is safe.
-_TOKEN_REFUSED = ("invalid auth token", "auth revision is old", "user name is empty")
-
-# Handshake failures that are configuration, not an outage, and what to check.
-_TLS_PROBLEMS = (
-    ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not signed by a CA in --cacert"),
-    ("Hostname Verification", "the server's certificate does not name this host"),
-    ("Peer name", "the server's certificate does not name this host"),
-    ("TSI_DATA_CORRUPTED", "the server refused the TLS handshake: it wants a client certificate "
-                           "signed by a CA it trusts (--cert, --key)"),
-    ("BAD_CERTIFICATE", "the server refused our client certificate (--cert, --key)"),
-    ("CERTIFICATE_REQUIRED", "the server wants a client certificate (--cert, --key)"),
-)
+    host, port, secure = split_endpoint(url)
+    return _Endpoint(url=url.strip(), target=f"{host}:{port}", secure=secure)
 
 
 def _token_refused(error: grpc.RpcError) -> bool:
     details = _details(error)
-    return any(text in details for text in _TOKEN_REFUSED)
-
-
-def _tls_problem(details: str) -> str | None:
-    for text, problem in _TLS_PROBLEMS:
-        if text in details:
-            return problem
-    return None
-
-
-class EtcdError(StoreError):
-    """A refusal etcd explained that has no message of our own: keeps etcd's
-    status code and words so callers (trigger.auth) can tell them apart."""
-
-    def __init__(self, message: str, code: str, details: str):
-        super().__init__(message)
-        self.code, self.details = code, details
-
-
-def _key(key: str) -> bytes:
-    return key.encode("utf-8", "surrogateescape")
-
-
-def _str(key: bytes) -> str:
-    return key.decode("utf-8", "surrogateescape")
-
-
-def _value(value: bytes) -> bytes:
-    if not isinstance(value, bytes):  # as the memory store: bytes, nothing else
-        raise TypeError(f"store values are bytes, not {type(value).__name__}")
-    return value
-
-
-def prefix_range_end(prefix: bytes) -> bytes:
-    """The end of etcd's range for all keys starting with `prefix`."""
-    end = bytearray(prefix)
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return b"\0"  # every key (empty prefix, or all 0xff)
+    return any(text in details for text in TOKEN_REFUSED)
 
 
 def _kv(kv) -> KeyValue:
     return KeyValue(_str(kv.key), bytes(kv.value), kv.create_revision, kv.mod_revision, kv.lease)
-
-
-def _hint(endpoint: _Endpoint, details: str) -> str:
-    """etcd's words, and what a handshake cut short usually means."""
-    if "Socket closed" in details:
-        if endpoint.secure:
-            return f"{details}; is it a plain http:// endpoint?"
-        return f"{details}; does it want https://?"
-    return details
 
 
 def _details(error: grpc.RpcError) -> str:
@@ -375,23 +240,9 @@ class EtcdStore:
         """`cacert`/`cert`/`key` are PEM file paths (or give `tls` already
         loaded); `user` and `password` turn on password authentication.
         Raises ValueError for unusable TLS files or options."""
-        if isinstance(endpoints, str):
-            endpoints = [e for e in endpoints.split(",") if e.strip()]
-        if not endpoints:
-            raise StoreError("no etcd endpoints given")
+        endpoints, tls, credentials = connection_options(endpoints, cacert, cert, key, user, password, tls)
         self._endpoints = [parse_endpoint(e) for e in endpoints]
-        tls = tls or load_tls(cacert, cert, key)
-        if tls is not None:
-            plain = [e.url for e in self._endpoints if not e.secure]
-            if plain:
-                raise ValueError(f"TLS options given but {', '.join(plain)} is plain http: "
-                                 "use https:// endpoints (refusing to send the connection unencrypted)")
-        if (user is None) != (password is None):
-            raise ValueError("etcd user and password go together")
-        if user is not None and (not user or ":" in user):
-            raise ValueError(f"bad etcd user name {user!r}")
         self.user = user
-        credentials = Credentials(user, password) if user is not None else None
         for endpoint in self._endpoints:
             endpoint.tls, endpoint.credentials = tls, credentials
         self.timeout = timeout
@@ -433,7 +284,7 @@ class EtcdStore:
                     problem = _tls_problem(details) if code == grpc.StatusCode.UNAVAILABLE else None
                     if problem:
                         tls_problems.append(f"{endpoint.url}: {problem}")
-                    failures.append(f"{endpoint.url} ({problem or _hint(endpoint, details)})")
+                    failures.append(f"{endpoint.url} ({problem or hint(endpoint.secure, details)})")
                     continue
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     # Start the next call (the caller's re-read) elsewhere.
@@ -467,39 +318,12 @@ class EtcdStore:
         return fn(endpoint.reauthenticate(token, self.timeout))
 
     def _who(self) -> str:
-        if self.user is not None:
-            return f"etcd user {self.user!r}"
-        return "this client (no --user: etcd takes the user from the client certificate's name, if any)"
+        return who(self.user)
 
     def _translate(self, error: grpc.RpcError, what: str, endpoint: _Endpoint) -> StoreError:
-        details = _details(error)
-        if "required revision has been compacted" in details:
-            return CompactedError(self._compact_revision(endpoint))
-        if "required revision is a future revision" in details:
-            return StoreError(f"etcd {what}: revision is newer than the store's newest")
-        if "requested lease not found" in details:
-            return StoreError(f"etcd {what}: lease not found")
-        if "too many operations in txn request" in details:
-            return StoreError(
-                f"etcd {what}: more operations than etcd's --max-txn-ops allows "
-                "(default 128); split the transaction into batches"
-            )
-        if "request is too large" in details or "received message larger than max" in details:
-            return StoreError(f"etcd {what}: request is larger than etcd's --max-request-bytes allows (default 1.5 MiB)")
-        if "duplicate key given in txn request" in details:
-            return StoreError(f"etcd {what}: a transaction may name each key only once")
-        if "permission denied" in details:
-            return StoreError(f"etcd {what}: permission denied for {self._who()}")
-        if "authentication failed" in details:
-            return StoreError(f"etcd at {endpoint.url}: authentication as {self.user!r} failed: "
-                              "wrong user name or password")
-        if "user name is empty" in details:
-            return StoreError(f"etcd {what}: etcd has authentication enabled: give --user NAME "
-                              "(or ETCDCTL_USER), or a client certificate named after an etcd user")
-        if "invalid auth token" in details:
-            return StoreError(f"etcd {what}: etcd refused the auth token of {self._who()}")
         code = error.code().name if hasattr(error, "code") else "ERROR"
-        return EtcdError(f"etcd {what} failed at {endpoint.url}: {code}: {details}", code, details)
+        return translate(_details(error), code, what, endpoint.url, self.user,
+                         lambda: self._compact_revision(endpoint))
 
     def _compact_revision(self, endpoint: _Endpoint) -> int:
         """The oldest revision a watch may start from: etcd tells a watch
@@ -650,33 +474,19 @@ class EtcdStore:
         """
         if self._closed:
             raise StoreError("etcd watch: the store is closed")
-        n = len(self._endpoints)
-        failures, tls_problems = [], []
-        for i in range(n):
-            index = (self._current + i) % n
-            endpoint = self._endpoints[index]
+
+        def open_on(endpoint: _Endpoint) -> "EtcdWatch | str":
             try:
-                watch = self._open_watch(endpoint, prefix, start_revision, callback)
+                return self._open_watch(endpoint, prefix, start_revision, callback)
             except grpc.RpcError as e:  # from authenticating
                 if e.code() != grpc.StatusCode.UNAVAILABLE:
                     raise self._translate(e, f"watch {prefix}", endpoint) from None
-                watch = _details(e)
-            if isinstance(watch, EtcdWatch):
-                self._current = index
-                with self._lock:
-                    self._watches.add(watch)
-                return watch
-            if "permission denied" in watch:
-                raise StoreError(f"etcd watch {prefix}: permission denied for {self._who()}")
-            if any(text in watch for text in _TOKEN_REFUSED):
-                raise StoreError(f"etcd watch {prefix}: etcd refused the auth token of {self._who()}")
-            problem = _tls_problem(watch)
-            if problem:
-                tls_problems.append(f"{endpoint.url}: {problem}")
-            failures.append(f"{endpoint.url} ({problem or _hint(endpoint, watch)})")
-        if tls_problems and len(tls_problems) == len(failures):
-            raise StoreError(f"etcd watch {prefix}: TLS handshake failed: {'; '.join(tls_problems)}")
-        raise UnavailableError(f"etcd watch {prefix}: no endpoint answered: {'; '.join(failures)}")
+                return _details(e)
+
+        self._current, watch = first_watch(prefix, self._endpoints, self._current, self.user, open_on)
+        with self._lock:
+            self._watches.add(watch)
+        return watch
 
     def _open_watch(self, endpoint: _Endpoint, prefix: str, start_revision: int,
                     callback: WatchCallback) -> "EtcdWatch | str":
@@ -687,7 +497,7 @@ class EtcdStore:
         error = watch._open(self.timeout)
         if error is None:
             return watch
-        if endpoint.credentials is None or not any(text in error for text in _TOKEN_REFUSED):
+        if endpoint.credentials is None or not any(text in error for text in TOKEN_REFUSED):
             return error
         log.info("etcd at %s refused the watch's auth token (%s); authenticating again",
                  endpoint.url, error)
@@ -709,30 +519,14 @@ class EtcdStore:
             endpoint.close()
 
 
-class EtcdWatch:
-    """One gRPC Watch stream and the thread that reads it.
-
-    The callback is called from that thread. After `cancel()` returns it is
-    not called again (except for a call already in progress). If the
-    callback raises, the error is logged and the watch ends with a
-    StoreError, so the caller re-reads rather than silently missing a batch.
-    """
+class EtcdWatch(StreamWatch):
+    """One gRPC Watch stream and the thread that reads it (see StreamWatch)."""
 
     def __init__(self, store: EtcdStore, endpoint: _Endpoint, prefix: str,
                  start_revision: int, callback: WatchCallback):
-        self._store = store
-        self.endpoint = endpoint
-        self.prefix = prefix
-        self.callback = callback
-        self.start_revision = start_revision
-        self.last_revision = start_revision - 1 if start_revision > 0 else 0
-        self._alive = True
+        super().__init__(store, endpoint, prefix, start_revision, callback)
         self._requests: queue.Queue = queue.Queue()
-        self._stream = None
         self._created = threading.Event()
-        self._open_error: str | None = None
-        self._thread: threading.Thread | None = None
-        self.token: str | None = None  # the auth token the stream was opened with
 
     def _open(self, timeout: float) -> str | None:
         """Start the stream; None once etcd created the watch, else why not.
@@ -811,33 +605,7 @@ class EtcdWatch:
             if self._alive:
                 self._finish(StoreError(f"etcd watch on {self.prefix} failed: {e!r}"))
 
-    def _deliver(self, changes: list[Change]) -> None:
-        self.last_revision = changes[-1].revision
-        try:
-            self.callback(changes)
-        except Exception as e:
-            log.exception("watch callback for %s failed", self.prefix)
-            if self._alive:
-                self._finish(StoreError(f"watch callback for {self.prefix} failed: {e!r}"))
-
-    def _finish(self, error: StoreError) -> None:
-        """Report `error` once and end the watch."""
-        if not self._alive:
-            return
-        self._alive = False
-        self._close_stream()
-        self._store._forget(self)
-        try:
-            self.callback(error)
-        except Exception:
-            log.exception("watch callback for %s failed on %s", self.prefix, error)
-
     def _close_stream(self) -> None:
         self._requests.put(None)
         if self._stream is not None:
             self._stream.cancel()
-
-    def cancel(self) -> None:
-        self._alive = False
-        self._close_stream()
-        self._store._forget(self)

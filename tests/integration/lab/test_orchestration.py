@@ -27,10 +27,13 @@ def trigger(lab, host, node: str, *args: str):
 
 
 def run_records(lab, host, node: str) -> list[dict]:
-    prefix = Layout().runs_prefix(node)
-    out = host.check_output(f"ETCDCTL_ENDPOINTS={','.join(lab.endpoints(node))} "
-                            f"etcdctl get --prefix --print-value-only {prefix}")
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    """The node's run records, active and finished (trigger.results.list_runs's two places)."""
+    records = []
+    for prefix in (Layout().runs_prefix(node), Layout().done_prefix(node)):
+        out = host.check_output(f"ETCDCTL_ENDPOINTS={','.join(lab.endpoints(node))} "
+                                f"etcdctl get --prefix --print-value-only {prefix}")
+        records += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return records
 
 
 def test_a_serial_rolling_refresh_never_runs_both_hosts_at_once(lab, hosts, settled):

@@ -103,7 +103,8 @@ def member_roles(endpoint: str, host: str) -> list[str] | None:
 
 
 def run_records(endpoint: str, host: str) -> list[dict]:
-    kvs = etcd_dump(endpoint, f"{PREFIX}/hosts/{host}/runs/")[1]
+    """The host's run records, active and finished (trigger.results.list_runs's two places)."""
+    kvs = {**etcd_dump(endpoint, f"{PREFIX}/hosts/{host}/runs/")[1], **etcd_dump(endpoint, f"{PREFIX}/done/{host}/")[1]}
     return [json.loads(v) for v in kvs.values()]
 
 

@@ -19,6 +19,24 @@ from .pki import Pki
 
 TOKEN_TTL = 1  # seconds: etcd's --auth-token-ttl for the auth tests (default 300)
 
+ADAPTER = {"store": "etcd"}  # the etcd adapter of the test running now
+
+
+@pytest.fixture(autouse=True, params=["etcd", "etcd-grpc"])
+def etcd_adapter(request):
+    """Every security test on each etcd adapter (JSON gateway, gRPC): the
+    stores the tests open and the commands they run use it (the runs a
+    watcher starts use the default, `etcd`)."""
+    ADAPTER["store"] = request.param
+    yield request.param
+    ADAPTER["store"] = "etcd"
+
+
+def open_test_store(**options):
+    from trigger.store import open_store
+
+    return open_store(ADAPTER["store"], **options)
+
 
 @dataclass(frozen=True)
 class Result:
@@ -36,6 +54,10 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def trigger(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> Result:
     """`trigger ARGS` as its own process, as ops run it."""
+    args = list(args)
+    if ADAPTER["store"] != "etcd" and args and not args[0].startswith("-"):
+        end = args.index("--") if "--" in args else len(args)
+        args[end:end] = ["--store", ADAPTER["store"]]
     done = subprocess.run([sys.executable, "-m", "trigger", *args], capture_output=True, text=True,
                           env=env or clean_env(), timeout=timeout, stdin=subprocess.DEVNULL)
     return Result(done.returncode, done.stdout, done.stderr)

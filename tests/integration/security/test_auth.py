@@ -14,10 +14,10 @@ from tests.conftest import need
 from tests.integration.conftest import Node
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
-from trigger.store import Put, StoreError, open_store
+from trigger.store import Put, StoreError
 from trigger.store.etcd import rpc
 
-from .conftest import TOKEN_TTL, assert_one_line_error, trigger
+from .conftest import TOKEN_TTL, assert_one_line_error, open_test_store, trigger
 
 pytestmark = pytest.mark.etcd
 
@@ -25,8 +25,27 @@ LAYOUT = Layout()
 
 
 def store_as(server, user: str):
-    return open_store("etcd", endpoints=[server.endpoint], user=user,
-                      password=server.password(user).read_text().strip())
+    return open_test_store(endpoints=[server.endpoint], user=user,
+                           password=server.password(user).read_text().strip())
+
+
+def token_of(store) -> str | None:
+    endpoint = store._endpoints[0]
+    return endpoint.client.token if hasattr(endpoint, "client") else endpoint.token
+
+
+def refusal_with(store, token: str) -> str:
+    """What etcd answers a read made with `token` (not renewing it)."""
+    endpoint = store._endpoints[0]
+    if hasattr(endpoint, "client"):  # gRPC
+        with pytest.raises(grpc.RpcError) as refused:
+            endpoint.client.kvstub.Range(rpc.RangeRequest(key=b"/x"), 5, metadata=(("token", token),))
+        return refused.value.details()
+    from trigger.store.etcd_json import _Refused
+
+    with pytest.raises(_Refused) as refused:
+        endpoint._post("/v3/kv/range", {"key": "L3g="}, 5, token)
+    return refused.value.details
 
 
 def test_setup_writes_private_password_files(auth_etcd):
@@ -109,19 +128,16 @@ def test_a_store_outlives_its_auth_token(auth_etcd):
     try:
         _, revision = node1.get_prefix(LAYOUT.host_prefix("node1.test"))
         watch = node1.watch_prefix(LAYOUT.host_prefix("node1.test"), revision + 1, seen.put)
-        stale = node1._endpoints[0].client.token
+        stale = token_of(node1)
         time.sleep(TOKEN_TTL + 1.5)
-        with pytest.raises(grpc.RpcError) as refused:  # the token really is gone
-            node1._endpoints[0].client.kvstub.Range(rpc.RangeRequest(key=b"/x"), 5,
-                                                    metadata=(("token", stale),))
-        assert "invalid auth token" in refused.value.details()
+        assert "invalid auth token" in refusal_with(node1, stale)  # the token really is gone
         entry = fire(ci, LAYOUT, "later", ["node1.test"], Lineage(), "ci")
         changes = seen.get(timeout=5)
         assert isinstance(changes, list) and changes[0].key.endswith(entry.id)
         # Writes, reads and a new watch, all after the expiry:
         node1.put(LAYOUT.run_key("node1.test", "r1"), b"{}")
         assert node1.get(LAYOUT.run_key("node1.test", "r1")) is not None
-        assert node1._endpoints[0].client.token != stale
+        assert token_of(node1) != stale
         time.sleep(TOKEN_TTL + 1.5)
         again: queue.Queue = queue.Queue()
         second = node1.watch_prefix(LAYOUT.host_prefix("node1.test"), 1, again.put)
@@ -166,7 +182,11 @@ def test_a_watcher_outlives_its_auth_token_and_loses_nothing(tmp_path, auth_etcd
         assert node.proc.poll() is None
         assert "authenticating again" in node.watch_log.read_text()  # the token did expire
         assert password not in node.tsp("-l")
-        assert node.store.get_prefix(LAYOUT.host_prefix("node1.test"))[0]  # run records
+        # The runs, as node1.test, moved their finished records to done/.
+        deadline = time.monotonic() + 10
+        while len(node.store.get_prefix(LAYOUT.done_prefix("node1.test"))[0]) < 2:
+            assert time.monotonic() < deadline, "the second run's finished record"
+            time.sleep(0.05)
         entries = [kv for kv in node.store.get_prefix(LAYOUT.host_prefix("node1.test"))[0]
                    if LAYOUT.classify("node1.test", kv.key)[0] == "entry"]
         assert entries == []  # both acknowledged by their runs

@@ -10,16 +10,16 @@ from tests.eventually import eventually
 from tests.conftest import need
 from tests.integration.conftest import Node
 from trigger.layout import Layout
-from trigger.store import StoreError, open_store
+from trigger.store import StoreError
 
-from .conftest import assert_one_line_error, clean_env, tls_args, trigger
+from .conftest import assert_one_line_error, clean_env, open_test_store, tls_args, trigger
 
 pytestmark = pytest.mark.etcd
 
 
 def tls_store(server, pki, who, **options):
-    return open_store("etcd", endpoints=[server.endpoint], cacert=str(pki.ca.cert),
-                      cert=str(who.cert), key=str(who.key), **options)
+    return open_test_store(endpoints=[server.endpoint], cacert=str(pki.ca.cert),
+                           cert=str(who.cert), key=str(who.key), **options)
 
 
 def test_fire_and_watch_over_tls(tmp_path, tls_etcd, pki):
@@ -39,12 +39,14 @@ def test_fire_and_watch_over_tls(tmp_path, tls_etcd, pki):
         assert done.code == 0, done
         node.fires.append(fired_at)
         assert node.wait_served(timeout=20) == [], node.watch_log.read_text()
-        # The run acknowledged the entry: only its run record is left.
-        def kinds():
-            items, _ = node.store.get_prefix(Layout().host_prefix("node1.test"))
-            return {Layout().classify("node1.test", kv.key)[0] for kv in items}
+        # The run served the entry and, finished, moved its record to done/.
+        def left():
+            inbox, _ = node.store.get_prefix(Layout().host_prefix("node1.test"))
+            done, _ = node.store.get_prefix(Layout().done_prefix("node1.test"))
+            return inbox, done
 
-        eventually(lambda: kinds() == {"run"}, 10, lambda: f"only run records left, not {kinds()}")
+        eventually(lambda: left()[0] == [] and len(left()[1]) == 1, 10,
+                   lambda: f"an empty inbox and one finished run, not {left()}")
         status = trigger("status", "--json", "--endpoints", tls_etcd.endpoint, *tls_args(pki, pki.root))
         assert status.code == 0 and '"host": "node1.test"' in status.out, status
     finally:

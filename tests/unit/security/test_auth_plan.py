@@ -30,10 +30,10 @@ def allowed(the_plan, user: str, key: str, write: bool = False) -> bool:
 
 def test_a_node_reaches_its_own_keys_only():
     the_plan = plan(LAYOUT, ["web1", "web10"], ["ci"])
-    for key in ("/p/hosts/web1/0001-ab", "/p/hosts/web1/runs/r1", "/p/quarantine/web1/x",
+    for key in ("/p/hosts/web1/0001-ab", "/p/hosts/web1/runs/r1", "/p/done/web1/r1", "/p/quarantine/web1/x",
                 "/p/members/web1", "/p/slots/t/r1", "/p/elections/e/web1"):
         assert allowed(the_plan, "web1", key, write=True), key
-    for key in ("/p/hosts/web10/0001-ab", "/p/hosts/web10/runs/r1", "/p/hosts/web1", "/p/members/web10",
+    for key in ("/p/hosts/web10/0001-ab", "/p/hosts/web10/runs/r1", "/p/done/web10/r1", "/p/hosts/web1", "/p/members/web10",
                 "/p/members/web1x", "/p/fires/0001", "/p/refused/0001", "/p/quarantine/web10/x"):
         assert not allowed(the_plan, "web1", key), key
         assert not allowed(the_plan, "web1", key, write=True), key
@@ -48,9 +48,10 @@ def test_a_firer_writes_inboxes_and_fire_records_and_reads_everything():
     # Inboxes of the hosts set up only, never their run records nor their run lock.
     for key in ("/p/hosts/web1/runs/r1", "/p/hosts/web1/runs/", "/p/hosts/web1/lock/run",
                 "/p/hosts/web10/0001", "/p/hosts/anyone/0001",
-                "/p/hosts/web1", "/p/members/web1", "/p/quarantine/web1/x"):
+                "/p/hosts/web1", "/p/done/web1/r1", "/p/members/web1", "/p/quarantine/web1/x"):
         assert not allowed(the_plan, "ci", key, write=True), key
-    assert allowed(the_plan, "ci", "/p/hosts/web1/runs/r1") and allowed(the_plan, "ci", "/p/members/web1")
+    assert allowed(the_plan, "ci", "/p/hosts/web1/runs/r1") and allowed(the_plan, "ci", "/p/done/web1/r1")
+    assert allowed(the_plan, "ci", "/p/members/web1")
     assert not allowed(the_plan, "ci", "/other/key")
 
 

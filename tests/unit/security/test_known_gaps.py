@@ -9,7 +9,7 @@ from trigger.coordination import Member, resolve_targets
 from trigger.core import Changes, Quarantine, Snapshot, WatcherCore
 from trigger.store.base import Put
 from trigger.records import RunRecord
-from trigger.results import runs_serving
+from trigger.results import runs_in, runs_serving
 from trigger.store.memory import MemoryStore
 
 from .strategies import LAYOUT
@@ -25,7 +25,7 @@ def test_a_node_cannot_publish_membership_for_another_host():
 def test_a_node_cannot_report_results_for_another_host():
     forged = RunRecord("r1", "db1", "finished", 1.0, 2.0, 3.0, 0, served=("e1",))
     items = [type("KV", (), {"key": LAYOUT.run_key("web1", "r1"), "value": forged.encode()})()]
-    assert "db1" not in runs_serving(items, LAYOUT).get("e1", {})
+    assert "db1" not in runs_serving(runs_in(items, LAYOUT)).get("e1", {})
 
 
 def test_a_quarantined_key_is_logged_on_one_line():
