@@ -35,6 +35,8 @@ from trigger.core import (
     EnqueueRun,
     MarkRunLost,
     Quarantine,
+    RunFinished,
+    RunStarted,
     Snapshot,
     Tick,
     WatcherCore,
@@ -225,5 +227,7 @@ class SimWatcher:
                 ], expect_revisions=((action.key, action.revision),))
                 node.stats.quarantined += 1
                 self.sim.trace(node.host, f"quarantine {action.key}: {action.reason}")
+            elif isinstance(action, (RunStarted, RunFinished)):
+                pass  # report only: the simulator traces runs itself
             else:  # an action kind added to the core that the simulator does not know yet
                 raise TypeError(f"simulator cannot carry out {action!r}")
