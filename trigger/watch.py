@@ -31,6 +31,7 @@ from .core import (
     WatcherCore,
 )
 from .layout import Layout
+from .monitor import WatchMonitor
 from .queue import QueueError, RunQueue
 from .store.base import CompactedError, DeleteOp, PutOp, Store, StoreError
 
@@ -47,6 +48,7 @@ class WatchDaemon:
         clock: Callable[[], float] = time.time,
         check_interval: float = 5.0,
         idle_check: float = 300.0,
+        monitor=None,
     ):
         self.store = store
         self.queue = queue
@@ -57,6 +59,7 @@ class WatchDaemon:
         self.check_interval = check_interval
         self.idle_check = idle_check
         self.stopping = threading.Event()
+        self.monitor = monitor or WatchMonitor(core)  # log lines and metrics
         self._inbox: queue_module.Queue = queue_module.Queue()
 
     def stop(self) -> None:
@@ -70,8 +73,10 @@ class WatchDaemon:
                 self._follow()
             except CompactedError as exc:
                 log.warning("watch history gone (%s); re-reading the inbox", exc)
+                self.monitor.reconnect(str(exc))
             except StoreError as exc:
                 log.warning("store: %s; retrying in %.1fs", exc, self._delay)
+                self.monitor.reconnect(str(exc))
                 self.stopping.wait(self._delay)
                 self._delay = min(self._delay * 2, 10.0)
 
@@ -125,8 +130,9 @@ class WatchDaemon:
     # -- actions ---------------------------------------------------------------
 
     def _apply(self, actions: list[Action]) -> None:
+        self.monitor.count_received()
         for action in actions:
-            log.info("%s", action.describe())
+            self.monitor.report(action)
             if isinstance(action, EnqueueRun):
                 self.store.put(self.layout.run_key(self.core.host, action.run_id), action.record.encode())
                 try:
