@@ -55,7 +55,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": iso_time(record.created), "level": record.levelname.lower(),
-                "host": self.host, "message": record.getMessage()}
+                "host": self.host, "message": record.getMessage(), "event": "log"}
         line.update(getattr(record, "fields", {}))
         return json.dumps(line, sort_keys=True)
 
