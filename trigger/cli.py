@@ -224,14 +224,14 @@ def cmd_fire(args) -> int:
         if args.provider == "exec":
             return _exec_fire(args, hosts, lineage)
         unwatched = unwatched_hosts(store, layout, hosts)
-        if unwatched:
-            shown = ", ".join(unwatched[:5]) + (f" and {len(unwatched) - 5} more" if len(unwatched) > 5 else "")
-            print(f"trigger: warning: {len(unwatched)} of {len(hosts)} host(s) have no live watcher "
-                  f"(no member key), nothing serves them until one starts: {shown}", file=sys.stderr)
         event_id = new_event_id()
         _, revision = store.get_prefix(layout.fire_key(event_id))  # the revision before the fire
         entry = fire(store, layout, args.name, hosts, lineage, _origin(), args.ttl, event_id=event_id,
                      max_concurrent=limit, retention=args.retention, ok_codes=args.ok_codes)
+        if unwatched:  # once fired: a refused or failed fire says only why
+            shown = ", ".join(unwatched[:5]) + (f" and {len(unwatched) - 5} more" if len(unwatched) > 5 else "")
+            print(f"trigger: warning: {len(unwatched)} of {len(hosts)} host(s) have no live watcher "
+                  f"(no member key), nothing serves them until one starts: {shown}", file=sys.stderr)
         if not args.wait:
             if _format(args) == "json":
                 show("json", [], [], {"event_id": entry.id, "trigger": entry.trigger,

@@ -53,7 +53,9 @@ def show(fmt: str, rows: Sequence[dict], columns: Sequence[Column], document: An
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(*[header for header, _ in columns])
+    table = Table()
+    for header, _ in columns:
+        table.add_column(header, overflow="fold")  # a narrow terminal wraps ids, never cuts them
     for line in cells:
         table.add_row(*[Text(c, style=STATE_COLOURS.get(c, "")) for c in line])
     Console(file=stream).print(table)
