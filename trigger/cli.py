@@ -597,7 +597,7 @@ def _retry(call, attempts: int = 5):
     return None
 
 
-# -- status, history, leader, drop -----------------------------------------------------
+# -- status ----------------------------------------------------------------------
 
 
 STATUS_COLUMNS = [("host", "host"), ("watcher", lambda h: "alive" if h["alive"] else "absent"),
