@@ -240,8 +240,8 @@ def cmd_fire(args) -> int:
             else:
                 print(entry.id)
             return 0
-        print(f"trigger: fired {args.name!r} as {entry.id} at {len(hosts)} host(s); waiting",
-              file=sys.stderr)
+        if _format(args) != "json":
+            print(entry.id, flush=True)  # first, as without --wait: scripts read it from line 1
         return _wait_and_show(args, store, layout, entry.id, args.name, entry.fired_at, hosts,
                               revision, args.ok_codes, unwatched, reattach=bool(args.retention))
     finally:

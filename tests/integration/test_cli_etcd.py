@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import pty
 import signal
 import subprocess
@@ -61,12 +62,12 @@ def test_fire_wait_piped_plain_rows_summary_and_no_watcher(node):
     done = trigger(node.endpoint, "fire", "deploy", "--hosts", f"NODE1.test,{LONG}", "--wait",
                    "--timeout", "8", "--ok-codes", "0,1")
     assert done.returncode == 4, done.stderr  # the host without a watcher did not run
-    rows = [line.split("\t") for line in done.stdout.splitlines()]
+    event_id, *lines = done.stdout.splitlines()  # the event id first, as without --wait
+    rows = [line.split("\t") for line in lines]
     assert [r[:3] for r in rows] == [[LONG, "no watcher", "-"], ["node1.test", "ok", "1"]]
     assert "1 of 2 host(s) have no live watcher (no member key)" in done.stderr
     assert LONG in done.stderr.splitlines()[0]
-    assert "'deploy'" in done.stderr and "1 ok, 0 failed, 1 no watcher of 2 host(s)" in done.stderr
-    event_id = done.stderr.split(" as ")[1].split()[0]
+    assert f"'deploy' {event_id}: 1 ok, 0 failed, 1 no watcher of 2 host(s)" in done.stderr
 
     # history judges with the exit codes the fire was made with
     listed = json.loads(trigger(node.endpoint, "history", "-o", "json").stdout)
@@ -142,7 +143,7 @@ def test_progress_on_a_terminal_then_ctrl_c_tells_how_to_reattach(node):
     assert "done 1 · failed 0 · running 0 · no watcher 1" in output, output  # rich progress
     assert "ghost.example.com" in output and "no watcher" in output
     assert "1 ok, 0 failed, 1 no watcher of 2 host(s)" in output and "(interrupted)" in output
-    event_id = output.split(" as ")[1].split()[0]
+    event_id = re.search(r"'t' (\S+): 1 ok", output).group(1)  # from the summary line
     assert f"Re-attach with: trigger wait {event_id} --endpoints {node.endpoint}" in output
 
 

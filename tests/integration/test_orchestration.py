@@ -42,7 +42,8 @@ def test_wait_reports_each_hosts_result_and_fails_on_a_failing_run(nodes):
 
 def test_wait_times_out_on_a_host_without_watcher(nodes):
     out = trigger(nodes[0], "fire", "t", "--hosts", nodes[0].host, "--wait", "--timeout", "1")
-    assert out.returncode == 4 and out.stdout.split("\t")[:2] == [nodes[0].host, "no watcher"]
+    event_id, row = out.stdout.splitlines()  # the event id, then a row per host
+    assert out.returncode == 4 and row.split("\t")[:2] == [nodes[0].host, "no watcher"]
 
 
 def test_history_and_status_show_the_outcome(nodes):
