@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from trigger.core import Coalesce, EnqueueRun, MarkRunLost, Quarantine, WatcherCore
+from trigger.core import Coalesce, EnqueueRun, MarkRunLost, Quarantine, RunBegan, RunEnded, WatcherCore
 from trigger.effects import Note
 from trigger.layout import Layout
 from trigger.policy import WatchPolicy
-from trigger.procedures import Registration, follow_inbox, serve_host
+from trigger.procedures import Registration, WatchLost, follow_inbox, serve_host
 
 from .driver import SimDriver
 
@@ -88,11 +88,13 @@ class SimWatcher:
         elif isinstance(what, Quarantine):
             stats.quarantined += 1
             self.trace(f"quarantine {what.key}: {what.reason}")
+        elif isinstance(what, (RunBegan, RunEnded)):
+            pass  # the runs trace themselves
         elif isinstance(what, str):
             if note.level in ("warning", "error"):  # the daemon's "in sync" lines are noise here
                 self.trace(f"watcher: {what}")
         else:
-            self.trace(what.describe())
+            self.trace(f"watcher: {what.describe()}" if isinstance(what, WatchLost) else what.describe())
 
 
 class Processes:

@@ -1,33 +1,39 @@
-"""`trigger`: fire, watch, run, status.
+"""`trigger`: fire, wait, watch, run, status, history, leader, drop.
 
-Errors the user can fix end in one line on stderr and a non-zero exit:
-2 for bad input, 1 when the store cannot be reached, 3 for a fire refused
-by the loop TTL, 4 when a waited-for run failed or did not finish in time,
-75 when a run could not be recorded as started.
+Every option is checked before anything is written or run. Errors the
+user can fix end in one line on stderr and a non-zero exit: 2 for bad
+input, 1 when the store cannot be reached, 3 for a fire refused by the loop
+TTL, 4 when a waited-for run failed or did not finish in time, 5 when what
+was asked for is not there (no holder of an election, no such fire), 75
+when a run could not be recorded as started, 130 when a wait was
+interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import logging
 import os
 import shlex
 import signal
 import socket
 import sys
 import time
-import unicodedata
 
 from .fire import Lineage, LoopRefused, fire, new_event_id
 from .layout import DEFAULT_PREFIX, Layout
+from .output import FORMATS, default_format, iso_utc, one_line, show
 from .policy import RUN
-from .records import DEFAULT_TTL, BadRecord, check_host, check_id
 from .queue import QueueError
+from .records import DEFAULT_TTL, BadRecord, check_host, check_id, check_limit, check_ttl
 from .store import DEFAULT_ENDPOINTS, StoreError, UnavailableError, open_store
 
 EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_FAILED = 2, 1, 3, 4
+EXIT_NOT_FOUND, EXIT_INTERRUPTED = 5, 130
 DEFAULT_RUN_CMD = "puppet agent --test"
 DEFAULT_RETENTION = 7 * 24 * 3600
+DEFAULT_OK_CODES = "0,2"
 
 
 def _endpoints(value: str | None) -> list[str]:
@@ -115,38 +121,98 @@ def _pass_on(args) -> list[str]:
     return argv
 
 
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default {DEFAULT_PREFIX})")
-    p.add_argument("--endpoints", help="etcd URLs, comma-separated (default $ETCDCTL_ENDPOINTS or "
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help="key prefix in etcd")
+    p.add_argument("--endpoints", help="etcd URLs, comma-separated (default: $ETCDCTL_ENDPOINTS, else "
                    f"{DEFAULT_ENDPOINTS}); a dead one fails over to the next; https:// for TLS")
     p.add_argument("--cacert", help="TLS: the CA that signed etcd's certificate, PEM "
-                   "(default $ETCDCTL_CACERT, else the system's CAs)")
-    p.add_argument("--cert", help="TLS: this client's certificate, PEM (default $ETCDCTL_CERT)")
-    p.add_argument("--key", help="TLS: the key of --cert, PEM, unencrypted (default $ETCDCTL_KEY)")
-    p.add_argument("--user", help="etcd user, NAME or NAME:PASSWORD (default $ETCDCTL_USER); "
+                   "(default: $ETCDCTL_CACERT, else the system's CAs)")
+    p.add_argument("--cert", help="TLS: this client's certificate, PEM (default: $ETCDCTL_CERT)")
+    p.add_argument("--key", help="TLS: the key of --cert, PEM, unencrypted (default: $ETCDCTL_KEY)")
+    p.add_argument("--user", help="etcd user, NAME or NAME:PASSWORD (default: $ETCDCTL_USER); "
                    "prefer --password-file or $ETCDCTL_PASSWORD to a password on the command line")
-    p.add_argument("--password-file", help="file whose first line is the password of --user")
+    p.add_argument("--password-file", help="file whose first line is the password of --user "
+                   "(default: $ETCDCTL_PASSWORD)")
     p.add_argument("--store", default="etcd", choices=["etcd", "etcd-grpc", "memory"], help=argparse.SUPPRESS)
+
+
+def _output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=FORMATS, default=None,
+                   help="table, plain tab-separated rows (never cut), or json with ISO 8601 UTC "
+                   "times (default: table on a terminal, else plain)")
+
+
+def _format(args) -> str:
+    return args.output or default_format()
 
 
 def _origin() -> str:
     return os.environ.get("TRIGGER_HOST") or socket.gethostname()
 
 
+def _positive(value: float, option: str) -> None:
+    if not value > 0 or value != value or value == float("inf"):
+        raise BadRecord(f"{option} must be a number of seconds above 0, got {value:g}")
+
+
+def _not_negative(value: int, option: str) -> None:
+    if value < 0:
+        raise BadRecord(f"{option} must be 0 or more, got {value}")
+
+
+def _targets(text: str) -> list[str]:
+    """Host names lower-cased (DNS names are case-insensitive, inbox keys are
+    not), role:NAME targets as given."""
+    from .coordination import ROLE_PREFIX, split_targets
+
+    lowered = [t if t.startswith(ROLE_PREFIX) else t.lower() for t in split_targets(text)]
+    return list(dict.fromkeys(lowered))
+
+
+def _host(text: str, option: str = "--host") -> str:
+    try:
+        return check_host(text.strip()).lower()
+    except BadRecord as exc:
+        raise BadRecord(f"{option}: {exc}") from None
+
+
 # -- fire ------------------------------------------------------------------------
 
 
-def cmd_fire(args) -> int:
-    from .coordination import resolve_targets, split_targets
+def check_fire(args) -> None:
+    """Everything `fire` is given, checked and parsed before it writes."""
+    if not args.name or len(args.name) > 256:
+        raise BadRecord("the trigger name must be 1 to 256 characters")
+    args.targets = _targets(_hosts_text(args))
+    args.lineage = Lineage.from_env()
+    check_ttl(args.ttl)
+    check_limit(args.max_concurrent)
+    if args.serial and args.max_concurrent not in (0, 1):
+        raise BadRecord(f"--serial means --max-concurrent 1, but --max-concurrent is {args.max_concurrent}")
+    args.ok_codes = _ok_codes(args.ok_codes)
+    _positive(args.timeout, "--timeout")
+    _not_negative(args.retention, "--retention")
+    if args.exec_cmd is not None and args.provider != "exec":
+        raise BadRecord(f"--exec-cmd is only used with --provider exec (the provider is {args.provider})")
+    if args.provider == "exec":
+        from .providers import exec_argv
 
-    targets = split_targets(_hosts_text(args))
-    lineage = Lineage.from_env()
+        if not args.exec_cmd:
+            raise BadRecord("the exec provider needs --exec-cmd, e.g. 'mco puppet runonce -I {host}'")
+        exec_argv(args.exec_cmd, "host.example")
+
+
+def cmd_fire(args) -> int:
+    from .coordination import resolve_targets
+    from .results import unwatched_hosts
+
+    targets, lineage = args.targets, args.lineage
     limit = 1 if args.serial else args.max_concurrent
     if args.provider == "dummy":
         print(f"dummy provider: would fire {args.name!r} for {', '.join(targets)}; wrote nothing")
         return 0
-    if args.provider == "exec" and not args.exec_cmd:
-        raise BadRecord("the exec provider needs --exec-cmd, e.g. 'mco puppet runonce -I {host}'")
     layout = Layout(args.prefix)
     needs_store = args.provider == "etcd" or any(t.startswith("role:") for t in targets)
     store = _store(args) if needs_store else None
@@ -158,22 +224,30 @@ def cmd_fire(args) -> int:
             raise BadRecord(f"no host to fire {args.name!r} at: {','.join(targets)} has no live member")
         if args.provider == "exec":
             return _exec_fire(args, hosts, lineage)
+        unwatched = unwatched_hosts(store, layout, hosts)
         event_id = new_event_id()
         _, revision = store.get_prefix(layout.fire_key(event_id))  # the revision before the fire
-        entry = fire(store, layout, args.name, hosts, lineage, _origin(), args.ttl,
-                     event_id=event_id, max_concurrent=limit, retention=args.retention)
-        print(entry.id)
+        entry = fire(store, layout, args.name, hosts, lineage, _origin(), args.ttl, event_id=event_id,
+                     max_concurrent=limit, retention=args.retention, ok_codes=args.ok_codes)
+        if unwatched:  # once fired: a refused or failed fire says only why
+            shown = ", ".join(unwatched[:5]) + (f" and {len(unwatched) - 5} more" if len(unwatched) > 5 else "")
+            print(f"trigger: warning: {len(unwatched)} of {len(hosts)} host(s) have no live watcher "
+                  f"(no member key), nothing serves them until one starts: {shown}", file=sys.stderr)
         if not args.wait:
+            if _format(args) == "json":
+                show("json", [], [], {"event_id": entry.id, "trigger": entry.trigger,
+                                      "fired_at": iso_utc(entry.fired_at), "hosts": hosts,
+                                      "no_watcher": unwatched, "ok_codes": list(args.ok_codes)})
+            else:
+                print(entry.id)
             return 0
-        from .results import wait_for_fire
-
-        results = wait_for_fire(store, layout, entry.id, hosts, revision, args.timeout,
-                                _ok_codes(args.ok_codes))
+        if _format(args) != "json":
+            print(entry.id, flush=True)  # first, as without --wait: scripts read it from line 1
+        return _wait_and_show(args, store, layout, entry.id, args.name, entry.fired_at, hosts,
+                              revision, args.ok_codes, unwatched, reattach=bool(args.retention))
     finally:
         if store is not None:
             store.close()
-    _print_results(results.values())
-    return 0 if all(r.state == "ok" for r in results.values()) else EXIT_FAILED
 
 
 def _hosts_text(args) -> str:
@@ -197,52 +271,200 @@ def _exec_fire(args, hosts, lineage) -> int:
     from .providers import exec_fire
     from .results import HostResult
 
+    started = time.time()
     results = exec_fire(args.exec_cmd, args.name, hosts, lineage, _origin(), args.ttl,
                         timeout=args.timeout if args.wait else None)
-    ok = _ok_codes(args.ok_codes)
-    _print_results([HostResult(r.host, "ok" if r.exit_code in ok else "failed", r.exit_code)
-                    for r in results])
+    ok = args.ok_codes
+    by_host = {r.host: HostResult(r.host, "ok" if r.exit_code in ok else "failed", r.exit_code)
+               for r in results}
+    _show_fire(args, None, args.name, started, ok, by_host, time.time() - started)
     return 0 if all(r.exit_code in ok for r in results) else EXIT_FAILED
 
 
 def _ok_codes(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(c) for c in text.split(","))
+        codes = tuple(int(c) for c in text.split(","))
     except ValueError:
-        raise BadRecord(f"--ok-codes must be numbers separated by commas, got {text!r}") from None
+        raise BadRecord(f"--ok-codes must be exit codes (0 to 255) separated by commas, got {text!r}") from None
+    if not all(0 <= c <= 255 for c in codes):
+        raise BadRecord(f"--ok-codes must be exit codes (0 to 255) separated by commas, got {text!r}")
+    return codes
 
 
-def _print_results(results) -> None:
-    from rich.console import Console
-    from rich.table import Table
+# -- waiting for a fire, and showing what became of it -------------------------------
 
-    table = Table("host", "result", "exit", "duration")
-    colour = {"ok": "green", "failed": "red", "lost": "red"}
-    for r in sorted(results, key=lambda r: r.host):
-        table.add_row(r.host, f"[{colour.get(r.state, 'yellow')}]{r.state}",
-                      "" if r.exit_code is None else str(r.exit_code),
-                      "" if r.duration is None else f"{r.duration:.1f}s")
-    Console(stderr=False).print(table)
+
+def _wait_and_show(args, store, layout, event_id: str, trigger: str, fired_at: float, hosts: list[str],
+                   revision: int | None, ok_codes, unwatched, reattach: bool = True) -> int:
+    """Wait for the fire's runs, showing progress on a terminal; print the
+    results and a summary; on Ctrl-C, what is known and how to re-attach."""
+    from .results import wait_for_fire, without_watcher
+
+    started = time.monotonic()
+    latest: dict = {}
+    progress = _Progress(len(hosts)) if sys.stderr.isatty() else None
+
+    def on_change(results):
+        latest.update(results)
+        if progress:
+            progress.update(without_watcher(results, unwatched))
+
+    try:
+        with progress or contextlib.nullcontext():
+            results = wait_for_fire(store, layout, event_id, hosts, revision, args.timeout, ok_codes,
+                                    on_change=on_change)
+    except KeyboardInterrupt:
+        results = without_watcher(latest, unwatched)
+        _show_fire(args, event_id, trigger, fired_at, ok_codes, results, time.monotonic() - started,
+                   interrupted=True)
+        if reattach:
+            print(f"trigger: interrupted; the fire goes on. Re-attach with: {_reattach(args, event_id)}",
+                  file=sys.stderr)
+        else:
+            print("trigger: interrupted; the fire goes on (kept no record to re-attach to: --retention 0)",
+                  file=sys.stderr)
+        return EXIT_INTERRUPTED
+    results = without_watcher(results, unwatched)
+    _show_fire(args, event_id, trigger, fired_at, ok_codes, results, time.monotonic() - started)
+    return 0 if all(r.state == "ok" for r in results.values()) else EXIT_FAILED
+
+
+def _reattach(args, event_id: str) -> str:
+    argv = ["trigger", "wait", event_id]
+    if args.prefix != DEFAULT_PREFIX:
+        argv += ["--prefix", args.prefix]
+    if args.endpoints:
+        argv += ["--endpoints", args.endpoints]
+    for option in ("cacert", "cert", "key", "password_file"):
+        if getattr(args, option):
+            argv += [f"--{option.replace('_', '-')}", getattr(args, option)]
+    if args.user:
+        argv += ["--user", args.user.partition(":")[0]]
+    if args.output:
+        argv += ["-o", args.output]
+    return shlex.join(argv)
+
+
+class _Progress:
+    """rich's progress on stderr: done / failed / running / no watcher, and a bar."""
+
+    def __init__(self, total: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self.task = self.progress.add_task("waiting", total=total)
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *_):
+        self.progress.stop()
+
+    def update(self, results) -> None:
+        from .results import counts
+
+        n = counts(results.values())
+        self.progress.update(self.task, completed=n["ok"] + n["failed"] + n["lost"], description=(
+            f"done {n['ok']} · failed {n['failed'] + n['lost']} · running {n['running']} · "
+            f"no watcher {n['no watcher']} · waiting {n['waiting']}"))
+
+
+HOST_COLUMNS = [("host", "host"), ("result", "result"), ("exit", "exit_code"),
+                ("duration", lambda r: None if r["duration"] is None else f"{r['duration']:.1f}s"),
+                ("run", "run_id"), ("started", "started_at")]
+
+
+def _host_rows(results) -> list[dict]:
+    return [{"host": r.host, "result": r.state, "exit_code": r.exit_code, "duration": r.duration,
+             "run_id": r.run_id, "started_at": iso_utc(r.started_at),
+             "finished_at": iso_utc(r.finished_at)}
+            for r in sorted(results, key=lambda r: r.host)]
+
+
+def _fire_document(event_id, trigger, fired_at, ok_codes, results, seconds=None, interrupted=False) -> dict:
+    """One fire host by host, as `fire --wait`, `wait` and `history EVENT` print it in JSON."""
+    from .results import counts
+
+    summary = {state.replace(" ", "_"): n for state, n in counts(results).items()}
+    summary.update(hosts=len(results), seconds=None if seconds is None else round(seconds, 3),
+                   interrupted=interrupted)
+    return {"event_id": event_id, "trigger": trigger, "fired_at": iso_utc(fired_at),
+            "ok_codes": list(ok_codes), "hosts": _host_rows(results), "summary": summary}
+
+
+def _show_fire(args, event_id, trigger, fired_at, ok_codes, results: dict, seconds: float,
+               interrupted: bool = False) -> None:
+    from .results import counts
+
+    values = list(results.values())
+    document = _fire_document(event_id, trigger, fired_at, ok_codes, values, seconds, interrupted)
+    show(_format(args), document["hosts"], HOST_COLUMNS, document)
+    n = counts(values)
+    parts = [f"{n['ok']} ok", f"{n['failed']} failed"] + [f"{n[s]} {s}" for s in
+                                                         ("lost", "running", "waiting", "no watcher") if n[s]]
+    print(f"trigger: {trigger!r}{' ' + event_id if event_id else ''}: {', '.join(parts)} "
+          f"of {len(values)} host(s) after {seconds:.1f}s{' (interrupted)' if interrupted else ''}",
+          file=sys.stderr)
+
+
+def check_wait(args) -> None:
+    check_id(args.event_id, "event id")
+    _positive(args.timeout, "--timeout")
+
+
+def cmd_wait(args) -> int:
+    from .results import fire_record, unwatched_hosts
+
+    layout = Layout(args.prefix)
+    store = _store(args)
+    try:
+        kv = store.get(layout.fire_key(args.event_id))
+        record = fire_record(kv.value) if kv is not None else None
+        if record is None:
+            print(f"trigger: no fire {args.event_id} is kept (fired with --retention 0, "
+                  "or older than its retention)", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        hosts = list(record.hosts)
+        return _wait_and_show(args, store, layout, record.event_id, record.trigger, record.fired_at,
+                              hosts, None, record.ok_codes, unwatched_hosts(store, layout, hosts))
+    finally:
+        store.close()
 
 
 # -- watch -----------------------------------------------------------------------
 
 
-def cmd_watch(args) -> int:
-    import logging
+def check_watch(args) -> None:
+    args.host = _host(args.host)
+    args.run_argv = shlex.split(args.run_cmd)
+    if not args.run_argv:
+        raise BadRecord("--run-cmd is empty")
+    _positive(args.check_interval, "--check-interval")
+    if args.member_ttl < 1:
+        raise BadRecord(f"--member-ttl must be at least 1 second, got {args.member_ttl}")
+    _not_negative(args.retention, "--retention")
+    if not 0 <= args.metrics_port <= 65535:
+        raise BadRecord(f"--metrics-port must be 0 (off) to 65535, got {args.metrics_port}")
+    if args.config_dir is not None:
+        if not os.path.isdir(args.config_dir):
+            raise BadRecord(f"--config-dir {args.config_dir} is not a directory")
+    args.role_names = tuple(_targets(args.roles)) if args.roles else ()
+    args.election_names = tuple(_names(args.elections))
+    _run_policy(args.run_lease_ttl, "--run-lease-ttl")
 
-    from .coordination import split_targets
+
+def cmd_watch(args) -> int:
     from .driver import this_process
     from .procedures import HostTaken, Registration
     from .core import WatcherCore
+    from .monitor import WatchMonitor, setup_logging
     from .queue import open_queue
     from .watch import WatchDaemon
 
-    host = check_host(args.host)
-    run_cmd = shlex.split(args.run_cmd)
-    if not run_cmd:
-        raise BadRecord("--run-cmd is empty")
-    _run_policy(args.run_lease_ttl, "--run-lease-ttl")
+    host, run_cmd = args.host, args.run_argv
     layout = Layout(args.prefix)
     endpoints = _endpoints(args.endpoints)
     store = _store(args)
@@ -257,25 +479,36 @@ def cmd_watch(args) -> int:
                 "--retention", str(args.retention), "--lease-ttl", str(args.run_lease_ttl),
                 "--", *run_cmd]
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s trigger-watch[{host}] %(levelname)s %(message)s")
+    setup_logging(host, args.log_format)
     core = WatcherCore(host, layout, lambda: new_event_id())
-    roles = tuple(split_targets(args.roles)) if args.roles else ()
-    registration = Registration(layout, host, roles, tuple(_names(args.elections)), args.config_dir,
+    monitor = WatchMonitor(core)
+    if args.metrics_port:
+        try:
+            monitor.serve(args.metrics_port, args.metrics_address)
+        except OSError as exc:
+            raise BadRecord(f"--metrics-port {args.metrics_port}: {exc.strerror or exc}") from None
+    registration = Registration(layout, host, args.role_names, args.election_names, args.config_dir,
                                 args.member_ttl, process=this_process())
     daemon = WatchDaemon(store, queue, core, run_argv, check_interval=args.check_interval,
-                         registration=registration)
+                         registration=registration, monitor=monitor)
+
+    def stop(signum, _frame):
+        monitor.stopping(signal.Signals(signum).name)
+        daemon.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: daemon.stop())
+        signal.signal(sig, stop)
     logging.getLogger("trigger.watch").info(
         "watching %s on %s, queue %s, run %s", layout.host_prefix(host), ",".join(endpoints),
-        args.queue, shlex.join(run_cmd))
+        args.queue, shlex.join(run_cmd), extra={"fields": {"event": "start"}})
     try:
         daemon.run_forever()
     except HostTaken as exc:
         raise UnavailableError(f"{exc}; this watcher stopped") from None
     finally:
+        monitor.close()
         store.close()
+    logging.getLogger("trigger.watch").info("stopped", extra={"fields": {"event": "stopped"}})
     return 0
 
 
@@ -348,10 +581,14 @@ def _tell_stderr(note) -> None:
 # -- status ----------------------------------------------------------------------
 
 
-def cmd_status(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
+STATUS_COLUMNS = [("host", "host"), ("watcher", lambda h: "alive" if h["alive"] else "absent"),
+                  ("roles", "roles"), ("inbox", "pending"), ("queued", "queued"), ("running", "running"),
+                  ("quarantined", "quarantined"), ("last run", lambda h: (h["last"] or {}).get("state")),
+                  ("exit", lambda h: (h["last"] or {}).get("exit_code")),
+                  ("finished", lambda h: (h["last"] or {}).get("finished_at"))]
 
+
+def cmd_status(args) -> int:
     from .results import status
 
     store = _store(args)
@@ -359,39 +596,60 @@ def cmd_status(args) -> int:
         hosts = status(store, Layout(args.prefix))
     finally:
         store.close()
-    if args.json:
-        print(json.dumps([{**h.__dict__, "last": h.last and h.last.__dict__} for h in hosts],
-                         sort_keys=True))
-        return 0
-    table = Table("host", "watcher", "roles", "inbox", "queued", "running", "quarantined", "last run")
-    for h in hosts:
-        last = h.last
-        last_text = f"{last.state} exit={last.exit_code} ({last.run_id})" if last else "-"
-        table.add_row(h.host, "[green]alive" if h.alive else "[red]absent", ",".join(h.roles),
-                      str(h.pending), str(h.queued), str(h.running),
-                      f"[red]{h.quarantined}" if h.quarantined else "0", last_text)
-    Console().print(table)
+    rows = [{"host": h.host, "alive": h.alive, "roles": list(h.roles), "pending": h.pending,
+             "queued": h.queued, "running": h.running, "quarantined": h.quarantined,
+             "last": h.last and _run_row(h.last)} for h in hosts]
+    show("json" if args.json else _format(args), rows, STATUS_COLUMNS)
     return 0
 
 
+def _run_row(run) -> dict:
+    took = (run.finished_at - run.started_at) if run.started_at and run.finished_at else None
+    return {"run_id": run.run_id, "state": run.state, "exit_code": run.exit_code,
+            "started_at": iso_utc(run.started_at), "finished_at": iso_utc(run.finished_at),
+            "duration": took}
+
+
+HISTORY_COLUMNS = [("fired", "fired_at"), ("trigger", "trigger"), ("event", "event_id"), ("from", "origin"),
+                   ("hosts", "hosts"), ("ok", "ok"), ("failed", lambda f: f["failed"] + f["lost"]),
+                   ("pending", lambda f: f["running"] + f["waiting"]), ("no watcher", "no_watcher")]
+
+
+def check_history(args) -> None:
+    if args.limit < 1:
+        raise BadRecord(f"--limit must be 1 or more, got {args.limit}")
+    args.ok_codes = _ok_codes(args.ok_codes) if args.ok_codes is not None else None
+    if args.event_id is not None:
+        check_id(args.event_id, "event id")
+
+
 def cmd_history(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    from .results import counts, history, unwatched_hosts, without_watcher
 
-    from .results import history
-
+    layout = Layout(args.prefix)
     store = _store(args)
     try:
-        fires = history(store, Layout(args.prefix), args.limit, _ok_codes(args.ok_codes))
+        fires = history(store, layout, args.limit, args.ok_codes, event_id=args.event_id)
+        unwatched = set(unwatched_hosts(store, layout, {r.host for f in fires for r in f.results}))
     finally:
         store.close()
-    table = Table("fired", "trigger", "event", "from", "ok", "failed", "pending")
+    if args.event_id is not None:
+        if not fires:
+            print(f"trigger: no fire {args.event_id} is kept (fired with --retention 0, "
+                  "or older than its retention)", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        f = fires[0]
+        results = without_watcher({r.host: r for r in f.results}, unwatched)
+        document = _fire_document(f.event_id, f.trigger, f.fired_at, f.ok_codes, list(results.values()))
+        show(_format(args), document["hosts"], HOST_COLUMNS, document)
+        return 0
+    rows = []
     for f in fires:
-        count = lambda *states: str(sum(r.state in states for r in f.results))  # noqa: E731
-        table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.fired_at)), f.trigger,
-                      f.event_id, f.origin, count("ok"), count("failed", "lost"),
-                      count("waiting", "running"))
-    Console().print(table)
+        n = counts(without_watcher({r.host: r for r in f.results}, unwatched).values())
+        rows.append({"event_id": f.event_id, "trigger": f.trigger, "fired_at": iso_utc(f.fired_at),
+                     "origin": f.origin, "ok_codes": list(f.ok_codes), "hosts": len(f.results),
+                     **{state.replace(" ", "_"): count for state, count in n.items()}})
+    show(_format(args), rows, HISTORY_COLUMNS)
     return 0
 
 
@@ -403,10 +661,48 @@ def cmd_leader(args) -> int:
         holder = leader(store, Layout(args.prefix), args.name)
     finally:
         store.close()
+    fmt = _format(args)
+    if fmt == "json":
+        show("json", [], [], {"election": args.name, "leader": holder})
+    elif holder is not None:
+        print(holder)
     if holder is None:
         print(f"trigger: no holder of {args.name!r}", file=sys.stderr)
-        return EXIT_FAILED
-    print(holder)
+        return EXIT_NOT_FOUND
+    return 0
+
+
+def check_drop(args) -> None:
+    args.host = _host(args.host)
+
+
+def cmd_drop(args) -> int:
+    """Remove the inbox entries of a host that no watcher serves (a retired
+    host): fires nothing will ever run for. A host with a live watcher is
+    refused: its entries are not stale, its next run takes them."""
+    from .coordination import live_members
+    from .fire import TXN_OPS
+    from .store.base import DeleteOp
+
+    layout = Layout(args.prefix)
+    store = _store(args)
+    try:
+        if any(m.host == args.host for m in live_members(store, layout)):
+            raise BadRecord(f"{args.host} has a live watcher: its inbox is not stale "
+                            "(stop the watcher first)")
+        items, _ = store.get_prefix(layout.host_prefix(args.host))
+        keys = [kv.key for kv in items if layout.classify(args.host, kv.key)[0] == "entry"]
+        if args.dry_run:
+            for key in keys:
+                print(key.rsplit("/", 1)[-1])
+            print(f"would drop {len(keys)} inbox entr{'y' if len(keys) == 1 else 'ies'} of {args.host}",
+                  file=sys.stderr)
+            return 0
+        for i in range(0, len(keys), TXN_OPS):
+            store.txn([DeleteOp(key) for key in keys[i:i + TXN_OPS]])
+    finally:
+        store.close()
+    print(f"dropped {len(keys)} inbox entr{'y' if len(keys) == 1 else 'ies'} of {args.host}")
     return 0
 
 
@@ -417,7 +713,7 @@ def cmd_auth_setup(args) -> int:
     from .auth import plan, setup, write_passwords
 
     layout = Layout(args.prefix)
-    hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
+    hosts = [_host(h, "--hosts") for h in (args.hosts or "").split(",") if h.strip()]
     the_plan = plan(layout, hosts, _names(args.firers))
     if args.dry_run:
         print("\n".join(the_plan.describe()))
@@ -458,103 +754,167 @@ def cmd_auth_setup(args) -> int:
 # -- main ------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trigger", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command_name", required=True)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default; help that names its default in words
+    (an environment variable, a computed value) is left as written."""
 
-    p = sub.add_parser("fire", help="make the hosts of a trigger run Puppet")
-    p.add_argument("name")
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """A bad option is one line and exit 2, like any other bad input."""
+        print(f"trigger: error: {one_line(message)} (see: {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trigger")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="trigger", formatter_class=HelpFormatter,
+                    description="Puppet-native cross-node orchestration over etcd. Exit codes: 0 done, "
+                    "1 etcd unreachable, 2 bad input, 3 fire refused by the loop TTL, 4 a waited-for run "
+                    "failed or timed out, 5 not found (no election holder, no such fire), "
+                    "75 run not recorded as started, 130 wait interrupted.")
+    parser.add_argument("--version", action="version", version=f"trigger {_version()}")
+    sub = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND",
+                                title="commands")
+
+    def command(name, help, func, check=None):
+        p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+        p.set_defaults(func=func, check=check)
+        return p
+
+    p = command("fire", "make the hosts of a trigger run Puppet", cmd_fire, check_fire)
+    p.add_argument("name", help="the trigger's name")
     # Repeatable: the kernel refuses any one argument over 128 KiB (about
     # 5,000 FQDNs), so long lists come in several --hosts.
     p.add_argument("--hosts", action="append",
-                   help="comma-separated host names and role:NAME targets; may be repeated")
+                   help="comma-separated host names (lower-cased) and role:NAME targets; may be repeated "
+                   "(default: none, give --hosts or --hosts-file)")
     p.add_argument("--hosts-file", help="more targets, one per line or comma-separated; '-' reads "
-                   "standard input (for lists longer than a command line may be)")
-    p.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="loop limit: hops allowed (default 5)")
-    p.add_argument("--provider", default="etcd", choices=["etcd", "dummy", "exec"])
-    p.add_argument("--exec-cmd", help="exec provider: the command per host, {host} filled in, "
-                   "e.g. 'mco puppet runonce -I {host}' (never run through a shell)")
+                   "standard input (for lists longer than a command line may be) (default: none)")
+    p.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="loop limit: hops allowed, 1 to 100")
+    p.add_argument("--provider", default="etcd", choices=["etcd", "dummy", "exec"],
+                   help="etcd: write the hosts' inboxes; dummy: write nothing; exec: run --exec-cmd per host")
+    p.add_argument("--exec-cmd", help="exec provider only: the command per host, {host} filled in, "
+                   "e.g. 'mco puppet runonce -I {host}' (never run through a shell) (default: none)")
     p.add_argument("--max-concurrent", type=int, default=0,
                    help="at most N of the hosts run at once (0: no limit)")
     p.add_argument("--serial", action="store_true", help="one host at a time (--max-concurrent 1)")
     p.add_argument("--wait", action="store_true",
-                   help="wait for every host to finish a run that serves this fire")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
-    p.add_argument("--ok-codes", default="0,2",
-                   help="exit codes that count as success (default 0,2: puppet --test)")
+                   help="wait for every host to finish a run that serves this fire; progress on a "
+                   "terminal, a table and a summary at the end; Ctrl-C tells how to re-attach")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits")
+    p.add_argument("--ok-codes", default=DEFAULT_OK_CODES,
+                   help="exit codes that count as success (puppet --test: 0 no change, 2 changes); "
+                   "kept with the fire for `history` and `wait`")
     p.add_argument("--retention", type=int, default=DEFAULT_RETENTION,
-                   help="seconds the fire is kept for `trigger history` (0: not kept)")
+                   help="seconds the fire is kept for `history` and `wait` (0: not kept)")
+    _output(p)
     _common(p)
-    p.set_defaults(func=cmd_fire)
 
-    p = sub.add_parser("watch", help="the daemon: queue a run when this host's inbox fills")
-    p.add_argument("--host", required=True)
-    p.add_argument("--run-cmd", default=DEFAULT_RUN_CMD, help=f"default: {DEFAULT_RUN_CMD}")
-    p.add_argument("--queue", default="tsp", choices=["tsp", "inline"])
+    p = command("wait", "re-attach to a fire: wait for its runs, as fire --wait does", cmd_wait, check_wait)
+    p.add_argument("event_id", metavar="EVENT", help="the event id `fire` printed")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait")
+    _output(p)
+    _common(p)
+
+    p = command("watch", "the daemon: queue a run when this host's inbox fills", cmd_watch, check_watch)
+    p.add_argument("--host", required=True, help="this host's name (lower-cased), as fires name it "
+                   "(default: none, required)")
+    p.add_argument("--run-cmd", default=DEFAULT_RUN_CMD, help="the command a run executes, split like a "
+                   "shell would but never run through one")
+    p.add_argument("--queue", default="tsp", choices=["tsp", "inline"],
+                   help="tsp: task-spooler ($TS_SOCKET honoured); inline: a child process (tests)")
     p.add_argument("--check-interval", type=float, default=5.0,
                    help="seconds between re-reads while runs are outstanding")
     p.add_argument("--retention", type=int, default=DEFAULT_RETENTION,
                    help="seconds a finished run record is kept")
-    p.add_argument("--roles", help="roles this host has, comma-separated (for --hosts role:NAME)")
-    p.add_argument("--elections", help="elections this host stands in, comma-separated")
+    p.add_argument("--roles", help="roles this host has, comma-separated, for --hosts role:NAME "
+                   "(default: none)")
+    p.add_argument("--elections", help="elections this host stands in, comma-separated (default: none)")
     p.add_argument("--config-dir", help="also read roles and elections from the file names in "
-                   "DIR/roles/ and DIR/elections/, as Puppet writes them")
+                   "DIR/roles/ and DIR/elections/, as Puppet writes them (default: none)")
     p.add_argument("--member-ttl", type=int, default=10,
                    help="seconds after which a silent watcher loses its roles and elections")
     p.add_argument("--run-lease-ttl", type=int, default=RUN.lease_ttl,
                    help=f"seconds a dead run keeps the host's run lock and its slots (default "
                         f"{RUN.lease_ttl}); a run cut off from etcd stops its command "
                         f"{RUN.stop_grace + RUN.stop_margin:g} s before that")
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="text lines, or one JSON object a line; times are ISO 8601 with their zone")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus metrics over HTTP on this port at /metrics (0: off)")
+    p.add_argument("--metrics-address", default="0.0.0.0",
+                   help="the address --metrics-port listens on")
     _common(p)
-    p.set_defaults(func=cmd_watch)
 
-    p = sub.add_parser("run", help="what the queue executes: mark start, run, mark finish")
-    p.add_argument("--host", required=True)
-    p.add_argument("--run-id", required=True)
-    p.add_argument("--retention", type=int, default=DEFAULT_RETENTION)
+    p = command("run", "what the queue executes: mark start, run, mark finish", cmd_run)
+    p.add_argument("--host", required=True, help="the host whose run this is (default: none, required)")
+    p.add_argument("--run-id", required=True, help="the run record to start and finish "
+                   "(default: none, required)")
+    p.add_argument("--retention", type=int, default=DEFAULT_RETENTION,
+                   help="seconds the finished run record is kept")
     p.add_argument("--lease-ttl", type=int, default=RUN.lease_ttl,
-                   help=f"seconds of the run's lease (default {RUN.lease_ttl})")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+                   help="seconds of the run's lease: its lock and slots outlive a dead run this long")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- and the command to run")
     _common(p)
-    p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="per host: watcher alive, inbox, runs, last result")
-    p.add_argument("--json", action="store_true")
+    p = command("status", "per host: watcher alive, inbox, runs, last result", cmd_status)
+    _output(p)
+    p.add_argument("--json", action="store_true", help="the same as -o json")
     _common(p)
-    p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("history", help="recent fires and what became of them")
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--ok-codes", default="0,2")
+    p = command("history", "recent fires and what became of them; with EVENT, that fire host by host",
+                cmd_history, check_history)
+    p.add_argument("event_id", metavar="EVENT", nargs="?", help="one fire's event id (default: the "
+                   "newest fires)")
+    p.add_argument("--limit", type=int, default=20, help="how many fires")
+    p.add_argument("--ok-codes", default=None, help="judge by these exit codes instead (default: the "
+                   "ones each fire was made with)")
+    _output(p)
     _common(p)
-    p.set_defaults(func=cmd_history)
 
-    p = sub.add_parser("leader", help="print the current holder of an election")
-    p.add_argument("name")
+    p = command("leader", "print the current holder of an election (exit 5: none)", cmd_leader)
+    p.add_argument("name", help="the election's name")
+    _output(p)
     _common(p)
-    p.set_defaults(func=cmd_leader)
 
-    p = sub.add_parser("auth", help="etcd users and roles for trigger (docs/security.md)")
-    auth = p.add_subparsers(dest="auth_command", required=True)
-    p = auth.add_parser("setup", help="a user and role per node, a firer role, then enable etcd auth")
-    p.add_argument("--hosts", help="the nodes, comma-separated: user NAME, role trigger-node-NAME each")
-    p.add_argument("--firers", help="users that may fire (a node that fires is one), comma-separated")
+    p = command("drop", "remove the stale inbox entries of a host no watcher serves", cmd_drop, check_drop)
+    p.add_argument("--host", required=True, help="the retired host (default: none, required)")
+    p.add_argument("--dry-run", action="store_true", help="list the entries and count them; delete nothing")
+    _common(p)
+
+    p = command("auth", "etcd users and roles for trigger (docs/security.md)", None)
+    auth = p.add_subparsers(dest="auth_command", required=True, metavar="COMMAND", title="commands")
+    p = auth.add_parser("setup", help="a user and role per node, a firer role, then enable etcd auth",
+                        formatter_class=HelpFormatter)
+    p.add_argument("--hosts", help="the nodes, comma-separated: user NAME, role trigger-node-NAME each "
+                   "(default: none)")
+    p.add_argument("--firers", help="users that may fire (a node that fires is one), comma-separated "
+                   "(default: none)")
     p.add_argument("--password-dir", help="write new users' passwords to DIR/USER.password (mode 0600) "
-                   "instead of printing them")
+                   "instead of printing them (default: print them)")
     p.add_argument("--root-password-file", help="password for etcd's root user if it is created "
                    "(default: a random one, printed or written like the others)")
     p.add_argument("--no-enable", action="store_true", help="create users and roles, leave auth off")
     p.add_argument("--dry-run", action="store_true", help="print the roles and users; touch nothing")
     _common(p)
-    p.set_defaults(func=cmd_auth_setup)
+    p.set_defaults(func=cmd_auth_setup, check=None)
     return parser
-
-
-def one_line(message: object) -> str:
-    """The message with line breaks and other control characters escaped:
-    an error quoting a path or a value given to us stays one line."""
-    return "".join(ch.encode("unicode_escape").decode("ascii")
-                   if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in str(message))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -562,13 +922,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]
     try:
-        if hasattr(args, "ttl"):
-            from .records import check_limit, check_ttl
-
-            check_ttl(args.ttl)
-            check_limit(args.max_concurrent)
+        # Everything is checked before anything is read, written or run.
         if hasattr(args, "prefix"):
             Layout(args.prefix)
+        if args.check is not None:
+            args.check(args)
         return args.func(args)
     except LoopRefused as exc:
         print(f"trigger: warning: {one_line(exc)}", file=sys.stderr)
@@ -586,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trigger: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

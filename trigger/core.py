@@ -7,7 +7,8 @@ of every target host. The host's watcher feeds this core with what it reads
 and sees in the store (`Snapshot`, `Changes`) and with what the run queue
 tells (`EnqueueFailed`, the queue's live runs inside a `Snapshot`). The
 core answers with actions for the adapter to carry out (`EnqueueRun`,
-`Quarantine`, `MarkRunLost`) or only to report (`Coalesce`).
+`Quarantine`, `MarkRunLost`) or only to report (`Coalesce`, `RunBegan`,
+`RunEnded`: what a log or a metric needs to know, nothing to carry out).
 
 The one rule: while the inbox holds entries no live run has claimed,
 exactly one queued run must be waiting for them. A run, when it starts,
@@ -98,9 +99,11 @@ class EnqueueRun:
     run_id: str
     record: RunRecord
     waiting: tuple[str, ...]  # the entries now waiting for it
+    triggers: tuple[str, ...] = ()  # their trigger names, sorted (report only)
 
     def describe(self) -> str:
-        return f"enqueue run {self.run_id} for {len(self.waiting)} fire(s): {', '.join(self.waiting[:5])}"
+        return (f"enqueue run {self.run_id} for {len(self.waiting)} fire(s) of {_names(self.triggers)}: "
+                f"{', '.join(self.waiting[:5])}")
 
 
 @dataclass(frozen=True)
@@ -109,9 +112,41 @@ class Coalesce:
 
     event_id: str
     run_id: str
+    trigger: str = ""
 
     def describe(self) -> str:
-        return f"coalesce fire {self.event_id} into queued run {self.run_id}"
+        return f"coalesce fire {self.event_id} of {self.trigger!r} into queued run {self.run_id}"
+
+
+@dataclass(frozen=True)
+class RunBegan:
+    """A run of this host was recorded as started (report only)."""
+
+    run_id: str
+    served: int  # how many fires it acknowledged
+
+    def describe(self) -> str:
+        return f"run {self.run_id} started, serving {self.served} fire(s)"
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    """A run of this host was recorded as finished (report only)."""
+
+    run_id: str
+    exit_code: int | None
+    duration: float | None  # seconds from its start to its end, if both are known
+    finished_at: float | None
+
+    def describe(self) -> str:
+        took = "" if self.duration is None else f" in {self.duration:.1f}s"
+        return f"run {self.run_id} finished: exit {self.exit_code}{took}"
+
+
+def _names(triggers: tuple[str, ...]) -> str:
+    """Trigger names for a log line: quoted (names may hold spaces), at most five."""
+    shown = ", ".join(repr(t) for t in triggers[:5])
+    return shown + (f" and {len(triggers) - 5} more" if len(triggers) > 5 else "") or "(unknown)"
 
 
 @dataclass(frozen=True)
@@ -138,7 +173,8 @@ class MarkRunLost:
         return f"run {self.run_id} lost: {self.record.reason}"
 
 
-Action = Union[EnqueueRun, Coalesce, Quarantine, MarkRunLost]
+Action = Union[EnqueueRun, Coalesce, Quarantine, MarkRunLost, RunBegan, RunEnded]
+REPORT_ONLY = (Coalesce, RunBegan, RunEnded)
 
 
 class ProtocolError(Exception):
@@ -162,6 +198,7 @@ class WatcherCore:
     failures: int = 0
     synced: bool = False
     _entries: dict[str, Entry] = field(default_factory=dict, repr=False)  # every usable entry
+    fires_received: int = 0  # inbox entries seen arriving, for metrics (report only)
     _parsed: dict = field(default_factory=dict, repr=False)  # key -> (revision, record)
 
     def handle(self, event: Event, now: float) -> list[Action]:
@@ -194,6 +231,7 @@ class WatcherCore:
     # -- transitions -----------------------------------------------------------
 
     def _snapshot(self, event: Snapshot, now: float) -> list[Action]:
+        known = set(self.pending)
         self.pending.clear()
         self._entries.clear()
         self.runs.clear()
@@ -223,6 +261,7 @@ class WatcherCore:
                 # With two queued runs (a race with an older watcher) entries
                 # wait for the newest; the other still runs and serves them.
                 self.queued_run = run.run_id
+        self.fires_received += len(self.pending.keys() - known)
         return actions + self._judge_started(now)
 
     def _judge_started(self, now: float) -> list[Action]:
@@ -260,8 +299,11 @@ class WatcherCore:
                 return []
             self._entries[name] = entry
             self.pending[name] = entry
-            if coalesce and self.queued_run is not None:
-                return [Coalesce(name, self.queued_run)]
+            if not coalesce:
+                return []
+            self.fires_received += 1
+            if self.queued_run is not None:
+                return [Coalesce(name, self.queued_run, entry.trigger)]
             return []
         if kind == "lock":
             if isinstance(change, Put):
@@ -271,8 +313,11 @@ class WatcherCore:
             return []
         if kind == "run":
             if not isinstance(change, Put):
-                self.runs.pop(name, None)
+                gone = self.runs.pop(name, None)
                 self._parsed.pop(change.key, None)
+                if coalesce and gone is not None and gone.state == "started":
+                    # Finished: its record moved to P/done/ (how it ended is read there).
+                    return [RunEnded(name, None, None, None)]
                 return []
             try:
                 run = self._parse(change, parse_run)
@@ -280,7 +325,9 @@ class WatcherCore:
                     raise BadRecord(f"run record for {run.host}/{run.run_id} under another key")
             except BadRecord as exc:
                 return [Quarantine(change.key, change.value, str(exc), change.revision)]
+            before = self.runs.get(name)
             self.runs[name] = run
+            reports = _reports(before, run) if coalesce else []
             if run.state in ("started", "finished"):
                 # Claimed: they wait for this run's end, not for another run.
                 for event_id in run.served:
@@ -290,7 +337,7 @@ class WatcherCore:
                 self._give_back(run)
             if run.state != "queued" and name == self.queued_run:
                 self.queued_run = None
-            return []
+            return reports
         return []
 
     def _give_back(self, run: RunRecord) -> None:
@@ -343,4 +390,19 @@ class WatcherCore:
         record = RunRecord(run_id=run_id, host=self.host, state="queued", queued_at=now)
         self.runs[run_id] = record
         self.queued_run = run_id
-        return [EnqueueRun(run_id, record, tuple(sorted(self.pending)))]
+        triggers = tuple(sorted({e.trigger for e in self.pending.values()}))
+        return [EnqueueRun(run_id, record, tuple(sorted(self.pending)), triggers)]
+
+
+def _reports(before: RunRecord | None, run: RunRecord) -> list[Action]:
+    """What a watch showing `run` after `before` tells a log: a start, an end."""
+    was = before.state if before else None
+    if run.state == was:
+        return []
+    reports: list[Action] = []
+    if run.state in ("started", "finished") and was in (None, "queued"):
+        reports.append(RunBegan(run.run_id, len(run.served)))
+    if run.state == "finished":
+        took = (run.finished_at - run.started_at) if run.started_at and run.finished_at else None
+        reports.append(RunEnded(run.run_id, run.exit_code, took, run.finished_at))
+    return reports

@@ -102,11 +102,13 @@ def write_entry(store: Store, layout: Layout, entry: Entry, hosts: list[str]) ->
 
 def fire(store: Store, layout: Layout, name: str, hosts: list[str], lineage: Lineage,
          origin: str, ttl: int = DEFAULT_TTL, now: float | None = None,
-         event_id: str | None = None, max_concurrent: int = 0, retention: int = 0) -> Entry:
+         event_id: str | None = None, max_concurrent: int = 0, retention: int = 0,
+         ok_codes: tuple[int, ...] = (0, 2)) -> Entry:
     """Write one fire into every host's inbox; record and raise a refusal.
 
     With `retention`, the fire and its hosts are also kept under `P/fires/`
-    on a lease of that many seconds, for `trigger history`. `event_id` is
+    on a lease of that many seconds, for `trigger history` and `trigger
+    wait`, with the exit codes that count as success. `event_id` is
     for callers that need determinism (the simulator).
     """
     now = time.time() if now is None else now
@@ -125,7 +127,8 @@ def fire(store: Store, layout: Layout, name: str, hosts: list[str], lineage: Lin
         raise
     if retention:
         record = {"id": entry.id, "trigger": name, "hosts": hosts, "fired_at": now,
-                  "origin": origin, "hop": entry.hop, "max_concurrent": max_concurrent}
+                  "origin": origin, "hop": entry.hop, "max_concurrent": max_concurrent,
+                  "ok_codes": list(ok_codes)}
         store.put(layout.fire_key(entry.id), json.dumps(record, sort_keys=True).encode(),
                   lease=store.lease_grant(retention))
     write_entry(store, layout, entry, hosts)

@@ -35,14 +35,15 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .coordination import Member, key_part, member_at, ranked, register
-from .core import Changes, EnqueueFailed, EnqueueRun, MarkRunLost, Quarantine, Snapshot, Tick, WatcherCore
+from .core import Changes, EnqueueFailed, EnqueueRun, MarkRunLost, Quarantine, RunEnded, Snapshot, Tick, \
+    WatcherCore
 from .effects import LIVE_RUNS, NOW, UNWATCH, Call, Cancel, Enqueue, Execute, NextChange, Note, \
     ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Watch
 from .layout import Layout
 from .policy import BEATS_PER_TTL, MEMBER_TTL, RETRY_AFTER_STORE_ERROR, RUN, WATCH, RunPolicy, \
     WatchPolicy
 from .queue import QueueError
-from .records import RunRecord
+from .records import BadRecord, RunRecord, parse_run
 from .runner import finish_run, give_back, pending_limits, start_run, take_run_lock
 from .store.base import CompactedError, DeleteOp, PutOp, StoreError, UnavailableError
 
@@ -117,9 +118,9 @@ def follow_inbox(core: WatcherCore, policy: WatchPolicy = WATCH):
                     yield from resync(core, prefix, policy)
                     next_check = None
         except CompactedError as exc:
-            yield Note(f"watch history gone ({exc}); re-reading the inbox", "warning")
+            yield Note(WatchLost(f"watch history gone ({exc}); re-reading the inbox"), "warning")
         except StoreError as exc:
-            yield Note(f"store: {exc}; retrying in {delay:.1f}s", "warning")
+            yield Note(WatchLost(f"store: {exc}; retrying in {delay:.1f}s"), "warning")
             yield Sleep(delay)
             delay = policy.next_reconnect_delay(delay)
 
@@ -144,12 +145,24 @@ def resync(core: WatcherCore, prefix: str, policy: WatchPolicy = WATCH):
     return revision
 
 
+@dataclass(frozen=True)
+class WatchLost:
+    """The watch ended on a store error; the watcher reads again (told)."""
+
+    reason: str
+
+    def describe(self) -> str:
+        return self.reason
+
+
 def carry_out(core: WatcherCore, actions: list, policy: WatchPolicy = WATCH):
     """Do what the core asked; report-only actions are only told. What the
     watcher writes for people to look at later (lost runs, quarantined
     values) lives on a lease of `record_retention`."""
     layout, host = core.layout, core.host
     for action in actions:
+        if isinstance(action, RunEnded) and action.exit_code is None:
+            action = yield from _how_it_ended(layout, host, action)
         yield Note(action)
         if isinstance(action, EnqueueRun):
             yield Call(_put, (layout.run_key(host, action.run_id), action.record.encode()))
@@ -166,6 +179,19 @@ def carry_out(core: WatcherCore, actions: list, policy: WatchPolicy = WATCH):
             lease = yield Call(_grant, (policy.record_retention,))
             yield Call(_txn, ([PutOp(layout.quarantine_key(host, action.key), action.value, lease),
                                DeleteOp(action.key)], ((action.key, action.revision),)))
+
+
+def _how_it_ended(layout: Layout, host: str, ended: RunEnded):
+    """A finished run's exit code and duration, from its record under P/done/."""
+    try:
+        kv = yield Call(_get, (layout.done_key(host, ended.run_id),))
+        run = parse_run(kv.value) if kv is not None else None
+    except (StoreError, BadRecord):
+        return ended
+    if run is None:
+        return ended
+    took = run.finished_at - run.started_at if run.finished_at and run.started_at else None
+    return RunEnded(ended.run_id, run.exit_code, took, run.finished_at)
 
 
 # -- a triggered run -----------------------------------------------------------------------

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import queue as queue_module
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from .layout import Layout
 from .records import MAX_SERVED, BadRecord, RunRecord, check_host, parse_run
@@ -20,12 +21,19 @@ from .store.base import Put, Store, StoreError
 PUPPET_OK = (0, 2)  # `puppet agent --test`: 0 no changes, 2 changes applied
 
 
+NO_WATCHER = "no watcher"  # waiting, and the host had no live watcher (member key)
+STATES = ("ok", "failed", "lost", "running", "waiting", NO_WATCHER)
+
+
 @dataclass(frozen=True)
 class HostResult:
     host: str
-    state: str  # waiting, running, ok, failed, lost
+    state: str  # one of STATES
     exit_code: int | None = None
     duration: float | None = None
+    run_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
 
     @property
     def done(self) -> bool:
@@ -36,12 +44,34 @@ def result_of(host: str, run: RunRecord | None, ok_codes=PUPPET_OK) -> HostResul
     if run is None:
         return HostResult(host, "waiting")
     if run.state == "lost":
-        return HostResult(host, "lost")
+        return HostResult(host, "lost", run_id=run.run_id)
     if run.state != "finished":
-        return HostResult(host, "running")
+        return HostResult(host, "running", run_id=run.run_id, started_at=run.started_at)
     duration = (run.finished_at - run.started_at) if run.started_at and run.finished_at else None
     state = "ok" if run.exit_code in ok_codes else "failed"
-    return HostResult(host, state, run.exit_code, duration)
+    return HostResult(host, state, run.exit_code, duration, run.run_id, run.started_at, run.finished_at)
+
+
+def without_watcher(results: dict[str, HostResult], unwatched) -> dict[str, HostResult]:
+    """The results with hosts still waiting that have no live watcher marked `no watcher`."""
+    return {h: replace(r, state=NO_WATCHER) if r.state == "waiting" and h in unwatched else r
+            for h, r in results.items()}
+
+
+def unwatched_hosts(store: Store, layout: Layout, hosts) -> list[str]:
+    """The hosts that have no live watcher now (no member key): nothing will serve them."""
+    from .coordination import live_members
+
+    alive = {m.host for m in live_members(store, layout)}
+    return [h for h in hosts if h not in alive]
+
+
+def counts(results) -> dict[str, int]:
+    """How many hosts are in each state, every state named."""
+    found = {state: 0 for state in STATES}
+    for r in results:
+        found[r.state] = found.get(r.state, 0) + 1
+    return found
 
 
 def list_runs(store: Store, layout: Layout, host: str | None = None) -> tuple[list[RunRecord], int]:
@@ -101,16 +131,31 @@ def _run_of(layout: Layout, key: str, value: bytes) -> RunRecord | None:
     return run if (run.host, run.run_id) == where else None
 
 
-def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str], revision: int,
-                  timeout: float, ok_codes=PUPPET_OK) -> dict[str, HostResult]:
+def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str], revision: int | None,
+                  timeout: float, ok_codes=PUPPET_OK,
+                  on_change: Callable[[dict[str, HostResult]], None] | None = None,
+                  ) -> dict[str, HostResult]:
     """Follow run records from `revision` until every host has finished a run
     that served the fire, or the timeout; returns each host's result.
 
     One watch on the whole prefix sees a run start in the host's prefix
-    and its finished record arrive under P/done/, in that order."""
+    and its finished record arrive under P/done/, in that order. With
+    `revision` None (re-attaching to an older fire) the runs already
+    recorded are read first. `on_change` gets the results whenever one
+    changes (and once at the start): what a progress display or an
+    interrupted wait shows.
+    """
     results = {h: HostResult(h, "waiting") for h in hosts}
     best: dict[str, RunRecord] = {}
     prefix = f"{layout.prefix}/"
+    report = on_change or (lambda _: None)
+    if revision is None:
+        runs, revision = list_runs(store, layout)
+        for host, run in runs_serving(runs).get(event_id, {}).items():
+            if host in results:
+                best[host] = run
+                results[host] = result_of(host, run, ok_codes)
+    report(results)
     deadline = time.monotonic() + timeout
     changes: queue_module.Queue = queue_module.Queue()
     watch = store.watch_prefix(prefix, revision + 1, changes.put)
@@ -130,8 +175,10 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
                     if host in results:
                         best[host] = run
                         results[host] = result_of(host, run, ok_codes)
+                report(results)
                 watch = store.watch_prefix(prefix, revision + 1, changes.put)
                 continue
+            changed = False
             for change in item:
                 if isinstance(change, Put):
                     run = _run_of(layout, change.key, change.value)
@@ -139,6 +186,9 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
                             and _rank(run) >= _rank(best.get(run.host)):
                         best[run.host] = run
                         results[run.host] = result_of(run.host, run, ok_codes)
+                        changed = True
+            if changed:
+                report(results)
     finally:
         watch.cancel()
     return results
@@ -151,32 +201,46 @@ class FireHistory:
     fired_at: float
     origin: str
     results: tuple[HostResult, ...]
+    ok_codes: tuple[int, ...] = PUPPET_OK  # what the results were judged by
 
 
-def history(store: Store, layout: Layout, limit: int = 20, ok_codes=PUPPET_OK) -> list[FireHistory]:
-    """The newest fires still kept, with what each host's run made of them."""
-    fires, _ = store.get_prefix(layout.fires_prefix())
-    records = [r for r in (_fire_record(kv.value) for kv in fires) if r is not None]
+def history(store: Store, layout: Layout, limit: int = 20, ok_codes=None,
+            event_id: str | None = None) -> list[FireHistory]:
+    """The newest fires still kept (or the one fire `event_id`), with what
+    each host's run made of them, judged by the exit codes the fire was made
+    with (`ok_codes` overrides them)."""
+    if event_id is not None:
+        kv = store.get(layout.fire_key(event_id))
+        fires = [kv] if kv is not None else []
+    else:
+        fires, _ = store.get_prefix(layout.fires_prefix())
+    records = [r for r in (fire_record(kv.value) for kv in fires) if r is not None]
     records.sort(key=lambda r: r.fired_at, reverse=True)
+    if not records:
+        return []
     served = runs_serving(list_runs(store, layout)[0])
     out = []
     for r in records[:limit]:
         runs = served.get(r.event_id, {})
-        results = tuple(result_of(h, runs.get(h), ok_codes) for h in r.hosts)
-        out.append(FireHistory(r.event_id, r.trigger, r.fired_at, r.origin, results))
+        judged_by = tuple(ok_codes) if ok_codes is not None else r.ok_codes
+        results = tuple(result_of(h, runs.get(h), judged_by) for h in r.hosts)
+        out.append(FireHistory(r.event_id, r.trigger, r.fired_at, r.origin, results, judged_by))
     return out
 
 
 @dataclass(frozen=True)
-class _Fire:
+class FireRecord:
+    """A fire as kept under P/fires/ for history and for re-attaching."""
+
     event_id: str
     trigger: str
     fired_at: float
     origin: str
     hosts: tuple[str, ...]
+    ok_codes: tuple[int, ...] = PUPPET_OK
 
 
-def _fire_record(value: bytes) -> _Fire | None:
+def fire_record(value: bytes) -> FireRecord | None:
     """A fire record, or None if it is not one: any firer can write there,
     so it is checked like an inbox entry."""
     try:
@@ -185,8 +249,12 @@ def _fire_record(value: bytes) -> _Fire | None:
         fired_at = float(data["fired_at"])
         if not (isinstance(data["id"], str) and isinstance(data["trigger"], str)):
             return None
-        return _Fire(data["id"][:128], data["trigger"][:256], fired_at,
-                     str(data.get("origin", ""))[:256], hosts)
+        codes = data.get("ok_codes", list(PUPPET_OK))
+        if not (isinstance(codes, list) and codes and len(codes) <= 256
+                and all(isinstance(c, int) and not isinstance(c, bool) for c in codes)):
+            return None
+        return FireRecord(data["id"][:128], data["trigger"][:256], fired_at,
+                          str(data.get("origin", ""))[:256], hosts, tuple(codes))
     except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError, BadRecord):
         return None
 

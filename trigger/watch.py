@@ -13,7 +13,8 @@ from dataclasses import replace
 from typing import Callable
 
 from .core import Action, WatcherCore
-from .driver import RealDriver, log_note
+from .driver import RealDriver
+from .monitor import WatchMonitor
 from .policy import WATCH
 from .procedures import HostTaken, Registration, carry_out, follow_inbox, leave, resync, serve_host
 from .queue import RunQueue
@@ -33,13 +34,15 @@ class WatchDaemon:
         check_interval: float = WATCH.check_interval,
         idle_check: float = WATCH.idle_check,
         registration: Registration | None = None,
+        monitor: WatchMonitor | None = None,
     ):
         """With `registration`, the daemon first claims the host (standing by
         while another watcher serves it) and keeps its membership."""
         self.core = core
         self.registration = registration
         self.policy = replace(WATCH, check_interval=check_interval, idle_check=idle_check)
-        self.driver = RealDriver(store, queue, run_argv, clock=clock, tell=log_note(log))
+        self.monitor = monitor or WatchMonitor(core)  # log lines and metrics
+        self.driver = RealDriver(store, queue, run_argv, clock=clock, tell=self.monitor.note)
 
     def stop(self) -> None:
         self.driver.stop()

@@ -21,7 +21,8 @@ from tests.eventually import eventually
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
 from trigger.queue.tsp import parse_tsp_list
-from trigger.records import RunRecord, parse_run
+from trigger.records import RunRecord
+from trigger.results import list_runs
 from trigger.store import open_store
 
 RECORDER = Path(__file__).with_name("recorder.py")
@@ -82,8 +83,8 @@ class Node:
         return [(s["start"], ends.get((s["run_id"], s["start"])), s["run_id"]) for s in self.started()]
 
     def run_records(self) -> list[RunRecord]:
-        items, _ = self.store.get_prefix(self.layout.runs_prefix(self.host))
-        return [parse_run(kv.value) for kv in items]
+        """Every run record of the host, active or finished (moved to P/done/)."""
+        return list_runs(self.store, self.layout, self.host)[0]
 
     def kill_processes(self) -> None:
         """SIGKILL every process started with this node's TS_SOCKET: the

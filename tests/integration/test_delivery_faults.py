@@ -102,8 +102,7 @@ def unserved(node: Node, fires: dict[str, float]) -> list[str]:
     --wait` and `trigger history` name for the fire has finished, and its
     command wrote its end to the run log."""
     ran_to_end = {r["run_id"]: r["start"] for r in node.runs()}
-    items, _ = node.store.get_prefix(node.layout.runs_prefix(node.host))
-    serving = runs_serving(items, node.layout)
+    serving = runs_serving(node.run_records())
     left = []
     for event_id, fired_at in fires.items():
         run = serving.get(event_id, {}).get(node.host)
@@ -395,7 +394,8 @@ def test_a_huge_inbox_is_served_in_batches_within_etcds_request_limit(cluster):
     node.fires.append(now)
     node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=MEMBER_TTL)
     left = wait_all_served(node, {e.id: e.fired_at for e in entries}, 40)
-    items, _ = node.store.get_prefix(node.layout.runs_prefix(node.host))
+    items = [*node.store.get_prefix(node.layout.runs_prefix(node.host))[0],
+             *node.store.get_prefix(node.layout.done_prefix(node.host))[0]]
     sizes = sorted(len(kv.value) for kv in items)
     exits = [j.exit_code for j in parse_tsp_list(node.tsp("-l")) if j.run_id and j.state == "finished"]
     assert left == [], f"{len(left)} of 14,000 fires not served; tsp exits {exits[-5:]}"

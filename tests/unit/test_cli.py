@@ -1,12 +1,17 @@
 """The command line's own checks, in process, on the in-memory store."""
 
+import json
+
 import pytest
 
 from trigger.cli import main
 
 
 def run(capsys, *argv):
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's own checks
+        code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -44,3 +49,94 @@ def test_missing_task_spooler_is_one_line(monkeypatch, capsys):
     code, _, err = run(capsys, "watch", "--host", "h", "--queue", "tsp", "--store", "memory")
     assert code == 2 and err.count("\n") == 1
     assert "tsp not found: install the Debian package task-spooler" in err
+
+
+# -- options checked before anything is written -------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fire", "t", "--hosts", "a", "--wait", "--ok-codes", "abc"], "--ok-codes must be exit codes"),
+    (["fire", "t", "--hosts", "a", "--ok-codes", "0,300"], "--ok-codes must be exit codes"),
+    (["fire", "t", "--hosts", "a", "--wait", "--timeout", "-5"], "--timeout must be a number of seconds"),
+    (["fire", "t", "--hosts", "a", "--exec-cmd", "ssh {host} true"], "--exec-cmd is only used with"),
+    (["fire", "t", "--hosts", "a", "--provider", "exec"], "the exec provider needs --exec-cmd"),
+    (["fire", "t", "--hosts", "a", "--retention", "-1"], "--retention must be 0 or more"),
+    (["fire", "t", "--hosts", "a", "--serial", "--max-concurrent", "3"], "--serial means --max-concurrent 1"),
+    (["fire", "t", "--hosts", "a", "--ttl", "abc"], "argument --ttl: invalid int value"),
+    (["watch", "--host", "h", "--config-dir", "/no/such/dir"], "--config-dir /no/such/dir is not a directory"),
+    (["watch", "--host", "h", "--check-interval", "0"], "--check-interval must be"),
+    (["watch", "--host", "h", "--metrics-port", "70000"], "--metrics-port must be"),
+    (["watch", "--host", "h", "--run-cmd", "puppet 'apply"], "No closing quotation"),
+    (["history", "--limit", "0"], "--limit must be 1 or more"),
+    (["wait", "not an id"], "bad event id"),
+    (["drop", "--host", "a b"], "--host: bad host name"),
+    (["status", "-o", "yaml"], "argument -o/--output: invalid choice"),
+])
+def test_every_option_is_checked_first_one_line_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, *argv, "--store", "memory")
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+
+
+def test_host_names_are_lower_cased(capsys):
+    code, out, _ = run(capsys, "fire", "t", "--hosts", "WEB01.Example.com,role:LB", "--provider", "dummy",
+                       "--store", "memory")
+    assert code == 0 and "web01.example.com, role:LB" in out
+
+
+# -- help, version, exit codes ------------------------------------------------------
+
+
+def _all_parsers(parser):
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def test_every_option_has_help_that_shows_its_default():
+    import argparse
+
+    from trigger.cli import build_parser
+
+    for parser in _all_parsers(build_parser()):
+        text = parser.format_help()
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help, f"{parser.prog} {action.dest} has no help"
+            if action.option_strings and not isinstance(action, (argparse._StoreTrueAction,
+                                                                 argparse._HelpAction,
+                                                                 argparse._VersionAction)):
+                rendered = parser.formatter_class(parser.prog)._get_help_string(action)
+                assert "default" in rendered, f"{parser.prog} {action.option_strings} shows no default"
+        assert "usage:" in text
+
+
+def test_top_level_help_names_every_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    for name in ("fire", "wait", "watch", "run", "status", "history", "leader", "drop", "auth"):
+        assert f"    {name} " in out, name
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("trigger ")
+
+
+def test_leader_without_holder_is_not_the_failed_run_code(capsys):
+    code, out, err = run(capsys, "leader", "nosuch", "--store", "memory")
+    assert code == 5 and out == "" and "no holder of 'nosuch'" in err
+    code, out, _ = run(capsys, "leader", "nosuch", "-o", "json", "--store", "memory")
+    assert code == 5 and json.loads(out) == {"election": "nosuch", "leader": None}
+
+
+def test_status_json_alias_and_plain_when_piped(capsys):
+    code, out, _ = run(capsys, "status", "--json", "--store", "memory")
+    assert code == 0 and json.loads(out) == []

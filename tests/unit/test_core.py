@@ -12,6 +12,8 @@ from trigger.core import (
     MarkRunLost,
     ProtocolError,
     Quarantine,
+    RunEnded,
+    RunBegan,
     Snapshot,
     Tick,
     WatcherCore,
@@ -29,16 +31,16 @@ def make_core():
     return WatcherCore(HOST, L, lambda: next(ids))
 
 
-def entry(eid, hop=1):
-    return Entry(eid, "refresh", 1.0, hop=hop)
+def entry(eid, hop=1, trigger="refresh"):
+    return Entry(eid, trigger, 1.0, hop=hop)
 
 
-def put_entry(eid, rev):
-    return Put(L.entry_key(HOST, eid), entry(eid).encode(), rev)
+def put_entry(eid, rev, trigger="refresh"):
+    return Put(L.entry_key(HOST, eid), entry(eid, trigger=trigger).encode(), rev)
 
 
-def put_run(run_id, state, rev, served=()):
-    record = RunRecord(run_id, HOST, state, queued_at=1.0, served=tuple(served))
+def put_run(run_id, state, rev, served=(), **times):
+    record = RunRecord(run_id, HOST, state, queued_at=1.0, served=tuple(served), **times)
     return Put(L.run_key(HOST, run_id), record.encode(), rev)
 
 
@@ -85,14 +87,15 @@ def test_entries_while_queued_coalesce():
     core.handle(Changes((put_entry("e1", 11),)), 1.0)
     core.handle(Changes((put_run("r1", "queued", 12),)), 1.0)  # our own record echoed back
     actions = core.handle(Changes((put_entry("e2", 13), put_entry("e3", 14))), 2.0)
-    assert actions == [Coalesce("e2", "r1"), Coalesce("e3", "r1")]
+    assert actions == [Coalesce("e2", "r1", "refresh"), Coalesce("e3", "r1", "refresh")]
+    assert "'refresh'" in actions[0].describe()
 
 
 def test_run_start_claims_and_later_entries_get_exactly_one_more_run():
     core, _ = synced()
     core.handle(Changes((put_entry("e1", 11),)), 1.0)
     start = (put_lock("r1", 12), put_run("r1", "started", 13, served=["e1"]))
-    assert core.handle(Changes(start), 2.0) == []
+    assert core.handle(Changes(start), 2.0) == [RunBegan("r1", 1)]
     assert core.queued_run is None and not core.pending
     actions = []
     for i in range(30):
@@ -109,10 +112,11 @@ def test_claimed_entries_wait_for_their_run_and_go_when_it_finishes():
     core, _ = synced()
     core.handle(Changes((put_entry("e1", 11), put_entry("e2", 12))), 1.0)
     start = (put_lock("r1", 13), put_run("r1", "started", 14, served=["e1", "e2"]))
-    assert core.handle(Changes(start), 2.0) == [] and not core.pending
+    assert core.handle(Changes(start), 2.0) == [RunBegan("r1", 2)] and not core.pending
+    # The finish: its entries go and its record moves to P/done/, in one revision.
     finish = (Delete(L.entry_key(HOST, "e1"), 15), Delete(L.entry_key(HOST, "e2"), 15),
-              put_run("r1", "finished", 15, served=["e1", "e2"]), Delete(L.run_lock_key(HOST), 16))
-    assert core.handle(Changes(finish), 3.0) == [] and not core.busy
+              Delete(L.run_key(HOST, "r1"), 15), Delete(L.run_lock_key(HOST), 16))
+    assert core.handle(Changes(finish), 3.0) == [RunEnded("r1", None, None, None)] and not core.busy
 
 
 def test_a_started_run_whose_lock_goes_died_and_its_entries_get_a_new_run():
@@ -136,10 +140,11 @@ def test_a_started_run_holding_the_lock_is_alive_whatever_the_queue_says():
 def test_entry_arriving_between_run_read_and_start_gets_a_new_run():
     core, _ = synced()
     core.handle(Changes((put_entry("e1", 11),)), 1.0)
-    assert core.handle(Changes((put_entry("e2", 12),)), 1.5) == [Coalesce("e2", "r1")]
+    assert core.handle(Changes((put_entry("e2", 12),)), 1.5) == [Coalesce("e2", "r1", "refresh")]
     # the run read the inbox before e2 landed, so it claimed only e1
     actions = core.handle(Changes((put_lock("r1", 13), put_run("r1", "started", 14, served=["e1"]))), 2.0)
-    assert [(type(a), a.waiting) for a in actions] == [(EnqueueRun, ("e2",))]
+    assert actions[0] == RunBegan("r1", 1)
+    assert [(type(a), a.waiting) for a in actions[1:]] == [(EnqueueRun, ("e2",))]
 
 
 def test_changes_older_than_the_snapshot_are_ignored():
@@ -262,3 +267,48 @@ def test_values_are_parsed_once_per_revision(monkeypatch):
     assert len(calls) == 1
     core.handle(Snapshot((kv(Put(L.entry_key(HOST, "e1"), entry("e1").encode(), 13)),), 13, None), 2.0)
     assert len(calls) == 2  # a new revision of the key is parsed again
+
+
+# -- what the core reports for logs and metrics ------------------------------------
+
+
+def test_enqueue_names_the_triggers_of_the_fires_it_serves():
+    core, _ = synced()
+    (run,) = core.handle(Changes((put_entry("e1", 11, "deploy web"), put_entry("e2", 12, "lb"),
+                                  put_entry("e3", 13, "lb"))), 1.0)
+    assert run.triggers == ("deploy web", "lb")
+    assert "fire(s) of 'deploy web', 'lb'" in run.describe()
+
+
+def test_a_run_start_and_finish_seen_by_the_watch_are_reported():
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11),)), 1.0)
+    assert core.handle(Changes((put_run("r1", "queued", 12),)), 1.0) == []  # our own write
+    started = put_run("r1", "started", 13, served=["e1"], started_at=2.0)
+    assert core.handle(Changes((put_lock("r1", 13), started)), 2.0) == [RunBegan("r1", 1)]
+    finished = put_run("r1", "finished", 14, served=["e1"], started_at=2.0, finished_at=5.5, exit_code=2)
+    (report,) = core.handle(Changes((finished,)), 6.0)
+    assert report == RunEnded("r1", 2, 3.5, 5.5)
+    assert report.describe() == "run r1 finished: exit 2 in 3.5s"
+    # the same record again (a re-put, a re-read) is not a second finish
+    assert core.handle(Changes((put_run("r1", "finished", 15, served=["e1"], exit_code=2),)), 7.0) == []
+
+
+def test_a_run_seen_only_finished_reports_its_start_too():
+    core, _ = synced()
+    finished = put_run("r7", "finished", 11, exit_code=1)
+    assert core.handle(Changes((finished,)), 1.0) == [RunBegan("r7", 0), RunEnded("r7", 1, None, None)]
+
+
+def test_snapshots_report_no_run_history():
+    core, actions = synced([put_run("r8", "finished", 4, exit_code=0)], live=frozenset())
+    assert actions == []
+
+
+def test_fires_received_are_counted_once():
+    core, _ = synced([put_entry("e1", 3)], live=frozenset({"r9"}))
+    assert core.fires_received == 1
+    core.handle(Changes((put_entry("e2", 11), put_entry("e2", 12))), 1.0)
+    assert core.fires_received == 2
+    core.handle(Snapshot((kv(put_entry("e1", 3)), kv(put_entry("e2", 11))), 20, None), 2.0)
+    assert core.fires_received == 2  # a re-read sees the same fires, not new ones

@@ -79,3 +79,56 @@ def test_list_runs_finds_active_and_finished_runs_of_one_host_or_all():
     assert [(r.run_id, r.state) for r in runs] == [("ra", "finished")] and revision == store.revision
     assert sorted((r.run_id, r.state) for r in list_runs(store, L)[0]) == [("ra", "finished"), ("rb", "started")]
     assert {s.host: s.last.run_id if s.last else None for s in status(store, L)} == {"a": "ra", "b": None}
+
+
+def test_history_judges_by_the_ok_codes_the_fire_was_made_with():
+    store = MemoryStore()
+    entry = fire(store, L, "deploy", ["a"], Lineage(), "o", retention=60, ok_codes=(0, 1))
+    finish_run(store, L, start_run(store, L, "a", "ra", 1.0), 1, 2.0)
+    (h,) = history(store, L)
+    assert h.ok_codes == (0, 1) and [r.state for r in h.results] == ["ok"]
+    (strict,) = history(store, L, ok_codes=(0,))  # an explicit --ok-codes still wins
+    assert [r.state for r in strict.results] == ["failed"]
+    (one,) = history(store, L, event_id=entry.id)
+    assert one.event_id == entry.id and one.results[0].run_id == "ra"
+    assert history(store, L, event_id="nosuch") == []
+
+
+def test_a_fire_record_with_bad_ok_codes_is_not_a_fire():
+    store = MemoryStore()
+    for i, codes in enumerate(("[]", '"0,2"', "[true]", "[0.5]")):
+        store.put(L.fire_key(f"bad{i}"), f'{{"id": "x{i}", "trigger": "t", "hosts": ["a"], "fired_at": 1,'
+                  f' "ok_codes": {codes}}}'.encode())
+    assert history(store, L) == []
+
+
+def test_hosts_without_a_watcher_and_the_counts():
+    from trigger.coordination import Member
+    from trigger.results import HostResult, counts, unwatched_hosts, without_watcher
+
+    store = MemoryStore()
+    store.put(L.member_key("a"), Member("a", (), 1.0).encode())  # a's watcher is alive
+    assert unwatched_hosts(store, L, ["a", "b", "c"]) == ["b", "c"]
+    results = {"a": HostResult("a", "waiting"), "b": HostResult("b", "waiting"), "c": HostResult("c", "ok", 0)}
+    marked = without_watcher(results, {"b", "c"})
+    assert [marked[h].state for h in "abc"] == ["waiting", "no watcher", "ok"]  # a result stays
+    assert counts(marked.values()) == {"ok": 1, "failed": 0, "lost": 0, "running": 0, "waiting": 1,
+                                       "no watcher": 1}
+
+
+def test_wait_reattaching_reads_what_is_done_and_reports_each_change():
+    store = MemoryStore()
+    entry = fire(store, L, "t", ["a", "b"], Lineage(), "o")
+    finish_run(store, L, start_run(store, L, "a", "ra", 1.0), 0, 2.0)  # before anyone waits
+    seen = []
+
+    def on_change(results):
+        seen.append({h: r.state for h, r in results.items()})
+        if len(seen) == 1:  # the run of b starts and ends while we wait
+            threading.Thread(target=lambda: finish_run(
+                store, L, start_run(store, L, "b", "rb", 3.0), 2, 4.0)).start()
+
+    results = wait_for_fire(store, L, entry.id, ["a", "b"], None, timeout=5, on_change=on_change)
+    assert seen[0] == {"a": "ok", "b": "waiting"}
+    assert seen[-1] == {"a": "ok", "b": "ok"} and results["b"].exit_code == 2
+    assert results["a"].run_id == "ra" and results["a"].started_at == 1.0 and results["a"].finished_at == 2.0

@@ -57,7 +57,7 @@ def test_wait_reports_a_failing_host(lab, hosts, settled):
         out = trigger(lab, hosts["node3"], "node3", "fire", "lab wait", "--hosts", "node1,node2",
                       "--wait", "--timeout", "120")
         assert out.rc == 4, out.stdout + out.stderr
-        rows = {line.split("│")[1].strip(): line for line in out.stdout.splitlines() if "│" in line}
+        rows = {line.split("\t")[0]: line for line in out.stdout.splitlines() if "\t" in line}  # plain rows
         assert "ok" in rows["node1"] and "failed" in rows["node2"]
     finally:
         lab.run("node2", ["rm", "-f", failing])
@@ -88,8 +88,8 @@ def test_role_targets_follow_the_live_watchers(lab, hosts, settled):
     def targets() -> list[str]:
         out = trigger(lab, hosts["node3"], "node3", "fire", "lab role", "--hosts", "role:lab-lb",
                       "--provider", "exec", "--exec-cmd", "true {host}", "--ok-codes", "0")
-        return sorted(line.split("│")[1].strip() for line in out.stdout.splitlines()
-                      if "│" in line and "node" in line)
+        return sorted(line.split("\t")[0] for line in out.stdout.splitlines()
+                      if "\t" in line and "node" in line)
 
     try:
         for node in ("node1", "node2"):

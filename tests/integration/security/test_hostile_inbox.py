@@ -56,7 +56,7 @@ def test_corrupt_entries_are_quarantined_and_shown_by_status(tmp_path, node):
     assert done.code == 0, done
     (row,) = [h for h in json.loads(done.out) if h["host"] == node.host]
     assert row["quarantined"] == len(corrupt) and row["pending"] == 0
-    table = trigger("status", "--endpoints", node.endpoint, env=clean_env(COLUMNS="200"))
+    table = trigger("status", "-o", "table", "--endpoints", node.endpoint, env=clean_env(COLUMNS="200"))
     line = next(line for line in table.out.splitlines() if node.host in line)
     assert f" {len(corrupt)} " in line.replace("│", " ")
     log = node.watch_log.read_text()

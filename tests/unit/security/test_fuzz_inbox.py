@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trigger.core import Changes, Coalesce, EnqueueFailed, EnqueueRun, MarkRunLost, Quarantine, Snapshot, Tick, WatcherCore
+from trigger.core import (Changes, Coalesce, EnqueueFailed, EnqueueRun, MarkRunLost, Quarantine, RunEnded,
+                          RunBegan, Snapshot, Tick, WatcherCore)
 from trigger.records import BadRecord, Entry, check_id, parse_entry, parse_run
 from trigger.results import status
 from trigger.runner import finish_run, start_run
@@ -42,9 +43,9 @@ def new_core() -> WatcherCore:
 
 def check_actions(actions, known_keys) -> None:
     for action in actions:
-        assert isinstance(action, (EnqueueRun, Coalesce, Quarantine, MarkRunLost)), action
+        assert isinstance(action, (EnqueueRun, Coalesce, Quarantine, MarkRunLost, RunBegan, RunEnded)), action
         text = action.describe()
-        assert isinstance(text, str)
+        assert isinstance(text, str) and "\n" not in text
         if isinstance(action, Quarantine):
             assert action.key in known_keys
             assert "\n" not in action.reason and "\r" not in action.reason

@@ -12,7 +12,7 @@
 # trigger::watch::etcd writes; CONFIG_DIR is /etc/trigger, or
 # $TRIGGER_CONFIG_DIR when set in Puppet's environment.
 module TriggerLeadersFact
-  NO_HOLDER = 4
+  NO_HOLDER = 5 # `trigger leader`: nobody holds the election
   TIMEOUT = 10
 
   module_function

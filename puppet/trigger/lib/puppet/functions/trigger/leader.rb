@@ -41,7 +41,7 @@ Puppet::Functions.create_function(:'trigger::leader') do
       # stderr is combined (for the error message): a warning may come
       # first, the holder's name is the last line.
       output.to_s.strip.lines.last&.strip
-    when 4 # nobody holds the election
+    when 5 # nobody holds the election (`trigger leader` exits 5)
       nil
     else
       message = output.to_s.strip.lines.last.to_s.strip

@@ -1,0 +1,187 @@
+"""What a watcher tells the people who run it: log lines and Prometheus metrics.
+
+One log line per decision of the core (naming the triggers), per run start
+and end (exit code, duration), per lost watch and per stop signal; times are
+ISO 8601 with their zone. `--log-format json` writes the same lines as one
+JSON object each, with the facts as fields. The metrics are counters and
+gauges of prometheus-client, served over HTTP by `--metrics-port`.
+
+The watch loop calls `WatchMonitor.report(action)` for every action of the
+core and `reconnect(reason)` for every lost watch; nothing here changes what
+the watcher does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from .procedures import WatchLost
+
+from .core import (
+    Coalesce,
+    EnqueueRun,
+    MarkRunLost,
+    Quarantine,
+    RunEnded,
+    RunBegan,
+)
+
+log = logging.getLogger("trigger.watch")
+LOG_FORMATS = ("text", "json")
+
+
+def iso_time(seconds: float) -> str:
+    """A time as ISO 8601 in the local zone, with the zone: 2026-11-30T11:41:46.123+00:00."""
+    return datetime.fromtimestamp(seconds, timezone.utc).astimezone().isoformat(timespec="milliseconds")
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, host: str):
+        super().__init__()
+        self.host = host
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{iso_time(record.created)} trigger-watch[{self.host}] {record.levelname} {record.getMessage()}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, host, message and the facts of the line."""
+
+    def __init__(self, host: str):
+        super().__init__()
+        self.host = host
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": iso_time(record.created), "level": record.levelname.lower(),
+                "host": self.host, "message": record.getMessage(), "event": "log"}
+        line.update(getattr(record, "fields", {}))
+        return json.dumps(line, sort_keys=True)
+
+
+def setup_logging(host: str, log_format: str = "text", stream=None) -> None:
+    """Send the watcher's log to `stream` (stderr) in the chosen format."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter(host) if log_format == "json" else TextFormatter(host))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+REPORTED = (EnqueueRun, Coalesce, RunBegan, RunEnded, MarkRunLost, Quarantine)
+
+
+def _fields(action) -> dict:
+    """The facts of an action, for a JSON log line."""
+    if isinstance(action, EnqueueRun):
+        return {"event": "enqueue", "run_id": action.run_id, "triggers": list(action.triggers),
+                "fires": len(action.waiting)}
+    if isinstance(action, Coalesce):
+        return {"event": "coalesce", "run_id": action.run_id, "fire": action.event_id,
+                "triggers": [action.trigger]}
+    if isinstance(action, RunBegan):
+        return {"event": "run_started", "run_id": action.run_id, "fires": action.served}
+    if isinstance(action, RunEnded):
+        return {"event": "run_finished", "run_id": action.run_id, "exit_code": action.exit_code,
+                "duration": action.duration}
+    if isinstance(action, MarkRunLost):
+        return {"event": "run_lost", "run_id": action.run_id, "reason": action.record.reason}
+    if isinstance(action, Quarantine):
+        return {"event": "quarantine", "key": action.key, "reason": action.reason}
+    return {"event": type(action).__name__}
+
+
+class WatchMonitor:
+    """Logs the watcher's actions and counts them into Prometheus metrics."""
+
+    def __init__(self, core=None):
+        self.core = core  # read for fires received, a count the core keeps
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.fires_received = Counter("trigger_fires_received", "Inbox entries (fires) seen arriving",
+                                      registry=r)
+        self.runs_queued = Counter("trigger_runs_queued", "Runs queued", registry=r)
+        self.runs_started = Counter("trigger_runs_started", "Runs recorded as started", registry=r)
+        self.runs_finished = Counter("trigger_runs_finished", "Runs finished, by exit code",
+                                     ["exit_code"], registry=r)
+        self.fires_coalesced = Counter("trigger_fires_coalesced",
+                                       "Fires that joined a run already queued", registry=r)
+        self.runs_lost = Counter("trigger_runs_lost", "Runs marked lost (they will never start or end)",
+                                 registry=r)
+        self.quarantined = Counter("trigger_values_quarantined",
+                                   "Unusable inbox values moved aside", registry=r)
+        self.reconnects = Counter("trigger_watch_reconnects",
+                                  "Watches lost (store errors, compaction) and re-established",
+                                  registry=r)
+        self.last_run = Gauge("trigger_last_run_finished_timestamp_seconds",
+                              "When the last run finished (Unix time)", registry=r)
+        self.last_duration = Gauge("trigger_last_run_duration_seconds",
+                                   "How long the last finished run took", registry=r)
+        self._received = 0
+        self.server = None
+
+    def serve(self, port: int, address: str = "0.0.0.0"):
+        """Serve the metrics over HTTP on `address:port` from a thread."""
+        self.server, _ = start_http_server(port, address, registry=self.registry)
+        log.info("metrics on http://%s:%d/metrics", address, self.server.server_port,
+                 extra={"fields": {"event": "metrics", "port": self.server.server_port}})
+        return self.server.server_port
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def report(self, action) -> None:
+        """Log one action of the core and count it."""
+        fields = _fields(action)
+        level = logging.WARNING if isinstance(action, (MarkRunLost, Quarantine)) else logging.INFO
+        log.log(level, "%s", action.describe(), extra={"fields": fields})
+        if isinstance(action, EnqueueRun):
+            self.runs_queued.inc()
+        elif isinstance(action, Coalesce):
+            self.fires_coalesced.inc()
+        elif isinstance(action, RunBegan):
+            self.runs_started.inc()
+        elif isinstance(action, RunEnded):
+            self.runs_finished.labels(str(action.exit_code)).inc()
+            if action.finished_at is not None:
+                self.last_run.set(action.finished_at)
+            if action.duration is not None:
+                self.last_duration.set(action.duration)
+        elif isinstance(action, MarkRunLost):
+            self.runs_lost.inc()
+        elif isinstance(action, Quarantine):
+            self.quarantined.inc()
+        self.count_received()
+
+    def note(self, note) -> None:
+        """What the watcher's procedures tell: an action is reported and
+        counted, a lost watch counted, anything else logged at its level."""
+        what = note.what
+        if isinstance(what, WatchLost):
+            self.reconnect(what.reason)
+            return
+        if isinstance(what, REPORTED):
+            self.report(what)
+            return
+        text = what.describe() if hasattr(what, "describe") else str(what)
+        log.log(logging.getLevelName(note.level.upper()), "%s", text)
+
+    def count_received(self) -> None:
+        if self.core is not None and self.core.fires_received > self._received:
+            self.fires_received.inc(self.core.fires_received - self._received)
+            self._received = self.core.fires_received
+
+    def reconnect(self, reason: str) -> None:
+        self.reconnects.inc()
+        log.warning("%s", reason, extra={"fields": {"event": "watch_lost", "reason": reason}})
+
+    def stopping(self, signal_name: str) -> None:
+        log.info("stopping on %s: no new runs are queued; queued and running runs go on",
+                 signal_name, extra={"fields": {"event": "stop", "signal": signal_name}})
