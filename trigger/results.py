@@ -149,12 +149,16 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
     best: dict[str, RunRecord] = {}
     prefix = f"{layout.prefix}/"
     report = on_change or (lambda _: None)
-    if revision is None:
-        runs, revision = list_runs(store, layout)
+    def read_all() -> int:
+        runs, read_at = list_runs(store, layout)
         for host, run in runs_serving(runs).get(event_id, {}).items():
             if host in results:
                 best[host] = run
                 results[host] = result_of(host, run, ok_codes)
+        return read_at
+
+    if revision is None:
+        revision = read_all()
     report(results)
     deadline = time.monotonic() + timeout
     changes: queue_module.Queue = queue_module.Queue()
@@ -169,12 +173,7 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
             except queue_module.Empty:
                 break
             if isinstance(item, StoreError):
-                # Re-read what the lost watch may have missed, then follow again.
-                runs, revision = list_runs(store, layout)
-                for host, run in runs_serving(runs).get(event_id, {}).items():
-                    if host in results:
-                        best[host] = run
-                        results[host] = result_of(host, run, ok_codes)
+                revision = read_all()  # what the lost watch may have missed; then follow again
                 report(results)
                 watch = store.watch_prefix(prefix, revision + 1, changes.put)
                 continue

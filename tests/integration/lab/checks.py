@@ -13,10 +13,10 @@ VMs in the Vagrant lab), never from the test runner's.
 from __future__ import annotations
 
 import shlex
-import time
 from dataclasses import dataclass
 
 from lab.base import RUNS_LOG, TS_SOCKET
+from tests.eventually import eventually
 from trigger.queue.tsp import TspJob, parse_tsp_list
 
 
@@ -73,15 +73,8 @@ def fire(host, name: str, targets: list[str], endpoints: list[str], ttl: int | N
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
-    """Poll until `predicate()` returns something true; return it, or fail saying `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"after {timeout:.0f}s: {what}")
-        time.sleep(interval)
+    """`tests.eventually.eventually`, polling the nodes every half second."""
+    return eventually(predicate, timeout, what, interval)
 
 
 def finished_run_after(host, since: float) -> Run | None:

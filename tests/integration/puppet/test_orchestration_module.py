@@ -17,13 +17,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import need
 from tests.etcd_server import EtcdServer, ServerTls
+from tests.eventually import eventually
 from tests.integration.puppet.puppet_apply import (
     BACKTRACE,
     PREFIX,
@@ -87,16 +87,6 @@ def watchers(tmp_path):
         proc.wait()
 
 
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout}s")
-
-
 def member_roles(endpoint: str, host: str) -> list[str] | None:
     value = etcd_dump(endpoint, f"{PREFIX}/members/{host}")[1].get(f"{PREFIX}/members/{host}")
     return json.loads(value)["roles"] if value else None
@@ -143,7 +133,7 @@ def test_role_target_reaches_the_live_member_and_wait_reports_its_result(
     watchers(endpoint, "web01.test", "--roles", "web")
     watchers(endpoint, "lb02.test", "--roles", "loadbalancer-broken", run_cmd="false")
     for host in ("lb01.test", "web01.test", "lb02.test"):
-        wait_until(lambda h=host: member_roles(endpoint, h), what=f"{host} registered")
+        eventually(lambda h=host: member_roles(endpoint, h), what=f"{host} registered")
 
     apply = Apply(tmp_path / "puppet", {"trigger::globals::endpoints": endpoint})
     ok = apply("trigger { 'refresh lb': hosts => ['role:loadbalancer'], wait => true,\n"
@@ -206,7 +196,7 @@ def test_election_from_puppet_is_read_back_by_the_function_and_the_fact(
     assert sorted(p.name for p in (config_dir / "roles").iterdir()) == ["database"]
 
     watchers(endpoint, "db01.test", "--config-dir", str(config_dir))
-    wait_until(lambda: member_roles(endpoint, "db01.test") == ["database"], what="role registered")
+    eventually(lambda: member_roles(endpoint, "db01.test") == ["database"], what="role registered")
     holder = subprocess.run([trigger_bin(), "leader", "db master", "--endpoints", endpoint],
                             check=False, capture_output=True, text=True, env=clean_env(), timeout=30)
     assert holder.stdout.strip() == "db01.test", holder.stderr
@@ -315,7 +305,7 @@ def test_over_tls_a_trigger_waits_for_a_watcher_and_reads_the_leader(tmp_path, w
         tls = ["--cacert", str(ca.cert), "--cert", str(client.cert), "--key", str(client.key)]
         watchers(etcd.endpoint, "db01.test", "--elections", "db master", *tls)
         leader = [trigger_bin(), "leader", "db master", "--endpoints", etcd.endpoint, *tls]
-        wait_until(lambda: subprocess.run(leader, check=False, capture_output=True, text=True,
+        eventually(lambda: subprocess.run(leader, check=False, capture_output=True, text=True,
                                           env=clean_env(), timeout=30).returncode == 0,
                    what="db01.test registered over TLS")
 
