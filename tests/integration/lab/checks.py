@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from lab.base import RUNS_LOG, TS_SOCKET
 from trigger.queue.tsp import TspJob, parse_tsp_list
 
+# How much longer than on namespaced nodes waiting takes: the lab fixture
+# sets its lab's `time_scale` (emulated VMs run Puppet several times slower).
+TIME_SCALE = 1.0
+
 
 @dataclass(frozen=True)
 class Run:
@@ -74,6 +78,7 @@ def fire(host, name: str, targets: list[str], endpoints: list[str], ttl: int | N
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
     """Poll until `predicate()` returns something true; return it, or fail saying `what`."""
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
