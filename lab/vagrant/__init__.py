@@ -336,10 +336,25 @@ class VagrantLab(Lab):
 
     def link(self, node: str, up: bool) -> None:
         # The interface holding the lab address; SSH comes in on the
-        # management interface, so the node stays reachable.
-        shown = self.run(node, ["ip", "-o", "-4", "addr", "show", "to", f"{self.address(node)}/32"],
-                         check=True).stdout
-        match = re.match(r"\d+:\s+(\S+)", shown)
-        if not match:
-            raise LabError(f"{node}: no interface has {self.address(node)}")
-        self.run(node, ["ip", "link", "set", match.group(1), "up" if up else "down"], check=True)
+        # management interface, so the node stays reachable. systemd-networkd
+        # drops the address of a link that is down: the name is kept to bring
+        # it back, and the address is waited for.
+        record = self.state_dir / f"link-{self.check_node(node)}"
+        if record.exists():
+            interface = record.read_text().strip()
+        else:
+            shown = self.run(node, ["ip", "-o", "-4", "addr", "show", "to", f"{self.address(node)}/32"],
+                             check=True).stdout
+            match = re.match(r"\d+:\s+(\S+)", shown)
+            if not match:
+                raise LabError(f"{node}: no interface has {self.address(node)}")
+            interface = match.group(1)
+            record.write_text(interface)
+        self.run(node, ["ip", "link", "set", interface, "up" if up else "down"], check=True)
+        if up:
+            deadline = time.monotonic() + 30 * self.time_scale
+            while f"{self.address(node)}/" not in self.run(node, ["ip", "-o", "-4", "addr", "show", interface]).stdout:
+                if time.monotonic() > deadline:
+                    raise LabError(f"{node}: {interface} is up but has not got {self.address(node)} back")
+                time.sleep(1)
+            record.unlink()
