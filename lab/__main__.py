@@ -8,8 +8,9 @@
     python -m lab status      the nodes and their services
     python -m lab destroy     remove everything the lab made (also after a crash)
     python -m lab test        destroy, create, converge, verify, destroy
+    python -m lab box         build (or find cached) the Vagrant lab's box (lab/box.py)
 
-Options: --lab local|vagrant (default local, or $TRIGGER_LAB), --name NAME
+Options: --lab (or --backend) local|vagrant (default local, or $TRIGGER_LAB), --name NAME
 (local lab name, default dev). testinfra reaches the nodes with
 `--hosts=ssh://node1 --ssh-config=$(python -m lab ssh-config)`.
 """
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
-    parser.add_argument("--lab", default=os.environ.get("TRIGGER_LAB", "local"), choices=sorted(BACKENDS),
+    parser.add_argument("--lab", "--backend", dest="lab", default=os.environ.get("TRIGGER_LAB", "local"), choices=sorted(BACKENDS),
                         help="backend (default: local)")
     parser.add_argument("--name", default="dev", help="name of a local lab (default: dev)")
     parser.add_argument("--nodes", type=int, default=None,
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("destroy", help="remove everything the lab made")
     p = sub.add_parser("test", help="destroy, create, converge, verify, destroy")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    sub.add_parser("box", help="build the Vagrant lab's box from Debian packages (cached)")
     return parser
 
 
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = {"name": args.name, "nodes": args.nodes} if args.lab == "local" else {}
     try:
+        if args.action == "box":
+            return _box()
         lab = open_lab(args.lab, **options)
         return ACTIONS[args.action](lab, args)
     except LabError as exc:
@@ -122,6 +126,13 @@ def _test(lab, args) -> int:
         return lab.verify(_strip_dashes(args.pytest_args))
     finally:
         lab.destroy()
+
+
+def _box() -> int:
+    from . import box
+
+    box.build()
+    return 0
 
 
 def _strip_dashes(words: list[str]) -> list[str]:

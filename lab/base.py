@@ -40,6 +40,7 @@ class LabError(RuntimeError):
 class Lab(ABC):
     backend: str = ""
     nodes: tuple[str, ...] = NODES
+    time_scale: float = 1.0  # how much slower than namespaced nodes (the tests wait that much longer)
 
     @property
     def etcd_members(self) -> tuple[str, ...]:

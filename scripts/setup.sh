@@ -2,12 +2,17 @@
 # Set up what trigger needs, installing only what is missing.
 #   scripts/setup.sh           the virtualenv (.venv) with trigger and the test tools
 #   scripts/setup.sh --system  also the Debian packages the tests run for real
+#   scripts/setup.sh --vagrant also those of the Vagrant lab (libvirt, qemu, debootstrap)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(etcd-server etcd-client task-spooler puppet puppet-lint puppet-strings metadata-json-lint
           python3-venv python3-pip openssh-server iproute2 vagrant procps)
-if [ "${1:-}" = "--system" ]; then
+# The Vagrant lab (lab/vagrant, lab/box): only with --vagrant, CI's default run does without.
+vagrant_packages=(vagrant-libvirt libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86
+  qemu-utils debootstrap libvirt-clients dnsmasq-base iptables ebtables)
+[ "${1:-}" = "--vagrant" ] && packages+=("${vagrant_packages[@]}")
+if [ "${1:-}" = "--system" ] || [ "${1:-}" = "--vagrant" ]; then
   missing=()
   for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -70,7 +70,16 @@ if $systemd and $member {
   }
   file { '/etc/systemd/system/etcd.service.d/trigger-lab.conf':
     ensure  => file,
-    content => "# trigger lab: start without waiting for the other members\n[Service]\nType=simple\n",
+    # Under emulation a commit takes about a second: etcd's default heartbeat
+    # (100 ms) and election timeout (1 s) would have the members elect all day.
+    content => @(DROPIN),
+      # trigger lab (lab/puppet/node.pp): start without waiting for the other
+      # members; timeouts for slow (emulated) nodes.
+      [Service]
+      Type=simple
+      Environment=ETCD_HEARTBEAT_INTERVAL=500
+      Environment=ETCD_ELECTION_TIMEOUT=5000
+      | DROPIN
     notify  => Exec['trigger lab: systemctl daemon-reload'],
   }
   exec { 'trigger lab: systemctl daemon-reload':

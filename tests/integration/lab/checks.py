@@ -19,6 +19,10 @@ from lab.base import RUNS_LOG, TS_SOCKET
 from tests.eventually import eventually
 from trigger.queue.tsp import TspJob, parse_tsp_list
 
+# How much longer than on namespaced nodes waiting takes: the lab fixture
+# sets its lab's `time_scale` (emulated VMs run Puppet several times slower).
+TIME_SCALE = 1.0
+
 
 @dataclass(frozen=True)
 class Run:
@@ -73,8 +77,9 @@ def fire(host, name: str, targets: list[str], endpoints: list[str], ttl: int | N
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
-    """`tests.eventually.eventually`, polling the nodes every half second."""
-    return eventually(predicate, timeout, what, interval)
+    """`tests.eventually.eventually`, polling the nodes every half second; the
+    timeout is scaled for slow labs (TIME_SCALE: VMs under emulation)."""
+    return eventually(predicate, timeout * TIME_SCALE, what, interval)
 
 
 def finished_run_after(host, since: float) -> Run | None:

@@ -25,7 +25,7 @@ import pytest
 from lab import open_lab
 from lab.base import LabError
 from lab.local import claimed_lab
-from tests.conftest import need, need_root
+from tests.conftest import IN_CI, need, need_root
 from tests.integration.lab import checks
 from trigger.layout import Layout
 
@@ -42,7 +42,8 @@ def _need_backend(backend: str) -> None:
 
         reason = unavailable()
         if reason:
-            pytest.skip(f"vagrant lab: {reason}")
+            # Asked for by name (--lab=vagrant): in CI a missing part is a failure.
+            (pytest.fail if IN_CI else pytest.skip)(f"vagrant lab: {reason}")
 
 
 @pytest.fixture(scope="package")
@@ -89,7 +90,10 @@ def hosts(lab):
     """testinfra hosts by node name, reached over SSH with the lab's ssh-config."""
     import testinfra
 
-    return {node: testinfra.get_host(f"ssh://{node}", ssh_config=str(lab.ssh_config), sudo=lab.sudo)
+    checks.TIME_SCALE = lab.time_scale
+    timeout = int(10 * lab.time_scale)  # testinfra's SSH connect timeout, 10 s by default
+    return {node: testinfra.get_host(f"ssh://{node}", ssh_config=str(lab.ssh_config), sudo=lab.sudo,
+                                     timeout=timeout)
             for node in lab.nodes}
 
 

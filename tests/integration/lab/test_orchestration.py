@@ -38,7 +38,7 @@ def run_records(lab, host, node: str) -> list[dict]:
 
 def test_a_serial_rolling_refresh_never_runs_both_hosts_at_once(lab, hosts, settled):
     out = trigger(lab, hosts["node3"], "node3", "fire", "lab rolling", "--hosts", "node1,node2",
-                  "--serial", "--wait", "--timeout", "120")
+                  "--serial", "--wait", "--timeout", str(int(120 * checks.TIME_SCALE)))
     assert out.rc == 0, out.stdout + out.stderr
     event_id = out.stdout.split()[0]
     spans = []
@@ -55,7 +55,7 @@ def test_wait_reports_a_failing_host(lab, hosts, settled):
     lab.put("node2", failing, "fail('trigger lab: this run fails on purpose')\n")
     try:
         out = trigger(lab, hosts["node3"], "node3", "fire", "lab wait", "--hosts", "node1,node2",
-                      "--wait", "--timeout", "120")
+                      "--wait", "--timeout", str(int(120 * checks.TIME_SCALE)))
         assert out.rc == 4, out.stdout + out.stderr
         rows = {line.split("\t")[0]: line for line in out.stdout.splitlines() if "\t" in line}  # plain rows
         assert "ok" in rows["node1"] and "failed" in rows["node2"]

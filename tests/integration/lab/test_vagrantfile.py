@@ -34,6 +34,40 @@ def test_the_vagrantfile_has_the_labs_nodes_and_no_discovery_url():
     text = VAGRANTFILE.read_text()
     assert dict(re.findall(r'"(node\d)" => "([\d.]+)"', text)) == ADDRESSES
     assert tuple(ADDRESSES) == NODES
-    assert 'config.vm.box = "debian/bookworm64"' in text
-    assert "lab/puppet/node.pp" in text
+    assert "config.vm.box = BOX" in text  # the box lab/box.py builds, named by its recipe
+    assert 'libvirt__forward_mode: "none"' in text and 'management_network_mode = "none"' in text
+    assert "lab/vagrant/provision.sh" in text
+    assert "lab/puppet/node.pp" in (REPO / "lab/vagrant/provision.sh").read_text()
     assert "ETCD_DISCOVERY" not in text and "--discovery" not in text  # static peers only
+
+
+def test_a_host_without_memory_for_three_vms_is_told_so(monkeypatch):
+    from lab import vagrant as vagrant_lab
+
+    meminfo = "MemTotal: 8000000 kB\nMemAvailable:    3145728 kB\n"
+    monkeypatch.setattr(vagrant_lab.Path, "read_text", lambda self: meminfo)
+    assert vagrant_lab.memory_shortfall(3) == "3.0 GiB of memory available, 3 VMs need about 6 GiB"
+    assert vagrant_lab.memory_shortfall(1) is None
+
+
+def test_missing_packages_are_named_in_one_line(monkeypatch):
+    from lab import vagrant as vagrant_lab
+
+    monkeypatch.setattr(vagrant_lab.shutil, "which", lambda p: None if p in ("virsh", "debootstrap") else "/bin/x")
+    monkeypatch.setattr(vagrant_lab, "_glob", lambda pattern: ["plugin"])
+    assert vagrant_lab.unavailable() == (
+        "missing Debian packages: debootstrap, libvirt-clients (scripts/setup.sh --vagrant)")
+
+
+def test_the_vagrant_lab_waits_longer_under_emulation(tmp_path):
+    from lab.vagrant import VagrantLab
+
+    the_lab = VagrantLab(state_dir=tmp_path / "lab")
+    assert not the_lab.exists()
+    the_lab.destroy()  # nothing there: nothing to do, no libvirt started
+    assert not (tmp_path / "lab").exists()
+    (tmp_path / "lab").mkdir()
+    the_lab.driver_file.write_text("qemu\n")
+    assert the_lab.time_scale == 8.0
+    the_lab.driver_file.write_text("kvm\n")
+    assert the_lab.time_scale == 1.5
