@@ -138,22 +138,21 @@ class LabRecords:
     run_records: dict[str, list[dict]]  # node -> its run records
 
 
-def coalesced_fires(watch_log: str) -> int:
-    """Fires a watcher let join a queued run that then served them, from its log.
+def coalesced_fires(run_records: list[dict], fired_at: dict[str, float]) -> int:
+    """Fires that joined a queued run: served by a run queued before they were written.
 
-    The watcher logs `coalesce fire ID into queued run R` when a fire lands
-    while R is queued. If R's `trigger run` read the inbox just before the
-    fire landed (a race that simulated time, where a run starts in no time,
-    never has), R does not serve it and the watcher queues another run for
-    it (`enqueue run R2 for N fire(s): ID, ...`): that fire was not coalesced.
+    A fire that lands after the run's `trigger run` claimed the inbox (a race
+    that simulated time, where a run starts in no time, never has) gets a
+    run of its own and is not counted. Read from the run records, which say
+    what each run served, not from log lines.
     """
-    coalesced, enqueued = [], set()
-    for line in watch_log.splitlines():
-        if " coalesce fire " in line:
-            coalesced.append(line.split(" coalesce fire ", 1)[1].split()[0])
-        elif " enqueue run " in line and ": " in line:
-            enqueued.update(i.strip() for i in line.rsplit(": ", 1)[1].split(","))
-    return len(set(coalesced) - enqueued)
+    count = 0
+    for record in run_records:
+        queued_at = record.get("queued_at")
+        if record.get("state") != "finished" or queued_at is None:
+            continue
+        count += sum(1 for event_id in record.get("served") or () if fired_at.get(event_id, 0.0) > queued_at)
+    return count
 
 
 def lab_table(scenario: Scenario, records: LabRecords, scenario_time) -> tuple[dict[str, dict], dict[str, int]]:
@@ -382,7 +381,7 @@ class LabReplay:
         for node in lab.nodes:
             if lab.service_status(node, "trigger-watch").get("state") != "running":
                 lab.service(node, "trigger-watch", "start")
-        for part in ("hosts/", "fires/", "refused/", "slots/", "quarantine/"):
+        for part in ("hosts/", "done/", "fires/", "refused/", "slots/", "quarantine/"):
             self._etcdctl("del", "--prefix", f"{self.layout.prefix}/{part}")
         roles = {}
         for host, role in self.scenario.nodes:
@@ -396,7 +395,6 @@ class LabReplay:
             (self.dir / f"{node}.json").write_text(self._plan_json(host, node))
         self._wait(lambda: self._members() == {n: r for n, r in roles.items() if r} or not any(roles.values()),
                    60, "the watchers did not register the scenario's roles")
-        self._log_offsets = {node: self._watch_log(node).stat().st_size for node in lab.nodes}
 
     def _members(self) -> dict[str, str]:
         out = {}
@@ -550,10 +548,6 @@ class LabReplay:
             path = self.session / node / "runs.jsonl"
             text = path.read_text() if path.exists() else ""
             runs[node] = [json.loads(line) for line in text.splitlines() if line.strip()]
-            with open(self._watch_log(node), "rb") as f:
-                f.seek(self._log_offsets[node])
-                log = f.read().decode(errors="replace")
-            coalesced[node] = coalesced_fires(log)
             inbox_left[node], run_records[node] = 0, []
         for key, value in self._get(f"{layout.prefix}/hosts/"):
             host = key[len(layout.prefix) + 7:].split("/", 1)[0]
@@ -562,8 +556,15 @@ class LabReplay:
                 inbox_left[host] = inbox_left.get(host, 0) + 1
             elif kind == "run":
                 run_records.setdefault(host, []).append(json.loads(value))
+        for key, value in self._get(layout.done_prefix()):  # finished runs moved out of hosts/
+            where = layout.run_at(key)
+            if where is not None:
+                run_records.setdefault(where[0], []).append(json.loads(value))
         fires = [json.loads(v) for _, v in self._get(layout.fires_prefix())]
         refusals = [json.loads(v) for _, v in self._get(f"{layout.prefix}/refused/")]
+        fired_at = {fire["id"]: fire["fired_at"] for fire in fires}
+        for node in lab.nodes:
+            coalesced[node] = coalesced_fires(run_records.get(node, []), fired_at)
         return LabRecords(runs, coalesced, fires, refusals, inbox_left, run_records)
 
     def run(self) -> tuple[dict, dict]:
