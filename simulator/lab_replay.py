@@ -138,21 +138,22 @@ class LabRecords:
     run_records: dict[str, list[dict]]  # node -> its run records
 
 
-def coalesced_fires(run_records: list[dict], fired_at: dict[str, float]) -> int:
-    """Fires that joined a queued run: served by a run queued before they were written.
+def coalesced_fires(watch_log: str) -> int:
+    """Fires a watcher let join a queued run that then served them, from its log.
 
-    A fire that lands after the run's `trigger run` claimed the inbox (a race
-    that simulated time, where a run starts in no time, never has) gets a
-    run of its own and is not counted. Read from the run records, which say
-    what each run served, not from log lines.
+    The watcher logs `coalesce fire ID into queued run R` when a fire lands
+    while R is queued. If R's `trigger run` read the inbox just before the
+    fire landed (a race that simulated time, where a run starts in no time,
+    never has), R does not serve it and the watcher queues another run for
+    it (`enqueue run R2 for N fire(s): ID, ...`): that fire was not coalesced.
     """
-    count = 0
-    for record in run_records:
-        queued_at = record.get("queued_at")
-        if record.get("state") != "finished" or queued_at is None:
-            continue
-        count += sum(1 for event_id in record.get("served") or () if fired_at.get(event_id, 0.0) > queued_at)
-    return count
+    coalesced, enqueued = [], set()
+    for line in watch_log.splitlines():
+        if " coalesce fire " in line:
+            coalesced.append(line.split(" coalesce fire ", 1)[1].split()[0])
+        elif " enqueue run " in line and ": " in line:
+            enqueued.update(i.strip() for i in line.rsplit(": ", 1)[1].split(","))
+    return len(set(coalesced) - enqueued)
 
 
 def lab_table(scenario: Scenario, records: LabRecords, scenario_time) -> tuple[dict[str, dict], dict[str, int]]:
@@ -395,6 +396,7 @@ class LabReplay:
             (self.dir / f"{node}.json").write_text(self._plan_json(host, node))
         self._wait(lambda: self._members() == {n: r for n, r in roles.items() if r} or not any(roles.values()),
                    60, "the watchers did not register the scenario's roles")
+        self._log_offsets = {node: self._watch_log(node).stat().st_size for node in lab.nodes}
 
     def _members(self) -> dict[str, str]:
         out = {}
@@ -548,6 +550,10 @@ class LabReplay:
             path = self.session / node / "runs.jsonl"
             text = path.read_text() if path.exists() else ""
             runs[node] = [json.loads(line) for line in text.splitlines() if line.strip()]
+            with open(self._watch_log(node), "rb") as f:
+                f.seek(self._log_offsets[node])
+                log = f.read().decode(errors="replace")
+            coalesced[node] = coalesced_fires(log)
             inbox_left[node], run_records[node] = 0, []
         for key, value in self._get(f"{layout.prefix}/hosts/"):
             host = key[len(layout.prefix) + 7:].split("/", 1)[0]
@@ -562,9 +568,6 @@ class LabReplay:
                 run_records.setdefault(where[0], []).append(json.loads(value))
         fires = [json.loads(v) for _, v in self._get(layout.fires_prefix())]
         refusals = [json.loads(v) for _, v in self._get(f"{layout.prefix}/refused/")]
-        fired_at = {fire["id"]: fire["fired_at"] for fire in fires}
-        for node in lab.nodes:
-            coalesced[node] = coalesced_fires(run_records.get(node, []), fired_at)
         return LabRecords(runs, coalesced, fires, refusals, inbox_left, run_records)
 
     def run(self) -> tuple[dict, dict]:

@@ -213,14 +213,15 @@ def test_the_standin_runs_the_plan_in_order_and_a_scheduled_turn_skips_a_busy_no
 
 
 def test_a_coalesced_fire_that_got_a_run_of_its_own_is_not_counted_as_coalesced():
-    fired_at = {"f1": 1.0, "f2": 3.0, "f3": 4.0, "f4": 6.0}
-    records = [
-        {"run_id": "r1", "state": "finished", "queued_at": 2.0, "served": ["f1", "f2"]},
-        # r1's `trigger run` claimed the inbox before f3 landed: f3 got a run of its own
-        {"run_id": "r2", "state": "finished", "queued_at": 5.0, "served": ["f3", "f4"]},
-        {"run_id": "r3", "state": "lost", "queued_at": 0.0, "served": ["f4"]},  # never ran to its end
-    ]
-    assert lab_replay.coalesced_fires(records, fired_at) == 2  # f2 into r1, f4 into r2
+    log = "\n".join([
+        "... INFO enqueue run r1 for 1 fire(s): f1",
+        "... INFO coalesce fire f2 into queued run r1",
+        "... INFO coalesce fire f3 into queued run r1",
+        # r1's `trigger run` read the inbox before f3 landed: f3 gets a run of its own
+        "... INFO enqueue run r2 for 1 fire(s): f3",
+        "... INFO coalesce fire f4 into queued run r2",
+    ])
+    assert lab_replay.coalesced_fires(log) == 2
 
 
 def test_the_report_shows_both_tables_and_names_each_difference():
