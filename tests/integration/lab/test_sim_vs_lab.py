@@ -27,8 +27,10 @@ NODES = 17
 
 # (scenario, time scale): as fast as each one's closest events allow, given
 # that every hop costs the real programs process start-ups that the scale
-# does not shrink: rolling fires twice 5 s apart at its app nodes, 2.5 s at 2x.
-SCENARIOS_ON_LAB = [("seed", 10), ("loop", 5), ("storm-lab", 5), ("rolling", 2)]
+# does not shrink. rolling fires twice 5 s apart at its app nodes and runs
+# serial LB refreshes whose slot waits meet fires within a second: at 2x it
+# differed by one run in 2 of 4 runs here, so it plays in real time.
+SCENARIOS_ON_LAB = [("seed", 10), ("loop", 5), ("storm-lab", 5), ("rolling", 1)]
 
 
 @pytest.fixture(scope="module")
