@@ -10,4 +10,4 @@ if [ "${1:-}" = "--vagrant" ]; then
   exec .venv/bin/python -m pytest -q tests/integration/lab --lab=vagrant "$@"
 fi
 scripts/setup.sh --system
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=12 "$@"

@@ -16,9 +16,8 @@ pytestmark = [pytest.mark.root, pytest.mark.etcd, pytest.mark.puppet, pytest.mar
 VENV = "/usr/local/lib/trigger"  # trigger::install's default venv_dir
 
 
+@pytest.mark.backend("local")  # the Vagrant lab links a virtualenv made by its provisioner
 def test_each_node_runs_trigger_from_the_virtualenv_trigger_install_made(lab, hosts):
-    if lab.backend != "local":
-        pytest.skip("the Vagrant lab links a virtualenv made by its provisioner")
     for node, host in hosts.items():
         link = host.file("/usr/local/bin/trigger")
         assert link.is_symlink and link.linked_to == f"{VENV}/bin/trigger", node
@@ -29,9 +28,8 @@ def test_each_node_runs_trigger_from_the_virtualenv_trigger_install_made(lab, ho
         assert len(watchers) == 1 and watchers[0].args.startswith(f"{VENV}/bin/python"), node
 
 
+@pytest.mark.backend("local")  # where lab/local installed trigger with trigger::install
 def test_the_seed_example_applies_unchanged_with_no_hiera(lab, node1):
-    if lab.backend != "local":
-        pytest.skip("checked where lab/local installed trigger with trigger::install")
     example = "/etc/puppet/code/modules/trigger/examples/etcd-test.pp"  # the module, as linked
     layout = Layout("/puppet_trigger/events")
     no_hiera = "/tmp/no-hiera.yaml"

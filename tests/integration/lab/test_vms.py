@@ -10,15 +10,11 @@ from lab.base import MANIFESTS
 from tests.integration.lab import checks
 from tests.integration.lab.test_faults import WATCHER, watcher_pids
 
-pytestmark = [pytest.mark.root, pytest.mark.etcd, pytest.mark.tsp, pytest.mark.puppet, pytest.mark.slow]
+# namespaced nodes have no systemd and do not reboot
+pytestmark = [pytest.mark.root, pytest.mark.etcd, pytest.mark.tsp, pytest.mark.puppet, pytest.mark.slow,
+              pytest.mark.backend("vagrant")]
 
 SLOW_RUN = f"{MANIFESTS}/40-slow.pp"
-
-
-@pytest.fixture(autouse=True)
-def vms_only(lab):
-    if lab.backend != "vagrant":
-        pytest.skip("VMs only: namespaced nodes have no systemd and do not reboot")
 
 
 def restarts(host) -> int:
