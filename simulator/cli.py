@@ -203,6 +203,10 @@ def _run_on_lab(scenario, args) -> int:
     sim_rows = lab_replay.sim_table(report.data)
     tolerance = lab_replay.TOLERANCE_REAL * args.time_scale
     problems = lab_replay.compare(sim_rows, lab_rows, tolerance)
+    close = lab_replay.close_calls(sim.ledger, lab_replay.CLOSE_REAL * args.time_scale)
+    if close:  # the likely cause of a count that differs: say so beside the tables
+        notes = (*notes, f"{len(close)} close call(s) at {args.time_scale:g}x, where the lab may "
+                 f"fold a fire differently:", *close)
     lab_replay.render(Console(), f"trigger-sim: {scenario.name} (seed {sim.seed}) simulated and on "
                       f"the local lab at {args.time_scale:g}x", scenario, sim_rows, lab_rows,
                       problems, tolerance, notes)

@@ -49,6 +49,9 @@ from .scenario import Scenario
 LAB_FAULTS = ("kill_watcher", "slow_runs")  # what the driver can do to a local lab
 LAB_MEMBER_TTL = 10  # `trigger watch --member-ttl` as the lab's watchers run it
 TOLERANCE_REAL = 10.0  # seconds of real time two "quiet at" times may differ by
+# seconds of real time a fire must keep from a run's start on its host for the
+# lab to fold it the same way: about what a start-up chain costs under load
+CLOSE_REAL = 2.0
 STANDIN = Path(__file__).resolve().parent / "lab_puppet.py"
 COUNTS = ("runs_scheduled", "runs_triggered", "fires_received", "fires_coalesced",
           "fires_refused", "unserved")
@@ -207,6 +210,36 @@ def lateness(records: LabRecords) -> str:
         return "no run on the lab"
     return (f"{len(late)} run(s) on the lab started {sum(late) / len(late):.2f} s (real) later than "
             f"simulated on average, at most {max(late):.2f} s; the stand-in shortened their sleep by that")
+
+
+def close_calls(ledger, within: float) -> list[str]:
+    """The fires whose side of a run's start decides a count, landing within
+    `within` scenario seconds of it, one line each. A fire that is its run's
+    only one, landing just after the previous run began, would join that run
+    if a little earlier; a fire folded into the last run, landing just before
+    it began, would need a run of its own if a little later. Elsewhere a fire
+    moving across a start changes which run serves it, not how many run. And
+    two hosts asking for a slot of one trigger within `within` of each other
+    race for it: the loser's runs wait, and their counts move with it."""
+    runs: dict[str, dict[str, tuple[float, list[float]]]] = {}
+    for (host, event_id), (run_id, started) in ledger.served_by.items():
+        runs.setdefault(host, {}).setdefault(run_id, (started, []))[1].append(ledger.fired[(host, event_id)])
+    calls = []
+    for host in sorted(runs):
+        ordered = sorted((started, sorted(fires)) for started, fires in runs[host].values())
+        for i, (started, fires) in enumerate(ordered):
+            if i and len(fires) == 1 and fires[0] - ordered[i - 1][0] < within:
+                calls.append(f"{host}: the fire at {fires[0]:g} s, {fires[0] - ordered[i - 1][0]:.2f} s "
+                             f"after a run began at {ordered[i - 1][0]:g} s, was the only one of the next run")
+            if i == len(ordered) - 1:
+                calls += [f"{host}: the fire at {f:g} s, {started - f:.2f} s before the last run began, "
+                          f"was folded into it" for f in fires[1:] if started - f < within]
+    for trigger, winner, asked, got in ledger.slot_asks:
+        calls += [f"{host}: asked for a slot of {trigger!r} within {abs(other_asked - asked):.2f} s of "
+                  f"{winner} at {asked:g} s and waited: which of them gets it first is a race"
+                  for t, host, other_asked, other_got in ledger.slot_asks
+                  if t == trigger and host != winner and other_got > got and abs(other_asked - asked) < within]
+    return calls
 
 
 def compare(sim: tuple[dict, dict], lab: tuple[dict, dict], tolerance: float) -> list[str]:

@@ -27,6 +27,7 @@ class Ledger:
     limits: dict = field(default_factory=dict)  # trigger -> the smallest limit its runs carried
     slot_waits: dict = field(default_factory=dict)  # trigger -> [seconds waited]
     slot_wait_spans: list = field(default_factory=list)  # (host, from, to) of each wait for a slot
+    slot_asks: list = field(default_factory=list)  # (trigger, host, asked at, got at) of every slot taken
     # (host, event id) -> start times of the runs that served it and ran to their end
     completed: dict = field(default_factory=dict)
     commands: dict = field(default_factory=dict)  # host -> [(start, end, run id)] of triggered commands
@@ -50,5 +51,6 @@ class Ledger:
 
     def slot_waited(self, trigger: str, waited: float, host: str, now: float) -> None:
         self.slot_waits.setdefault(trigger, []).append(waited)
+        self.slot_asks.append((trigger, host, now - waited, now))
         if waited > 0:
             self.slot_wait_spans.append((host, now - waited, now))

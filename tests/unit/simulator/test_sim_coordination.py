@@ -73,8 +73,9 @@ def test_rolling_refresh_of_two_load_balancers_never_runs_both_at_once():
     report = build_report(sim)
     lbs = [h for h, role in sim.scenario.nodes if role == "lb"]
     spans = triggered_spans(sim, lbs)
-    assert {host for _, _, host in spans} == set(lbs)  # both were refreshed, several times
-    assert len(spans) >= 4
+    # the first fire starts lb01; lb02 waits for its slot and takes the rest of
+    # the storm in one run; lb01 then runs again for what came during its run
+    assert [host for _, _, host in spans] == [lbs[0], lbs[1], lbs[0]]
     for (s1, e1, h1), (s2, e2, h2) in pairwise(spans):
         assert e1 <= s2, f"{h1} ran {s1:g}-{e1:g} and {h2} started at {s2:g}"
     limit = next(x for x in report.data["limits"] if x["trigger"] == "refresh load balancers")

@@ -17,8 +17,10 @@ from simulator import SCENARIOS, load_scenario
 from simulator import lab_replay
 from simulator.cli import main
 from simulator.lab_replay import (
-    Clock, LabInputError, LabRecords, check_fits, compare, lab_names, lab_table, plans, sim_table,
+    Clock, LabInputError, LabRecords, check_fits, close_calls, compare, lab_names, lab_table, plans,
+    sim_table,
 )
+from simulator.ledger import Ledger
 from simulator.report import build_report
 from simulator.simulation import Simulation
 
@@ -157,6 +159,42 @@ def test_each_difference_is_one_line_naming_host_and_value():
     ]
     assert compare((table(), {}), (table(quiescent_at=None), {}), 30.0) == [
         "lb01: quiet at 566 s in the simulation, - on the lab (tolerance 30 s)"]
+
+
+def _ledger(runs):
+    """A ledger whose host h ran `runs`: [(run start, [fire times])]."""
+    ledger = Ledger()
+    for n, (started, fires) in enumerate(runs):
+        for m, fired in enumerate(fires):
+            ledger.fired[("h", f"e{n}.{m}")] = fired
+            ledger.served_by[("h", f"e{n}.{m}")] = (f"r{n}", started)
+    return ledger
+
+
+def test_a_lone_fire_just_after_a_run_began_is_a_close_call():
+    ledger = _ledger([(10.0, [10.0]), (20.0, [11.5])])
+    assert close_calls(ledger, 2.0) == [
+        "h: the fire at 11.5 s, 1.50 s after a run began at 10 s, was the only one of the next run"]
+    assert close_calls(ledger, 1.0) == []
+
+
+def test_a_fire_folded_into_the_last_run_just_before_it_began_is_a_close_call():
+    ledger = _ledger([(10.0, [10.0]), (30.0, [12.0, 29.0])])
+    assert close_calls(ledger, 2.0) == ["h: the fire at 29 s, 1.00 s before the last run began, was folded into it"]
+
+
+def test_a_fire_whose_side_decides_only_which_run_serves_it_is_not_a_close_call():
+    # 10.5 would join the first run if earlier, but 11.0 still needs the second
+    # one; 19.5 would go to the third run if later, which runs anyway
+    assert close_calls(_ledger([(10.0, [10.0]), (20.0, [10.5, 11.0, 19.5]), (40.0, [30.0])]), 2.0) == []
+
+
+def test_two_hosts_asking_for_one_slot_at_once_is_a_close_call():
+    ledger = Ledger(slot_asks=[("t", "a", 5.0, 5.0), ("t", "b", 5.5, 30.0), ("t", "a", 30.0, 31.0)])
+    assert close_calls(ledger, 1.0) == [
+        "b: asked for a slot of 't' within 0.50 s of a at 5 s and waited: which of them gets it first is a race"]
+    # a host that asked long after the holder took the slot had nothing to race for
+    assert close_calls(ledger, 0.4) == []
 
 
 def test_the_scenario_clock_scales_and_skips_idle_stretches():
