@@ -462,6 +462,7 @@ def cmd_watch(args) -> int:
     from .core import WatcherCore
     from .monitor import WatchMonitor, setup_logging
     from .queue import open_queue
+    from .standby import StandbyQueue, fifo_for
     from .watch import WatchDaemon
 
     host, run_cmd = args.host, args.run_argv
@@ -472,12 +473,20 @@ def cmd_watch(args) -> int:
     queue = open_queue(args.queue)
     connection = _pass_on(args) if args.store != "memory" else []
 
-    def run_argv(run_id: str) -> list[str]:
+    def trigger_run(*which: str) -> list[str]:
         # -I: only the installed package may load, never a trigger/ in the cwd
-        return [sys.executable, "-I", "-m", "trigger", "run", "--host", host, "--run-id", run_id,
+        return [sys.executable, "-I", "-m", "trigger", "run", "--host", host, *which,
                 "--prefix", args.prefix, "--endpoints", ",".join(endpoints), *connection,
                 "--retention", str(args.retention), "--lease-ttl", str(args.run_lease_ttl),
                 "--", *run_cmd]
+
+    def run_argv(run_id: str) -> list[str]:
+        return trigger_run("--run-id", run_id)
+
+    fifo = fifo_for(host, args.prefix) if args.queue == "tsp" and args.standby else None
+    standby = StandbyQueue(queue, fifo, trigger_run("--standby", str(fifo), "--watcher", str(os.getpid()))) \
+        if fifo else None
+    queue = standby or queue
 
     setup_logging(host, args.log_format)
     core = WatcherCore(host, layout, lambda: new_event_id())
@@ -501,11 +510,15 @@ def cmd_watch(args) -> int:
     logging.getLogger("trigger.watch").info(
         "watching %s on %s, queue %s, run %s", layout.host_prefix(host), ",".join(endpoints),
         args.queue, shlex.join(run_cmd), extra={"fields": {"event": "start"}})
+    if standby:
+        standby.start()
     try:
         daemon.run_forever()
     except HostTaken as exc:
         raise UnavailableError(f"{exc}; this watcher stopped") from None
     finally:
+        if standby:
+            standby.stop()
         monitor.close()
         store.close()
     logging.getLogger("trigger.watch").info("stopped", extra={"fields": {"event": "stopped"}})
@@ -539,23 +552,46 @@ def cmd_run(args) -> int:
     from .procedures import triggered_run
     from .runner import start_command
 
-    host, run_id = check_host(args.host), check_id(args.run_id, "run id")
+    host = check_host(args.host)
+    if (args.run_id is None) == (args.standby is None):
+        raise BadRecord("give one of --run-id RUN and --standby FIFO")
+    run_id = None if args.run_id is None else check_id(args.run_id, "run id")
     if not args.command:
         raise BadRecord("no command given after --")
-
-    def execute(record):
-        try:
-            return start_command(args.command, record)
-        except BadRecord as exc:  # the run ends as a shell's would: 127, and its fires are served
-            print(f"trigger: error: {exc}", file=sys.stderr)
-            return 127
-
     policy = _run_policy(args.lease_ttl, "--lease-ttl")
     store = _store(args)
-    driver = RealDriver(store, execute=execute, tell=_tell_stderr)
-    code = driver.run(triggered_run(Layout(args.prefix), host, run_id, args.retention, policy=policy))
-    store.close()
-    return code
+
+    def run(run_id: str, out: int | None = None) -> int:
+        """One run; its command's output and ours to `out` (a standby's FIFO), else inherited."""
+        stream = sys.stderr if out is None else open(out, "w", buffering=1, closefd=False)
+
+        def execute(record):
+            try:
+                return start_command(args.command, record, out)
+            except BadRecord as exc:  # the run ends as a shell's would: 127, and its fires are served
+                print(f"trigger: error: {exc}", file=stream)
+                return 127
+
+        driver = RealDriver(store, execute=execute, tell=lambda note: _tell(note, stream))
+        logs = logging.StreamHandler(stream)  # the store's complaints too, as a cold run's stderr has them
+        logging.getLogger().addHandler(logs)
+        try:
+            return driver.run(triggered_run(Layout(args.prefix), host, run_id, args.retention, policy=policy))
+        finally:
+            logging.getLogger().removeHandler(logs)
+
+    try:
+        if run_id is not None:
+            return run(run_id)
+        from pathlib import Path
+
+        from .queue.tsp import TspQueue
+        from .standby import serve
+
+        serve(Path(args.standby), run, TspQueue().running_run_ids, args.watcher or os.getppid())
+        return 0
+    finally:
+        store.close()
 
 
 def _run_policy(lease_ttl: int, option: str):
@@ -568,14 +604,14 @@ def _run_policy(lease_ttl: int, option: str):
     return replace(RUN, lease_ttl=lease_ttl)
 
 
-def _tell_stderr(note) -> None:
-    """`trigger run` speaks on stderr (task-spooler keeps it with the run's output)."""
+def _tell(note, stream) -> None:
+    """`trigger run` speaks on stderr, a standby into its FIFO: task-spooler keeps it with the run's output."""
     from .driver import note_text
 
     if note.level == "debug":
         return
     level = "" if note.level == "info" else f"{note.level}: "
-    print(f"trigger: {level}{one_line(note_text(note))}", file=sys.stderr)
+    print(f"trigger: {level}{one_line(note_text(note))}", file=stream)
 
 
 # -- status ----------------------------------------------------------------------
@@ -854,6 +890,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seconds a dead run keeps the host's run lock and its slots (default "
                         f"{RUN.lease_ttl}); a run cut off from etcd stops its command "
                         f"{RUN.stop_grace + RUN.stop_margin:g} s before that")
+    p.add_argument("--no-standby", dest="standby", action="store_false",
+                   help="start `trigger run` afresh for each run instead of keeping one started")
     p.add_argument("--log-format", default="text", choices=["text", "json"],
                    help="text lines, or one JSON object a line; times are ISO 8601 with their zone")
     p.add_argument("--metrics-port", type=int, default=0,
@@ -864,8 +902,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("run", "what the queue executes: mark start, run, mark finish", cmd_run)
     p.add_argument("--host", required=True, help="the host whose run this is (default: none, required)")
-    p.add_argument("--run-id", required=True, help="the run record to start and finish "
-                   "(default: none, required)")
+    p.add_argument("--run-id", help="the run record to start and finish (default: none; this or --standby)")
+    p.add_argument("--standby", metavar="FIFO", help="wait started, and carry out each run whose "
+                   "task-spooler job opens FIFO (what `trigger watch` keeps; default: none)")
+    p.add_argument("--watcher", type=int, metavar="PID", help="with --standby: leave when idle once "
+                   "this process is gone (default: the parent)")
     p.add_argument("--retention", type=int, default=DEFAULT_RETENTION,
                    help="seconds the finished run record is kept")
     p.add_argument("--lease-ttl", type=int, default=RUN.lease_ttl,

@@ -124,6 +124,7 @@ class Node:
     def close(self):
         self.kill_watcher()
         subprocess.run(["tsp", "-K"], env=self.env, capture_output=True)
+        self.kill_processes()  # the watcher's standby and any run left behind
         self.store.close()
 
 

@@ -3,7 +3,7 @@
 usage: recorder.py LOGFILE SECONDS [EXIT]
 Appends one JSON line per run that ran to its end to LOGFILE: start and end
 time (epoch seconds), the hop and chain `trigger run` passed in, and the run
-id. Every run also appends its start (with its pid and process group) to
+id. Every run also appends its start (with its pid, parent and process group) to
 LOGFILE.starts when it begins, and a run stopped by SIGTERM appends its end
 to LOGFILE.stopped: so a run killed midway is seen too, and when it stopped.
 """
@@ -36,7 +36,7 @@ def stopped(signum, _frame):
 
 
 signal.signal(signal.SIGTERM, stopped)
-append(log + ".starts", {**line, "pid": os.getpid(), "pgid": os.getpgid(0)})
+append(log + ".starts", {**line, "pid": os.getpid(), "pgid": os.getpgid(0), "ppid": os.getppid()})
 time.sleep(seconds)
 signal.signal(signal.SIGTERM, signal.SIG_DFL)
 append(log, {**line, "end": time.time()})

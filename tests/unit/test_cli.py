@@ -38,6 +38,9 @@ def test_hosts_from_standard_input(monkeypatch, capsys):
     (["fire", "t", "--hosts-file", "/no/such/file", "--store", "memory"], "cannot read --hosts-file"),
     (["fire", "t", "--hosts", "a b", "--store", "memory"], "bad host name 'a b'"),
     (["fire", "t", "--hosts", "a", "--ttl", "0", "--store", "memory"], "ttl must be an integer"),
+    (["run", "--host", "h", "--store", "memory", "--", "true"], "give one of --run-id RUN and --standby FIFO"),
+    (["run", "--host", "h", "--run-id", "r1", "--standby", "/f", "--store", "memory", "--", "true"],
+     "give one of --run-id RUN and --standby FIFO"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, _, err = run(capsys, *argv)

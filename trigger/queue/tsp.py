@@ -77,6 +77,11 @@ class TspQueue:
     def enqueue(self, run_id: str, argv: list[str]) -> None:
         self._call(["-L", LABEL_PREFIX + run_id, *argv])
 
+    def running_run_ids(self) -> list[str]:
+        """Our runs whose jobs task-spooler is running now, oldest job first."""
+        jobs = parse_tsp_list(self._call(["-l"]))
+        return [j.run_id for j in sorted(jobs, key=lambda j: j.id) if j.run_id and j.state == "running"]
+
     def live_run_ids(self) -> frozenset[str]:
         # A server that is dying, or being started by a concurrent call,
         # refuses a client for a moment; asking is harmless, so ask again.

@@ -605,6 +605,8 @@ class EtcdJsonWatch(StreamWatch):
             elif self._alive:
                 self._lost(f"lost the connection: {e}")
         except Exception as e:  # a bug here must still end the watch loudly
+            if not self._alive:
+                return  # cancelled: http.client trips over the stream closed under it
             adapter_log().exception("etcd watch on %s failed", self.prefix)
             if self._alive:
                 self._finish(StoreError(f"etcd watch on {self.prefix} failed: {e!r}"))

@@ -1,0 +1,117 @@
+"""The standby `trigger run` (trigger/standby.py) with a real etcd and task-spooler:
+a queued run is carried out by the process the watcher keeps started, its
+output lands in task-spooler's, and when the standby is gone runs still run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.eventually import eventually
+from trigger.queue.tsp import parse_tsp_list
+from trigger.standby import fifo_for
+
+pytestmark = [pytest.mark.etcd, pytest.mark.tsp]
+
+
+def standbys(node) -> list[int]:
+    """Pids of this node's standby processes (its TS_SOCKET in their environment)."""
+    mark = f"TS_SOCKET={node.env['TS_SOCKET']}".encode()
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"--standby" in (proc / "cmdline").read_bytes().split(b"\0") and \
+                    mark in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_queued_run_is_carried_out_by_the_standby_and_its_output_kept_by_tsp(node):
+    node.start_watcher(run_seconds=0.1)
+    node.wait_in_sync()
+    eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
+    (standby,) = standbys(node)
+    node.fire()
+    assert node.wait_served() == []
+    node.wait_idle()
+    (started,) = node.started()
+    assert started["ppid"] == standby  # not a `trigger run` task-spooler started
+    (job,) = parse_tsp_list(node.tsp("-l"))
+    assert job.command.startswith("timeout ") and " cat " in job.command
+    assert job.run_id == started["run_id"] == node.run_records()[0].run_id
+    assert node.run_records()[0].state == "finished"
+    # the run's notes went through the FIFO to cat, into task-spooler's output
+    assert f"trigger: {job.run_id} finished, exit 0" in node.tsp("-c", str(job.id))
+    assert standbys(node) == [standby]  # and it waits for the next one
+
+
+def test_with_the_standby_killed_the_next_run_starts_cold_and_a_new_standby_follows(node):
+    node.start_watcher(run_seconds=0.1)
+    node.wait_in_sync()
+    eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
+    (old,) = standbys(node)
+    os.kill(old, signal.SIGKILL)
+    node.fire()
+    assert node.wait_served() == []
+    node.wait_idle()
+    (job,) = parse_tsp_list(node.tsp("-l"))
+    assert " run --host " in job.command  # the cold `trigger run`
+    eventually(lambda: len(standbys(node)) == 1 and old not in standbys(node), what="a new standby")
+    node.fire()
+    assert node.wait_served() == []
+    assert node.started()[-1]["ppid"] in standbys(node)
+
+
+def test_a_standby_killed_while_its_job_waits_loses_that_run_only_until_the_watcher_requeues(node):
+    """SIGKILL between queueing and the job's start: cat finds no standby, so
+    the run never starts; the watcher sees it lost and runs it again."""
+    node.start_watcher(run_seconds=0.1, extra=("--run-lease-ttl", "8"))
+    node.wait_in_sync()
+    eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
+    node.tsp("-S", "1")
+    blocker = subprocess.run(["tsp", "sleep", "2"], env=node.env, capture_output=True, text=True)
+    assert blocker.returncode == 0  # the run queues behind this job
+    node.fire()
+    eventually(lambda: any(j.run_id for j in parse_tsp_list(node.tsp("-l"))), what="the run queued")
+    for pid in standbys(node):
+        os.kill(pid, signal.SIGKILL)
+    assert node.wait_served(timeout=90) == []  # cat times out (60 s) or a new standby takes it
+
+
+def test_an_idle_standby_leaves_when_its_watcher_is_killed(node):
+    node.start_watcher()
+    node.wait_in_sync()
+    eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
+    node.kill_watcher()
+    eventually(lambda: standbys(node) == [], timeout=25, what="the orphaned standby to leave")
+
+
+def test_the_watcher_stops_its_standby(node):
+    proc = node.start_watcher()
+    node.wait_in_sync()
+    eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=20)
+    eventually(lambda: standbys(node) == [], timeout=5, what="the standby to leave with its watcher")
+
+
+def test_no_standby_where_its_directory_is_not_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    folder = tmp_path / f"trigger-standby-{os.getuid()}"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    assert fifo_for("h", "/p") is None
+    folder.chmod(0o700)
+    fifo = fifo_for("h", "/p")
+    assert fifo is not None and fifo.parent == folder and fifo == fifo_for("h", "/p")
+    assert fifo != fifo_for("h2", "/p")

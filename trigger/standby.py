@@ -1,0 +1,127 @@
+"""A standby `trigger run`: started ahead of time, so a queued run does not wait for an interpreter.
+
+A run queued through task-spooler as `python -m trigger run` spends about
+85 ms in Python's start-up and imports before it touches etcd, on every
+run. So the watcher keeps one `trigger run --standby FIFO` waiting, already
+started and connected, blocked in opening FIFO for writing, and queues each
+run as `timeout T cat FIFO`. When task-spooler starts that job, cat opens
+FIFO, the standby wakes, asks task-spooler which of our runs is running (the
+job's label) and carries it out with the same procedure as a cold `trigger
+run`. The command's output goes through FIFO to cat, so it lands in
+task-spooler's output as before; the standby closes FIFO when the run has
+finished, cat exits, and task-spooler moves on: the queue still holds one
+job for as long as the run lasts.
+
+Where no standby opens FIFO within T seconds (it died, its watcher is gone),
+cat gives up, the run never started, and the watcher finds it lost and
+queues it again. One standby serves a FIFO at a time (a lock beside it); a
+standby whose watcher is gone leaves once it is idle.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import signal
+import stat
+import subprocess
+import tempfile
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+CAT_TIMEOUT = 60  # seconds a queued job waits for a standby before the run counts as lost
+IDLE_CHECK = 10.0  # seconds between an idle standby's looks at its watcher (0.1 wake-ups/s)
+
+
+def fifo_for(host: str, prefix: str) -> Path | None:
+    """The FIFO of this host's standby, the same across watcher restarts (queued jobs name
+    it), in a directory only this user can use; None where that cannot be had."""
+    key = hashlib.sha256(f"{os.environ.get('TS_SOCKET', '')}\0{host}\0{prefix}".encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"trigger-standby-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(folder)  # not a symlink, ours, private: nobody else can swap the FIFO
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            return None
+        fifo = folder / f"{key}.fifo"
+        try:
+            os.mkfifo(fifo, 0o600)
+        except FileExistsError:
+            pass
+        return fifo if stat.S_ISFIFO(os.lstat(fifo).st_mode) else None
+    except OSError:
+        return None
+
+
+class StandbyQueue:
+    """The watcher's queue with a standby: runs go through it while it lives; a dead one is
+    started again when the watcher next looks at its queue, and meanwhile runs start cold."""
+
+    def __init__(self, queue, fifo: Path, argv: list[str]):
+        self.queue, self.fifo, self.argv = queue, fifo, argv
+        self.process: subprocess.Popen | None = None
+
+    def enqueue(self, run_id: str, argv: list[str]) -> None:
+        if self.process is not None and self.process.poll() is None:
+            argv = ["timeout", str(CAT_TIMEOUT), "cat", str(self.fifo)]
+        else:
+            self.start()
+        self.queue.enqueue(run_id, argv)
+
+    def live_run_ids(self) -> frozenset[str]:
+        if self.process is None or self.process.poll() is not None:
+            self.start()  # a job may be waiting for it
+        return self.queue.live_run_ids()
+
+    def start(self) -> None:
+        try:  # its own session: a signal to the watcher's group leaves a run going
+            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            self.process = None
+
+    def stop(self) -> None:
+        """Ask it to leave: at once when idle, after its run otherwise."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+
+class _Leave(Exception):
+    pass
+
+
+def serve(fifo: Path, run: Callable[[str, int], int], running: Callable[[], list[str]], watcher: int) -> None:
+    """The standby's loop: wait for a job to open `fifo`, take the oldest of the `running` run ids
+    not served yet, `run(run_id, fd)` with output to the FIFO; until told to leave (SIGTERM) or
+    the watcher (pid) is gone, whichever comes while idle."""
+    state = {"idle": True, "leave": False}
+
+    def wake(signum, _frame) -> None:
+        if signum == signal.SIGTERM or os.getppid() != watcher:  # reparented: the watcher is gone
+            state["leave"] = True
+        if state["leave"] and state["idle"]:
+            raise _Leave
+
+    served: deque[str] = deque(maxlen=64)  # a job just served may still be listed as running
+    try:
+        signal.signal(signal.SIGTERM, wake)
+        signal.signal(signal.SIGALRM, wake)
+        signal.setitimer(signal.ITIMER_REAL, IDLE_CHECK, IDLE_CHECK)
+        with open(fifo.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # waits while an older standby serves this FIFO
+            while not state["leave"] and os.getppid() == watcher:
+                fd = os.open(fifo, os.O_WRONLY)  # blocks until task-spooler starts a job on it
+                state["idle"] = False
+                signal.setitimer(signal.ITIMER_REAL, 0)  # no alarm inside a run
+                try:
+                    run_id = next((r for r in running() if r not in served), None)
+                    if run_id is not None:
+                        served.append(run_id)
+                        run(run_id, fd)
+                finally:
+                    os.close(fd)
+                    state["idle"] = True
+                    signal.setitimer(signal.ITIMER_REAL, IDLE_CHECK, IDLE_CHECK)
+    except _Leave:
+        pass
