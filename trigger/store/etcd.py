@@ -93,6 +93,7 @@ from .base import (  # noqa: E402
 from .etcd_common import (  # noqa: E402,F401  (load_tls, EtcdError, prefix_range_end: used by callers)
     TOKEN_REFUSED,
     Credentials,
+    EndpointDown,
     EtcdError,
     TlsConfig,
     check_value as _value,
@@ -104,6 +105,7 @@ from .etcd_common import (  # noqa: E402,F401  (load_tls, EtcdError, prefix_rang
     prefix_range_end,
     split_endpoint,
     StreamWatch,
+    failover,
     first_watch,
     tls_problem as _tls_problem,
     translate,
@@ -257,51 +259,25 @@ class EtcdStore:
     # -- calling with failover ----------------------------------------------
 
     def _call(self, what: str, fn: Callable[[_Connection], T], *, safe_to_retry: bool) -> T:
-        """fn(connection) on the first endpoint that answers.
-
-        UNAVAILABLE moves on to the next endpoint. DEADLINE_EXCEEDED moves on
-        only when `safe_to_retry` (reads, and writes whose repetition is
-        harmless); otherwise the outcome is unknown and we say so. A refused
-        auth token is renewed and the call made once more (see the module
-        docstring). A failed TLS handshake on every endpoint is a
-        configuration error, not an outage.
-        """
-        if self._closed:
-            raise StoreError(f"etcd {what}: the store is closed")
-        n = len(self._endpoints)
-        failures, tls_problems = [], []
-        for i in range(n):
-            index = (self._current + i) % n
-            endpoint = self._endpoints[index]
+        """fn(connection) on the first endpoint that answers (etcd_common.failover).
+        UNAVAILABLE is an endpoint down, DEADLINE_EXCEEDED one that timed out; a
+        refused auth token is renewed and the call made once more (see the
+        module docstring)."""
+        def attempt(endpoint: _Endpoint) -> T:
             try:
-                result = self._on(endpoint, fn)
+                return self._on(endpoint, fn)
             except grpc.RpcError as e:
                 code = e.code() if hasattr(e, "code") else None
-                if code == grpc.StatusCode.UNAVAILABLE or (
-                    code == grpc.StatusCode.DEADLINE_EXCEEDED and safe_to_retry
-                ):
-                    details = _details(e)
-                    problem = _tls_problem(details) if code == grpc.StatusCode.UNAVAILABLE else None
-                    if problem:
-                        tls_problems.append(f"{endpoint.url}: {problem}")
-                    failures.append(f"{endpoint.url} ({problem or hint(endpoint.secure, details)})")
-                    continue
+                details = _details(e)
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    raise EndpointDown(hint(endpoint.secure, details), _tls_problem(details)) from None
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    # Start the next call (the caller's re-read) elsewhere.
-                    self._current = (index + 1) % n
-                    raise UnavailableError(
-                        f"etcd {what}: no answer from {endpoint.url} within {self.timeout:g}s; "
-                        "the write may or may not have been applied"
-                    ) from None
+                    raise EndpointDown(hint(endpoint.secure, details), timed_out=True) from None
                 raise self._translate(e, what, endpoint) from None
             except ValueError as e:  # grpc raises this on a closed channel
-                failures.append(f"{endpoint.url} ({e})")
-                continue
-            self._current = index
-            return result
-        if tls_problems and len(tls_problems) == len(failures):
-            raise StoreError(f"etcd {what}: TLS handshake failed: {'; '.join(tls_problems)}")
-        raise UnavailableError(f"etcd {what}: no endpoint answered: {'; '.join(failures)}")
+                raise EndpointDown(str(e)) from None
+
+        return failover(self, what, attempt, safe_to_retry)
 
     def _on(self, endpoint: _Endpoint, fn: Callable[[_Connection], T]) -> T:
         """fn(connection) on one endpoint; once more with a new token if etcd

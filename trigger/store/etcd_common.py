@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import ssl
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import urlsplit
 
 from .base import Change, CompactedError, StoreError, UnavailableError
@@ -139,6 +140,48 @@ def tls_problem(details: str) -> str | None:
         if text in details:
             return problem
     return None
+
+
+class EndpointDown(Exception):
+    """An endpoint that did not answer, as an adapter tells `failover`: `details` for the
+    message, `tls` the handshake problem if that was it, `timed_out` when a write may have landed."""
+
+    def __init__(self, details: str, tls: str | None = None, timed_out: bool = False):
+        super().__init__(details)
+        self.details, self.tls, self.timed_out = details, tls, timed_out
+
+
+def failover(store, what: str, attempt: Callable, safe_to_retry: bool):
+    """attempt(endpoint) on the first of the store's endpoints that answers, from
+    the one that answered last. An endpoint down (EndpointDown) moves on to the
+    next; one that timed out moves on only when `safe_to_retry` (reads, and
+    writes whose repetition is harmless), else the outcome is unknown and we
+    say so. A failed TLS handshake on every endpoint is a configuration
+    error, not an outage. Anything else `attempt` raises is the answer."""
+    if store._closed:
+        raise StoreError(f"etcd {what}: the store is closed")
+    n = len(store._endpoints)
+    failures, tls_problems = [], []
+    for i in range(n):
+        index = (store._current + i) % n
+        endpoint = store._endpoints[index]
+        try:
+            result = attempt(endpoint)
+        except EndpointDown as e:
+            if e.timed_out and not safe_to_retry:
+                store._current = (index + 1) % n  # the caller's re-read starts elsewhere
+                raise UnavailableError(
+                    f"etcd {what}: no answer from {endpoint.url} within {store.timeout:g}s; "
+                    "the write may or may not have been applied") from None
+            if e.tls:
+                tls_problems.append(f"{endpoint.url}: {e.tls}")
+            failures.append(f"{endpoint.url} ({e.tls or e.details})")
+            continue
+        store._current = index
+        return result
+    if tls_problems and len(tls_problems) == len(failures):
+        raise StoreError(f"etcd {what}: TLS handshake failed: {'; '.join(tls_problems)}")
+    raise UnavailableError(f"etcd {what}: no endpoint answered: {'; '.join(failures)}")
 
 
 class EtcdError(StoreError):

@@ -59,6 +59,7 @@ from .base import (
 from .etcd_common import (
     TOKEN_REFUSED,
     Credentials,
+    EndpointDown,
     StreamWatch,
     TlsConfig,
     check_value,
@@ -66,6 +67,7 @@ from .etcd_common import (
     decode_key,
     encode_key,
     adapter_log,
+    failover,
     first_watch,
     prefix_range_end,
     split_endpoint,
@@ -288,34 +290,16 @@ class EtcdJsonStore:
     # -- calling with failover ----------------------------------------------
 
     def _call(self, what: str, path: str, body: dict, *, safe_to_retry: bool) -> dict:
-        if self._closed:
-            raise StoreError(f"etcd {what}: the store is closed")
-        n = len(self._endpoints)
-        failures, tls_problems = [], []
-        for i in range(n):
-            index = (self._current + i) % n
-            endpoint = self._endpoints[index]
+        def attempt(endpoint: _Endpoint) -> dict:
             try:
-                result = endpoint.call(path, body, self.timeout)
+                return endpoint.call(path, body, self.timeout)
             except _Unreachable as e:
-                if e.timed_out and not safe_to_retry:
-                    self._current = (index + 1) % n  # the caller's re-read starts elsewhere
-                    raise UnavailableError(
-                        f"etcd {what}: no answer from {endpoint.url} within {self.timeout:g}s; "
-                        "the write may or may not have been applied") from None
-                problem = tls_problem(e.details)
-                if problem:
-                    tls_problems.append(f"{endpoint.url}: {problem}")
-                failures.append(f"{endpoint.url} ({problem or e.details})")
-                continue
+                raise EndpointDown(e.details, tls_problem(e.details), e.timed_out) from None
             except _Refused as e:
                 raise translate(e.details, e.code, what, endpoint.url, self.user,
                                 lambda: self._compact_revision(endpoint)) from None
-            self._current = index
-            return result
-        if tls_problems and len(tls_problems) == len(failures):
-            raise StoreError(f"etcd {what}: TLS handshake failed: {'; '.join(tls_problems)}")
-        raise UnavailableError(f"etcd {what}: no endpoint answered: {'; '.join(failures)}")
+
+        return failover(self, what, attempt, safe_to_retry)
 
     def _compact_revision(self, endpoint: _Endpoint) -> int:
         """The oldest revision a watch may start from: etcd tells a watch
