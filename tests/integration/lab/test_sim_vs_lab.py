@@ -1,7 +1,7 @@
 """Fidelity shown: each shipped scenario that fits the local lab gives the same per-node
-counts on 17 real nodes as in the simulator (`trigger-sim run SCENARIO --lab local`).
+counts on 11 real nodes as in the simulator (`trigger-sim run SCENARIO --lab local`).
 
-The lab here is a lab of its own (17 nodes, etcd on the first three, the
+The lab here is a lab of its own (11 nodes, etcd on the first three, the
 watchers running the stand-in Puppet of simulator/lab_puppet.py), made once
 for the module, played scenario after scenario, and destroyed at the end,
 also on failure and SIGTERM.
@@ -25,7 +25,7 @@ from tests.integration.lab.conftest import _need_backend, _raise_interrupt
 
 pytestmark = [pytest.mark.root, pytest.mark.etcd, pytest.mark.tsp, pytest.mark.puppet, pytest.mark.slow]
 
-NODES = 17
+NODES = 11  # the largest scenario below: rolling and storm-lab
 
 # (scenario, time scale): as fast as each one's close calls allow (the test
 # checks), given that every hop costs the real programs process start-ups
