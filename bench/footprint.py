@@ -1,7 +1,7 @@
 """Item 6: what a watcher costs, idle and busy, and what a cold `trigger fire` costs.
 
-Idle: our `trigger watch` and the seed's loop (bash and its `etcdctl
-watch`), both warmed up and then left alone, measured over the same window:
+Idle: our `trigger watch` with the standby `trigger run` it keeps, and
+the seed's loop (bash and its `etcdctl watch`), both warmed up and then left alone, measured over the same window:
 CPU (their own and their waited-for children's), resident memory, and
 context switches per second, where a poll loop would show even when its
 CPU rounds to zero. The tsp servers (one per node on both sides, the same
@@ -11,7 +11,7 @@ Busy: 100 fires/s for a while, one side after the other (measuring CPU
 while the other side burns it would be unfair). The watcher's own CPU and
 peak RSS, and the CPU of the runs it caused (taken from its tsp server's
 waited-for children: `trigger run` and the command for us, the command for
-the seed).
+the seed; and for us the standby's CPU, its commands' included).
 
 Cold start: `trigger fire` to one host, against the seed's provider (an
 `etcdctl set` process), interleaved; and what `trigger run` adds before
@@ -100,8 +100,9 @@ def _watch(meters: list[Meter], seconds: float, while_fn=None) -> None:
             time.sleep(0.25)
 
 
-def _busy(node, pids_fn, seconds: float, rate: float) -> dict:
-    runs_meter = Meter(lambda: [node.proc.pid])  # reaper.py: the runs' CPU is its children's
+def _busy(node, pids_fn, seconds: float, rate: float, standby_fn=lambda: []) -> dict:
+    # reaper.py: the runs' CPU is its children's (tsp's jobs), and the standby's that ran them
+    runs_meter = Meter(lambda: [node.proc.pid, *standby_fn()])
     meter = Meter(pids_fn)
     runs_before = len(node.log.entries())
     t0 = time.monotonic()
@@ -191,7 +192,8 @@ def run(session, etcd, store, seconds: float, cold_reps: int, before=None) -> tu
         ready["before"] = warm_up(old)
     time.sleep(1.0)  # let the last run's finish reach the watcher
 
-    ours_pids = lambda: [ours.pid]  # noqa: E731  (the watcher; its tsp calls are waited-for children)
+    # the watcher (its tsp calls are waited-for children) and the standby it keeps
+    ours_pids = lambda: [ours.pid, *ours.standby_pids()]  # noqa: E731
     # bash and its etcdctl watch: the node's process group but for reaper.py
     seed_pids = lambda: [p for p in group_pids(seed.proc.pid) if p != seed.proc.pid]  # noqa: E731
     meters = {"ours": Meter(ours_pids), "seed": Meter(seed_pids)}
@@ -200,7 +202,7 @@ def run(session, etcd, store, seconds: float, cold_reps: int, before=None) -> tu
     _watch(list(meters.values()), seconds)
     idle = {name: meter.result() for name, meter in meters.items()}
 
-    busy = {"ours": _busy(ours, ours_pids, seconds, 100.0)}
+    busy = {"ours": _busy(ours, lambda: [ours.pid], seconds, 100.0, ours.standby_pids)}
     wait_for(lambda: not ours.unserved(), 30, 0.05)
     busy["seed"] = _busy(seed, seed_pids, seconds, 100.0)
     busy["ours_unserved_after"] = len(ours.unserved())

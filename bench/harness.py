@@ -348,6 +348,21 @@ class OursNode(_Node):
         self._spawn(argv, "watch.log")
         return self
 
+    def standby_pids(self) -> list[int]:
+        """The watcher's standby `trigger run` (trigger/standby.py), a child it does not wait for."""
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return []
+        found = []
+        for pid in map(int, children):
+            try:
+                if b"--standby" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                    found.append(pid)
+            except OSError:
+                continue
+        return found
+
     def fire(self) -> float:
         """One fire to this host through trigger's fire path; its fire time."""
         from trigger.fire import Lineage, fire
