@@ -4,7 +4,7 @@ A run queued through task-spooler as `python -m trigger run` spends about
 85 ms in Python's start-up and imports before it touches etcd, on every
 run. So the watcher keeps one `trigger run --standby FIFO` waiting, already
 started and connected, blocked in opening FIFO for writing, and queues each
-run as `timeout T cat FIFO`. When task-spooler starts that job, cat opens
+run as `cat FIFO`. When task-spooler starts that job, cat opens
 FIFO, the standby wakes, asks task-spooler which of our runs is running (the
 job's label) and carries it out with the same procedure as a cold `trigger
 run`. The command's output goes through FIFO to cat, so it lands in
@@ -12,9 +12,11 @@ task-spooler's output as before; the standby closes FIFO when the run has
 finished, cat exits, and task-spooler moves on: the queue still holds one
 job for as long as the run lasts.
 
-Where no standby opens FIFO within T seconds (it died, its watcher is gone),
-cat gives up, the run never started, and the watcher finds it lost and
-queues it again. One standby serves a FIFO at a time (a lock beside it); a
+A job waits for a standby as long as it takes: a dead one is started again
+when the watcher next looks at its queue, and the FIFO's name stays the
+same across watcher restarts, so a run queued before a restart is carried
+out after it. (A bound on that wait would bound the run too: cat lasts as
+long as the run.) One standby serves a FIFO at a time (a lock beside it); a
 standby whose watcher is gone leaves once it is idle.
 """
 
@@ -31,7 +33,6 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-CAT_TIMEOUT = 60  # seconds a queued job waits for a standby before the run counts as lost
 IDLE_CHECK = 10.0  # seconds between an idle standby's looks at its watcher (0.1 wake-ups/s)
 
 
@@ -65,7 +66,7 @@ class StandbyQueue:
 
     def enqueue(self, run_id: str, argv: list[str]) -> None:
         if self.process is not None and self.process.poll() is None:
-            argv = ["timeout", str(CAT_TIMEOUT), "cat", str(self.fifo)]
+            argv = ["cat", str(self.fifo)]
         else:
             self.start()
         self.queue.enqueue(run_id, argv)
