@@ -23,7 +23,8 @@ from simulator.report import build_report
 from simulator.simulation import Simulation
 from tests.integration.lab.conftest import _need_backend, _raise_interrupt
 
-pytestmark = [pytest.mark.root, pytest.mark.etcd, pytest.mark.tsp, pytest.mark.puppet, pytest.mark.slow]
+pytestmark = [pytest.mark.root, pytest.mark.etcd, pytest.mark.tsp, pytest.mark.puppet, pytest.mark.slow,
+              pytest.mark.backend("local")]  # it makes a local lab of its own
 
 NODES = 11  # the largest scenario below: rolling and storm-lab
 

@@ -71,3 +71,18 @@ def test_the_vagrant_lab_waits_longer_under_emulation(tmp_path):
     assert the_lab.time_scale == 8.0
     the_lab.driver_file.write_text("kvm\n")
     assert the_lab.time_scale == 1.5
+
+
+def test_a_box_that_does_not_boot_is_named_with_its_console(tmp_path):
+    from lab.vagrant import VagrantLab
+
+    the_lab = VagrantLab(state_dir=tmp_path / "lab")
+    the_lab.console_dir.mkdir(parents=True)
+    log = tmp_path / "lab" / "vagrant-up.log"
+    log.write_text("Bringing machine 'node1' up...\nTimed out while waiting for the machine to boot.\n")
+    for node in the_lab.nodes:  # node2 stops in its initramfs: no login prompt
+        text = "Debian GNU/Linux 12 node1 ttyS0\n\nnode1 login:" if node != "node2" else "(initramfs) "
+        (the_lab.console_dir / f"{node}.log").write_text(text)
+    assert the_lab._why_not_up(log) == (
+        f"the box did not boot on node2 (console: {the_lab.console_dir / 'node2.log'}); "
+        "vagrant: Timed out while waiting for the machine to boot.")
