@@ -33,7 +33,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-IDLE_CHECK = 10.0  # seconds between an idle standby's looks at its watcher (0.1 wake-ups/s)
+from .policy import STANDBY_IDLE_CHECK as IDLE_CHECK
 
 
 def fifo_for(host: str, prefix: str) -> Path | None:

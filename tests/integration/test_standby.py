@@ -66,6 +66,8 @@ def test_the_job_lasts_as_long_as_its_run_and_the_next_waits_behind_it(node):
     node.wait_idle()
     (a_start, a_end, _), (b_start, _, _) = node.intervals()
     assert a_end <= b_start
+    # each job ended with its run, none cut short and its run queued again
+    assert [job.exit_code for job in parse_tsp_list(node.tsp("-l"))] == [0, 0] and len(node.runs()) == 2
 
 
 def test_with_the_standby_killed_the_next_run_starts_cold_and_a_new_standby_follows(node):
