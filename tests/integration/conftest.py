@@ -58,9 +58,12 @@ class Node:
             self.proc.wait()
 
     def fire(self, name: str = "refresh") -> float:
+        return self.fire_entry(name).fired_at
+
+    def fire_entry(self, name: str = "refresh"):
         entry = fire(self.store, self.layout, name, [self.host], Lineage(), "tester")
         self.fires.append(entry.fired_at)
-        return entry.fired_at
+        return entry
 
     def runs(self) -> list[dict]:
         if not self.log.exists():
