@@ -203,7 +203,8 @@ def _run_on_lab(scenario, args) -> int:
     sim_rows = lab_replay.sim_table(report.data)
     tolerance = lab_replay.TOLERANCE_REAL * args.time_scale
     problems = lab_replay.compare(sim_rows, lab_rows, tolerance)
-    close = lab_replay.close_calls(sim.ledger, lab_replay.CLOSE_REAL * args.time_scale)
+    close = lab_replay.close_calls(sim.ledger, lab_replay.CLOSE_REAL * args.time_scale,
+                                   lab_replay.lab_member_ttls(scenario, args.time_scale))
     if close:  # the likely cause of a count that differs: say so beside the tables
         notes = (*notes, f"{len(close)} close call(s) at {args.time_scale:g}x, where the lab may "
                  f"fold a fire differently:", *close)

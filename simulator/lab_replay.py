@@ -212,7 +212,7 @@ def lateness(records: LabRecords) -> str:
             f"simulated on average, at most {max(late):.2f} s; the stand-in shortened their sleep by that")
 
 
-def close_calls(ledger, within: float) -> list[str]:
+def close_calls(ledger, within: float, member_ttls: tuple[float, float] | None = None) -> list[str]:
     """The fires whose side of a run's start decides a count, landing within
     `within` scenario seconds of it, one line each. A fire that is its run's
     only one, landing just after the previous run began, would join that run
@@ -220,7 +220,12 @@ def close_calls(ledger, within: float) -> list[str]:
     it began, would need a run of its own if a little later. Elsewhere a fire
     moving across a start changes which run serves it, not how many run. And
     two hosts asking for a slot of one trigger within `within` of each other
-    race for it: the loser's runs wait, and their counts move with it."""
+    race for it: the loser's runs wait, and their counts move with it.
+
+    With `member_ttls` (scenario seconds a killed watcher's host stays a
+    member in the simulation, and on the lab, whose member lease runs on real
+    time), a fire landing while the two may disagree on the members of a role
+    is one too: it targets that host on one side only."""
     runs: dict[str, dict[str, tuple[float, list[float]]]] = {}
     for (host, event_id), (run_id, started) in ledger.served_by.items():
         runs.setdefault(host, {}).setdefault(run_id, (started, []))[1].append(ledger.fired[(host, event_id)])
@@ -239,7 +244,23 @@ def close_calls(ledger, within: float) -> list[str]:
                   f"{winner} at {asked:g} s and waited: which of them gets it first is a race"
                   for t, host, other_asked, other_got in ledger.slot_asks
                   if t == trigger and host != winner and other_got > got and abs(other_asked - asked) < within]
+    if member_ttls is not None:
+        fires = sorted(set(ledger.fired.values()))
+        for fault, start, _end in ledger.fault_windows:
+            if fault.kind != "kill_watcher":
+                continue
+            lo, hi = max(start, start + min(member_ttls) - within), start + max(member_ttls) + within
+            calls += [f"{', '.join(fault.hosts)}: the fire at {t:g} s, {t - start:.2f} s after its watcher was "
+                      f"killed, may find it a member on one side only" for t in fires if lo <= t <= hi]
     return calls
+
+
+def lab_member_ttls(scenario: Scenario, scale: float) -> tuple[float, float] | None:
+    """How long, in scenario seconds, a killed watcher's host stays a member in the
+    simulation and on the lab at `scale`; None for a scenario without roles."""
+    if scenario.discovery is None:
+        return None
+    return float(scenario.discovery.member_ttl), float(LAB_MEMBER_TTL * scale)
 
 
 def compare(sim: tuple[dict, dict], lab: tuple[dict, dict], tolerance: float) -> list[str]:

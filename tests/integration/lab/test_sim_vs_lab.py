@@ -17,7 +17,8 @@ from lab.base import LabError
 from lab.local import claimed_lab
 from simulator import SCENARIOS, load_scenario
 from simulator.lab_replay import (
-    CLOSE_REAL, TOLERANCE_REAL, LabReplay, close_calls, compare, render, run_command, sim_table,
+    CLOSE_REAL, TOLERANCE_REAL, LabReplay, close_calls, compare, lab_member_ttls, render, run_command,
+    sim_table,
 )
 from simulator.report import build_report
 from simulator.simulation import Simulation
@@ -30,8 +31,8 @@ NODES = 11  # the largest scenario below: rolling and storm-lab
 
 # (scenario, time scale): as fast as each one's close calls allow (the test
 # checks), given that every hop costs the real programs process start-ups
-# that the scale does not shrink. rolling fires twice 5 s apart at its app nodes.
-SCENARIOS_ON_LAB = [("seed", 10), ("loop", 5), ("storm-lab", 5), ("rolling", 2)]
+# that the scale does not shrink. rolling fires twice 8 s apart at its app nodes.
+SCENARIOS_ON_LAB = [("seed", 10), ("loop", 8), ("storm-lab", 5), ("rolling", 3)]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_the_scenario_gives_the_same_counts_on_the_lab(replay_lab, name, scale):
 
     scenario = load_scenario(SCENARIOS / f"{name}.yaml")
     sim = Simulation(scenario).run()
-    calls = close_calls(sim.ledger, CLOSE_REAL * scale)
+    calls = close_calls(sim.ledger, CLOSE_REAL * scale, lab_member_ttls(scenario, scale))
     assert calls == [], f"{name} at {scale}x leaves the lab too little room: " + "; ".join(calls)
     simulated = sim_table(build_report(sim).data)
     player = LabReplay(replay_lab, scenario, sim.ledger.puppet_runs, scale, sim.seed)

@@ -21,6 +21,7 @@ from simulator.lab_replay import (
     sim_table,
 )
 from simulator.ledger import Ledger
+from simulator.scenario import Fault
 from simulator.report import build_report
 from simulator.simulation import Simulation
 
@@ -195,6 +196,20 @@ def test_two_hosts_asking_for_one_slot_at_once_is_a_close_call():
         "b: asked for a slot of 't' within 0.50 s of a at 5 s and waited: which of them gets it first is a race"]
     # a host that asked long after the holder took the slot had nothing to race for
     assert close_calls(ledger, 0.4) == []
+
+
+def test_a_fire_while_a_killed_watcher_may_be_a_member_on_one_side_only_is_a_close_call():
+    # app2 killed at 100: a member until 110 in the simulation, until 130 on a lab at 3x
+    ledger = Ledger(fired={("app1", "e1"): 95.0, ("app1", "e2"): 120.0, ("app2", "e3"): 140.0},
+                    fault_windows=[(Fault(100.0, "kill_watcher", ("app2",), 88.0), 100.0, 188.0),
+                                   (Fault(100.0, "slow_runs", ("app1",), 88.0), 100.0, 188.0)])
+    assert close_calls(ledger, 6.0, (10.0, 30.0)) == [
+        "app2: the fire at 120 s, 20.00 s after its watcher was killed, may find it a member on one side only"]
+    # the margin reaches a fire just past the lab's lease; without roles nothing is asked
+    assert len(close_calls(ledger, 11.0, (10.0, 30.0))) == 2
+    assert close_calls(ledger, 6.0) == []
+    assert lab_replay.lab_member_ttls(load_scenario(SCENARIOS / "rolling.yaml"), 3) == (10.0, 30.0)
+    assert lab_replay.lab_member_ttls(load_scenario(SCENARIOS / "seed.yaml"), 3) is None
 
 
 def test_the_scenario_clock_scales_and_skips_idle_stretches():
