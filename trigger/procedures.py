@@ -372,25 +372,34 @@ def keep_run_lease(lease: RunLease, run_id: str, policy: RunPolicy = RUN):
 
 def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
                       policy: RunPolicy = RUN):
-    """Hold the host's run lock; False if etcd stayed away or the lease ended first."""
+    """Hold the host's run lock; False if etcd stayed away or the lease ended first.
+
+    The lock is watched only once another run holds it (from the revision it
+    was seen held at, so its release is not missed): a free lock costs one
+    request, not a watch stream."""
     key = layout.run_lock_key(host)
-    yield Watch(key, 0)
-    told = False
+    told = watching = False
     while not lease.expired:
         try:
-            holder = yield Call(take_run_lock, (layout, host, run_id, lease.id))
+            held = yield Call(take_run_lock, (layout, host, run_id, lease.id))
         except UnavailableError:
-            holder = yield from retrying(
+            held = yield from retrying(
                 lambda now: Call(take_run_lock, (layout, host, run_id, lease.id)),
                 f"{run_id} cannot take the run lock", policy)
-            if holder is None and (yield Call(_lock_holder, (key,))) != run_id:
+            if held is None and (yield Call(_lock_holder, (key,))) != run_id:
                 break
-        if holder is None:
+        if held is None:
             yield UNWATCH
             return True
-        if holder and not told:
+        holder, since = held
+        if not holder:
+            continue  # a stale lock went: try again
+        if not told:
             yield Note(f"{run_id} waits for run {holder} to end (one run at a time)")
             told = True
+        if not watching:
+            yield Watch(key, since)
+            watching = True
         try:
             yield NextChange(lease.ttl)
         except StoreError:

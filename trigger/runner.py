@@ -54,25 +54,28 @@ def _inbox(store: Store, layout: Layout, host: str, run_id: str):
     return entries, own
 
 
-def take_run_lock(store: Store, layout: Layout, host: str, run_id: str, lease: int) -> str | None:
-    """Take the host's run lock on `lease`; None once held, else the run id holding it.
+def take_run_lock(store: Store, layout: Layout, host: str, run_id: str,
+                  lease: int) -> tuple[str, int] | None:
+    """Take the host's run lock on `lease`; None once held, else the run id
+    holding it and the revision from which a watch sees it go.
 
     A lock whose run finished (its lease not yet revoked: etcd was away when
-    it tried) is stale and taken over; "" then asks the caller to try again.
+    it tried) is stale and taken over; a holder of "" asks the caller to try
+    again at once.
     """
     key = layout.run_lock_key(host)
     if store.txn([PutOp(key, run_id.encode(), lease)], expect_missing=(key,)) is not None:
         return None
     held = store.get(key)
     if held is None:
-        return ""  # it went meanwhile: try again
+        return "", 0  # it went meanwhile: try again
     holder = held.value.decode("utf-8", "replace")
     if holder == run_id:
         return None  # ours: an earlier try's answer was lost
     if _finished(store, layout, host, holder):
         store.txn([DeleteOp(key)], expect_revisions=((key, held.mod_revision),))
-        return ""
-    return holder
+        return "", 0
+    return holder, held.mod_revision + 1
 
 
 def _finished(store: Store, layout: Layout, host: str, run_id: str) -> bool:

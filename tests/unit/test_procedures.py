@@ -111,6 +111,41 @@ def test_a_run_that_cannot_record_its_start_runs_nothing_on_both_drivers():
     assert env.now == 1 + 2 + 4 + 8 + 8  # the policy's waits between the five tries
 
 
+def _lock_held_by_r0(revoke_later):
+    """A fire waiting, the host's run lock held by run r0; `revoke_later(store, lease)` ends r0."""
+    def prepare(store):
+        fire(store, L, "refresh", [HOST], Lineage(), "web1", now=1.0, event_id="e1")
+        lease = store.lease_grant(60)
+        store.put(L.run_lock_key(HOST), b"r0", lease=lease)
+        revoke_later(store, lease)
+    return prepare
+
+
+def test_a_run_waits_for_another_runs_lock_and_starts_once_it_goes_on_both_drivers():
+    procedure = lambda: triggered_run(L, HOST, "r1")  # noqa: E731
+    real_store = MemoryStore()
+    _lock_held_by_r0(lambda store, lease: threading.Timer(0.3, store.lease_revoke, (lease,)).start())(real_store)
+    t0 = time.monotonic()
+    real_code, real_notes = _on_real(procedure, real_store)
+    assert time.monotonic() - t0 >= 0.3  # it waited for r0's lock to go, not a poll's timeout
+
+    def revoke_at_3(conn, lease):
+        def later():
+            yield conn.etcd.env.timeout(3.0)
+            conn.lease_revoke(lease)
+        conn.etcd.env.process(later())
+
+    sim_code, sim_notes, sim_store = _on_sim(procedure, _lock_held_by_r0(revoke_at_3))
+    assert real_code == sim_code == 2
+    assert [n.what for n in real_notes][0] == [n.what for n in sim_notes][0] \
+        == "r1 waits for run r0 to end (one run at a time)"
+    assert _kinds(real_notes)[1:] == _kinds(sim_notes)[1:] == ["RunStarted", "RunFinished"]
+    records = [parse_run(s.get(L.done_key(HOST, "r1")).value) for s in (real_store, sim_store)]
+    # simulated: not before r0's lease went, and woken by its going (not by a 30 s timeout)
+    assert 3.0 <= records[1].started_at < 4.0
+    assert [r.served for r in records] == [("e1",), ("e1",)]
+
+
 def test_a_membership_beat_registers_the_same_member_on_both_drivers():
     real_store = MemoryStore(clock=lambda: 50.0)
     reg = Registration(L, HOST, roles=("lb",), elections=("primary",), ttl=10)

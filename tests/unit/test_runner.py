@@ -76,7 +76,8 @@ def test_the_run_lock_admits_one_run_and_knows_its_own_holder():
     lease = store.lease_grant(10)
     assert take_run_lock(store, L, "h", "r1", lease) is None
     assert take_run_lock(store, L, "h", "r1", lease) is None  # a retried try: still ours
-    assert take_run_lock(store, L, "h", "r2", store.lease_grant(10)) == "r1"
+    holder, since = take_run_lock(store, L, "h", "r2", store.lease_grant(10))
+    assert holder == "r1" and since == store.get(L.run_lock_key("h")).mod_revision + 1
     store.lease_revoke(lease)
     assert take_run_lock(store, L, "h", "r2", store.lease_grant(10)) is None
 
@@ -101,7 +102,7 @@ def test_a_lock_left_by_a_finished_run_is_taken_over():
     fire(store, L, "t", ["h"], Lineage(), "x", event_id="e1")
     assert take_run_lock(store, L, "h", "r1", store.lease_grant(30)) is None
     finish_run(store, L, start_run(store, L, "h", "r1", 1.0), 0, 2.0)
-    assert take_run_lock(store, L, "h", "r2", store.lease_grant(30)) == ""  # stale: removed
+    assert take_run_lock(store, L, "h", "r2", store.lease_grant(30)) == ("", 0)  # stale: removed
     assert take_run_lock(store, L, "h", "r2", store.lease_grant(30)) is None
 
 
