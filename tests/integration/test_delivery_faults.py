@@ -356,6 +356,8 @@ def test_a_retried_acknowledgement_keeps_the_served_fires_and_the_hop(cluster):
 
 
 @pytest.mark.slow
+# the crashed run's lease keeper meets the dead store too, and its thread ends with the Crash
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_crash_inside_a_large_acknowledgement_strands_no_fire(cluster):
     """In-process for the crash: it must fall between two transactions of
     one acknowledgement, which no signal sent from outside hits reliably.
