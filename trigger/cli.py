@@ -224,7 +224,8 @@ def cmd_fire(args) -> int:
             return _exec_fire(args, hosts, lineage)
         unwatched = unwatched_hosts(store, layout, hosts)
         event_id = new_event_id()
-        _, revision = store.get_prefix(layout.fire_key(event_id))  # the revision before the fire
+        # the revision before the fire, for --wait to watch the runs from
+        revision = store.get_prefix(layout.fire_key(event_id))[1] if args.wait else 0
         entry = fire(store, layout, args.name, hosts, lineage, _origin(), args.ttl, event_id=event_id,
                      max_concurrent=limit, retention=args.retention, ok_codes=args.ok_codes)
         if unwatched:  # once fired: a refused or failed fire says only why
