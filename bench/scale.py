@@ -125,6 +125,10 @@ def run(session, n_hosts: int, n_procs: int, seconds: float, rate: float,
         else:
             ready.append(False)
     startup = time.monotonic() - t_start
+    for i, ok in enumerate(ready):
+        if not ok:  # its log says why; measuring without it would report nonsense
+            lines = (work / f"worker-{i}.log").read_text(errors="replace").strip().splitlines()
+            raise RuntimeError(f"scale worker {i} did not get ready: {lines[-1] if lines else 'no output'}")
 
     pids = [w.pid for w in workers]
     # Idle: every watch open, every member lease kept alive, no fire.

@@ -14,9 +14,9 @@ CPUs could not afford. It writes JSON lines to OUT_FILE as things happen:
     {"r": host, "id": run_id, "t": time, "s": [...]}  a run started (after its ack), serving s
 
 and "ready" on stdout once every host's watch is open. With MEMBER_TTL
-each host also keeps its member key alive as `trigger watch` does
-(trigger.coordination.Membership: a lease refreshed every ttl/3), so etcd
-carries the lease keep-alives of that many watchers. SIGTERM stops it.
+each host first registers and then keeps its member key alive as `trigger
+watch` does (the daemon's `Registration`: a lease refreshed every ttl/3),
+so etcd carries the lease keep-alives of that many watchers. SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -111,9 +111,8 @@ class InProcessQueue:
 
 
 def main() -> int:
+    from trigger.procedures import Registration
     from trigger.watch import WatchDaemon
-
-    from trigger.coordination import Membership
 
     endpoint, hosts_file, out = sys.argv[1:4]
     member_ttl = int(sys.argv[4]) if len(sys.argv) > 4 else 0
@@ -138,17 +137,15 @@ def main() -> int:
     for host in hosts:
         queue = InProcessQueue(host, store, layout, pool, journal)
         core = WatcherCore(host, layout, lambda: new_event_id())
+        registration = Registration(layout, host, ttl=member_ttl) if member_ttl else None
         daemon = WatchDaemon(RecordingStore(store, layout, host, journal, on_open), queue, core,
-                             lambda run_id: [], check_interval=5.0)
+                             lambda run_id: [], check_interval=5.0, registration=registration)
         threading.Thread(target=daemon.run_forever, name=f"watch {host}", daemon=True).start()
         daemons.append(daemon)
     while not stop.is_set() and len(opened) < len(hosts):
         stop.wait(0.05)
-    members = [Membership(store, layout, host, ttl=member_ttl).start() for host in hosts] if member_ttl else []
     print("ready", flush=True)
     stop.wait()
-    for member in members:
-        member._stop.set()  # no revoke: the process ends, the leases run out
     for daemon in daemons:
         daemon.stop()
     pool.shutdown(wait=True, cancel_futures=True)
