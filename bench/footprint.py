@@ -34,6 +34,7 @@ from .harness import (
     base_env,
     group_pids,
     proc_cpu,
+    proc_pss_mb,
     proc_rss_mb,
     proc_switches,
     wait_for,
@@ -53,7 +54,7 @@ class Meter:
 
     def __init__(self, pids_fn):
         self.pids_fn = pids_fn
-        self.peak_rss = 0.0
+        self.peak_rss = self.peak_pss = 0.0
         self._cpu0 = self._cpu()
         self._sw0 = self._switches()
         self._t0 = time.monotonic()
@@ -71,19 +72,21 @@ class Meter:
         return sum(proc_switches(pid) for pid in self.pids_fn())
 
     def sample(self) -> None:
-        rss = 0.0
+        rss = pss = 0.0
         for pid in self.pids_fn():
             try:
                 rss += proc_rss_mb(pid)
+                pss += proc_pss_mb(pid)
             except OSError:
                 continue
         self.peak_rss = max(self.peak_rss, rss)
+        self.peak_pss = max(self.peak_pss, pss)
 
     def result(self) -> dict:
         wall = time.monotonic() - self._t0
         cpu = self._cpu() - self._cpu0
         return {"wall_s": wall, "cpu_s": cpu, "cpu_percent": cpu_percent(cpu, wall),
-                "peak_rss_mb": self.peak_rss, "switches_per_s": (self._switches() - self._sw0) / wall}
+                "peak_rss_mb": self.peak_rss, "peak_pss_mb": self.peak_pss, "switches_per_s": (self._switches() - self._sw0) / wall}
 
 
 def _watch(meters: list[Meter], seconds: float, while_fn=None) -> None:
@@ -229,6 +232,8 @@ def run(session, etcd, store, seconds: float, cold_reps: int, before=None) -> tu
             target="≤ 1 /s", verdict=verdict(i["switches_per_s"] <= 1.0), note="context switches of all threads"),
         Row("6 footprint", "idle watcher RSS", i["peak_rss_mb"], "MB", o["peak_rss_mb"], "seed loop",
             target="≤ 1.3× seed", verdict=verdict(i["peak_rss_mb"] <= 1.3 * o["peak_rss_mb"])),
+        Row("6 footprint", "idle watcher PSS", i["peak_pss_mb"], "MB", o["peak_pss_mb"], "seed loop",
+            note="RSS with shared pages (libpython, libc) split among the processes that map them"),
         Row("6 footprint", "100 fires/s: watcher CPU", s["ours"]["cpu_percent"], "%",
             s["seed"]["cpu_percent"], "seed loop",
             note=f"{s['ours']['fire_rate']:.0f} vs {s['seed']['fire_rate']:.0f} fires/s reached"),

@@ -439,6 +439,16 @@ def proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def proc_pss_mb(pid: int) -> float:
+    """Proportional set size: pages shared with other processes count for their share only,
+    so the PSS of a node's processes adds up to the memory they take together."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def proc_switches(pid: int) -> int:
     """Context switches of all the process's threads (a poll loop shows here)."""
     total = 0

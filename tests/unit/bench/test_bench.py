@@ -4,12 +4,14 @@ formatting and the results file. Nothing here is timed."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 
 from bench import cli
 from bench.fanout import hosts
-from bench.harness import RunLog
+from bench.harness import RunLog, proc_pss_mb, proc_rss_mb
 from bench.report import MET, MISSED, Row, fmt, fmt_ratio, markdown_table, rows_from_json, to_json, verdict
 from bench.stats import cpu_percent, extrapolate, fire_to_run, first_after, percentile, ratio, summarize
 
@@ -114,3 +116,13 @@ def test_a_storm_retried_on_a_loaded_machine_still_makes_a_results_file(monkeypa
     result = storm._storm_during_run(None, None, None, None)
     assert len(result["failed_attempts"]) == len(inside) - 1
     assert json.loads(to_json([], {}, {"storm": result}, {}))["details"]["storm"] == result
+
+
+def test_pss_counts_shared_pages_for_a_share_only():
+    assert 0 < proc_pss_mb(os.getpid()) <= proc_rss_mb(os.getpid())
+    child = subprocess.Popen(["sleep", "30"])
+    try:  # sleep's pages are almost all libc and the binary, mapped by other processes too
+        assert 0 < proc_pss_mb(child.pid) < proc_rss_mb(child.pid)
+    finally:
+        child.kill()
+        child.wait()
