@@ -17,7 +17,9 @@ when the watcher next looks at its queue, and the FIFO's name stays the
 same across watcher restarts, so a run queued before a restart is carried
 out after it. (A bound on that wait would bound the run too: cat lasts as
 long as the run.) One standby serves a FIFO at a time (a lock beside it); a
-standby whose watcher is gone leaves once it is idle.
+standby whose watcher is gone leaves once it is idle: the kernel tells it
+(SIGTERM on its parent's death), so an idle standby never wakes up on its
+own; where that cannot be asked for, it looks every STANDBY_IDLE_CHECK.
 """
 
 from __future__ import annotations
@@ -92,6 +94,19 @@ class _Leave(Exception):
     pass
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _told_when_parent_dies() -> bool:
+    """Ask the kernel for SIGTERM when the process that started this one dies (Linux)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def serve(fifo: Path, run: Callable[[str, int], int], running: Callable[[], list[str]], watcher: int) -> None:
     """The standby's loop: wait for a job to open `fifo`, take the oldest of the `running` run ids
     not served yet, `run(run_id, fd)` with output to the FIFO; until told to leave (SIGTERM) or
@@ -105,10 +120,11 @@ def serve(fifo: Path, run: Callable[[str, int], int], running: Callable[[], list
             raise _Leave
 
     served: deque[str] = deque(maxlen=64)  # a job just served may still be listed as running
+    check = 0.0 if _told_when_parent_dies() else IDLE_CHECK  # else look now and then
     try:
         signal.signal(signal.SIGTERM, wake)
         signal.signal(signal.SIGALRM, wake)
-        signal.setitimer(signal.ITIMER_REAL, IDLE_CHECK, IDLE_CHECK)
+        signal.setitimer(signal.ITIMER_REAL, check, check)
         with open(fifo.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # waits while an older standby serves this FIFO
             while not state["leave"] and os.getppid() == watcher:
@@ -123,6 +139,6 @@ def serve(fifo: Path, run: Callable[[str, int], int], running: Callable[[], list
                 finally:
                     os.close(fd)
                     state["idle"] = True
-                    signal.setitimer(signal.ITIMER_REAL, IDLE_CHECK, IDLE_CHECK)
+                    signal.setitimer(signal.ITIMER_REAL, check, check)
     except _Leave:
         pass

@@ -108,8 +108,12 @@ def test_an_idle_standby_leaves_when_its_watcher_is_killed(node):
     node.start_watcher()
     node.wait_in_sync()
     eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
-    node.kill_watcher()
-    eventually(lambda: standbys(node) == [], timeout=25, what="the orphaned standby to leave")
+    (pid,) = standbys(node)
+    # idle: blocked opening its FIFO until a job opens the other end
+    eventually(lambda: Path(f"/proc/{pid}/wchan").read_text() == "wait_for_partner",
+               what="the standby to wait for a job")
+    node.kill_watcher()  # the kernel tells the standby at once (PR_SET_PDEATHSIG): no polling
+    eventually(lambda: standbys(node) == [], timeout=3, what="the orphaned standby to leave")
 
 
 def test_the_watcher_stops_its_standby(node):
