@@ -531,6 +531,7 @@ class Registration:
     process: str = ""  # "PID@BOOT-ID", so a restarted watcher can tell its dead self
     lease: int | None = None
     registered: Member | None = field(default=None, repr=False)
+    beats: int = field(default=0, repr=False)  # refreshes of this lease so far
 
 
 class HostTaken(Exception):
@@ -578,21 +579,28 @@ def claim_host(reg: Registration):
 def beat(reg: Registration):
     """One refresh. Registers anew (as a claim) when the lease or the key is
     gone, and again when what the watcher stands for changed; raises
-    HostTaken when another watcher holds the host's key."""
+    HostTaken when another watcher holds the host's key.
+
+    While the lease lives the key goes only if someone deletes it, so it is
+    read once a TTL (and before writing it again), not on every refresh: an
+    idle watcher's wake-ups are mostly its refreshes."""
     key = reg.layout.member_key(reg.host)
     try:
+        wanted = None
         if reg.lease is not None:
             yield Call(_refresh, (reg.lease,))
-            held = yield Call(_get, (key,))
-            if held is not None and held.lease != reg.lease:
-                raise HostTaken(f"another trigger watch took over {reg.host}")
-            if held is None:  # deleted under us: register again, as a claim
-                yield from revoke_quietly(reg.lease)
-                reg.lease = None
+            reg.beats += 1
+            wanted = yield from _wanted(reg)
+            if wanted != reg.registered or reg.beats % BEATS_PER_TTL == 0:
+                held = yield Call(_get, (key,))
+                if held is not None and held.lease != reg.lease:
+                    raise HostTaken(f"another trigger watch took over {reg.host}")
+                if held is None:  # deleted under us: register again, as a claim
+                    yield from revoke_quietly(reg.lease)
+                    reg.lease = None
         if reg.lease is None:
             yield from claim_host(reg)
             return
-        wanted = yield from _wanted(reg)
         if wanted != reg.registered:
             for election in sorted(set(reg.registered.elections) - set(wanted.elections)):
                 yield Call(_delete, (reg.layout.candidate_key(key_part(election), reg.host),))

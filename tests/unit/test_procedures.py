@@ -22,6 +22,7 @@ from trigger.driver import BOOT_ID, RealDriver
 from trigger.effects import Sleep
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
+from trigger.policy import BEATS_PER_TTL
 from trigger.procedures import EXIT_TEMPFAIL, HostTaken, Registration, RunFinished, RunStarted, \
     SlotWaited, beat, claim_host, triggered_run
 from trigger.records import parse_run
@@ -216,11 +217,15 @@ def test_a_beat_finds_another_watcher_on_its_host_and_says_so():
     reg = Registration(L, HOST, ttl=10, process="1@x")
     driver = RealDriver(store)
     driver.run(claim_host(reg))
-    store.delete(L.member_key(HOST))  # someone removed our key: we register again
+    store.delete(L.member_key(HOST))  # someone removed our key: we register again within a TTL
+    for _ in range(BEATS_PER_TTL - 1):
+        driver.run(beat(reg))  # a refresh; the key is read once a TTL
+    assert store.get(L.member_key(HOST)) is None
     driver.run(beat(reg))
     assert store.get(L.member_key(HOST)).lease == reg.lease
     store.lease_revoke(reg.lease)
     register(store, L, Member(HOST, (), 1.0, (), "2@y"), store.lease_grant(10))
     reg.lease = store.lease_grant(10)  # we still think we hold a live lease
     with pytest.raises(HostTaken):
-        driver.run(beat(reg))
+        for _ in range(BEATS_PER_TTL):
+            driver.run(beat(reg))
