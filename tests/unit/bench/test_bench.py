@@ -14,6 +14,7 @@ from bench.fanout import hosts
 from bench.harness import RunLog, proc_pss_mb, proc_rss_mb
 from bench.report import MET, MISSED, Row, fmt, fmt_ratio, markdown_table, rows_from_json, to_json, verdict
 from bench.stats import cpu_percent, extrapolate, fire_to_run, first_after, percentile, ratio, summarize
+from tests.eventually import eventually
 
 
 def test_percentile_interpolates_between_closest_ranks():
@@ -122,6 +123,7 @@ def test_pss_counts_shared_pages_for_a_share_only():
     assert 0 < proc_pss_mb(os.getpid()) <= proc_rss_mb(os.getpid())
     child = subprocess.Popen(["sleep", "30"])
     try:  # sleep's pages are almost all libc and the binary, mapped by other processes too
+        eventually(lambda: proc_rss_mb(child.pid) > 0.5, 5, what="sleep to be exec'd and loaded")
         assert 0 < proc_pss_mb(child.pid) < proc_rss_mb(child.pid)
     finally:
         child.kill()
