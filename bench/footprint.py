@@ -86,7 +86,8 @@ class Meter:
         wall = time.monotonic() - self._t0
         cpu = self._cpu() - self._cpu0
         return {"wall_s": wall, "cpu_s": cpu, "cpu_percent": cpu_percent(cpu, wall),
-                "peak_rss_mb": self.peak_rss, "peak_pss_mb": self.peak_pss, "switches_per_s": (self._switches() - self._sw0) / wall}
+                "peak_rss_mb": self.peak_rss, "peak_pss_mb": self.peak_pss,
+                "switches_per_s": (self._switches() - self._sw0) / wall}
 
 
 def _watch(meters: list[Meter], seconds: float, while_fn=None) -> None:
