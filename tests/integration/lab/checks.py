@@ -76,6 +76,11 @@ def fire(host, name: str, targets: list[str], endpoints: list[str], ttl: int | N
     return float(out.stdout.split()[-1])
 
 
+def etcdctl(endpoints: list[str], args: str) -> str:
+    """A shell line running etcdctl (v3) against `endpoints` with `args`."""
+    return f"ETCDCTL_API=3 ETCDCTL_ENDPOINTS={','.join(endpoints)} etcdctl {args}"
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
     """`tests.eventually.eventually`, polling the nodes every half second; the
     timeout is scaled for slow labs (TIME_SCALE: VMs under emulation)."""

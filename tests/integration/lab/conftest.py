@@ -121,9 +121,8 @@ def settled(lab, hosts):
         for node, host in hosts.items():
             if not checks.idle(host):
                 return False
-            keys = host.check_output(
-                f"ETCDCTL_API=3 ETCDCTL_ENDPOINTS={','.join(lab.endpoints(node))} "
-                f"etcdctl get --prefix --keys-only {layout.host_prefix(node)}").split()
+            keys = host.check_output(checks.etcdctl(
+                lab.endpoints(node), f"get --prefix --keys-only {layout.host_prefix(node)}")).split()
             if any(layout.classify(node, key)[0] == "entry" for key in keys):
                 return False
         return True

@@ -29,8 +29,7 @@ notify {{ 'trigger lab: loop to {next_node}': }}
 
 def refusals(lab, host, since: float) -> list[dict]:
     prefix = Layout().refused_key("")
-    out = host.check_output(f"ETCDCTL_ENDPOINTS={','.join(lab.endpoints('node1'))} "
-                            f"etcdctl get --prefix --print-value-only {prefix}")
+    out = host.check_output(checks.etcdctl(lab.endpoints("node1"), f"get --prefix --print-value-only {prefix}"))
     found = []
     for line in out.splitlines():
         try:

@@ -31,14 +31,13 @@ def run_records(lab, host, node: str) -> list[dict]:
     """The node's run records, active and finished (trigger.results.list_runs's two places)."""
     records = []
     for prefix in (Layout().runs_prefix(node), Layout().done_prefix(node)):
-        out = host.check_output(f"ETCDCTL_ENDPOINTS={','.join(lab.endpoints(node))} "
-                                f"etcdctl get --prefix --print-value-only {prefix}")
+        out = host.check_output(checks.etcdctl(lab.endpoints(node), f"get --prefix --print-value-only {prefix}"))
         records += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return records
 
 
 def revision(lab, host, node: str) -> int:
-    out = host.check_output(f"ETCDCTL_ENDPOINTS={','.join(lab.endpoints(node))} etcdctl get / -w json")
+    out = host.check_output(checks.etcdctl(lab.endpoints(node), "get / -w json"))
     return int(json.loads(out)["header"]["revision"])
 
 
@@ -46,8 +45,8 @@ def started_at_revision(lab, host, node: str, run_id: str, since: int) -> int:
     """The etcd revision at which the run's record said 'started': etcd's one order of
     events, where the VMs' clocks (minutes apart under emulation, no NTP) have none."""
     key = Layout().run_key(node, run_id)
-    out = host.run(f"ETCDCTL_ENDPOINTS={','.join(lab.endpoints(node))} timeout 5 etcdctl watch "
-                   f"--rev {since} -w json {shlex.quote(key)}").stdout
+    out = host.run("timeout 5 env " + checks.etcdctl(lab.endpoints(node),
+                                                     f"watch --rev {since} -w json {shlex.quote(key)}")).stdout
     for line in out.splitlines():
         for event in json.loads(line).get("Events") or []:
             kv = event["kv"]
@@ -58,8 +57,8 @@ def started_at_revision(lab, host, node: str, run_id: str, since: int) -> int:
 
 def finished_at_revision(lab, host, node: str, run_id: str) -> int:
     """The revision of the run's finish: its record's creation under P/done/."""
-    out = host.check_output(f"ETCDCTL_ENDPOINTS={','.join(lab.endpoints(node))} etcdctl get -w json "
-                            f"{shlex.quote(Layout().done_key(node, run_id))}")
+    out = host.check_output(checks.etcdctl(lab.endpoints(node),
+                                           f"get -w json {shlex.quote(Layout().done_key(node, run_id))}"))
     return int(json.loads(out)["kvs"][0]["create_revision"])
 
 
