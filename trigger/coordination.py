@@ -13,7 +13,6 @@ and looks again when something there changes.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -22,7 +21,6 @@ from .layout import Layout
 from .records import BadRecord, check_host
 from .store.base import PutOp, Store
 
-log = logging.getLogger("trigger.coordination")
 ROLE_PREFIX = "role:"
 
 
@@ -156,5 +154,7 @@ def read_config_dir(path: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]
         try:
             roles.append(check_host(name))
         except BadRecord as exc:  # one stray file must not drop the host from every role
-            log.warning("ignoring %s/roles/%s: %s", path, name, exc)
+            import logging  # here: `trigger fire` starts 3 ms sooner without it
+
+            logging.getLogger("trigger.coordination").warning("ignoring %s/roles/%s: %s", path, name, exc)
     return tuple(roles), tuple(names("elections"))

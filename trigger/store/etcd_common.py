@@ -5,12 +5,14 @@ turned into one-line StoreErrors (the same words on either wire)."""
 from __future__ import annotations
 
 import re
-import ssl
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 from .base import Change, CompactedError, StoreError, UnavailableError
+
+if TYPE_CHECKING:
+    import ssl
 
 
 def split_endpoint(url: str) -> tuple[str, int, bool]:
@@ -27,6 +29,11 @@ def split_endpoint(url: str) -> tuple[str, int, bool]:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
             or not all(ch.isprintable() and not ch.isspace() for ch in parts.hostname):
         raise StoreError(f"bad etcd endpoint {url!r}: expected http://HOST:PORT or https://HOST:PORT")
+    if not parts.hostname.isascii():
+        try:
+            parts.hostname.encode("idna")  # as the Host header and DNS will carry it
+        except UnicodeError as e:
+            raise StoreError(f"bad etcd endpoint {url!r}: {e}") from None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return host, port, parts.scheme == "https"
 
@@ -54,6 +61,8 @@ class TlsConfig:
         system's CAs) and showing the client certificate, if any."""
         if self.context is not None:
             return self.context
+        import ssl  # here, not above: plain http never needs it (13 ms, 4 MB)
+
         return ssl.create_default_context()
 
 
@@ -75,6 +84,8 @@ def load_tls(cacert: str | None = None, cert: str | None = None, key: str | None
                 return f.read(1 << 20)
         except OSError as e:
             raise ValueError(f"cannot read {option} {path}: {e.strerror}") from None
+
+    import ssl
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ca_pem = read(cacert, "--cacert") if cacert else None

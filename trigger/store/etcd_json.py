@@ -4,7 +4,7 @@ with the standard library only.
 Why a second adapter: grpc is most of what a `trigger` process costs.
 Importing it takes about 40 ms and 20 MB, and its threads wake an idle
 watcher 40 times a second (docs/benchmarks.md). etcd serves the same v3 API
-as JSON on its client port (grpc-gateway), and `http.client` speaks it with
+as JSON on its client port (grpc-gateway), and `trigger.store.http11` speaks it with
 one blocking socket per watch: an idle watcher sleeps in `recv`.
 
 Theory of operation (the same rules as trigger.store.etcd, on another wire)
@@ -37,10 +37,9 @@ Theory of operation (the same rules as trigger.store.etcd, on another wire)
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import socket
-import ssl
+import sys
 import threading
 
 from .base import (
@@ -56,6 +55,7 @@ from .base import (
     UnavailableError,
     WatchCallback,
 )
+from .http11 import Closed, Connection
 from .etcd_common import (
     TOKEN_REFUSED,
     Credentials,
@@ -140,7 +140,12 @@ def _refusal(status: int, body: bytes) -> _Refused:
         return _Refused("UNKNOWN", f"HTTP {status}: {text[:200]}")
 
 
-def _ssl_details(error: ssl.SSLError) -> str:
+def _ssl_error(error: OSError) -> bool:
+    ssl = sys.modules.get("ssl")  # loaded for https endpoints only
+    return ssl is not None and isinstance(error, ssl.SSLError)
+
+
+def _ssl_details(error: OSError) -> str:
     verify = getattr(error, "verify_message", None)
     reason = getattr(error, "reason", None) or str(error)
     if reason == "WRONG_VERSION_NUMBER":
@@ -161,17 +166,14 @@ class _Endpoint:
         self.tls, self.credentials = tls, credentials
         self.lock = threading.Lock()  # the token (authenticating)
         self._pool_lock = threading.Lock()
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[Connection] = []
         self.token: str | None = None
         self.authenticated = False
 
-    def connection(self, timeout: float) -> http.client.HTTPConnection:
+    def connection(self, timeout: float) -> Connection:
         """A new connection (not yet connected) to this endpoint."""
-        host = self.host.strip("[]")
-        if self.secure:
-            return http.client.HTTPSConnection(host, self.port, timeout=timeout,
-                                               context=(self.tls or TlsConfig()).ssl_context())
-        return http.client.HTTPConnection(host, self.port, timeout=timeout)
+        context = (self.tls or TlsConfig()).ssl_context() if self.secure else None
+        return Connection(self.host, self.port, timeout, context)
 
     def call(self, path: str, body: dict, timeout: float) -> dict:
         """One unary call, authenticated if there are credentials; once more
@@ -224,17 +226,15 @@ class _Endpoint:
             elif conn.sock is not None:
                 conn.sock.settimeout(timeout)
             try:
-                conn.request("POST", path, payload, self.headers(token))
-                response = conn.getresponse()
+                response = conn.post(path, payload, self.headers(token))
                 data = response.read()
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 conn.close()
                 raise _Unreachable(f"no answer within {timeout:g}s", timed_out=True) from None
-            except ssl.SSLError as e:
+            except OSError as e:
                 conn.close()
-                raise _Unreachable(_ssl_details(e)) from None
-            except (OSError, http.client.HTTPException) as e:
-                conn.close()
+                if _ssl_error(e):
+                    raise _Unreachable(_ssl_details(e)) from None
                 if reused and attempt == 1:
                     continue  # the server closed a kept-alive connection: open one again
                 raise _Unreachable(self._closed_hint(e)) from None
@@ -254,7 +254,7 @@ class _Endpoint:
     def _closed_hint(self, error: Exception) -> str:
         """The error in words, and what a connection closed unanswered usually means."""
         details = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        if isinstance(error, http.client.RemoteDisconnected) and not self.secure:
+        if isinstance(error, Closed) and not self.secure:
             return f"{details}; does it want https://?"
         return details
 
@@ -464,16 +464,14 @@ class _Stream:
     def __init__(self, endpoint: _Endpoint, request: dict, timeout: float, token: str | None = None):
         self.conn = endpoint.connection(timeout)
         try:
-            self.conn.request("POST", "/v3/watch", json.dumps(request).encode(), endpoint.headers(token))
-            self.response = self.conn.getresponse()
-        except (socket.timeout, TimeoutError):
+            self.response = self.conn.post("/v3/watch", json.dumps(request).encode(), endpoint.headers(token))
+        except TimeoutError:
             self.conn.close()
             raise _Unreachable(f"no answer within {timeout:g}s", timed_out=True) from None
-        except ssl.SSLError as e:
+        except OSError as e:
             self.conn.close()
-            raise _Unreachable(_ssl_details(e)) from None
-        except (OSError, http.client.HTTPException) as e:
-            self.conn.close()
+            if _ssl_error(e):
+                raise _Unreachable(_ssl_details(e)) from None
             raise _Unreachable(getattr(e, "strerror", None) or str(e) or type(e).__name__) from None
         if self.response.status != 200:
             body = self.response.read()
@@ -582,7 +580,7 @@ class EtcdJsonWatch(StreamWatch):
                 self._created.set()
             elif self._alive:
                 self._lost(f"ended: {e.details}")
-        except (OSError, ValueError, http.client.HTTPException) as e:
+        except (OSError, ValueError) as e:
             if not self._created.is_set():
                 self._open_error = str(e) or type(e).__name__
                 self._created.set()
@@ -590,7 +588,7 @@ class EtcdJsonWatch(StreamWatch):
                 self._lost(f"lost the connection: {e}")
         except Exception as e:  # a bug here must still end the watch loudly
             if not self._alive:
-                return  # cancelled: http.client trips over the stream closed under it
+                return  # cancelled: reading trips over the stream closed under it
             adapter_log().exception("etcd watch on %s failed", self.prefix)
             if self._alive:
                 self._finish(StoreError(f"etcd watch on {self.prefix} failed: {e!r}"))
