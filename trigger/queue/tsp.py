@@ -37,10 +37,12 @@ class TspJob:
         return self.label[len(LABEL_PREFIX):] if self.label.startswith(LABEL_PREFIX) else None
 
 
-def parse_tsp_list(text: str) -> list[TspJob]:
-    """Parse the output of `tsp -l` (task-spooler 1.0)."""
+def parse_tsp_list(text: str, states: tuple[str, ...] | None = None) -> list[TspJob]:
+    """Parse the output of `tsp -l` (task-spooler 1.0); only the jobs in `states` if given."""
     jobs = []
     for line in text.splitlines():
+        if states is not None and line.split(None, 2)[1:2] not in ([s] for s in states):
+            continue  # tsp lists every finished job: hundreds a run would parse for nothing
         match = _ROW.match(line)
         if not match:
             continue  # the header, or a blank line
@@ -79,8 +81,8 @@ class TspQueue:
 
     def running_run_ids(self) -> list[str]:
         """Our runs whose jobs task-spooler is running now, oldest job first."""
-        jobs = parse_tsp_list(self._call(["-l"]))
-        return [j.run_id for j in sorted(jobs, key=lambda j: j.id) if j.run_id and j.state == "running"]
+        jobs = parse_tsp_list(self._call(["-l"]), ("running",))
+        return [j.run_id for j in sorted(jobs, key=lambda j: j.id) if j.run_id]
 
     def live_run_ids(self) -> frozenset[str]:
         # A server that is dying, or being started by a concurrent call,
@@ -93,5 +95,4 @@ class TspQueue:
                 if attempt == 2:
                     raise
                 time.sleep(0.1)
-        jobs = parse_tsp_list(text)
-        return frozenset(j.run_id for j in jobs if j.run_id and j.state in LIVE_STATES)
+        return frozenset(j.run_id for j in parse_tsp_list(text, LIVE_STATES) if j.run_id)

@@ -33,6 +33,13 @@ def test_parse_captured_list():
     assert jobs[4].command == "puppet agent --test"
 
 
+def test_parse_only_the_states_asked_for():
+    """The standby asks for the running job on every run: the finished ones are skipped unparsed."""
+    assert [j.id for j in parse_tsp_list(CAPTURED, ("running",))] == [1]
+    assert [j.id for j in parse_tsp_list(CAPTURED, ("queued", "running"))] == [1, 2, 4]
+    assert parse_tsp_list(CAPTURED + "\n   \nx\n", ("finished",)) == parse_tsp_list(CAPTURED)[0::3]
+
+
 def test_parse_empty_and_header_only():
     assert parse_tsp_list("") == []
     assert parse_tsp_list(CAPTURED.splitlines()[0]) == []
