@@ -491,7 +491,7 @@ def cmd_watch(args) -> int:
 
     setup_logging(host, args.log_format)
     core = WatcherCore(host, layout, lambda: new_event_id())
-    monitor = WatchMonitor(core)
+    monitor = WatchMonitor(core, metrics=bool(args.metrics_port))
     if args.metrics_port:
         try:
             monitor.serve(args.metrics_port, args.metrics_address)

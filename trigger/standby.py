@@ -25,12 +25,10 @@ own; where that cannot be asked for, it looks every STANDBY_IDLE_CHECK.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import signal
 import stat
 import subprocess
-import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Callable
@@ -41,7 +39,9 @@ from .policy import STANDBY_IDLE_CHECK as IDLE_CHECK
 def fifo_for(host: str, prefix: str) -> Path | None:
     """The FIFO of this host's standby, the same across watcher restarts (queued jobs name
     it), in a directory only this user can use; None where that cannot be had."""
-    key = hashlib.sha256(f"{os.environ.get('TS_SOCKET', '')}\0{host}\0{prefix}".encode()).hexdigest()[:16]
+    import tempfile  # here: the standby, a process of its own, has no use for it (2 MB of RSS)
+
+    key = _sha256(f"{os.environ.get('TS_SOCKET', '')}\0{host}\0{prefix}".encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / f"trigger-standby-{os.getuid()}"
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
@@ -56,6 +56,19 @@ def fifo_for(host: str, prefix: str) -> Path | None:
         return fifo if stat.S_ISFIFO(os.lstat(fifo).st_mode) else None
     except OSError:
         return None
+
+
+def _sha256(data: bytes):
+    """hashlib's sha256 without hashlib: it loads OpenSSL's libcrypto, 4 MB of a watcher's RSS,
+    for one hash at start. CPython's own implementation, which hashlib falls back to."""
+    try:
+        from _sha256 import sha256  # Python 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # Python 3.12 and later
+        except ImportError:
+            from hashlib import sha256
+    return sha256(data)
 
 
 class StandbyQueue:

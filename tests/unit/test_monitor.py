@@ -72,3 +72,22 @@ def test_actions_are_counted(log_to):
     assert value("trigger_runs_lost_total") == 1 and value("trigger_values_quarantined_total") == 1
     assert value("trigger_watch_reconnects_total") == 1
     assert value("trigger_last_run_finished_timestamp_seconds") == 200.0
+
+
+def test_without_metrics_it_logs_the_same_and_prometheus_client_is_not_loaded(log_to):
+    """A watcher without --metrics-port: prometheus-client is 14 MB of its RSS."""
+    stream = log_to("json")
+    WatchMonitor(metrics=False).report(ENQUEUE)
+    WatchMonitor().report(ENQUEUE)
+    first, second = stream.getvalue().splitlines()
+    assert json.loads(first)["event"] == json.loads(second)["event"] == "enqueue"
+    with pytest.raises(ValueError, match="without metrics"):
+        WatchMonitor(metrics=False).serve(0)
+    import subprocess
+    import sys
+
+    code = ("import sys, trigger.monitor, trigger.watch, trigger.cli; "
+            "trigger.monitor.WatchMonitor(metrics=False).report(trigger.monitor.Coalesce('e', 'r', 't')); "
+            "print('prometheus_client' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
