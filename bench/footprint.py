@@ -1,7 +1,9 @@
 """Item 6: what a watcher costs, idle and busy, and what a cold `trigger fire` costs.
 
-Idle: our `trigger watch` with the standby `trigger run` it keeps, and
-the seed's loop (bash and its `etcdctl watch`), both warmed up and then left alone, measured over the same window:
+Idle: our `trigger watch` once it has let its standby `trigger run` go
+(--standby-linger, shortened here from 300 s to LINGER; the pair is
+sampled before that), and the seed's loop (bash and its `etcdctl watch`),
+both warmed up and then left alone, measured over the same window:
 CPU (their own and their waited-for children's), resident memory, and
 context switches per second, where a poll loop would show even when its
 CPU rounds to zero. The tsp servers (one per node on both sides, the same
@@ -46,6 +48,7 @@ WHATIF_ACK = Path(__file__).with_name("whatif_ack.py")
 from .stats import cpu_percent, summarize
 
 IDLE_CPU_TARGET = 0.5  # % of one core: "about zero"
+LINGER = 4.0  # s: ours lets its standby go this long after the warm-up's last run
 RSS_TARGET = 60.0  # MB
 
 
@@ -188,7 +191,7 @@ def run(session, etcd, store, seconds: float, cold_reps: int, before=None) -> tu
     """`before`: a harness.Code of older trigger, measured as a third side."""
     v2 = V2Client(etcd.endpoint)
     session.on_close(v2.close)
-    ours = OursNode(session, etcd.endpoint, "foot-ours", store).start()
+    ours = OursNode(session, etcd.endpoint, "foot-ours", store, extra=("--standby-linger", f"{LINGER:g}")).start()
     seed = SeedNode(session, etcd.endpoint, "foot-seed", v2).start()
     old = OursNode(session, etcd.endpoint, "foot-before", store, code=before).start() if before else None
     ready = {"ours": warm_up(ours), "seed": warm_up(seed)}
@@ -198,6 +201,12 @@ def run(session, etcd, store, seconds: float, cold_reps: int, before=None) -> tu
 
     # the watcher (its tsp calls are waited-for children) and the standby it keeps
     ours_pids = lambda: [ours.pid, *ours.standby_pids()]  # noqa: E731
+    lingering = Meter(ours_pids)  # the pair, before the watcher lets the standby go
+    lingering.sample()
+    standby_seen = bool(ours.standby_pids())
+    if not wait_for(lambda: not ours.standby_pids(), LINGER + 15, 0.1):
+        raise RuntimeError(f"the standby was not let go within {LINGER + 15:g} s of --standby-linger {LINGER:g}")
+    time.sleep(1.0)  # and the watcher's thread that let it go ended (its switches would leave the count)
     # bash and its etcdctl watch: the node's process group but for reaper.py
     seed_pids = lambda: [p for p in group_pids(seed.proc.pid) if p != seed.proc.pid]  # noqa: E731
     meters = {"ours": Meter(ours_pids), "seed": Meter(seed_pids)}
@@ -235,6 +244,9 @@ def run(session, etcd, store, seconds: float, cold_reps: int, before=None) -> tu
             target="≤ 1.3× seed", verdict=verdict(i["peak_rss_mb"] <= 1.3 * o["peak_rss_mb"])),
         Row("6 footprint", "idle watcher PSS", i["peak_pss_mb"], "MB", o["peak_pss_mb"], "seed loop",
             note="RSS with shared pages (libpython, libc) split among the processes that map them"),
+        Row("6 footprint", "RSS while the standby lingers (watcher and standby)", lingering.peak_rss, "MB",
+            o["peak_rss_mb"], "seed loop", note=f"PSS {lingering.peak_pss:.1f} MB; after a run, for "
+            f"--standby-linger (300 s by default){'' if standby_seen else '; NO STANDBY SEEN'}"),
         Row("6 footprint", "100 fires/s: watcher CPU", s["ours"]["cpu_percent"], "%",
             s["seed"]["cpu_percent"], "seed loop",
             note=f"{s['ours']['fire_rate']:.0f} vs {s['seed']['fire_rate']:.0f} fires/s reached"),

@@ -336,15 +336,16 @@ class OursNode(_Node):
     kind = "ours"
 
     def __init__(self, session: Session, endpoint: str, host: str, store, run_seconds: float = 0.0,
-                 check_interval: float = 0.5, code: Code = THIS):
+                 check_interval: float = 0.5, code: Code = THIS, extra: tuple[str, ...] = ()):
         super().__init__(session, endpoint, host, run_seconds, code)
         self.store = store  # the bench's own store, for fires
         self.check_interval = check_interval
+        self.extra = extra  # more `trigger watch` options
 
     def start(self) -> "OursNode":
         argv = [self.code.python, "-m", "trigger", "watch", "--host", self.host, "--queue", "tsp",
                 "--endpoints", self.endpoint, "--run-cmd", shlex.join(self.run_cmd()),
-                "--check-interval", f"{self.check_interval:g}"]
+                "--check-interval", f"{self.check_interval:g}", *self.extra]
         self._spawn(argv, "watch.log")
         return self
 

@@ -22,7 +22,7 @@ import time
 from .fire import Lineage, LoopRefused, fire, new_event_id
 from .layout import DEFAULT_PREFIX, Layout
 from .output import FORMATS, default_format, iso_utc, one_line, show
-from .policy import RUN
+from .policy import RUN, STANDBY_LINGER
 from .queue import QueueError
 from .records import DEFAULT_TTL, BadRecord, check_host, check_id, check_limit, check_ttl
 from .store import DEFAULT_ENDPOINTS, StoreError, UnavailableError, open_store
@@ -442,6 +442,7 @@ def check_watch(args) -> None:
     if not args.run_argv:
         raise BadRecord("--run-cmd is empty")
     _positive(args.check_interval, "--check-interval")
+    _positive(args.standby_linger, "--standby-linger")
     if args.member_ttl < 1:
         raise BadRecord(f"--member-ttl must be at least 1 second, got {args.member_ttl}")
     _not_negative(args.retention, "--retention")
@@ -485,8 +486,8 @@ def cmd_watch(args) -> int:
         return trigger_run("--run-id", run_id)
 
     fifo = fifo_for(host, args.prefix) if args.queue == "tsp" and args.standby else None
-    standby = StandbyQueue(queue, fifo, trigger_run("--standby", str(fifo), "--watcher", str(os.getpid()))) \
-        if fifo else None
+    standby = StandbyQueue(queue, fifo, trigger_run("--standby", str(fifo), "--watcher", str(os.getpid())),
+                           args.standby_linger) if fifo else None
     queue = standby or queue
 
     setup_logging(host, args.log_format)
@@ -589,9 +590,11 @@ def cmd_run(args) -> int:
         from pathlib import Path
 
         from .queue.tsp import TspQueue
-        from .standby import serve
+        from .standby import job_argv, serve
 
-        serve(Path(args.standby), run, TspQueue().running_run_ids, args.watcher or os.getppid())
+        queue, fifo = TspQueue(), Path(args.standby)
+        serve(fifo, run, queue.running_run_ids, args.watcher or os.getppid(),
+              lambda: queue.started_job(job_argv(fifo)))
         return 0
     finally:
         store.close()
@@ -887,6 +890,9 @@ def _watch_arguments(p: argparse.ArgumentParser) -> None:
                         f"{RUN.stop_grace + RUN.stop_margin:g} s before that")
     p.add_argument("--no-standby", dest="standby", action="store_false",
                    help="start `trigger run` afresh for each run instead of keeping one started")
+    p.add_argument("--standby-linger", type=float, default=STANDBY_LINGER,
+                   help="seconds the standby `trigger run` is kept after the last run that went through "
+                   "it; then the idle host keeps one process and its next run starts cold")
     p.add_argument("--log-format", default="text", choices=["text", "json"],
                    help="text lines, or one JSON object a line; times are ISO 8601 with their zone")
     p.add_argument("--metrics-port", type=int, default=0,

@@ -104,6 +104,33 @@ def test_a_job_whose_standby_was_killed_waits_for_the_next_one(node):
     assert node.started()[-1]["ppid"] in standbys(node)
 
 
+def test_an_unused_standby_is_let_go_and_the_next_run_brings_one_back(node):
+    """An idle host keeps one process: the watcher lets the standby go once no run went through
+    it for --standby-linger, never while a run of its is on; the next run starts cold."""
+    watcher = node.start_watcher(run_seconds=0.1, extra=("--standby-linger", "1"))
+    node.wait_in_sync()
+    eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
+    (first,) = standbys(node)
+    node.tsp("-S", "1")
+    blocker = subprocess.run(["tsp", "sleep", "3"], env=node.env, capture_output=True, text=True)
+    assert blocker.returncode == 0  # the run's job waits behind this one, past the linger
+    node.fire()
+    assert node.wait_served() == []
+    assert node.started()[0]["ppid"] == first  # kept while its job was queued
+    eventually(lambda: standbys(node) == [], timeout=10, what="the unused standby to be let go")
+    assert watcher.poll() is None
+    node.fire()
+    assert node.wait_served() == []
+    node.wait_idle()
+    *_, cold = parse_tsp_list(node.tsp("-l"))
+    assert " run --host " in cold.command and cold.exit_code == 0  # the cold `trigger run`
+    eventually(lambda: len(standbys(node)) == 1, what="a new standby with that run")
+    (second,) = standbys(node)
+    node.fire()
+    assert node.wait_served() == []
+    assert second != first and node.started()[-1]["ppid"] == second
+
+
 def test_an_idle_standby_leaves_when_its_watcher_is_killed(node):
     node.start_watcher()
     node.wait_in_sync()

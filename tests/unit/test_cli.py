@@ -42,6 +42,8 @@ def test_hosts_from_standard_input(monkeypatch, capsys):
     (["run", "--host", "h", "--store", "memory", "--", "true"], "give one of --run-id RUN and --standby FIFO"),
     (["run", "--host", "h", "--run-id", "r1", "--standby", "/f", "--store", "memory", "--", "true"],
      "give one of --run-id RUN and --standby FIFO"),
+    (["watch", "--host", "h", "--standby-linger", "0", "--store", "memory"],
+     "--standby-linger must be a number of seconds above 0, got 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, _, err = run(capsys, *argv)

@@ -3,19 +3,26 @@
 Each run is labelled `trigger:<run-id>`, so `tsp -l` tells which of our
 runs the server still holds. A server that died takes its queue with it;
 the next `tsp` call starts a new, empty one, and the watcher re-queues.
+A job also carries its run id in its environment (TRIGGER_RUN_ID: tsp
+passes the queueing client's environment on), so the job just started
+tells its run without a list of every finished job.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from ..records import BadRecord, check_id
 from . import QueueError
 
 LABEL_PREFIX = "trigger:"
+RUN_ID_VAR = "TRIGGER_RUN_ID"
 LIVE_STATES = ("queued", "running", "allocating")
 
 _ROW = re.compile(
@@ -66,10 +73,10 @@ class TspQueue:
             raise QueueError(f"{tsp} not found: install the Debian package task-spooler")
         self.timeout = timeout
 
-    def _call(self, args: list[str]) -> str:
+    def _call(self, args: list[str], env: dict[str, str] | None = None) -> str:
         try:
             done = subprocess.run([self.tsp, *args], capture_output=True, text=True,
-                                  timeout=self.timeout, stdin=subprocess.DEVNULL)
+                                  timeout=self.timeout, stdin=subprocess.DEVNULL, env=env)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise QueueError(f"tsp {args[0]} failed: {exc}") from None
         if done.returncode != 0:
@@ -77,7 +84,25 @@ class TspQueue:
         return done.stdout
 
     def enqueue(self, run_id: str, argv: list[str]) -> None:
-        self._call(["-L", LABEL_PREFIX + run_id, *argv])
+        self._call(["-L", LABEL_PREFIX + run_id, *argv], {**os.environ, RUN_ID_VAR: run_id})
+
+    def started_job(self, argv: list[str]) -> tuple[int, str] | None:
+        """The pid and run id of the job task-spooler started last, if that job's command is
+        `argv` and it still runs: one `tsp -p` and two reads of /proc, where `tsp -l` lists every
+        finished job too (up to 1,000: 2 ms of CPU a call). None when it cannot tell."""
+        try:
+            pid = int(self._call(["-p"]))
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1] != [os.fsencode(a) for a in argv]:
+                return None
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (QueueError, ValueError, OSError):
+            return None
+        mark = f"{RUN_ID_VAR}=".encode()
+        found = [item[len(mark):] for item in environ if item.startswith(mark)]
+        try:
+            return (pid, check_id(found[0].decode("ascii"), "run id")) if len(found) == 1 else None
+        except (UnicodeDecodeError, BadRecord):
+            return None
 
     def running_run_ids(self) -> list[str]:
         """Our runs whose jobs task-spooler is running now, oldest job first."""
