@@ -436,6 +436,9 @@ def cmd_wait(args) -> int:
 # -- watch -----------------------------------------------------------------------
 
 
+MAX_LINGER = 30 * 86400  # s: longer is as good as never; past threading.TIMEOUT_MAX its timer would fail
+
+
 def check_watch(args) -> None:
     args.host = _host(args.host)
     args.run_argv = shlex.split(args.run_cmd)
@@ -443,6 +446,8 @@ def check_watch(args) -> None:
         raise BadRecord("--run-cmd is empty")
     _positive(args.check_interval, "--check-interval")
     _positive(args.standby_linger, "--standby-linger")
+    if args.standby_linger > MAX_LINGER:
+        raise BadRecord(f"--standby-linger must be at most {MAX_LINGER} seconds (30 days), got {args.standby_linger:g}")
     if args.member_ttl < 1:
         raise BadRecord(f"--member-ttl must be at least 1 second, got {args.member_ttl}")
     _not_negative(args.retention, "--retention")

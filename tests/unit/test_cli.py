@@ -44,6 +44,8 @@ def test_hosts_from_standard_input(monkeypatch, capsys):
      "give one of --run-id RUN and --standby FIFO"),
     (["watch", "--host", "h", "--standby-linger", "0", "--store", "memory"],
      "--standby-linger must be a number of seconds above 0, got 0"),
+    (["watch", "--host", "h", "--standby-linger", "1e12", "--store", "memory"],
+     "--standby-linger must be at most 2592000 seconds (30 days), got 1e+12"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, _, err = run(capsys, *argv)
