@@ -32,6 +32,7 @@ standby that is leaving.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import select
 import signal
@@ -172,6 +173,9 @@ class StandbyQueue:
             except subprocess.TimeoutExpired:
                 pass  # in a run after all: it leaves after it
             self.process = None
+        logging.getLogger("trigger.watch").info(
+            "standby let go: no run went through it for %g s; the next run starts cold", self.linger,
+            extra={"fields": {"event": "standby_let_go", "linger": self.linger}})
 
 
 class _Leave(Exception):

@@ -119,6 +119,8 @@ def test_an_unused_standby_is_let_go_and_the_next_run_brings_one_back(node):
     assert node.started()[0]["ppid"] == first  # kept while its job was queued
     eventually(lambda: standbys(node) == [], timeout=10, what="the unused standby to be let go")
     assert watcher.poll() is None
+    eventually(lambda: "standby let go: no run went through it for 1 s" in node.watch_log.read_text(),
+               what="the watcher to say so")
     node.fire()
     assert node.wait_served() == []
     node.wait_idle()
