@@ -48,7 +48,8 @@ def parse_tsp_list(text: str, states: tuple[str, ...] | None = None) -> list[Tsp
     """Parse the output of `tsp -l` (task-spooler 1.0); only the jobs in `states` if given."""
     jobs = []
     for line in text.splitlines():
-        if states is not None and line.split(None, 2)[1:2] not in ([s] for s in states):
+        fields = line.split(None, 2)
+        if states is not None and (len(fields) < 2 or fields[1] not in states):
             continue  # tsp lists every finished job: hundreds a run would parse for nothing
         match = _ROW.match(line)
         if not match:
