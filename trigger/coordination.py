@@ -78,6 +78,12 @@ def live_members(store: Store, layout: Layout) -> list[Member]:
     return members
 
 
+def unwatched_hosts(store: Store, layout: Layout, hosts) -> list[str]:
+    """The hosts that have no live watcher now (no member key): nothing will serve them."""
+    alive = {m.host for m in live_members(store, layout)}
+    return [h for h in hosts if h not in alive]
+
+
 def member_at(layout: Layout, key: str, value: bytes) -> Member | None:
     """The member record at `key`, if it names the host its key does: etcd's
     permissions are per key, so only the key says who wrote it."""

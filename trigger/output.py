@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
-from datetime import datetime, timezone
 from typing import Any, Callable, Sequence, Union
 
 FORMATS = ("table", "plain", "json")
@@ -32,6 +31,8 @@ def iso_utc(seconds: float | None) -> str | None:
     """A Unix time as ISO 8601 in UTC (2026-11-30T11:41:46.123Z), None stays None."""
     if seconds is None:
         return None
+    from datetime import datetime, timezone  # here: 1 ms of a cold start that prints no time
+
     text = datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
 

@@ -58,14 +58,6 @@ def without_watcher(results: dict[str, HostResult], unwatched) -> dict[str, Host
             for h, r in results.items()}
 
 
-def unwatched_hosts(store: Store, layout: Layout, hosts) -> list[str]:
-    """The hosts that have no live watcher now (no member key): nothing will serve them."""
-    from .coordination import live_members
-
-    alive = {m.host for m in live_members(store, layout)}
-    return [h for h in hosts if h not in alive]
-
-
 def counts(results) -> dict[str, int]:
     """How many hosts are in each state, every state named."""
     found = {state: 0 for state in STATES}

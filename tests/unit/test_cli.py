@@ -123,6 +123,18 @@ def test_every_option_has_help_that_shows_its_default():
         assert "usage:" in text
 
 
+@pytest.mark.parametrize("columns", [None, "0", "57", "wide"])
+def test_help_is_as_wide_as_shutil_says_the_terminal_is(monkeypatch, columns):
+    import shutil
+
+    from trigger.cli import _columns
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    if columns is not None:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert _columns() == shutil.get_terminal_size().columns
+
+
 def test_top_level_help_names_every_command(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--help"])

@@ -15,6 +15,7 @@ from trigger.coordination import (
     register,
     resolve_targets,
     split_targets,
+    unwatched_hosts,
 )
 from trigger.layout import Layout
 from trigger.records import BadRecord
@@ -63,6 +64,7 @@ def test_roles_resolve_to_live_members_only(store, clock):
     clock.now = 6  # lb2's watcher went silent
     assert resolve_targets(store, L, ["role:lb", "role:db"]) == (["lb1"], ["db"])
     assert [m.host for m in live_members(store, L)] == ["lb1", "web1"]
+    assert unwatched_hosts(store, L, ["lb2", "web1", "db1"]) == ["lb2", "db1"]  # order kept
 
 
 def test_leader_is_the_oldest_live_candidate(store, clock):

@@ -103,12 +103,8 @@ def test_a_fire_record_with_bad_ok_codes_is_not_a_fire():
 
 
 def test_hosts_without_a_watcher_and_the_counts():
-    from trigger.coordination import Member
-    from trigger.results import HostResult, counts, unwatched_hosts, without_watcher
+    from trigger.results import HostResult, counts, without_watcher
 
-    store = MemoryStore()
-    store.put(L.member_key("a"), Member("a", (), 1.0).encode())  # a's watcher is alive
-    assert unwatched_hosts(store, L, ["a", "b", "c"]) == ["b", "c"]
     results = {"a": HostResult("a", "waiting"), "b": HostResult("b", "waiting"), "c": HostResult("c", "ok", 0)}
     marked = without_watcher(results, {"b", "c"})
     assert [marked[h].state for h in "abc"] == ["waiting", "no watcher", "ok"]  # a result stays

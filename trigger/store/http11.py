@@ -35,16 +35,18 @@ class Connection:
         self.host, self.port, self.timeout, self.context = host, port, timeout, context
         self.sock: socket.socket | None = None
         self._file = None
-        name = host.strip("[]")
-        self._address = (name, port)
-        self._host_header = b"Host: %s:%d\r\n" % (host.encode("ascii" if host.isascii() else "idna"), port)
+        self._name = host.strip("[]")  # what TLS checks the certificate against
+        encoded = host.encode("ascii" if host.isascii() else "idna")
+        # as bytes: a str makes getaddrinfo import the idna codec (0.7 ms of a cold start)
+        self._address = (encoded.strip(b"[]"), port)
+        self._host_header = b"Host: %s:%d\r\n" % (encoded, port)
 
     def connect(self) -> None:
         sock = socket.create_connection(self._address, self.timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request is one write
             if self.context is not None:
-                sock = self.context.wrap_socket(sock, server_hostname=self._address[0])
+                sock = self.context.wrap_socket(sock, server_hostname=self._name)
         except BaseException:
             sock.close()
             raise

@@ -17,9 +17,9 @@ class ScriptedServer:
     """Accepts connections on loopback; answers the n-th request with answers[n] (None: closes
     the connection instead), closes after the last, and keeps each request's bytes."""
 
-    def __init__(self, answers: list[bytes | None]):
+    def __init__(self, answers: list[bytes | None], host: str = "127.0.0.1"):
         self.answers, self.requests, self.connections = list(answers), [], 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.port = self.listener.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -57,8 +57,8 @@ class ScriptedServer:
 def serve():
     servers = []
 
-    def start(*answers):
-        servers.append(ScriptedServer(list(answers)))
+    def start(*answers, host="127.0.0.1"):
+        servers.append(ScriptedServer(list(answers), host))
         return servers[-1]
 
     yield start
@@ -210,3 +210,10 @@ def test_a_refused_connection_is_a_connection_error():
 def test_a_name_outside_ascii_is_sent_as_idna():
     conn = Connection("bücher.example", 2379, 1)
     assert conn._host_header == b"Host: xn--bcher-kva.example:2379\r\n"
+
+
+def test_an_ipv6_address_in_brackets_is_reached_and_named_as_given(serve):
+    server = serve(sized(b"{}"), host="::1")
+    answer = Connection("[::1]", server.port, 5).post("/v3/kv/range", b"{}", {})
+    assert answer.status == 200
+    assert b"Host: [::1]:%d\r\n" % server.port in server.requests[0]
