@@ -607,12 +607,10 @@ def cmd_run(args) -> int:
 
 def _run_policy(lease_ttl: int, option: str):
     """The run policy with this lease TTL, long enough to stop a command in time."""
-    from dataclasses import replace
-
     shortest = int(RUN.stop_grace + RUN.stop_margin) + 3
     if not shortest <= lease_ttl <= 3600:
         raise BadRecord(f"{option} must be from {shortest} to 3600 seconds, got {lease_ttl}")
-    return replace(RUN, lease_ttl=lease_ttl)
+    return RUN._replace(lease_ttl=lease_ttl)
 
 
 def _tell(note, stream) -> None:

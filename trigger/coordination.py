@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote
 
 from .layout import Layout
@@ -32,8 +32,7 @@ def key_part(name: str) -> str:
 # -- members and roles -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     host: str
     roles: tuple[str, ...]
     since: float

@@ -368,7 +368,7 @@ class WatcherCore:
         return actions
 
     def _lose(self, run: RunRecord, reason: str, now: float, first_delay: float = 0.0) -> MarkRunLost:
-        lost = RunRecord(**{**run.__dict__, "state": "lost", "reason": reason})
+        lost = run._replace(state="lost", reason=reason)
         self.runs[run.run_id] = lost
         self._give_back(lost)
         if self.queued_run == run.run_id:

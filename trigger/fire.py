@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from .layout import Layout
 from .policy import WATCH
@@ -26,8 +25,7 @@ class LoopRefused(Exception):
     """A fire above its ttl; the message names the chain of hosts."""
 
 
-@dataclass(frozen=True)
-class Lineage:
+class Lineage(NamedTuple):
     """Where a fire comes from: the hop and hosts of the run that made it."""
 
     hop: int = 0

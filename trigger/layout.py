@@ -22,20 +22,22 @@ docs/benchmarks.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 DEFAULT_PREFIX = "/puppet_trigger/events"
 
 
-@dataclass(frozen=True)
-class Layout:
+class _Prefix(NamedTuple):
     prefix: str = DEFAULT_PREFIX
 
-    def __post_init__(self):
-        if not self.prefix.startswith("/") or self.prefix.endswith("/"):
-            raise ValueError(
-                f"bad prefix {self.prefix!r}: it must start with '/' and not end with '/'"
-            )
+
+class Layout(_Prefix):
+    __slots__ = ()
+
+    def __new__(cls, prefix: str = DEFAULT_PREFIX):
+        if not prefix.startswith("/") or prefix.endswith("/"):
+            raise ValueError(f"bad prefix {prefix!r}: it must start with '/' and not end with '/'")
+        return super().__new__(cls, prefix)
 
     def host_prefix(self, host: str) -> str:
         return f"{self.prefix}/hosts/{host}/"

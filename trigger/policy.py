@@ -7,11 +7,10 @@ check interval and the member TTL. Nothing else states a number of seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class WatchPolicy:
+class WatchPolicy(NamedTuple):
     """How `trigger watch` follows its inbox."""
 
     check_interval: float = 5.0  # re-read after this long without a delivery while busy
@@ -25,8 +24,7 @@ class WatchPolicy:
         return min(delay * 2, self.reconnect_max)
 
 
-@dataclass(frozen=True)
-class RunPolicy:
+class RunPolicy(NamedTuple):
     """How `trigger run` rides out an unreachable etcd around its command."""
 
     attempts: int = 5  # tries of each step (start, finish) while etcd is unreachable

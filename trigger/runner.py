@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import replace
 
 from .fire import TXN_OPS, Lineage
 from .layout import Layout
@@ -132,7 +131,7 @@ def finish_run(store: Store, layout: Layout, record: RunRecord, exit_code: int,
     """Remove the claimed entries; the last batch goes with the finished
     record, moved to P/done/ (with the retention's `lease`). Repeating it is
     harmless: a write that timed out is retried."""
-    done = replace(record, state="finished", finished_at=now, exit_code=exit_code)
+    done = record._replace(state="finished", finished_at=now, exit_code=exit_code)
     deletes = [DeleteOp(layout.entry_key(record.host, name)) for name in record.served]
     room = TXN_OPS - 2  # the last transaction also moves the record
     tail = len(deletes) % room or min(len(deletes), room)
@@ -148,7 +147,7 @@ def finish_run(store: Store, layout: Layout, record: RunRecord, exit_code: int,
 def give_back(store: Store, layout: Layout, record: RunRecord, reason: str, now: float,
               exit_code: int | None, lease: int = 0) -> RunRecord:
     """The command did not run to its end: record the run lost; its entries stay."""
-    lost = replace(record, state="lost", finished_at=now, exit_code=exit_code, reason=reason)
+    lost = record._replace(state="lost", finished_at=now, exit_code=exit_code, reason=reason)
     store.put(layout.run_key(record.host, record.run_id), lost.encode(), lease)
     return lost
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import Callable
 
 from .core import Action, WatcherCore
@@ -40,7 +39,7 @@ class WatchDaemon:
         while another watcher serves it) and keeps its membership."""
         self.core = core
         self.registration = registration
-        self.policy = replace(WATCH, check_interval=check_interval, idle_check=idle_check)
+        self.policy = WATCH._replace(check_interval=check_interval, idle_check=idle_check)
         self.monitor = monitor or WatchMonitor(core)  # log lines and metrics
         self.driver = RealDriver(store, queue, run_argv, clock=clock, tell=self.monitor.note)
 

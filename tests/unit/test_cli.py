@@ -186,3 +186,18 @@ def test_leader_without_holder_is_not_the_failed_run_code(capsys):
 def test_status_json_alias_and_plain_when_piped(capsys):
     code, out, _ = run(capsys, "status", "--json", "--store", "memory")
     assert code == 0 and json.loads(out) == []
+
+
+def test_a_cold_fire_loads_only_what_it_uses():
+    """What a fire does not need stays unloaded: each was milliseconds of every cold start."""
+    import subprocess
+    import sys
+
+    heavy = ("dataclasses", "inspect", "shutil", "datetime", "logging", "encodings.idna", "ssl", "email",
+             "http.client", "trigger.results", "trigger.core", "trigger.procedures")
+    code = ("import sys, trigger.cli\n"
+            "rc = trigger.cli.main(['fire', 't', '--hosts', 'h1', '--endpoints', 'http://127.0.0.1:9'])\n"
+            f"print(rc, [m for m in {heavy!r} if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "no endpoint answered" in done.stderr  # it went as far as asking etcd
+    assert done.stdout.strip() == "1 []"

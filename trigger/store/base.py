@@ -13,8 +13,7 @@ with `CompactedError` instead, and the caller must re-read and start again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Protocol, Union
+from typing import Callable, NamedTuple, Protocol, Union
 
 
 class StoreError(Exception):
@@ -33,8 +32,7 @@ class CompactedError(StoreError):
         self.compact_revision = compact_revision
 
 
-@dataclass(frozen=True)
-class KeyValue:
+class KeyValue(NamedTuple):
     key: str
     value: bytes
     create_revision: int
@@ -42,8 +40,7 @@ class KeyValue:
     lease: int = 0
 
 
-@dataclass(frozen=True)
-class Put:
+class Put(NamedTuple):
     """A key was written at `revision`."""
 
     key: str
@@ -51,8 +48,7 @@ class Put:
     revision: int
 
 
-@dataclass(frozen=True)
-class Delete:
+class Delete(NamedTuple):
     """A key was removed at `revision` (by delete, or by its lease ending)."""
 
     key: str
@@ -68,15 +64,13 @@ Change = Union[Put, Delete]
 WatchCallback = Callable[[Union[list[Change], StoreError]], None]
 
 
-@dataclass(frozen=True)
-class PutOp:
+class PutOp(NamedTuple):
     key: str
     value: bytes
     lease: int = 0
 
 
-@dataclass(frozen=True)
-class DeleteOp:
+class DeleteOp(NamedTuple):
     key: str
 
 

@@ -5,8 +5,7 @@ turned into one-line StoreErrors (the same words on either wire)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 from urllib.parse import urlsplit
 
 from .base import Change, CompactedError, StoreError, UnavailableError
@@ -38,17 +37,19 @@ def split_endpoint(url: str) -> tuple[str, int, bool]:
     return host, port, parts.scheme == "https"
 
 
-@dataclass(frozen=True)
-class TlsConfig:
+class TlsConfig(NamedTuple):
     """What an https endpoint is checked against (`cacert`, PEM; None: the
     system's CAs) and the client certificate it is shown (`cert`, `key`)."""
 
     cacert: bytes | None = None
     cert: bytes | None = None
-    key: bytes | None = field(default=None, repr=False)
+    key: bytes | None = None
 
     # The same checks as an ssl context, for the JSON gateway's https.
-    context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    context: ssl.SSLContext | None = None
+
+    def __repr__(self) -> str:  # never the key, in a log or a traceback
+        return f"TlsConfig(cacert={self.cacert!r}, cert={self.cert!r})"
 
     def channel_credentials(self):
         """grpc's credentials for a secure channel (imports grpc)."""
@@ -116,12 +117,14 @@ def _ssl_reason(error: Exception) -> str:
     return " ".join(text.split())
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(NamedTuple):
     """An etcd user and password (etcd's password authentication)."""
 
     user: str
-    password: str = field(repr=False)
+    password: str
+
+    def __repr__(self) -> str:  # never the password, in a log or a traceback
+        return f"Credentials(user={self.user!r})"
 
 
 # What etcd says when a call's token is gone (expired, or etcd restarted) or

@@ -107,3 +107,12 @@ def test_a_run_started_by_the_watcher_reads_those_options():
          "--", "puppet", "agent", "--test"])
     assert (parsed.cacert, parsed.user, parsed.password_file) == ("/c", "n1", "/p")
     assert parsed.command[-3:] == ["puppet", "agent", "--test"]
+
+
+def test_a_password_or_a_key_never_shows_in_a_repr(pem):
+    from trigger.store.etcd_common import Credentials
+
+    tls = load_tls(str(pem / "a.crt"), str(pem / "a.crt"), str(pem / "a.key"))
+    key = (pem / "a.key").read_bytes()
+    assert tls.key == key and key.decode() not in repr(tls) and "cacert=" in repr(tls)
+    assert repr(Credentials("root", "s3cret")) == "Credentials(user='root')"
