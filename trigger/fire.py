@@ -87,10 +87,11 @@ def make_entry(
     )
 
 
-def write_entry(store: Store, layout: Layout, entry: Entry, hosts: list[str]) -> int:
-    """Put the entry into every host's inbox, TXN_OPS keys per transaction."""
+def write_entry(store: Store, layout: Layout, entry: Entry, hosts: list[str], first: tuple = ()) -> int:
+    """Put the entry into every host's inbox, TXN_OPS keys per transaction, after the
+    operations `first` (in the first transaction)."""
     value = entry.encode()
-    ops = [PutOp(layout.entry_key(check_host(h), entry.id), value) for h in hosts]
+    ops = [*first, *(PutOp(layout.entry_key(check_host(h), entry.id), value) for h in hosts)]
     revision = 0
     for i in range(0, len(ops), TXN_OPS):
         revision = store.txn(ops[i : i + TXN_OPS]) or revision
@@ -122,11 +123,12 @@ def fire(store: Store, layout: Layout, name: str, hosts: list[str], lineage: Lin
         store.put(layout.refused_key(event_id), json.dumps(record, sort_keys=True).encode(),
                   lease=store.lease_grant(retention or WATCH.record_retention))
         raise
-    if retention:
+    kept = ()
+    if retention:  # in the entries' first transaction: no host sees the fire before `wait` can
         record = {"id": entry.id, "trigger": name, "hosts": hosts, "fired_at": now,
                   "origin": origin, "hop": entry.hop, "max_concurrent": max_concurrent,
                   "ok_codes": list(ok_codes)}
-        store.put(layout.fire_key(entry.id), json.dumps(record, sort_keys=True).encode(),
-                  lease=store.lease_grant(retention))
-    write_entry(store, layout, entry, hosts)
+        kept = (PutOp(layout.fire_key(entry.id), json.dumps(record, sort_keys=True).encode(),
+                      store.lease_grant(retention)),)
+    write_entry(store, layout, entry, hosts, kept)
     return entry

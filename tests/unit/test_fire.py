@@ -34,6 +34,18 @@ def test_large_fan_out_is_batched_into_transactions():
     assert len(store.get_prefix(f"{L.prefix}/hosts/")[0]) == 1000
 
 
+@pytest.mark.parametrize("count", [1, TXN_OPS - 1, TXN_OPS, 300])
+def test_the_kept_fire_goes_in_with_the_first_entries(count):
+    store = MemoryStore()
+    hosts = [f"h{i}" for i in range(count)]
+    before = store.revision
+    entry = fire(store, L, "refresh", hosts, Lineage(), "o", retention=60)
+    assert store.revision - before == -(-(count + 1) // TXN_OPS)  # one request fewer for a small fire
+    record = store.get(L.fire_key(entry.id))
+    assert record.lease and json.loads(record.value)["hosts"] == hosts
+    assert store.get(L.entry_key("h0", entry.id)).mod_revision == record.mod_revision
+
+
 def test_hop_count_grows_along_the_chain_and_stops_above_ttl():
     store = MemoryStore()
     lineage, hosts = Lineage(), ["a", "b"]
