@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import os
 import shlex
-import signal
 import sys
 import time
 
@@ -463,6 +462,7 @@ def check_watch(args) -> None:
 
 def cmd_watch(args) -> int:
     import logging  # here: the other commands start 5 ms sooner without it
+    import signal
 
     from .driver import this_process
     from .procedures import HostTaken, Registration

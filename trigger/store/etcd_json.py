@@ -36,7 +36,7 @@ Theory of operation (the same rules as trigger.store.etcd, on another wire)
 
 from __future__ import annotations
 
-import base64
+import binascii  # base64's functions without base64's imports (1.3 ms of a cold start)
 import json
 import socket
 import sys
@@ -98,11 +98,11 @@ KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 10, 5, 2  # s, s, probes 
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _bytes(text: str | None) -> bytes:
-    return base64.b64decode(text) if text else b""
+    return binascii.a2b_base64(text) if text else b""
 
 
 def _kv(kv: dict) -> KeyValue:
