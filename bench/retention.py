@@ -1,8 +1,8 @@
 """Item 8: a busy host costs what an idle one does.
 
 A host with 10,000 finished runs kept (seven days of a busy host) against
-an empty one, on the same etcd: the run start (`pending_limits` +
-`start_run`, what `trigger run` does before its command) and the watcher's
+an empty one, on the same etcd: the run start (`start_run`,
+what `trigger run` does before its command) and the watcher's
 re-read of the host's prefix. bench/retention_worker.py does the work with
 the python and the code of each side (this checkout, and --before), each
 on its own prefix; the sides take turns, a few rounds at a time.

@@ -9,8 +9,8 @@ populate: host `full` gets N finished runs, written where this code's
 finish_run leaves a finished record (found by finishing one run and
 looking), in transactions of 128; host `empty` gets none.
 measure: ROUNDS times for each host, in turns: one fire, then the run
-start (`pending_limits` + `start_run`: the reads and the transaction of
-`trigger run` before its command) and the watcher's re-read (a range of the
+start (`start_run`: the read and the transaction of `trigger run`
+before its command) and the watcher's re-read (a range of the
 host's prefix), both timed; then the run is finished (not timed).
 Prints JSON: {"start_ms": {host: [...]}, "reread_ms": {host: [...]}, "keys": {host: n}}.
 """
@@ -24,7 +24,7 @@ def main() -> None:
     endpoint, prefix, mode, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     from trigger.fire import Lineage, fire
     from trigger.layout import Layout
-    from trigger.runner import finish_run, pending_limits, start_run
+    from trigger.runner import finish_run, start_run
     from trigger.store import PutOp, open_store
 
     store = open_store("etcd", endpoints=[endpoint])
@@ -50,8 +50,7 @@ def main() -> None:
         for host in ("empty", "full"):
             fire(store, layout, "bench-retention", [host], Lineage(), "bench")
             t0 = time.perf_counter()
-            limits = pending_limits(store, layout, host)
-            record = start_run(store, layout, host, f"r-{time.time_ns()}", time.time(), limits)
+            record = start_run(store, layout, host, f"r-{time.time_ns()}", time.time())
             t1 = time.perf_counter()
             items, _ = store.get_prefix(layout.host_prefix(host))
             t2 = time.perf_counter()

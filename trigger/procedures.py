@@ -44,7 +44,7 @@ from .policy import BEATS_PER_TTL, MEMBER_TTL, RETRY_AFTER_STORE_ERROR, RUN, WAT
     WatchPolicy
 from .queue import QueueError
 from .records import BadRecord, RunRecord, parse_run
-from .runner import finish_run, give_back, pending_limits, start_run, take_run_lock
+from .runner import finish_run, give_back, start_run, take_run_lock
 from .store.base import CompactedError, DeleteOp, PutOp, StoreError, UnavailableError
 
 EXIT_TEMPFAIL = 75  # `trigger run` could not be recorded as started: it ran nothing
@@ -286,12 +286,13 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
     slots: list[HeldSlot] | None = []
     record = None
     if (yield from wait_for_run_lock(layout, host, run_id, lease, policy)):
-        limits = yield from retrying(lambda now: Call(pending_limits, (layout, host)), what, policy)
-        if limits:
+        record = yield from retrying(lambda now: Call(start_run, (layout, host, run_id, now)), what, policy)
+        if isinstance(record, dict):  # limited triggers wait: their slots first, then the claim
+            limits, record = record, None
             slots = yield from take_slots(layout, limits, holder or run_id, run_id, lease)
-        if limits is not None and slots is not None and not lease.expired:
-            record = yield from retrying(
-                lambda now: Call(start_run, (layout, host, run_id, now, limits)), what, policy)
+            if slots is not None and not lease.expired:
+                record = yield from retrying(
+                    lambda now: Call(start_run, (layout, host, run_id, now, limits)), what, policy)
     retained = 0
     if record is not None and retention:  # the records' lease, taken while etcd answers
         retained = yield from retrying(lambda now: Call(_grant, (retention,)), what, policy)

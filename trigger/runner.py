@@ -53,6 +53,15 @@ def _inbox(store: Store, layout: Layout, host: str, run_id: str):
     return entries, own
 
 
+def _limits(entries) -> dict[str, int]:
+    """{trigger: max_concurrent} of the limited triggers among the entries."""
+    limits: dict[str, int] = {}
+    for _, _, entry in entries:
+        if entry.max_concurrent:
+            limits[entry.trigger] = min(limits.get(entry.trigger, entry.max_concurrent), entry.max_concurrent)
+    return limits
+
+
 def take_run_lock(store: Store, layout: Layout, host: str, run_id: str,
                   lease: int) -> tuple[str, int] | None:
     """Take the host's run lock on `lease`; None once held, else the run id
@@ -86,26 +95,24 @@ def _finished(store: Store, layout: Layout, host: str, run_id: str) -> bool:
         return False
 
 
-def pending_limits(store: Store, layout: Layout, host: str) -> dict[str, int]:
-    """{trigger: max_concurrent} of the limited triggers waiting in the inbox."""
-    limits: dict[str, int] = {}
-    for _, _, entry in _inbox(store, layout, host, "")[0]:
-        if entry.max_concurrent:
-            limits[entry.trigger] = min(limits.get(entry.trigger, entry.max_concurrent),
-                                        entry.max_concurrent)
-    return limits
-
-
 def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float,
-              held: dict[str, int] | None = None) -> RunRecord:
+              held: dict[str, int] | None = None) -> RunRecord | dict[str, int]:
     """Claim the inbox: the started record lists a batch of the entries present.
 
-    With `held` (the slots the run holds), entries of a limited trigger
-    without a slot stay for the next run.
+    Without `held`, while a limited trigger waits, nothing is claimed: the
+    answer is {trigger: max_concurrent} of those waiting, the slots to take
+    first. With `held` (the slots the run holds), entries of a limited
+    trigger without a slot stay for the next run. (One read of the inbox
+    for the run of no limited trigger.)
     """
     entries, own = _inbox(store, layout, host, run_id)
-    if own is not None and own.state == "started":
-        return own  # an earlier try was applied and its answer lost: the same claim
+    again = own is not None and own.state == "started"  # an earlier try was applied, its answer lost
+    if held is None:
+        limits = dict(own.limits) if again else _limits(entries)  # the same slots as that try
+        if limits:
+            return limits
+    if again:
+        return own  # the same claim
     if held is not None:
         entries = [e for e in entries if not e[2].max_concurrent or e[2].trigger in held]
     claimed, size = [], 0

@@ -3,7 +3,7 @@
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
 from trigger.records import MAX_CLAIM_BYTES, parse_run
-from trigger.runner import finish_run, give_back, pending_limits, start_run, take_run_lock
+from trigger.runner import finish_run, give_back, start_run, take_run_lock
 from trigger.store.memory import MemoryStore
 
 L = Layout()
@@ -86,7 +86,9 @@ def test_limited_entries_wait_unless_their_slot_is_held():
     store = MemoryStore()
     free = fire(store, L, "free", ["h"], Lineage(), "x")
     limited = fire(store, L, "rolling", ["h"], Lineage(), "x", max_concurrent=1)
-    assert pending_limits(store, L, "h") == {"rolling": 1}
+    before = store.revision
+    assert start_run(store, L, "h", "r1", 1.0) == {"rolling": 1}  # the slots first: nothing claimed
+    assert store.revision == before
     first = start_run(store, L, "h", "r1", 1.0, held={})  # the slot was not taken
     assert first.served == (free.id,)
     finish_run(store, L, first, 0, 1.5)
@@ -140,6 +142,5 @@ def test_a_run_start_reads_only_the_inbox_and_active_runs():
     reads = []
     get_prefix = store.get_prefix
     store.get_prefix = lambda prefix: reads.append(get_prefix(prefix)[0]) or get_prefix(prefix)
-    pending_limits(store, L, "h")
     record = start_run(store, L, "h", "r1", 1.0)
-    assert len(record.served) == 1 and [len(items) for items in reads] == [1, 1]
+    assert len(record.served) == 1 and [len(items) for items in reads] == [1]  # one read, one entry

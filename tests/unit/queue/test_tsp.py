@@ -89,6 +89,8 @@ def test_the_job_just_started_tells_its_run_id_from_its_environment(tsp_socket, 
     assert queue.started_job(["sleep", "30"]) is None  # no job yet
     queue.enqueue("r-1.a", ["sleep", "30"])
     eventually(lambda: queue.running_run_ids() == ["r-1.a"], 10, "the job to start")
+    # listed as running once forked, which may be before its exec (a standby asks only after)
+    eventually(lambda: queue.started_job(["sleep", "30"]) is not None, 10, "the job's exec")
     pid, run_id = queue.started_job(["sleep", "30"])
     assert run_id == "r-1.a" and Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0030\x00"
     assert queue.started_job(["sleep", "31"]) is None  # not the command asked about

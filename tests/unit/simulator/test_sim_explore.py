@@ -24,7 +24,7 @@ def test_the_old_acknowledgement_is_found_shrunk_and_reproduced(monkeypatch, tmp
 
     def acknowledge_at_start(store, layout, host, run_id, now, held=None):
         record = claim(store, layout, host, run_id, now, held)
-        for event_id in record.served:
+        for event_id in getattr(record, "served", ()):  # not the limits to take slots for
             store.delete(layout.entry_key(host, event_id))
         return record
 
