@@ -89,6 +89,8 @@ def test_the_job_just_started_tells_its_run_id_from_its_environment(tsp_socket, 
     assert queue.started_job(["sleep", "30"]) is None  # no job yet
     queue.enqueue("r-1.a", ["sleep", "30"])
     eventually(lambda: queue.running_run_ids() == ["r-1.a"], 10, "the job to start")
+    # listed as running a moment before its process has become `sleep`
+    eventually(lambda: queue.started_job(["sleep", "30"]), 10, "the job's process to be sleep")
     pid, run_id = queue.started_job(["sleep", "30"])
     assert run_id == "r-1.a" and Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0030\x00"
     assert queue.started_job(["sleep", "31"]) is None  # not the command asked about
@@ -99,7 +101,16 @@ def test_the_job_just_started_tells_its_run_id_from_its_environment(tsp_socket, 
     for env in ({}, {"TRIGGER_RUN_ID": "../../x"}):
         subprocess.run(["tsp", "sleep", "30"], check=True, capture_output=True,
                        env={**{k: v for k, v in os.environ.items() if k != "TRIGGER_RUN_ID"}, **env})
-        eventually(lambda: "running" in queue._call(["-l"]), 10, "the job to start")
+        eventually(lambda: _running_process(queue) == b"sleep\x0030\x00", 10, "the job to start")
         assert queue.started_job(["sleep", "30"]) is None
         subprocess.run(["tsp", "-k"], check=True)
         eventually(lambda: "running" not in queue._call(["-l"]), 10, "the job to end")
+
+
+def _running_process(queue: TspQueue) -> bytes | None:
+    """The command line of the job task-spooler runs; None until it has a process (`tsp -k`
+    before that fails: "strange PID received: 0")."""
+    try:
+        return Path(f"/proc/{int(queue._call(['-p']))}/cmdline").read_bytes()
+    except (QueueError, ValueError, OSError):
+        return None
