@@ -78,6 +78,8 @@ def test_with_the_standby_killed_the_next_run_starts_cold_and_a_new_standby_foll
     eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
     (old,) = standbys(node)
     os.kill(old, signal.SIGKILL)
+    # dead, not just signalled: else the watcher may still find it alive and queue the run for it
+    eventually(lambda: old not in standbys(node), what="the killed standby to be dead")
     node.fire()
     assert node.wait_served() == []
     node.wait_idle()
