@@ -286,13 +286,14 @@ def serve(fifo: Path, run: Callable[[str, int], int], running: Callable[[], list
 
     served: deque[str] = deque(maxlen=64)  # a job just served may still be listed as running
     check = 0.0 if _told_when_parent_dies() else IDLE_CHECK  # else look now and then
-    links = LinkWatch.start(fifo)  # set before the first open: a job's open is told after it
+    links = None
     try:
         signal.signal(signal.SIGTERM, wake)
         signal.signal(signal.SIGALRM, wake)
         signal.setitimer(signal.ITIMER_REAL, check, check)
         with open(fifo.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # waits while an older standby serves this FIFO
+            links = LinkWatch.start(fifo)  # before the first open: a job's open is told after it
             while not state["leave"] and os.getppid() == watcher:
                 if links:
                     links.drain()  # what came before cannot be the next job: it opens after we do
