@@ -595,11 +595,11 @@ def cmd_run(args) -> int:
         from pathlib import Path
 
         from .queue.tsp import TspQueue
-        from .standby import job_argv, serve
+        from .standby import is_job_argv, serve
 
         queue, fifo = TspQueue(), Path(args.standby)
         serve(fifo, run, queue.running_run_ids, args.watcher or os.getppid(),
-              lambda: queue.started_job(job_argv(fifo)))
+              lambda: queue.started_job(lambda argv: is_job_argv(fifo, argv)))
         return 0
     finally:
         store.close()

@@ -82,5 +82,8 @@ def one_line(message: object) -> str:
     """The message with tabs, line breaks and other control characters
     escaped: an error quoting a value, or a row holding a trigger name, stays
     one line (and one field)."""
+    text = str(message)
+    if text.isprintable():  # no control character, nor any other: nothing to escape
+        return text
     return "".join(ch.encode("unicode_escape").decode("ascii")
-                   if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in str(message))
+                   if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)

@@ -5,6 +5,8 @@ output lands in task-spooler's, and when the standby is gone runs still run."""
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -76,6 +78,8 @@ def test_with_the_standby_killed_the_next_run_starts_cold_and_a_new_standby_foll
     eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
     (old,) = standbys(node)
     os.kill(old, signal.SIGKILL)
+    # dead, not just signalled: else the watcher may still find it alive and queue the run for it
+    eventually(lambda: old not in standbys(node), what="the killed standby to be dead")
     node.fire()
     assert node.wait_served() == []
     node.wait_idle()
@@ -167,3 +171,65 @@ def test_no_standby_where_its_directory_is_not_private(tmp_path, monkeypatch):
     fifo = fifo_for("h", "/p")
     assert fifo is not None and fifo.parent == folder and fifo == fifo_for("h", "/p")
     assert fifo != fifo_for("h2", "/p")
+
+
+def tsp_calls_noted(node) -> Path:
+    """Put a `tsp` first in the node's PATH that notes each call (its caller's pid, its
+    arguments) and runs the real one; returns the file of notes."""
+    real = shutil.which("tsp")
+    folder = node.tmp / "bin"
+    folder.mkdir()
+    calls = node.tmp / "tsp-calls"
+    (folder / "tsp").write_text(f'#!/bin/sh\necho "$PPID $*" >> {shlex.quote(str(calls))}\n'
+                                f'exec {shlex.quote(real)} "$@"\n')
+    (folder / "tsp").chmod(0o755)
+    node.env["PATH"] = f"{folder}:{node.env['PATH']}"
+    return calls
+
+
+def test_a_run_queued_as_a_link_is_told_by_inotify_without_asking_tsp(node):
+    """The job opens a hard link of the FIFO named after its run: the standby learns the run
+    id from inotify, with no `tsp -p` (nor `tsp -l`) of its own, and takes the link away."""
+    calls = tsp_calls_noted(node)
+    node.start_watcher(run_seconds=0.1)
+    node.wait_in_sync()
+    eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
+    (standby,) = standbys(node)
+    for _ in range(3):
+        node.fire()
+        assert node.wait_served() == []
+        node.wait_idle()
+    jobs = parse_tsp_list(node.tsp("-l"))
+    assert [j.run_id for j in jobs] == [r["run_id"] for r in node.started()] and len(jobs) == 3
+    assert all(r["ppid"] == standby for r in node.started())
+    for job in jobs:
+        cat, link = job.command.split()
+        assert cat == "cat" and Path(link).name.endswith(f".{job.run_id}.run") and job.exit_code == 0
+        assert not Path(link).exists()  # the standby took it away once the job had opened it
+    noted = calls.read_text().splitlines()
+    assert any(" -L trigger:" in line for line in noted)  # the watcher's go through the stand-in
+    assert [line for line in noted if line.split()[0] == str(standby)] == []
+
+
+def test_links_of_runs_gone_from_the_queue_are_swept_and_nothing_is_lost(node):
+    """A run's job removed from the queue (tsp -r), a link left by a watcher that crashed: the
+    watcher takes their links away when it looks at its queue; the removed run's fires get a
+    new run all the same."""
+    node.start_watcher(run_seconds=0.1)
+    node.wait_in_sync()
+    eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
+    node.tsp("-S", "1")
+    blocker = subprocess.run(["tsp", "sleep", "3"], env=node.env, capture_output=True, text=True)
+    assert blocker.returncode == 0  # the run queues behind this job
+    node.fire()
+    (job,) = eventually(lambda: [j for j in parse_tsp_list(node.tsp("-l")) if j.run_id], what="the run queued")
+    link = Path(job.command.split()[1])
+    assert link.exists() and job.state == "queued"
+    stale = link.with_name(link.name.replace(job.run_id, "0000000000000000-dead"))
+    os.link(link, stale)  # as if queued by a watcher killed with its tsp server
+    node.tsp("-r", str(job.id))
+    eventually(lambda: not link.exists() and not stale.exists(), timeout=10, what="the links swept")
+    assert link.with_name(f"{link.name.split('.')[0]}.fifo").exists()
+    assert node.wait_served() == []  # a new run, through a link of its own
+    node.wait_idle()
+    assert node.started()[-1]["run_id"] != job.run_id

@@ -4,7 +4,7 @@ import io
 import json
 from datetime import datetime
 
-from trigger.output import default_format, iso_utc, show
+from trigger.output import default_format, iso_utc, one_line, show
 
 LONG = "lb01.a-very-long-subdomain-of-the-datacentre-that-goes-on-and-on.example.com"
 COLUMNS = [("host", "host"), ("result", "result"), ("exit", "exit_code")]
@@ -50,3 +50,19 @@ def test_default_format_follows_the_terminal():
             return True
 
     assert default_format(io.StringIO()) == "plain" and default_format(Tty()) == "table"
+
+
+def test_one_line_escapes_exactly_the_control_and_line_separating_characters():
+    """Its shortcut for text with nothing unprintable gives what the character by character
+    escape gives, for every character of the Basic Multilingual Plane and a few past it."""
+    import unicodedata
+
+    def escaped(text: str) -> str:
+        return "".join(ch.encode("unicode_escape").decode("ascii")
+                       if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+
+    for code in [*range(0x10000), 0x1F600, 0xE0001, 0x10FFFD]:
+        ch = chr(code)
+        assert one_line(f"a{ch}b") == escaped(f"a{ch}b"), hex(code)
+    assert one_line("run r1 finished, exit 0") == "run r1 finished, exit 0"
+    assert one_line("a\tb\nc\u2028") == "a\\tb\\nc\\u2028" and one_line(3) == "3" and one_line("") == ""

@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..records import BadRecord, check_id
 from . import QueueError
@@ -87,13 +88,14 @@ class TspQueue:
     def enqueue(self, run_id: str, argv: list[str]) -> None:
         self._call(["-L", LABEL_PREFIX + run_id, *argv], {**os.environ, RUN_ID_VAR: run_id})
 
-    def started_job(self, argv: list[str]) -> tuple[int, str] | None:
-        """The pid and run id of the job task-spooler started last, if that job's command is
-        `argv` and it still runs: one `tsp -p` and two reads of /proc, where `tsp -l` lists every
-        finished job too (up to 1,000: 2 ms of CPU a call). None when it cannot tell."""
+    def started_job(self, is_ours: Callable[[list[str]], bool]) -> tuple[int, str] | None:
+        """The pid and run id of the job task-spooler started last, if `is_ours(its argv)` and it
+        still runs: one `tsp -p` and two reads of /proc, where `tsp -l` lists every finished job
+        too (up to 1,000: 2 ms of CPU a call). None when it cannot tell."""
         try:
             pid = int(self._call(["-p"]))
-            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1] != [os.fsencode(a) for a in argv]:
+            argv = [os.fsdecode(a) for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+            if not is_ours(argv):
                 return None
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except (QueueError, ValueError, OSError):
