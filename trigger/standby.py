@@ -162,7 +162,7 @@ class StandbyQueue:
 
     def enqueue(self, run_id: str, argv: list[str]) -> None:
         with self._lock:
-            link = None
+            link, env = None, {}
             if self._alive():
                 link = link_for(self.fifo, run_id)
                 try:
@@ -172,12 +172,13 @@ class StandbyQueue:
                 except OSError:
                     link = None  # the job opens the FIFO itself: the standby asks tsp which run it is
                 argv = job_argv(link or self.fifo)
+                env = {"LC_ALL": "C"}  # cat copies bytes: no locale to load (0.14 ms of a run)
                 self._used = time.monotonic()
             else:
                 self._start()
             # A failed enqueue keeps its link: tsp may have queued the job all the same (a
             # timeout); if not, the next look at the queue takes the link away.
-            self.queue.enqueue(run_id, argv)
+            self.queue.enqueue(run_id, argv, env)
 
     def live_run_ids(self) -> frozenset[str]:
         """The queue's live runs; and the run links of runs no longer live go (a job removed, a

@@ -93,10 +93,11 @@ class FakeQueue:
         self.live: frozenset[str] = frozenset()
         self.fail = False
 
-    def enqueue(self, run_id: str, argv: list[str]) -> None:
+    def enqueue(self, run_id: str, argv: list[str], env: dict | None = None) -> None:
         if self.fail:
             raise QueueError("tsp -L exited 1")
         self.queued.append((run_id, argv))
+        self.env = env
 
     def live_run_ids(self) -> frozenset[str]:
         return self.live
@@ -111,6 +112,7 @@ def test_the_watcher_queues_a_link_and_sweeps_those_of_runs_no_longer_live(fifo)
     assert queue.queued == [("r1", ["cat", str(link_for(fifo, "r1"))]),
                             ("r2", ["cat", str(link_for(fifo, "r2"))])]
     assert os.path.samefile(link_for(fifo, "r1"), fifo)  # the same pipe
+    assert queue.env == {"LC_ALL": "C"}  # cat's own locale, not the run's
     other = fifo.with_name("ffff0000.r9.run")  # another host's standby's
     os.link(fifo, other)
     queue.live = frozenset({"r2"})  # r1 removed from the queue (tsp -r), or done
@@ -138,6 +140,7 @@ def test_without_a_standby_the_run_is_queued_cold_and_no_link_made(fifo):
     standby._start = lambda: None
     standby.enqueue("r1", ["trigger", "run", "--run-id", "r1"])
     assert queue.queued == [("r1", ["trigger", "run", "--run-id", "r1"])] and run_links(fifo) == {}
+    assert queue.env == {}  # the run, and its command, keep the watcher's locale
 
 
 def test_the_standby_serves_a_link_without_asking_the_queue_and_an_old_job_by_asking(fifo, tmp_path):

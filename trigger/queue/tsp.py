@@ -85,8 +85,9 @@ class TspQueue:
             raise QueueError(f"tsp {args[0]} exited {done.returncode}: {done.stderr.strip()[:200]}")
         return done.stdout
 
-    def enqueue(self, run_id: str, argv: list[str]) -> None:
-        self._call(["-L", LABEL_PREFIX + run_id, *argv], {**os.environ, RUN_ID_VAR: run_id})
+    def enqueue(self, run_id: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Queue `argv`; its job gets our environment (tsp passes it on), `env` added."""
+        self._call(["-L", LABEL_PREFIX + run_id, *argv], {**os.environ, **(env or {}), RUN_ID_VAR: run_id})
 
     def started_job(self, is_ours: Callable[[list[str]], bool]) -> tuple[int, str] | None:
         """The pid and run id of the job task-spooler started last, if `is_ours(its argv)` and it

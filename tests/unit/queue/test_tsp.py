@@ -78,6 +78,16 @@ def test_tsp_argv_never_reaches_a_shell(tsp_socket, tmp_path):
     assert target.exists() and not os.path.exists("pwned")
 
 
+def test_a_job_gets_our_environment_and_what_is_added(tsp_socket, tmp_path, monkeypatch):
+    monkeypatch.setenv("FROM_WATCHER", "w")
+    queue = TspQueue()
+    out = tmp_path / "env"
+    queue.enqueue("r-env", ["sh", "-c", f"env > {out}"], {"LC_ALL": "C"})
+    eventually(lambda: not queue.live_run_ids(), 10, "the run to end")
+    seen = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert (seen["FROM_WATCHER"], seen["LC_ALL"], seen["TRIGGER_RUN_ID"]) == ("w", "C", "r-env")
+
+
 def test_missing_tsp_is_a_clear_error():
     with pytest.raises(QueueError, match="no-such-tsp not found: install the Debian package task-spooler"):
         TspQueue("no-such-tsp")
