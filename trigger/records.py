@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 
 MAX_VALUE_BYTES = 8192
@@ -160,7 +161,21 @@ def _hosts(data: dict, name: str) -> tuple[str, ...]:
     return tuple(check_host(h) for h in value)
 
 
+# Parsing is a pure function of the bytes and the records are frozen, so
+# one parse serves every reader of the same value: `trigger run` reads its
+# inbox twice (its limits, then its claim), and a fire writes the same value
+# into every target's inbox. Values above MAX_VALUE_BYTES are refused (an
+# entry) or not kept (a run record listing thousands of fires).
+MEMO_VALUES = 4096
+
+
 def parse_entry(value: bytes) -> Entry:
+    """The inbox entry a value holds; BadRecord with the reason if it holds none."""
+    return _parse_entry(value) if len(value) <= MAX_VALUE_BYTES else _parse_entry.__wrapped__(value)
+
+
+@lru_cache(maxsize=MEMO_VALUES)
+def _parse_entry(value: bytes) -> Entry:
     data = _load_object(value)
     trigger = _field(data, "trigger", str)
     if not trigger or len(trigger) > MAX_NAME_CHARS:
@@ -182,6 +197,12 @@ def parse_entry(value: bytes) -> Entry:
 
 
 def parse_run(value: bytes) -> RunRecord:
+    """The run record a value holds; BadRecord with the reason if it holds none."""
+    return _parse_run(value) if len(value) <= MAX_VALUE_BYTES else _parse_run.__wrapped__(value)
+
+
+@lru_cache(maxsize=MEMO_VALUES)
+def _parse_run(value: bytes) -> RunRecord:
     data = _load_object(value, MAX_RUN_BYTES)
     state = _field(data, "state", str)
     if state not in RUN_STATES:
