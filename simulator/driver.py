@@ -101,7 +101,7 @@ class SimDriver:
                 return
             value, error = None, None
             if effect is NOW:  # the most frequent effect, asked after every wait
-                value = self.env._now
+                value = self.env.now
                 continue
             kind = type(effect)
             if kind is NextChange and not self._buffer:
