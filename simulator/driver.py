@@ -223,6 +223,10 @@ class SimDriver:
 
     def _cancel(self, effect: Cancel) -> None:
         effect.handle.kill()
+        # Forgotten once stopped: the child's failure handler points back at
+        # this driver, a cycle only the garbage collector would free.
+        if effect.handle in self.children:
+            self.children.remove(effect.handle)
 
     def _note(self, effect: Note) -> None:
         self.tell(effect)
