@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .report import Report, build_report
 from .scenario import Scenario, ScenarioError, load_scenario
-from .simulation import Simulation, few_collections
+from .simulation import Simulation
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 
@@ -28,5 +28,4 @@ def run_scenario(source: str | Path | dict | Scenario, seed: int | None = None,
     (time, host, what) step in `Report.trace`.
     """
     scenario = source if isinstance(source, Scenario) else load_scenario(source)
-    with few_collections():  # building 10,000 nodes and their report, too
-        return build_report(Simulation(scenario, seed=seed, trace=trace).run())
+    return build_report(Simulation(scenario, seed=seed, trace=trace).run())
