@@ -165,16 +165,18 @@ def _hosts(data: dict, name: str) -> tuple[str, ...]:
 # one parse serves every reader of the same value: `trigger run` reads its
 # inbox twice (its limits, then its claim), and a fire writes the same value
 # into every target's inbox. Values above MAX_VALUE_BYTES are refused (an
-# entry) or not kept (a run record listing thousands of fires).
-MEMO_VALUES = 4096
+# entry) or not kept (a run record listing thousands of fires), and so is
+# anything but bytes (a bytearray cannot be a key).
+MEMO_VALUES = 1024
 
 
 def parse_entry(value: bytes) -> Entry:
     """The inbox entry a value holds; BadRecord with the reason if it holds none."""
-    return _parse_entry(value) if len(value) <= MAX_VALUE_BYTES else _parse_entry.__wrapped__(value)
+    if type(value) is bytes and len(value) <= MAX_VALUE_BYTES:
+        return _memo_entry(value)
+    return _parse_entry(value)
 
 
-@lru_cache(maxsize=MEMO_VALUES)
 def _parse_entry(value: bytes) -> Entry:
     data = _load_object(value)
     trigger = _field(data, "trigger", str)
@@ -198,10 +200,11 @@ def _parse_entry(value: bytes) -> Entry:
 
 def parse_run(value: bytes) -> RunRecord:
     """The run record a value holds; BadRecord with the reason if it holds none."""
-    return _parse_run(value) if len(value) <= MAX_VALUE_BYTES else _parse_run.__wrapped__(value)
+    if type(value) is bytes and len(value) <= MAX_VALUE_BYTES:
+        return _memo_run(value)
+    return _parse_run(value)
 
 
-@lru_cache(maxsize=MEMO_VALUES)
 def _parse_run(value: bytes) -> RunRecord:
     data = _load_object(value, MAX_RUN_BYTES)
     state = _field(data, "state", str)
@@ -226,6 +229,10 @@ def _parse_run(value: bytes) -> RunRecord:
         reason=_field(data, "reason", str, "")[:MAX_NAME_CHARS],
         limits=tuple(_limit_pair(p) for p in _field(data, "limits", list, [])[:MAX_SERVED]),
     )
+
+
+_memo_entry = lru_cache(maxsize=MEMO_VALUES)(_parse_entry)
+_memo_run = lru_cache(maxsize=MEMO_VALUES)(_parse_run)
 
 
 def _limit_pair(pair) -> tuple[str, int]:
