@@ -18,6 +18,8 @@ _NOTHING: frozenset[str] = frozenset()
 
 
 class FakeTaskSpooler:
+    __slots__ = ("env", "start_job", "stats", "queue", "running", "down_until", "_server")
+
     def __init__(self, env, start_job: Callable, stats):
         """`start_job(run_id)` is the SimPy generator of `trigger run RUN_ID`."""
         self.env = env
