@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import json
 import time
-from contextlib import contextmanager
 
 import simpy
 
@@ -33,25 +32,6 @@ from .network import Etcd, NodeStore
 from .node import Node
 from .watcher import Processes
 from .scenario import Fault, Scenario
-
-
-@contextmanager
-def few_collections():
-    """Raise the garbage collector's thresholds for a while.
-
-    Thousands of nodes keep millions of objects alive, and the default
-    thresholds make the collector rescan them all every few thousand
-    allocations: 12-15 % of the fleet scenario's time, measured. With a
-    young generation of a million objects (about 100 MB at most) the
-    fleet's run has one collection and its report one (0.55 s in all);
-    with 50,000 it had 22 (0.75 s).
-    """
-    thresholds = gc.get_threshold()
-    gc.set_threshold(1_000_000, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
 
 
 class Simulation:
@@ -231,8 +211,15 @@ class Simulation:
     # -- running -----------------------------------------------------------------------
 
     def run(self) -> Simulation:
-        with few_collections():
+        # Thousands of nodes keep millions of objects alive, and the default
+        # thresholds make the collector rescan them all every few thousand
+        # allocations: 12-15 % of the fleet scenario's time, measured.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(50_000, 50, 100)
+        try:
             return self._run()
+        finally:
+            gc.set_threshold(*thresholds)
 
     def _run(self) -> Simulation:
         env = self.env
