@@ -19,7 +19,7 @@ from collections import deque
 from typing import Callable
 
 from trigger.coordination import read_config_dir
-from trigger.effects import Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, \
+from trigger.effects import NOW, Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, \
     ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
 from trigger.queue import QueueError
 from trigger.store.base import CompactedError, StoreError
@@ -100,6 +100,9 @@ class SimDriver:
                 self.on_failure(exc)
                 return
             value, error = None, None
+            if effect is NOW:  # the most frequent effect, asked after every wait
+                value = self.env.now
+                continue
             kind = type(effect)
             if kind is NextChange and not self._buffer:
                 self._wait_for_delivery(effect.timeout)
@@ -220,6 +223,10 @@ class SimDriver:
 
     def _cancel(self, effect: Cancel) -> None:
         effect.handle.kill()
+        # Forgotten once stopped: the child's failure handler points back at
+        # this driver, a cycle only the garbage collector would free.
+        if effect.handle in self.children:
+            self.children.remove(effect.handle)
 
     def _note(self, effect: Note) -> None:
         self.tell(effect)

@@ -198,6 +198,8 @@ class Etcd:
 class NodeStore:
     """One node's connection to etcd: the `Store` interface, failing while cut off."""
 
+    __slots__ = ("etcd", "host", "cut", "answers_lost", "delay", "watches", "_store")
+
     def __init__(self, etcd: Etcd, host: str):
         self.etcd = etcd
         self.host = host

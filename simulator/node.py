@@ -44,7 +44,7 @@ from .watcher import Processes, SimWatcher
 STOPPED = 128 + 15  # the exit status of a command stopped with SIGTERM
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeStats:
     scheduled_runs: int = 0
     scheduled_skipped: int = 0

@@ -14,7 +14,12 @@ from collections import deque
 from typing import Callable
 
 
+_NOTHING: frozenset[str] = frozenset()
+
+
 class FakeTaskSpooler:
+    __slots__ = ("env", "start_job", "stats", "queue", "running", "down_until", "_server")
+
     def __init__(self, env, start_job: Callable, stats):
         """`start_job(run_id)` is the SimPy generator of `trigger run RUN_ID`."""
         self.env = env
@@ -47,6 +52,8 @@ class FakeTaskSpooler:
         """What `tsp -l` would list, or None when the server cannot be asked."""
         if not self.up:
             return None
+        if self.running is None and not self.queue:
+            return _NOTHING  # an idle node's re-read, most of them
         live = set(self.queue)
         if self.running is not None:
             live.add(self.running)

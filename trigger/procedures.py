@@ -141,7 +141,9 @@ def resync(core: WatcherCore, prefix: str, policy: WatchPolicy = WATCH):
         live = None
     items, revision = yield Call(_get_prefix, (prefix,))
     now = yield NOW
-    yield from carry_out(core, core.handle(Snapshot(tuple(items), revision, live), now), policy)
+    actions = core.handle(Snapshot(tuple(items), revision, live), now)
+    if actions:  # most re-reads find nothing to do
+        yield from carry_out(core, actions, policy)
     return revision
 
 

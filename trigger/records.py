@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import NamedTuple
 
 MAX_VALUE_BYTES = 8192
@@ -160,7 +161,22 @@ def _hosts(data: dict, name: str) -> tuple[str, ...]:
     return tuple(check_host(h) for h in value)
 
 
+# Parsing is a pure function of the bytes and the records are frozen, so
+# one parse serves every reader of the same value: a fire writes the same
+# value into every target's inbox, where the watcher and the run read it. Values above MAX_VALUE_BYTES are refused (an
+# entry) or not kept (a run record listing thousands of fires), and so is
+# anything but bytes (a bytearray cannot be a key).
+MEMO_VALUES = 1024
+
+
 def parse_entry(value: bytes) -> Entry:
+    """The inbox entry a value holds; BadRecord with the reason if it holds none."""
+    if type(value) is bytes and len(value) <= MAX_VALUE_BYTES:
+        return _memo_entry(value)
+    return _parse_entry(value)
+
+
+def _parse_entry(value: bytes) -> Entry:
     data = _load_object(value)
     trigger = _field(data, "trigger", str)
     if not trigger or len(trigger) > MAX_NAME_CHARS:
@@ -182,6 +198,13 @@ def parse_entry(value: bytes) -> Entry:
 
 
 def parse_run(value: bytes) -> RunRecord:
+    """The run record a value holds; BadRecord with the reason if it holds none."""
+    if type(value) is bytes and len(value) <= MAX_VALUE_BYTES:
+        return _memo_run(value)
+    return _parse_run(value)
+
+
+def _parse_run(value: bytes) -> RunRecord:
     data = _load_object(value, MAX_RUN_BYTES)
     state = _field(data, "state", str)
     if state not in RUN_STATES:
@@ -205,6 +228,10 @@ def parse_run(value: bytes) -> RunRecord:
         reason=_field(data, "reason", str, "")[:MAX_NAME_CHARS],
         limits=tuple(_limit_pair(p) for p in _field(data, "limits", list, [])[:MAX_SERVED]),
     )
+
+
+_memo_entry = lru_cache(maxsize=MEMO_VALUES)(_parse_entry)
+_memo_run = lru_cache(maxsize=MEMO_VALUES)(_parse_run)
 
 
 def _limit_pair(pair) -> tuple[str, int]:

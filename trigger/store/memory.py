@@ -297,7 +297,13 @@ class MemoryStore:
             self._expire()
 
     def _expire(self) -> None:
-        now, due = self._clock(), set()
+        deadlines = self._deadlines
+        if not deadlines:
+            return
+        now = self._clock()
+        if deadlines[0][0] > now:
+            return  # nothing due: what nearly every call finds
+        due = set()
         while self._deadlines and self._deadlines[0][0] <= now:
             lease_id = heapq.heappop(self._deadlines)[1]
             if lease_id in self._leases and self._leases[lease_id].deadline <= now:
