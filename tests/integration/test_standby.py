@@ -34,6 +34,20 @@ def standbys(node) -> list[int]:
     return pids
 
 
+def fire_behind_a_job(node, seconds: float, **options):
+    """A watcher in sync with its standby (both returned: the process, the standby's pids) and a
+    fire whose run queues behind a `sleep` job of `seconds` (task-spooler runs one job at a time)."""
+    watcher = node.start_watcher(run_seconds=0.1, **options)
+    node.wait_in_sync()
+    found = eventually(lambda: standbys(node) if len(standbys(node)) == 1 else None,
+                       what="the watcher's standby")
+    node.tsp("-S", "1")
+    blocker = subprocess.run(["tsp", "sleep", str(seconds)], env=node.env, capture_output=True, text=True)
+    assert blocker.returncode == 0
+    node.fire()
+    return watcher, found
+
+
 def test_a_queued_run_is_carried_out_by_the_standby_and_its_output_kept_by_tsp(node):
     node.start_watcher(run_seconds=0.1)
     node.wait_in_sync()
@@ -94,13 +108,7 @@ def test_with_the_standby_killed_the_next_run_starts_cold_and_a_new_standby_foll
 def test_a_job_whose_standby_was_killed_waits_for_the_next_one(node):
     """SIGKILL between queueing and the job's start: cat waits until the
     watcher, looking at its queue, has started a new standby."""
-    node.start_watcher(run_seconds=0.1, extra=("--run-lease-ttl", "8"))
-    node.wait_in_sync()
-    eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
-    node.tsp("-S", "1")
-    blocker = subprocess.run(["tsp", "sleep", "2"], env=node.env, capture_output=True, text=True)
-    assert blocker.returncode == 0  # the run queues behind this job
-    node.fire()
+    fire_behind_a_job(node, 2, extra=("--run-lease-ttl", "8"))
     eventually(lambda: any(j.run_id for j in parse_tsp_list(node.tsp("-l"))), what="the run queued")
     for pid in standbys(node):
         os.kill(pid, signal.SIGKILL)
@@ -111,14 +119,7 @@ def test_a_job_whose_standby_was_killed_waits_for_the_next_one(node):
 def test_an_unused_standby_is_let_go_and_the_next_run_brings_one_back(node):
     """An idle host keeps one process: the watcher lets the standby go once no run went through
     it for --standby-linger, never while a run of its is on; the next run starts cold."""
-    watcher = node.start_watcher(run_seconds=0.1, extra=("--standby-linger", "1"))
-    node.wait_in_sync()
-    eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
-    (first,) = standbys(node)
-    node.tsp("-S", "1")
-    blocker = subprocess.run(["tsp", "sleep", "3"], env=node.env, capture_output=True, text=True)
-    assert blocker.returncode == 0  # the run's job waits behind this one, past the linger
-    node.fire()
+    watcher, (first,) = fire_behind_a_job(node, 3, extra=("--standby-linger", "1"))  # the job waits past the linger
     assert node.wait_served() == []
     assert node.started()[0]["ppid"] == first  # kept while its job was queued
     eventually(lambda: standbys(node) == [], timeout=10, what="the unused standby to be let go")
@@ -215,13 +216,7 @@ def test_links_of_runs_gone_from_the_queue_are_swept_and_nothing_is_lost(node):
     """A run's job removed from the queue (tsp -r), a link left by a watcher that crashed: the
     watcher takes their links away when it looks at its queue; the removed run's fires get a
     new run all the same."""
-    node.start_watcher(run_seconds=0.1)
-    node.wait_in_sync()
-    eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
-    node.tsp("-S", "1")
-    blocker = subprocess.run(["tsp", "sleep", "3"], env=node.env, capture_output=True, text=True)
-    assert blocker.returncode == 0  # the run queues behind this job
-    node.fire()
+    fire_behind_a_job(node, 3)
     (job,) = eventually(lambda: [j for j in parse_tsp_list(node.tsp("-l")) if j.run_id], what="the run queued")
     link = Path(job.command.split()[1])
     assert link.exists() and job.state == "queued"
