@@ -127,6 +127,29 @@ def run_links(fifo: Path) -> dict[str, Path]:
     return found
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return True  # one is gone: nothing to mend here
+
+
+def _relink(fifo: Path, link: Path) -> None:
+    """Make `link` a link of `fifo` again, in one step: a job opening it finds one or the other.
+    A job already waiting on the old pipe is let go (an open and a close: cat reads nothing and
+    ends); its run, then neither queued nor running, is judged lost and queued again."""
+    try:
+        os.close(os.open(link, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass  # no job waits on it (ENXIO): nothing to let go
+    spare = link.with_name(link.name + ".new")  # not a run link's name
+    try:
+        os.link(fifo, spare)
+        os.replace(spare, link)
+    except OSError:
+        _unlink(spare)
+
+
 def _unlink(path: Path) -> None:
     try:
         os.unlink(path)
@@ -182,7 +205,9 @@ class StandbyQueue:
 
     def live_run_ids(self) -> frozenset[str]:
         """The queue's live runs; and the run links of runs no longer live go (a job removed, a
-        run queued before a crash): each is kept while its run is queued or running."""
+        run queued before a crash): each is kept while its run is queued or running, and made a
+        link of the FIFO there is now if it is not (the FIFO made anew: a watcher restarted after
+        a cleaner took it away; a job on the old one would wait for ever)."""
         with self._lock:  # links listed here were queued (enqueue links and queues under it)
             links = run_links(self.fifo)
         live = self.queue.live_run_ids()
@@ -190,6 +215,8 @@ class StandbyQueue:
             for run_id, link in links.items():
                 if run_id not in live:
                     _unlink(link)
+                elif not _same_file(link, self.fifo):
+                    _relink(self.fifo, link)
             if live and not self._alive():
                 self._start()  # a job may be waiting for it
         return live

@@ -133,6 +133,44 @@ def test_the_watcher_queues_a_link_and_sweeps_those_of_runs_no_longer_live(fifo)
     assert run_links(fifo) == {}
 
 
+def test_links_of_a_fifo_made_anew_are_made_links_of_the_new_one(fifo):
+    """A cleaner took the FIFO away and a restarted watcher made a new one: a job still queued
+    must open the new pipe, where a standby waits, not the old one, where none ever will."""
+    queue = FakeQueue()
+    standby = StandbyQueue(queue, fifo, ["unused"])
+    standby._alive = lambda: True
+    standby.enqueue("r1", ["trigger", "run"])
+    os.unlink(fifo)
+    os.mkfifo(fifo, 0o600)
+    assert not os.path.samefile(link_for(fifo, "r1"), fifo)
+    queue.live = frozenset({"r1"})
+    assert standby.live_run_ids() == {"r1"}
+    assert os.path.samefile(link_for(fifo, "r1"), fifo) and set(run_links(fifo)) == {"r1"}
+    assert sorted(os.listdir(fifo.parent)) == sorted([fifo.name, link_for(fifo, "r1").name])
+
+
+def test_a_job_waiting_on_an_old_fifo_is_let_go(fifo):
+    """Its job had started (cat waits in its open of the old pipe) when the FIFO was made anew:
+    cat must end, so that task-spooler moves on and the watcher queues the run again."""
+    queue = FakeQueue()
+    standby = StandbyQueue(queue, fifo, ["unused"])
+    standby._alive = lambda: True
+    standby.enqueue("r1", ["trigger", "run"])
+    cat = subprocess.Popen(["cat", str(link_for(fifo, "r1"))], stdout=subprocess.PIPE)
+    try:
+        wchan = Path(f"/proc/{cat.pid}/wchan")
+        eventually(lambda: wchan.read_text() == "wait_for_partner", 5, "cat to wait in its open")
+        os.unlink(fifo)
+        os.mkfifo(fifo, 0o600)
+        queue.live = frozenset({"r1"})  # tsp lists it as running
+        eventually(lambda: (standby.live_run_ids(), cat.poll() is not None)[1], 5, "cat to end")
+        assert cat.returncode == 0 and cat.stdout.read() == b""
+        assert os.path.samefile(link_for(fifo, "r1"), fifo)
+    finally:
+        cat.kill()
+        cat.wait()
+
+
 def test_without_a_standby_the_run_is_queued_cold_and_no_link_made(fifo):
     queue = FakeQueue()
     standby = StandbyQueue(queue, fifo, ["unused"])
