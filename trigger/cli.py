@@ -803,9 +803,11 @@ def cmd_auth_setup(args) -> int:
 def _columns() -> int:
     """The terminal's width as shutil.get_terminal_size tells it: $COLUMNS, stdout's, or 80."""
     try:
-        return int(os.environ["COLUMNS"]) or 80
+        columns = int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
-        pass
+        columns = 0
+    if columns > 0:
+        return columns
     try:
         return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
     except (AttributeError, ValueError, OSError):

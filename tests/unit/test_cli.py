@@ -123,7 +123,7 @@ def test_every_option_has_help_that_shows_its_default():
         assert "usage:" in text
 
 
-@pytest.mark.parametrize("columns", [None, "0", "57", "wide"])
+@pytest.mark.parametrize("columns", [None, "0", "-5", "57", "wide"])
 def test_help_is_as_wide_as_shutil_says_the_terminal_is(monkeypatch, columns):
     import shutil
 
