@@ -595,11 +595,9 @@ def cmd_run(args) -> int:
         from pathlib import Path
 
         from .queue.tsp import TspQueue
-        from .standby import is_job_argv, serve
+        from .standby import serve
 
-        queue, fifo = TspQueue(), Path(args.standby)
-        serve(fifo, run, queue.running_run_ids, args.watcher or os.getppid(),
-              lambda: queue.started_job(lambda argv: is_job_argv(fifo, argv)))
+        serve(Path(args.standby), run, TspQueue().running_run_ids, args.watcher or os.getppid())
         return 0
     finally:
         store.close()

@@ -8,11 +8,11 @@ run as `cat LINK`, LINK a hard link of FIFO named after the run
 (`<FIFO's stem>.<run id>.run`, made by the watcher as it queues the run).
 When task-spooler starts that job, cat opens LINK, which is FIFO: the
 standby wakes, and inotify tells it which name was opened, so it knows the
-run without asking task-spooler (a `tsp -p` process and two reads of /proc
-a run, 0.6 ms of CPU); it takes LINK away and carries the run out with the
-same procedure as a cold `trigger run`. A job with no link (queued by an
-older watcher as `cat FIFO`, or where no link could be made), or one
-inotify did not tell of in time, is asked of task-spooler as before. The
+run without asking task-spooler (`tsp -l` lists every finished job too: 2 ms
+of CPU a call); it takes LINK away and carries the run out with the same
+procedure as a cold `trigger run`. A job with no link (queued by an older
+watcher as `cat FIFO`, or where no link could be made), or one inotify did
+not tell of in time, is the oldest running run `tsp -l` lists. The
 command's output goes through FIFO to cat, so it lands in task-spooler's
 output as before; the standby closes FIFO when the run has finished, cat
 exits, and task-spooler moves on: the queue still holds one job for as long
@@ -87,14 +87,6 @@ def fifo_for(host: str, prefix: str) -> Path | None:
 def job_argv(fifo: Path) -> list[str]:
     """The task-spooler job of a run the standby carries out: `fifo` or one of its links."""
     return ["cat", str(fifo)]
-
-
-def is_job_argv(fifo: Path, argv: list[str]) -> bool:
-    """Whether `argv` is a job of this FIFO: through the FIFO itself (queued by an older
-    watcher, or where no link could be made) or through one of its run links."""
-    return len(argv) == 2 and argv[0] == "cat" and (
-        argv[1] == str(fifo) or (Path(argv[1]).parent == fifo.parent
-                                 and run_id_of_link(fifo, Path(argv[1]).name) is not None))
 
 
 def link_for(fifo: Path, run_id: str) -> Path:
@@ -297,13 +289,11 @@ def _told_when_parent_dies() -> bool:
         return False
 
 
-def serve(fifo: Path, run: Callable[[str, int], int], running: Callable[[], list[str]], watcher: int,
-          started: Callable[[], tuple[int, str] | None] = lambda: None) -> None:
+def serve(fifo: Path, run: Callable[[str, int], int], running: Callable[[], list[str]], watcher: int) -> None:
     """The standby's loop: wait for a job to open `fifo`, take its run id (the name of the run
-    link it opened, told by inotify; else `started`: the job just started, its pid and run id,
-    if it can tell; else the oldest of the `running` run ids) not served yet, `run(run_id, fd)`
-    with output to the FIFO; until told to leave (SIGTERM) or the watcher (pid) is gone,
-    whichever comes while idle."""
+    link it opened, told by inotify; else the oldest of the `running` run ids not served yet),
+    `run(run_id, fd)` with output to the FIFO; until told to leave (SIGTERM) or the watcher
+    (pid) is gone, whichever comes while idle."""
     state = {"idle": True, "leave": False}
 
     def wake(signum, _frame) -> None:
@@ -328,7 +318,7 @@ def serve(fifo: Path, run: Callable[[str, int], int], running: Callable[[], list
                 fd = os.open(fifo, os.O_WRONLY)  # blocks until task-spooler starts a job on it
                 state["idle"] = False
                 signal.setitimer(signal.ITIMER_REAL, 0)  # no alarm inside a run
-                job = link = None
+                link = None
                 try:
                     link = links.opened(fd, OPEN_WAIT) if links else None
                     if link is GONE:
@@ -340,24 +330,16 @@ def serve(fifo: Path, run: Callable[[str, int], int], running: Callable[[], list
                         if run_id in served:  # not to be run twice: ask, as for a job with no link
                             run_id = None
                     if run_id is None:  # a job of an older watcher's (no link), or not told in time
-                        job = started()
-                        if job is None or job[1] in served:
-                            job = None
-                            run_id = next((r for r in running() if r not in served), None)
-                        else:
-                            run_id = job[1]
+                        run_id = next((r for r in running() if r not in served), None)
                     if run_id is not None:
                         served.append(run_id)
                         run(run_id, fd)
                 finally:
                     os.close(fd)
                     # its cat reads to the end and leaves: the next open must not find it
-                    if link is GONE:
-                        pass
-                    elif job is not None:
-                        _wait_gone(job[0])
-                    elif links:
-                        links.wait_closed(link or fifo.name)  # ours close for writing: not told
+                    # (without inotify it may, and is then not taken for a new job: `served`)
+                    if links and link is not GONE:
+                        links.wait_closed(link)  # ours close for writing: not told
                     state["idle"] = True
                     signal.setitimer(signal.ITIMER_REAL, check, check)
     except _Leave:
@@ -385,7 +367,7 @@ def parse_inotify(data: bytes) -> list[tuple[int, str]]:
 
 class LinkWatch:
     """Which of a FIFO's run links jobs open and close, told by inotify (Linux): the run id of
-    the job that opened the FIFO, without a `tsp -p` process and two reads of /proc a run."""
+    the job that opened the FIFO, without asking task-spooler."""
 
     def __init__(self, fifo: Path, fd: int):
         self.fifo, self.fd = fifo, fd
@@ -409,6 +391,9 @@ class LinkWatch:
 
     def close(self) -> None:
         os.close(self.fd)
+
+    def _ours(self, name: str) -> bool:
+        return name == self.fifo.name or run_id_of_link(self.fifo, name) is not None
 
     def _read(self) -> list[tuple[int, str]]:
         try:
@@ -439,25 +424,16 @@ class LinkWatch:
             if ready.get(pipe, 0) & select.POLLERR and self.fd not in ready:
                 return GONE
 
-    def wait_closed(self, name: str, timeout: float = 2.0) -> bool:
-        """Wait until the job's cat closed link `name` (it read to the end), at most `timeout`."""
+    def wait_closed(self, name: str | None, timeout: float = 2.0) -> bool:
+        """Wait until the job's cat closed link `name` (it read to the end), at most `timeout`;
+        name None: a job not told (no link, or told late) closing the FIFO or any of its links."""
         deadline = time.monotonic() + timeout
         while True:
-            if any(mask & IN_CLOSE_NOWRITE and n == name for mask, n in self._read()):
+            if any(mask & IN_CLOSE_NOWRITE and (n == name or name is None and self._ours(n))
+                   for mask, n in self._read()):
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             select.select([self.fd], [], [], left)
 
-
-def _wait_gone(pid: int, timeout: float = 2.0) -> None:
-    """Wait for a process that is not our child to end, at most `timeout`, without polling."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (OSError, AttributeError):  # gone already, or no pidfd here
-        return
-    try:
-        select.select([fd], [], [], timeout)
-    finally:
-        os.close(fd)

@@ -28,10 +28,5 @@ def running() -> list[str]:
     return [old_run_id]
 
 
-def started():
-    note(asked="started")
-    return None
-
-
 note(ready=os.getpid())
-serve(fifo, run, running, os.getppid(), started)
+serve(fifo, run, running, os.getppid())

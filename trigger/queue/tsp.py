@@ -3,9 +3,6 @@
 Each run is labelled `trigger:<run-id>`, so `tsp -l` tells which of our
 runs the server still holds. A server that died takes its queue with it;
 the next `tsp` call starts a new, empty one, and the watcher re-queues.
-A job also carries its run id in its environment (TRIGGER_RUN_ID: tsp
-passes the queueing client's environment on), so the job just started
-tells its run without a list of every finished job.
 """
 
 from __future__ import annotations
@@ -16,14 +13,10 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
-from ..records import BadRecord, check_id
 from . import QueueError
 
 LABEL_PREFIX = "trigger:"
-RUN_ID_VAR = "TRIGGER_RUN_ID"
 LIVE_STATES = ("queued", "running", "allocating")
 
 _ROW = re.compile(
@@ -87,26 +80,7 @@ class TspQueue:
 
     def enqueue(self, run_id: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         """Queue `argv`; its job gets our environment (tsp passes it on), `env` added."""
-        self._call(["-L", LABEL_PREFIX + run_id, *argv], {**os.environ, **(env or {}), RUN_ID_VAR: run_id})
-
-    def started_job(self, is_ours: Callable[[list[str]], bool]) -> tuple[int, str] | None:
-        """The pid and run id of the job task-spooler started last, if `is_ours(its argv)` and it
-        still runs: one `tsp -p` and two reads of /proc, where `tsp -l` lists every finished job
-        too (up to 1,000: 2 ms of CPU a call). None when it cannot tell."""
-        try:
-            pid = int(self._call(["-p"]))
-            argv = [os.fsdecode(a) for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
-            if not is_ours(argv):
-                return None
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except (QueueError, ValueError, OSError):
-            return None
-        mark = f"{RUN_ID_VAR}=".encode()
-        found = [item[len(mark):] for item in environ if item.startswith(mark)]
-        try:
-            return (pid, check_id(found[0].decode("ascii"), "run id")) if len(found) == 1 else None
-        except (UnicodeDecodeError, BadRecord):
-            return None
+        self._call(["-L", LABEL_PREFIX + run_id, *argv], {**os.environ, **env} if env else None)
 
     def running_run_ids(self) -> list[str]:
         """Our runs whose jobs task-spooler is running now, oldest job first."""

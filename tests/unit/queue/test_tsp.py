@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -85,46 +84,9 @@ def test_a_job_gets_our_environment_and_what_is_added(tsp_socket, tmp_path, monk
     queue.enqueue("r-env", ["sh", "-c", f"env > {out}"], {"LC_ALL": "C"})
     eventually(lambda: not queue.live_run_ids(), 10, "the run to end")
     seen = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
-    assert (seen["FROM_WATCHER"], seen["LC_ALL"], seen["TRIGGER_RUN_ID"]) == ("w", "C", "r-env")
+    assert (seen["FROM_WATCHER"], seen["LC_ALL"]) == ("w", "C")
 
 
 def test_missing_tsp_is_a_clear_error():
     with pytest.raises(QueueError, match="no-such-tsp not found: install the Debian package task-spooler"):
         TspQueue("no-such-tsp")
-
-
-def test_the_job_just_started_tells_its_run_id_from_its_environment(tsp_socket, tmp_path):
-    """What the standby asks on each run, instead of listing every finished job."""
-    queue = TspQueue()
-
-    def sleeping(seconds):
-        return lambda argv: argv == ["sleep", seconds]
-
-    assert queue.started_job(sleeping("30")) is None  # no job yet
-    queue.enqueue("r-1.a", ["sleep", "30"])
-    eventually(lambda: queue.running_run_ids() == ["r-1.a"], 10, "the job to start")
-    # listed as running a moment before its process has become `sleep`
-    eventually(lambda: queue.started_job(sleeping("30")), 10, "the job's process to be sleep")
-    pid, run_id = queue.started_job(sleeping("30"))
-    assert run_id == "r-1.a" and Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0030\x00"
-    assert queue.started_job(sleeping("31")) is None  # not the command asked about
-    subprocess.run(["tsp", "-k"], check=True)  # the job ends: its pid tells nothing now
-    eventually(lambda: not queue.live_run_ids(), 10, "the job to end")
-    assert queue.started_job(sleeping("30")) is None
-    # a job queued by someone else (no run id in its environment), or with a forged one
-    for env in ({}, {"TRIGGER_RUN_ID": "../../x"}):
-        subprocess.run(["tsp", "sleep", "30"], check=True, capture_output=True,
-                       env={**{k: v for k, v in os.environ.items() if k != "TRIGGER_RUN_ID"}, **env})
-        eventually(lambda: _running_process(queue) == b"sleep\x0030\x00", 10, "the job to start")
-        assert queue.started_job(sleeping("30")) is None
-        subprocess.run(["tsp", "-k"], check=True)
-        eventually(lambda: "running" not in queue._call(["-l"]), 10, "the job to end")
-
-
-def _running_process(queue: TspQueue) -> bytes | None:
-    """The command line of the job task-spooler runs; None until it has a process (`tsp -k`
-    before that fails: "strange PID received: 0")."""
-    try:
-        return Path(f"/proc/{int(queue._call(['-p']))}/cmdline").read_bytes()
-    except (QueueError, ValueError, OSError):
-        return None
