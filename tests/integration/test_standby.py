@@ -34,6 +34,14 @@ def standbys(node) -> list[int]:
     return pids
 
 
+def exited(pid: int) -> bool:
+    """Whether process `pid` has ended: reaped, or a zombie its parent will find ended."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def fire_behind_a_job(node, seconds: float, **options):
     """A watcher in sync with its standby (both returned: the process, the standby's pids) and a
     fire whose run queues behind a `sleep` job of `seconds` (task-spooler runs one job at a time)."""
@@ -92,8 +100,9 @@ def test_with_the_standby_killed_the_next_run_starts_cold_and_a_new_standby_foll
     eventually(lambda: len(standbys(node)) == 1, what="the watcher's standby")
     (old,) = standbys(node)
     os.kill(old, signal.SIGKILL)
-    # dead, not just signalled: else the watcher may still find it alive and queue the run for it
-    eventually(lambda: old not in standbys(node), what="the killed standby to be dead")
+    # dead, not just signalled: else the watcher may still find it alive and queue the run for it.
+    # (Its command line is gone as soon as it starts to exit; it is dead once a zombie, or reaped.)
+    eventually(lambda: exited(old), what="the killed standby to be dead")
     node.fire()
     assert node.wait_served() == []
     node.wait_idle()
