@@ -128,3 +128,23 @@ def test_pss_counts_shared_pages_for_a_share_only():
     finally:
         child.kill()
         child.wait()
+
+
+def test_idle_watchers_only_re_read_every_idle_check():
+    from bench.simulation import measure_idle
+
+    idle = measure_idle(10, 1)
+    # One read at start, then one every 300 s (the idle check) before the hour ends.
+    assert idle["resyncs"] == 10 * 12
+    assert idle["events"] >= idle["resyncs"]
+
+
+def test_the_breakdown_accounts_for_every_event_by_what_it_wakes():
+    from bench.simulation import measure_breakdown
+
+    breakdown = measure_breakdown("seed.yaml")
+    kinds = breakdown["kinds"]
+    assert sum(count for count, _ in kinds.values()) == breakdown["events"] > 0
+    assert "NodeWatch.send.<locals>.<lambda>" in kinds  # a fire reaching a watcher
+    assert "process Node.triggered_run" in kinds
+    assert all(seconds > 0 for _, seconds in kinds.values())
