@@ -21,7 +21,7 @@ import time
 from .fire import Lineage, LoopRefused, fire, new_event_id
 from .layout import DEFAULT_PREFIX, Layout
 from .output import FORMATS, default_format, iso_utc, one_line, show
-from .policy import RUN, STANDBY_LINGER
+from .policy import RUN, STANDBY_LINGER, STANDBY_MAX_LINGER
 from .queue import QueueError
 from .records import DEFAULT_TTL, BadRecord, check_host, check_id, check_limit, check_ttl
 from .store import DEFAULT_ENDPOINTS, StoreError, UnavailableError, open_store
@@ -435,9 +435,6 @@ def cmd_wait(args) -> int:
 # -- watch -----------------------------------------------------------------------
 
 
-MAX_LINGER = 30 * 86400  # s: longer is as good as never; past threading.TIMEOUT_MAX its timer would fail
-
-
 def check_watch(args) -> None:
     args.host = _host(args.host)
     args.run_argv = shlex.split(args.run_cmd)
@@ -445,8 +442,9 @@ def check_watch(args) -> None:
         raise BadRecord("--run-cmd is empty")
     _positive(args.check_interval, "--check-interval")
     _positive(args.standby_linger, "--standby-linger")
-    if args.standby_linger > MAX_LINGER:
-        raise BadRecord(f"--standby-linger must be at most {MAX_LINGER} seconds (30 days), got {args.standby_linger:g}")
+    if args.standby_linger > STANDBY_MAX_LINGER:
+        raise BadRecord(f"--standby-linger must be at most {STANDBY_MAX_LINGER} seconds (30 days), "
+                        f"got {args.standby_linger:g}")
     if args.member_ttl < 1:
         raise BadRecord(f"--member-ttl must be at least 1 second, got {args.member_ttl}")
     _not_negative(args.retention, "--retention")

@@ -55,6 +55,9 @@ RETRY_AFTER_STORE_ERROR = 1.0  # membership: how soon to register again after an
 MAX_ENQUEUE_DELAY = 60.0  # the core: the longest wait before queueing again after a refusal
 STANDBY_LINGER = 300.0  # seconds an unused standby run stays before its watcher lets it go (its memory back)
 STANDBY_IDLE_CHECK = 10.0  # seconds between an idle standby run's looks at its watcher, where the kernel cannot tell it
+STANDBY_MAX_LINGER = 30 * 86400  # longer is as good as never; past threading.TIMEOUT_MAX its timer would fail
+STANDBY_OPEN_WAIT = 0.5  # seconds for inotify to tell which run link a job opened, once the FIFO has opened
+STANDBY_CLOSE_WAIT = 2.0  # seconds for a served job's cat to close its link before the next open
 
 WATCH = WatchPolicy()
 RUN = RunPolicy()

@@ -163,9 +163,10 @@ def _hosts(data: dict, name: str) -> tuple[str, ...]:
 
 # Parsing is a pure function of the bytes and the records are frozen, so
 # one parse serves every reader of the same value: a fire writes the same
-# value into every target's inbox, where the watcher and the run read it. Values above MAX_VALUE_BYTES are refused (an
-# entry) or not kept (a run record listing thousands of fires), and so is
-# anything but bytes (a bytearray cannot be a key).
+# value into every target's inbox, where the watcher and the run read it.
+# Values above MAX_VALUE_BYTES are refused (an entry) or not kept (a run
+# record listing thousands of fires), and so is anything but bytes (a
+# bytearray cannot be a key).
 MEMO_VALUES = 1024
 
 

@@ -54,12 +54,11 @@ from pathlib import Path
 from typing import Callable
 
 from .policy import STANDBY_IDLE_CHECK as IDLE_CHECK
-from .policy import STANDBY_LINGER
+from .policy import STANDBY_CLOSE_WAIT, STANDBY_LINGER, STANDBY_OPEN_WAIT
 from .queue import QueueError
 from .records import BadRecord, check_id
 
 LINK_SUFFIX = ".run"
-OPEN_WAIT = 0.5  # s: for the job's open of its link to be told, once the FIFO has opened
 
 
 def fifo_for(host: str, prefix: str) -> Path | None:
@@ -320,7 +319,7 @@ def serve(fifo: Path, run: Callable[[str, int], int], running: Callable[[], list
                 signal.setitimer(signal.ITIMER_REAL, 0)  # no alarm inside a run
                 link = None
                 try:
-                    link = links.opened(fd, OPEN_WAIT) if links else None
+                    link = links.opened(fd, STANDBY_OPEN_WAIT) if links else None
                     if link is GONE:
                         continue  # the last job's cat, on its way out: not a job
                     run_id = None
@@ -424,7 +423,7 @@ class LinkWatch:
             if ready.get(pipe, 0) & select.POLLERR and self.fd not in ready:
                 return GONE
 
-    def wait_closed(self, name: str | None, timeout: float = 2.0) -> bool:
+    def wait_closed(self, name: str | None, timeout: float = STANDBY_CLOSE_WAIT) -> bool:
         """Wait until the job's cat closed link `name` (it read to the end), at most `timeout`;
         name None: a job not told (no link, or told late) closing the FIFO or any of its links."""
         deadline = time.monotonic() + timeout
