@@ -14,11 +14,9 @@ HELP = "etcd users and roles for trigger (docs/security.md)"
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import HelpFormatter  # the parser is built there; this runs after it is loaded
-
     auth = p.add_subparsers(dest="auth_command", required=True, metavar="COMMAND", title="commands")
     p = auth.add_parser("setup", help="a user and role per node, a firer role, then enable etcd auth",
-                        formatter_class=HelpFormatter)
+                        formatter_class=p.formatter_class)
     p.add_argument("--hosts", help="the nodes, comma-separated: user NAME, role trigger-node-NAME each "
                    "(default: none)")
     p.add_argument("--firers", help="users that may fire (a node that fires is one), comma-separated "
