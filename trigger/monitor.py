@@ -19,6 +19,7 @@ import logging
 from datetime import datetime, timezone
 
 from .procedures import WatchLost
+from .results import PUPPET_OK
 
 from .core import (
     Coalesce,
@@ -70,6 +71,12 @@ def setup_logging(host: str, log_format: str = "text", stream=None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+
+def failed(action) -> bool:
+    """A run that ended with an exit code other than `puppet agent --test`'s success (0, 2; a fire's
+    own --ok-codes are not known here): logged at WARNING, so `journalctl -p warning` shows it."""
+    return isinstance(action, RunEnded) and action.exit_code not in PUPPET_OK
 
 
 REPORTED = (EnqueueRun, Coalesce, RunBegan, RunEnded, MarkRunLost, Quarantine)
@@ -156,7 +163,7 @@ class WatchMonitor:
     def report(self, action) -> None:
         """Log one action of the core and count it."""
         fields = _fields(action)
-        level = logging.WARNING if isinstance(action, (MarkRunLost, Quarantine)) else logging.INFO
+        level = logging.WARNING if isinstance(action, (MarkRunLost, Quarantine)) or failed(action) else logging.INFO
         log.log(level, "%s", action.describe(), extra={"fields": fields})
         if isinstance(action, EnqueueRun):
             self.runs_queued.inc()

@@ -91,3 +91,11 @@ def test_without_metrics_it_logs_the_same_and_prometheus_client_is_not_loaded(lo
             "print('prometheus_client' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("exit_code, level", [(0, "INFO"), (2, "INFO"), (1, "WARNING"), (127, "WARNING"),
+                                              (None, "WARNING")])
+def test_a_failed_run_is_logged_at_warning(log_to, exit_code, level):
+    stream = log_to("text")
+    WatchMonitor().report(RunEnded("r1", exit_code, 1.0, 1700000000.0))
+    assert f" {level} run r1 finished: exit {exit_code}" in stream.getvalue()
