@@ -88,7 +88,8 @@ class Progress:
         from ..results import counts
 
         n = counts(results.values())
-        self.progress.update(self.task, completed=n["ok"] + n["failed"] + n["lost"], description=(
+        finished = n["ok"] + n["failed"] + n["refused"] + n["lost"]
+        self.progress.update(self.task, completed=finished, description=(
             f"done {n['ok']} · failed {n['failed'] + n['lost']} · running {n['running']} · "
             f"no watcher {n['no watcher']} · waiting {n['waiting']}"))
 
