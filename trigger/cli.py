@@ -182,7 +182,8 @@ def check_fire(args) -> None:
     """Everything `fire` is given, checked and parsed before it writes."""
     if not args.name or len(args.name) > 256:
         raise BadRecord("the trigger name must be 1 to 256 characters")
-    args.targets = _targets(_hosts_text(args))
+    hosts_text = _hosts_text(args, required=not args.query)
+    args.targets = _targets(hosts_text) if hosts_text else []
     args.lineage = Lineage.from_env()
     check_ttl(args.ttl)
     check_limit(args.max_concurrent)
@@ -199,6 +200,8 @@ def check_fire(args) -> None:
         if not args.exec_cmd:
             raise BadRecord("the exec provider needs --exec-cmd, e.g. 'mco puppet runonce -I {host}'")
         exec_argv(args.exec_cmd, "host.example")
+    # last: the only check that asks another server
+    args.targets = list(dict.fromkeys(args.targets + _query_hosts(args)))
 
 
 def cmd_fire(args) -> int:
@@ -247,7 +250,23 @@ def cmd_fire(args) -> int:
             store.close()
 
 
-def _hosts_text(args) -> str:
+def _query_hosts(args) -> list[str]:
+    """The hosts --query names in PuppetDB: asked before anything is written, and shown."""
+    if not args.query:
+        if args.puppetdb:
+            raise BadRecord("--puppetdb is only used with --query")
+        return []
+    from .puppetdb import PuppetDBError, query_hosts
+
+    try:
+        hosts = query_hosts(args.query, args.puppetdb, [args.puppetdb_cacert, args.puppetdb_cert, args.puppetdb_key])
+    except PuppetDBError as exc:
+        raise BadRecord(str(exc)) from None
+    print(f"trigger: --query matched {len(hosts)} host(s): {', '.join(hosts)}", file=sys.stderr)
+    return hosts
+
+
+def _hosts_text(args, required: bool = True) -> str:
     """Every --hosts and --hosts-file together, as one comma-separated list."""
     parts = list(args.hosts or [])
     if args.hosts_file:
@@ -259,8 +278,8 @@ def _hosts_text(args) -> str:
             raise BadRecord(f"--hosts-file {args.hosts_file} is not UTF-8 text") from None
         lines = [line.strip() for line in text.splitlines()]
         parts += [line for line in lines if line and not line.startswith("#")]
-    if not parts:
-        raise BadRecord("give the hosts with --hosts or --hosts-file")
+    if not parts and required:
+        raise BadRecord("give the hosts with --hosts or --hosts-file (or --query)")
     return ",".join(parts)
 
 
@@ -859,6 +878,14 @@ def _fire_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: none, give --hosts or --hosts-file)")
     p.add_argument("--hosts-file", help="more targets, one per line or comma-separated; '-' reads "
                    "standard input (for lists longer than a command line may be) (default: none)")
+    p.add_argument("--query", help="more hosts: the active nodes PuppetDB names, by PQL "
+                   "('inventory[certname] { facts.os.family = \"Debian\" }') or 'Class[Profile::Lb]' "
+                   "(needs --puppetdb) (default: none)")
+    p.add_argument("--puppetdb", metavar="URL", help="PuppetDB for --query, e.g. https://puppet:8081 "
+                   "(default: none)")
+    for name, what in (("cacert", "CA certificate"), ("cert", "certificate"), ("key", "private key")):
+        p.add_argument(f"--puppetdb-{name}", metavar="FILE", help=f"TLS {what} for --puppetdb "
+                       "(default: the Puppet agent's, from `puppet config print`)")
     p.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="loop limit: hops allowed, 1 to 100")
     p.add_argument("--provider", default="etcd", choices=["etcd", "dummy", "exec"],
                    help="etcd: write the hosts' inboxes; dummy: write nothing; exec: run --exec-cmd per host")

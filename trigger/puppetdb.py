@@ -187,6 +187,22 @@ class PuppetDB:
                                 f"that is not JSON: {_first_line(text.decode(errors='replace'))}") from None
 
 
+def query_hosts(query: str, url: str | None, tls_files: list[str | None] = (None, None, None)) -> list[str]:
+    """The hosts a `--query` names (`trigger fire`): at least one, or PuppetDBError.
+
+    `tls_files`: CA certificate, certificate and key, all or none (none: the agent's)."""
+    if not url:
+        raise PuppetDBError("--query needs --puppetdb URL, e.g. https://puppet:8081")
+    given = [f for f in tls_files if f]
+    if given and len(given) != 3:
+        raise PuppetDBError("give all of --puppetdb-cacert, --puppetdb-cert and --puppetdb-key, or none "
+                            "(the agent's own)")
+    hosts = PuppetDB(url, TLSFiles(*given) if given else None).nodes(query)
+    if not hosts:
+        raise PuppetDBError(f"--query {query!r} matches no active node in PuppetDB at {url}: nothing fired")
+    return hosts
+
+
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return (lines[0] if lines else "(no detail)")[:300]

@@ -551,7 +551,7 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 
 
 @contextlib.contextmanager
-def claimed_lab(prefix: str = "pytest", root: str | Path | None = None, **options):
+def claimed_lab(prefix: str = "pytest", root: str | Path | None = None, lab_class=None, **options):
     """A LocalLab named PREFIX, PREFIX2, ... that no other live process holds.
 
     A test session holds its lab's name with a lock on ROOT/.NAME.lock for as
@@ -571,7 +571,7 @@ def claimed_lab(prefix: str = "pytest", root: str | Path | None = None, **option
             lock.close()
             continue
         try:
-            yield LocalLab(name=name, root=root, **options)
+            yield (lab_class or LocalLab)(name=name, root=root, **options)
         finally:
             lock_path.unlink(missing_ok=True)
             lock.close()

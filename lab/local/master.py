@@ -27,6 +27,7 @@ import concurrent.futures
 import time
 from pathlib import Path
 
+from ..base import MANIFESTS as NODE_MANIFESTS
 from ..base import REPO, LabError
 from . import LocalLab
 
@@ -74,6 +75,7 @@ def missing_packages() -> list[str]:
 
 class MasterLab(LocalLab):
     backend = "local"
+    time_scale = 2.0  # a run asks the server for its catalog: seconds more under load
 
     def __init__(self, name: str = "master", **options):
         super().__init__(name=name, **options)
@@ -119,6 +121,28 @@ class MasterLab(LocalLab):
         phases["agents: certificates signed, first run of each daemon"] = time.monotonic() - mark
         phases["converge in all"] = time.monotonic() - began
         self._record(phase="converged", phases={k: round(v, 1) for k, v in phases.items()})
+
+    def put(self, node: str, path: str, text: str) -> None:
+        """A manifest a test gives a node's masterless run (lab.base.MANIFESTS)
+        goes into that node's catalog on the server instead, so the same tests
+        run on both labs."""
+        server_path = self._server_manifest(node, path)
+        if server_path:
+            body = "".join(f"  {line}\n" if line else "\n" for line in text.splitlines())
+            text = (f"# {path} of {node} (lab/local/master.py)\n"
+                    f"if $trusted['certname'] == '{node}' {{\n{body}}}\n")
+            node, path = SERVER, server_path
+        super().put(node, path, text)
+
+    def remove(self, node: str, path: str) -> None:
+        server_path = self._server_manifest(node, path)
+        super().remove(*((SERVER, server_path) if server_path else (node, path)))
+
+    def _server_manifest(self, node: str, path: str) -> str | None:
+        """Where the server keeps what `put` gives a node as its manifest `path`."""
+        if node in self.nodes and path.startswith(NODE_MANIFESTS + "/") and path.endswith(".pp"):
+            return f"{MANIFESTS}/{node}--{path[len(NODE_MANIFESTS) + 1:].replace('/', '-')}"
+        return None
 
     def phases(self) -> dict[str, float]:
         """How long each phase of the last converge took, in seconds."""
