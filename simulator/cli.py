@@ -104,10 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{report.cpu_seconds:>7.2f} {report.events_per_second:>9.0f}", flush=True)
         return 0
 
-    from rich.console import Console
-
     from . import load_scenario
-    from .report import build_report, render
+    from .report import build_report, console_for, render
     from .simulation import Simulation
 
     try:
@@ -127,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sim = Simulation(scenario, seed=args.seed, trace=args.trace).run()
     report = build_report(sim)
-    console = Console()
+    console = console_for()
     render(report, console, all_nodes=args.all_nodes)
     try:
         written = _write(report, args)
@@ -176,10 +174,8 @@ def _run_on_lab(scenario, args) -> int:
     """`--lab local`: the simulation, then the same scenario on real nodes; 0 when they agree."""
     import os
 
-    from rich.console import Console
-
     from . import lab_replay
-    from .report import build_report
+    from .report import build_report, console_for
     from .simulation import Simulation
 
     try:
@@ -208,7 +204,7 @@ def _run_on_lab(scenario, args) -> int:
     if close:  # the likely cause of a count that differs: say so beside the tables
         notes = (*notes, f"{len(close)} close call(s) at {args.time_scale:g}x, where the lab may "
                  f"fold a fire differently:", *close)
-    lab_replay.render(Console(), f"trigger-sim: {scenario.name} (seed {sim.seed}) simulated and on "
+    lab_replay.render(console_for(), f"trigger-sim: {scenario.name} (seed {sim.seed}) simulated and on "
                       f"the local lab at {args.time_scale:g}x", scenario, sim_rows, lab_rows,
                       problems, tolerance, notes)
     return EXIT_CHECK_FAILED if problems else 0
