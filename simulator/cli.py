@@ -20,14 +20,24 @@ EXIT_BAD_INPUT = 2
 
 
 def _scenario_path(name: str) -> Path:
-    """A path, or the name of a shipped scenario (`storm` -> simulator/scenarios/storm.yaml)."""
+    """A path, or the name of a shipped scenario (`storm` -> simulator/scenarios/storm.yaml).
+
+    A bare name that is neither raises ScenarioError naming the nearest
+    shipped ones: `loopx` is a typo far more often than a missing file.
+    """
     path = Path(name)
     if path.exists() or "/" in name or name.endswith((".yaml", ".yml")):
         return path
+    import difflib
+
     from . import SCENARIOS
 
     shipped = SCENARIOS / f"{name}.yaml"
-    return shipped if shipped.exists() else path
+    if shipped.exists():
+        return shipped
+    near = difflib.get_close_matches(name, sorted(p.stem for p in SCENARIOS.glob("*.yaml")), n=3)
+    guess = f"; did you mean {' or '.join(near)}?" if near else ""
+    raise ScenarioError(f"{name}: no such file, nor a shipped scenario{guess} (`trigger-sim list` shows them)")
 
 
 def _write(report, args) -> list[Path]:
@@ -146,8 +156,8 @@ def _explore(args) -> int:
     from . import load_scenario
     from .explore import explore, parse_kinds, write_reproducer
 
-    path = _scenario_path(args.scenario)
     try:
+        path = _scenario_path(args.scenario)
         kinds = parse_kinds(args.faults)
         if args.runs < 1:
             raise ValueError(f"--runs must be at least 1, got {args.runs}")

@@ -90,3 +90,14 @@ def test_the_header_says_ended_is_the_last_event_not_an_early_stop(tmp_path, cap
     header = capsys.readouterr().out.splitlines()[0]
     assert header == ("trigger-sim: seed (seed 1, 5 nodes; agents' schedule 900 s, then a drain of up "
                       "to 3600 s; last event at 868.0 s)")
+
+
+def test_an_unknown_scenario_name_points_at_list_and_the_nearest_names(capsys):
+    assert main(["run", "loopx"]) == 2
+    assert capsys.readouterr().err == ("trigger-sim: loopx: no such file, nor a shipped scenario; "
+                                       "did you mean loop? (`trigger-sim list` shows them)\n")
+    assert main(["explore", "stromm", "--runs", "1"]) == 2
+    assert "did you mean storm?" in capsys.readouterr().err
+    assert main(["run", "zzzzzz"]) == 2
+    assert capsys.readouterr().err == ("trigger-sim: zzzzzz: no such file, nor a shipped scenario "
+                                       "(`trigger-sim list` shows them)\n")
