@@ -33,6 +33,9 @@ class Report:
     hosts: list[tuple[str, str]] = field(default_factory=list)  # (host, role), in order
     # What the timeline marks besides runs, by node index:
     fires: list[tuple[float, int, float | None]] = field(default_factory=list)  # at, node, served run's start
+    # A run that fired and the run its fire caused: fired at (the firing run's
+    # end), the firing node, the target node, the caused run's start.
+    causes: list[tuple[float, int, int, float]] = field(default_factory=list)
     refusals: list[tuple[float, int]] = field(default_factory=list)  # at, the refusing node
     slot_waits: list[tuple[int, float, float]] = field(default_factory=list)  # node, from, to
 
@@ -232,15 +235,19 @@ def build_report(sim: Simulation) -> Report:
         "nodes": nodes,
     }
     index = {host: node.index for host, node in sim.nodes.items()}
-    fires = []
+    fires, causes = [], []
     for (host, event_id), fired_at in sorted(ledger.fired.items(), key=lambda item: item[1]):
         starts = [s for s in ledger.completed.get((host, event_id), ()) if s >= fired_at]
-        fires.append((fired_at, index[host], min(starts) if starts else None))
+        served_at = min(starts) if starts else None
+        fires.append((fired_at, index[host], served_at))
+        origin = ledger.fired_by_run.get(event_id)
+        if origin is not None and served_at is not None:
+            causes.append((fired_at, origin, index[host], served_at))
     return Report(
         data=data, events=sim.events, wall_seconds=sim.wall_seconds, cpu_seconds=sim.cpu_seconds,
         trace=ledger.trace_lines,
         run_spans=ledger.run_spans, hosts=[(h, n.role.name) for h, n in sim.nodes.items()],
-        fires=fires,
+        fires=fires, causes=causes,
         refusals=[(r["refused_at"], index[r["chain"][-1]]) for r in refusals
                   if r.get("chain") and r["chain"][-1] in index],
         slot_waits=[(index[host], start, end) for host, start, end in ledger.slot_wait_spans],
