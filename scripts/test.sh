@@ -2,12 +2,20 @@
 # Set up everything the tests need, then run every test.
 #   scripts/test.sh            every test, the lab suite on local namespaced nodes (CI)
 #   scripts/test.sh --vagrant  the lab suite on three Vagrant VMs (lab/README.md; ~15 min)
+#   scripts/test.sh --master   the lab suite on the master lab: Puppet Server, PuppetDB, agents
+#                              (lab/README.md); CI's default run deselects its `master` tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--vagrant" ]; then
   shift
   scripts/setup.sh --vagrant
   exec .venv/bin/python -m pytest -q tests/integration/lab --lab=vagrant "$@"
+fi
+if [ "${1:-}" = "--master" ]; then
+  shift
+  scripts/setup.sh --master
+  exec .venv/bin/python -m pytest -q --durations=12 tests/integration/lab --lab-master \
+    --deselect tests/integration/lab/test_sim_vs_lab.py "$@"
 fi
 scripts/setup.sh --system
 exec .venv/bin/python -m pytest -q --durations=12 "$@"
