@@ -63,7 +63,7 @@ SERVICES = {
         "--restart-file", "/run/puppetdb/restart"]},
 }
 AGENT_DAEMON = {"argv": ["/usr/bin/puppet", "agent", "--no-daemonize", "--logdest", "console",
-                         "--runinterval", "30m"], "restart": "on-failure", "restart_sec": 2}
+                         "--runinterval", "2h"], "restart": "on-failure", "restart_sec": 2}
 LAST_RUN = "/var/cache/puppet/public/last_run_summary.yaml"  # `puppet config print lastrunfile`
 JVM_START_TIMEOUT = 600  # measured 2 min each under load 8; leave room for a busier machine
 
