@@ -83,9 +83,8 @@ def test_puppetdb_client_answers_from_the_labs_puppetdb(lab, profiles):
     assert ("Class", "Profile::Loadbalancer") in refs and ("Exec", "trigger lab: record this run") in refs
     assert lb["edges"]["data"], "the query API's catalog has its typed edges"
     changed = pdb(lab, "node1", "db.changed_resources()")
-    for node in lab.nodes:  # every run's report has the record exec changed
-        assert changed[node]["runs"] >= 1
-        assert changed[node]["changed"]["Exec[trigger lab: record this run]"] == changed[node]["runs"]
+    for node in lab.nodes:  # every applied catalog's report has the record exec changed
+        assert 1 <= changed[node]["changed"]["Exec[trigger lab: record this run]"] <= changed[node]["runs"]
 
 
 def test_fire_query_resolves_the_hosts_in_puppetdb_first(lab, hosts, settled, profiles):
@@ -106,7 +105,7 @@ def test_fire_query_resolves_the_hosts_in_puppetdb_first(lab, hosts, settled, pr
     (["--query", "Class[Settings]", "--puppetdb", PUPPETDB, "--puppetdb-cacert", "/root/other/cert.pem",
       "--puppetdb-cert", "/root/other/cert.pem", "--puppetdb-key", "/root/other/key.pem"], "TLS failed"),
 ])
-def test_a_query_puppetdb_cannot_answer_is_one_line_and_exit_2_before_any_write(lab, hosts, args, says):
+def test_a_query_puppetdb_cannot_answer_is_one_line_and_exit_2_before_any_write(lab, hosts, settled, args, says):
     node1 = hosts["node1"]
     node1.run("mkdir -p /root/other && cd /root/other && test -f key.pem || openssl req -x509 -newkey "
               "rsa:2048 -nodes -keyout key.pem -out cert.pem -subj /CN=stranger -days 1 2>/dev/null")
@@ -124,7 +123,7 @@ def web_manifest(port: int) -> str:
     from PuppetDB, `query_nodes` renamed `trigger::query_nodes`."""
     return f"""\
 trigger {{'refresh load balancers':
-  hosts    => trigger::query_nodes('Class[Profile::Loadbalancer]', 'networking.hostname'),
+  hosts    => trigger::query_nodes('Class[Profile::Loadbalancer]', fqdn),
   provider => 'etcd',
 }}
 file {{ '/var/lib/trigger-lab/balancermember':
