@@ -86,7 +86,8 @@ class LocalLab(Lab):
         self.dir = root / name
         self.state_file = self.dir / "state.json"
         if nodes is None:
-            nodes = len(self._state().get("nodes", {})) or 3
+            # the trigger nodes the lab has (not the master lab's server)
+            nodes = len([n for n in self._state().get("nodes", {}) if n.startswith("node")]) or 3
         if not ETCD_MEMBERS <= nodes <= MAX_NODES:
             raise LabError(f"a local lab has {ETCD_MEMBERS} to {MAX_NODES} nodes, not {nodes}")
         self.nodes = tuple(f"node{i}" for i in range(1, nodes + 1))
