@@ -2,7 +2,7 @@
 
     python -m lab.fire_timing [--master] [--name NAME] [--fires 5]
 
-From node3, `trigger fire --wait --format json` at node1, one fire at a
+From node3, `trigger fire --wait --output json` at node1, one fire at a
 time; prints each fire's seconds from the fire to the end of node1's run
 (its run record's finished_at minus the fire's fired_at) and the median.
 On the masterless lab a run is `puppet apply` of the lab's manifests; on
@@ -23,7 +23,7 @@ from .local import LocalLab
 
 
 def seconds_to_run_end(document: dict) -> float:
-    """A `fire --wait --format json` document: its one host's finished_at minus fired_at."""
+    """A `fire --wait --output json` document: its one host's finished_at minus fired_at."""
     fired = datetime.fromisoformat(document["fired_at"].replace("Z", "+00:00"))
     ended = datetime.fromisoformat(document["hosts"][0]["finished_at"].replace("Z", "+00:00"))
     return (ended - fired).total_seconds()
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         lab = MasterLab(name=args.name or "master")
     else:
         lab = LocalLab(name=args.name or "dev")
-    fire = ["trigger", "fire", "lab timing", "--hosts", "node1", "--wait", "--format", "json",
+    fire = ["trigger", "fire", "lab timing", "--hosts", "node1", "--wait", "--output", "json",
             "--timeout", "600", "--endpoints", ",".join(lab.endpoints("node3"))]
     times = []
     for _ in range(args.fires):
