@@ -72,6 +72,9 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_BAD_INPUT)
 
 
+DISTRIBUTION = "puppet-trigger"  # the import package is `trigger`; the name `trigger` is another project's
+
+
 class _Version(argparse._VersionAction):
     """--version, looked up only when asked: importlib.metadata costs every command 11 ms."""
 
@@ -79,7 +82,7 @@ class _Version(argparse._VersionAction):
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            found = version("trigger")
+            found = version(DISTRIBUTION)
         except PackageNotFoundError:
             found = "unknown"
         print(f"trigger {found}")
