@@ -108,6 +108,9 @@ class _Unread:
     def labels(self, *values: str) -> "_Unread":
         return self
 
+    def set_function(self, read) -> None:
+        pass
+
 
 class WatchMonitor:
     """Logs the watcher's actions and counts them into Prometheus metrics (`metrics`: else not)."""
@@ -148,6 +151,14 @@ class WatchMonitor:
         self.last_run = gauge("trigger_last_run_finished_timestamp_seconds",
                               "When the last run finished (Unix time)")
         self.last_duration = gauge("trigger_last_run_duration_seconds", "How long the last finished run took")
+        # Read when scraped: what waits now, for "fires unserved past a bound".
+        self.fires_waiting = gauge("trigger_fires_waiting",
+                                   "Fires received that no started run has claimed yet")
+        self.fires_waiting.set_function(lambda: len(self._waiting()))
+        self.oldest_waiting = gauge("trigger_oldest_waiting_fire_age_seconds",
+                                    "Seconds since the oldest fire no started run has claimed was "
+                                    "fired (0: none waits)")
+        self.oldest_waiting.set_function(self._oldest_waiting_age)
         self._received = 0
         self.server = None
         self.refusals: RefusalCounter | None = None
@@ -200,6 +211,22 @@ class WatchMonitor:
         elif isinstance(action, Quarantine):
             self.quarantined.inc()
         self.count_received()
+
+    def _waiting(self) -> list:
+        """The fires the core holds as pending, read from the metrics server's thread."""
+        pending = getattr(self.core, "pending", None) or {}
+        for _ in range(3):
+            try:
+                return list(pending.values())
+            except RuntimeError:  # changed size while read: the watch loop moved on; read again
+                continue
+        return []
+
+    def _oldest_waiting_age(self) -> float:
+        import time
+
+        waiting = self._waiting()
+        return max(0.0, time.time() - min(entry.fired_at for entry in waiting)) if waiting else 0.0
 
     def _triggers_of(self, action: EnqueueRun) -> list[str]:
         """The trigger of each fire the queued run will serve: the core still

@@ -12,7 +12,7 @@ from trigger.core import Coalesce, EnqueueRun, MarkRunLost, Quarantine, RunEnded
 from trigger.monitor import WatchMonitor, setup_logging
 from trigger.records import RunRecord
 
-Entry = namedtuple("Entry", "id trigger")  # what the monitor reads of the core's pending entries
+Entry = namedtuple("Entry", "id trigger fired_at", defaults=(0.0,))  # what the monitor reads of the core's pending entries
 ISO_WITH_ZONE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
 ENQUEUE = EnqueueRun("r1", RunRecord("r1", "h", "queued"), ("e1", "e2"), ("deploy", "lb refresh"))
 
@@ -156,3 +156,21 @@ def test_a_lost_refusal_watch_comes_back_from_where_it_was(log_to, monkeypatch):
     monitor.refusals._retry.join(5)
     assert monitor.registry.get_sample_value("trigger_fires_refused_total", {"trigger": "refresh"}) == 1
     monitor.close()
+
+
+def test_what_waits_is_read_from_the_core_when_scraped(log_to):
+    import time
+
+    log_to("text")
+
+    class Core:
+        fires_received = 0
+        pending = {}
+
+    core = Core()
+    monitor = WatchMonitor(core)
+    value = monitor.registry.get_sample_value
+    assert value("trigger_fires_waiting") == 0 and value("trigger_oldest_waiting_fire_age_seconds") == 0
+    core.pending.update(e1=Entry("e1", "deploy", time.time() - 600), e2=Entry("e2", "deploy", time.time()))
+    assert value("trigger_fires_waiting") == 2
+    assert 599 < value("trigger_oldest_waiting_fire_age_seconds") < 660
