@@ -1,4 +1,4 @@
-"""`trigger`: fire, wait, watch, run, status, history, leader, drop, auth.
+"""`trigger`: fire, wait, watch, run, status, history, leader, drop, auth, completion, manpage.
 
 Each command lives in its own module under `trigger/commands/`, with its
 arguments, the checks of its options and what it does; this module only
@@ -29,7 +29,8 @@ from .store import StoreError
 # name: its module under trigger/commands/ (HELP, arguments(p), check(args) or none, run(args));
 # only the command named is imported.
 COMMANDS = {name: f"trigger.commands.{name}" for name in
-            ("fire", "wait", "watch", "run", "status", "history", "leader", "drop", "auth")}
+            ("fire", "wait", "watch", "run", "status", "history", "leader", "drop", "auth",
+             "completion", "manpage")}
 
 
 def _columns() -> int:

@@ -160,7 +160,8 @@ def test_a_parser_of_the_named_command_only_parses_as_the_whole_one(argv):
     subparsers = next(a for a in only._actions if isinstance(a, argparse._SubParsersAction))
     assert list(subparsers.choices) == [argv[0]]
     assert vars(only.parse_args(argv)) == vars(build_parser().parse_args(argv))
-    assert list(COMMANDS) == ["fire", "wait", "watch", "run", "status", "history", "leader", "drop", "auth"]
+    assert list(COMMANDS) == ["fire", "wait", "watch", "run", "status", "history", "leader", "drop", "auth",
+                             "completion", "manpage"]
 
 
 def test_a_word_that_is_no_command_is_refused_naming_every_command(capsys):
