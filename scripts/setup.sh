@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# prometheus: its promtool checks contrib/prometheus/alerts.yml.
 packages=(etcd-server etcd-client task-spooler puppet puppet-lint puppet-strings metadata-json-lint
-          python3-venv python3-pip openssh-server iproute2 vagrant procps)
+          python3-venv python3-pip openssh-server iproute2 vagrant procps prometheus)
 # The Vagrant lab (lab/vagrant, lab/box): only with --vagrant, CI's default run does without.
 vagrant_packages=(vagrant-libvirt libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86
   qemu-utils debootstrap libvirt-clients dnsmasq-base iptables ebtables)
