@@ -235,7 +235,7 @@ class Clock:
 def test_a_second_watcher_stands_by_until_the_first_ones_key_goes():
     clock = Clock()
     store = MemoryStore(clock=clock)
-    first = Registration(L, HOST, ttl=10, process="1@elsewhere")
+    first = Registration(L, HOST, ttl=10, process="4194999@elsewhere")  # no such pid here
     RealDriver(store, clock=clock).run(claim_host(first))
     second = Registration(L, HOST, ttl=10, process="2@elsewhere")
     told = []
