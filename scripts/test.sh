@@ -2,12 +2,18 @@
 # Set up everything the tests need, then run every test.
 #   scripts/test.sh            every test, the lab suite on local namespaced nodes (CI)
 #   scripts/test.sh --vagrant  the lab suite on three Vagrant VMs (lab/README.md; ~15 min)
+#   scripts/test.sh --mutants  the mutation check (scripts/mutants.py; tests/README.md), not in CI
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--vagrant" ]; then
   shift
   scripts/setup.sh --vagrant
   exec .venv/bin/python -m pytest -q tests/integration/lab --lab=vagrant "$@"
+fi
+if [ "${1:-}" = "--mutants" ]; then
+  shift
+  scripts/setup.sh --system
+  exec .venv/bin/python scripts/mutants.py "$@"
 fi
 scripts/setup.sh --system
 exec .venv/bin/python -m pytest -q --durations=12 "$@"
