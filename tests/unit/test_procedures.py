@@ -147,10 +147,9 @@ def test_a_run_waits_for_another_runs_lock_and_starts_once_it_goes_on_both_drive
     assert [r.served for r in records] == [("e1",), ("e1",)]
 
 
-def _run_whose_lease_etcd_ends(at=5.0, command_seconds=60.0):
-    """A run on simulated time whose lease etcd ends `at` s in, etcd answering
-    throughout (an operator's `etcdctl lease revoke`, a lease expired while
-    the keeper was starved). Returns (command's end, notes, store)."""
+def _run_with_fault(fault, command_seconds=120.0):
+    """A run on simulated time serving one fire, its command `command_seconds`
+    long, `fault(env, conn)` running beside it. Returns (command's end, notes, store)."""
     env = simpy.Environment()
     conn = Etcd(env, L.prefix + "/hosts/", latency=0.002).connect(HOST)
     fire(conn, L, "refresh", [HOST], Lineage(), "web1", now=0.0, event_id="e1")
@@ -164,16 +163,32 @@ def _run_whose_lease_etcd_ends(at=5.0, command_seconds=60.0):
         command_ended.append(env.now)
         return 0
 
-    def end_the_lease():
-        yield env.timeout(at)
-        conn.lease_revoke(conn.get(L.run_lock_key(HOST)).lease)
-
     notes = []
     driver = SimDriver(env, conn, notes.append, execute=execute)
     result = env.process(driver.run(triggered_run(L, HOST, "r1")))
-    env.process(end_the_lease())
+    env.process(fault(env, conn))
     env.run(until=result)
     return command_ended[0], notes, conn
+
+
+def _run_whose_lease_etcd_ends(at=5.0):
+    """etcd ends the run's lease `at` s in, answering throughout (an operator's
+    `etcdctl lease revoke`, a lease expired while the keeper was starved)."""
+    def end_the_lease(env, conn):
+        yield env.timeout(at)
+        conn.lease_revoke(conn.get(L.run_lock_key(HOST)).lease)
+    return _run_with_fault(end_the_lease)
+
+
+def test_a_run_cut_off_from_etcd_stops_its_command_before_etcd_can_end_its_lease():
+    """Renewals failing: etcd will end the lease (and give the lock to the
+    next run) after its ttl, so the command stops before that."""
+    def cut_off(env, conn):
+        yield env.timeout(5)
+        conn.cut_off()
+
+    ended, _, _ = _run_with_fault(cut_off)
+    assert RUN.stop_after() <= ended < RUN.lease_ttl  # renewed last at 0 s: stopped at 27 s
 
 
 def test_a_run_whose_lease_etcd_ends_stops_its_command_at_the_next_renewal():

@@ -40,6 +40,11 @@ def test_split_hosts_dedups_and_rejects_empty_members():
         split_hosts("a,,b")
 
 
+@pytest.mark.parametrize("ttl", [1, 5, 100])
+def test_good_ttl_from_1_to_100_inclusive(ttl):
+    assert check_ttl(ttl) == ttl
+
+
 @pytest.mark.parametrize("ttl", [0, 101, -1, "5", 2.5, True])
 def test_bad_ttl(ttl):
     with pytest.raises(BadRecord, match="ttl must be an integer"):
