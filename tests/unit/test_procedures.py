@@ -196,7 +196,7 @@ def test_a_run_whose_lease_etcd_ends_stops_its_command_at_the_next_renewal():
     command must not go on beside it, even though etcd still answers."""
     ended, _, _ = _run_whose_lease_etcd_ends(at=5.0)
     renewal = RUN.lease_ttl / BEATS_PER_TTL
-    assert 5.0 < ended <= 5.0 + renewal + 1  # stopped at the first renewal that fails, not at 60 s
+    assert 5.0 < ended <= 5.0 + renewal + 1  # stopped at the first renewal that fails, not at its 120 s end
 
 
 def test_a_run_whose_command_was_stopped_is_recorded_lost_and_its_fires_stay():
