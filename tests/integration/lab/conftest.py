@@ -31,6 +31,18 @@ from tests.integration.lab import checks
 from trigger.layout import Layout
 
 
+# The first test here also waits for the lab to be made (Vagrant VMs under
+# emulation: up to 15 min), which pytest-timeout counts in its time.
+LAB_TEST_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(items):
+    here = __file__.rsplit("/", 1)[0] + "/"
+    for item in items:
+        if str(item.path).startswith(here) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(LAB_TEST_TIMEOUT))
+
+
 def _need_backend(backend: str) -> None:
     if backend == "local":
         need_root()
