@@ -144,3 +144,36 @@ def test_a_run_start_reads_only_the_inbox_and_active_runs():
     store.get_prefix = lambda prefix: reads.append(get_prefix(prefix)[0]) or get_prefix(prefix)
     record = start_run(store, L, "h", "r1", 1.0)
     assert len(record.served) == 1 and [len(items) for items in reads] == [1]  # one read, one entry
+
+
+def test_a_run_claims_only_the_class_of_the_oldest_entry():
+    """A noop run never serves a normal fire; fires coalesce only with fires of
+    the same options; the others stay for the next run."""
+    store = MemoryStore()
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e1", noop=True, tags=("b", "a"))
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e2")
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e3", noop=True)
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e4", noop=True, tags=("a", "b"))
+    first = start_run(store, L, "h", "r1", 1.0)
+    assert first.served == ("e1", "e4") and (first.noop, first.tags) == (True, ("a", "b"))
+    finish_run(store, L, first, 0, 2.0)
+    second = start_run(store, L, "h", "r2", 3.0)
+    assert second.served == ("e2",) and (second.noop, second.tags) == (False, ())
+    finish_run(store, L, second, 0, 4.0)
+    assert start_run(store, L, "h", "r3", 5.0).served == ("e3",)
+
+
+def test_the_finished_record_keeps_the_output_s_tail_and_fits_a_request():
+    from trigger.records import OUTPUT_TAIL_BYTES
+
+    store = MemoryStore()
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e1")
+    record = start_run(store, L, "h", "r1", 1.0)
+    done = finish_run(store, L, record, 1, 2.0, output="x" * 10000 + "the end\n")
+    assert len(done.output) == OUTPUT_TAIL_BYTES and done.output.endswith("the end\n")
+    assert parse_run(store.get(L.done_key("h", "r1")).value) == done
+    # the worst case: the largest claim, and a tail of control characters JSON escapes six-fold
+    ids = tuple(f"{i:016x}-{i:08x}" for i in range(MAX_CLAIM_BYTES // 28))
+    worst = done._replace(served=ids, output="\x01" * OUTPUT_TAIL_BYTES).encode()
+    assert len(worst) < 1024 * 1024 < 1.5 * 1024 * 1024  # MAX_RUN_BYTES, etcd's request limit
+    assert parse_run(worst).output == "\x01" * OUTPUT_TAIL_BYTES

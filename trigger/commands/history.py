@@ -9,7 +9,7 @@ from ..layout import Layout
 from ..output import iso_utc, show
 from ..records import BadRecord, check_id
 from .common import EXIT_NOT_FOUND, connection_arguments, ok_codes, open_store_of, output_argument, output_format
-from .fire_report import HOST_COLUMNS, fire_document
+from .fire_report import HOST_COLUMNS, fire_document, show_outputs
 
 
 HELP = "recent fires and what became of them; with EVENT, that fire host by host"
@@ -26,7 +26,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 HISTORY_COLUMNS = [("fired", "fired_at"), ("trigger", "trigger"), ("event", "event_id"), ("from", "origin"),
-                   ("hosts", "hosts"), ("ok", "ok"), ("failed", lambda f: f["failed"] + f["lost"]),
+                   ("hosts", "hosts"), ("ok", "ok"), ("failed", lambda f: f["failed"] + f["lost"] + f["refused_option"]),
                    ("pending", lambda f: f["running"] + f["waiting"]), ("no watcher", "no_watcher")]
 
 
@@ -58,6 +58,7 @@ def run(args) -> int:
         results = without_watcher({r.host: r for r in f.results}, unwatched)
         document = fire_document(f.event_id, f.trigger, f.fired_at, f.ok_codes, list(results.values()))
         show(output_format(args), document["hosts"], HOST_COLUMNS, document)
+        show_outputs(document["hosts"], f.event_id, output_format(args))
         return 0
     rows = []
     for f in fires:
