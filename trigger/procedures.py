@@ -48,7 +48,7 @@ from .runner import finish_run, give_back, refused_options, start_run, take_run_
 from .store.base import CompactedError, DeleteOp, PutOp, StoreError, UnavailableError
 
 EXIT_TEMPFAIL = 75  # `trigger run` could not be recorded as started: it ran nothing
-EXIT_REFUSED = 64  # its fires asked for a run option the watcher does not allow: it ran nothing
+EXIT_OPTION_REFUSED = 64  # its fires asked for a run option the watcher does not allow: it ran nothing
 
 
 # -- store steps, as functions of the store (what `Call` runs) ----------------------
@@ -280,7 +280,7 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
     names the run in slot keys (the run id by default). EXIT_TEMPFAIL when
     nothing ran: the fires wait in the inbox for the next run. A run whose
     options (noop, tags) are not all `allowed` runs nothing either, but its
-    fires are served: its finished record says why, and it returns EXIT_REFUSED.
+    fires are served: its finished record says why, and it returns EXIT_OPTION_REFUSED.
     """
     what = f"{run_id} cannot mark its start"
     lease_id = yield from retrying(lambda now: Call(_grant, (policy.lease_ttl,)), what, policy)
@@ -331,7 +331,7 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
             yield Note(RunFinished(record, exit_code, done is not None),
                        "info" if done is not None else "warning")
     yield from _end_lease(keeper, lease)  # the lock goes with it: the next run may start
-    return EXIT_REFUSED if refusal else exit_code
+    return EXIT_OPTION_REFUSED if refusal else exit_code
 
 
 def _abort(run_id: str, keeper, lease: RunLease | None = None):

@@ -88,3 +88,38 @@ def test_a_tag_the_watcher_does_not_allow_is_refused_and_nothing_runs(node):
     assert trigger(node.endpoint, "fire", "deploy", "--hosts", node.host, "--noop", "--wait",
                    "--timeout", "20").returncode == 0
     assert [r["argv"][-1] for r in puppet_runs(node)] == ["--noop"]
+
+
+@pytest.mark.etcd
+@pytest.mark.tsp
+def test_the_output_tail_of_a_failed_run_comes_back_and_still_reaches_task_spooler(node):
+    from trigger.queue.tsp import parse_tsp_list
+    from trigger.records import OUTPUT_TAIL_BYTES
+
+    start(node, 1)
+    done = trigger(node.endpoint, "fire", "deploy", "--hosts", node.host, "--wait", "--timeout", "20")
+    assert done.returncode == 4, done.stderr
+    event_id, row = done.stdout.splitlines()  # plain rows stay rows: the tail goes to stderr
+    assert row.split("\t")[:3] == [node.host, "failed", "1"]
+    run_id = row.split("\t")[4]
+    assert f"--- {node.host}: failed, last lines of run {run_id} (all kept: trigger logs {event_id} " \
+           f"--host {node.host})" in done.stderr
+    assert "    Error: Could not find package nginx-ultra" in done.stderr  # stderr of the command too
+    assert f"    Notice: run {run_id} ends" in done.stderr
+
+    shown = trigger(node.endpoint, "history", event_id, "-o", "json")
+    [host] = json.loads(shown.stdout)["hosts"]
+    assert host["output"].endswith(f"Notice: run {run_id} ends\n")
+    assert len(host["output"].encode()) <= OUTPUT_TAIL_BYTES and "filler line 0\n" not in host["output"]
+
+    for asked in (event_id, run_id):
+        logs = trigger(node.endpoint, "logs", asked, "--host", node.host)
+        assert logs.returncode == 0 and logs.stdout == host["output"], logs.stderr
+    missing = trigger(node.endpoint, "logs", "0000000000000000-00000000")
+    assert missing.returncode == 5 and missing.stderr.count("\n") == 1
+
+    # task-spooler's output file still has all of it, as before
+    eventually(lambda: all(j.state == "finished" for j in parse_tsp_list(node.tsp("-l"))), 10)
+    job = parse_tsp_list(node.tsp("-l"))[-1]
+    kept = Path(node.tsp("-o", str(job.id)).strip()).read_text()
+    assert "Info: filler line 0\n" in kept and f"Notice: run {run_id} ends" in kept

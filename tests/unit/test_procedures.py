@@ -234,7 +234,7 @@ def test_a_beat_finds_another_watcher_on_its_host_and_says_so():
 def test_a_run_asking_for_an_option_not_allowed_runs_nothing_and_says_why_on_both_drivers():
     """Bad input: `--tags` where the watcher allows only `--noop`. The fires
     are served (they would be refused again), the record says why."""
-    from trigger.procedures import EXIT_REFUSED
+    from trigger.procedures import EXIT_OPTION_REFUSED
 
     def prepare(store):
         fire(store, L, "refresh", [HOST], Lineage(), "web1", now=1.0, event_id="e1", tags=("nginx",))
@@ -244,9 +244,9 @@ def test_a_run_asking_for_an_option_not_allowed_runs_nothing_and_says_why_on_bot
     ran = []
     procedure = lambda: triggered_run(L, HOST, "r1", allowed=("noop",))  # noqa: E731
     driver = RealDriver(real_store, execute=lambda record: ran.append(record) or 0, tell=[].append)
-    assert driver.run(procedure()) == EXIT_REFUSED and ran == []
+    assert driver.run(procedure()) == EXIT_OPTION_REFUSED and ran == []
     sim_code, _, sim_store = _on_sim(procedure, prepare)
-    assert sim_code == EXIT_REFUSED
+    assert sim_code == EXIT_OPTION_REFUSED
     for store in (real_store, sim_store):
         record = parse_run(store.get(L.done_key(HOST, "r1")).value)
         assert record.state == "finished" and record.exit_code is None and record.served == ("e1",)
