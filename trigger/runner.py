@@ -38,6 +38,7 @@ import threading
 from .core import can_join, run_class
 from .fire import TXN_OPS, Lineage
 from .layout import Layout
+from .policy import OUTPUT_DRAIN_WAIT
 from .records import MAX_CLAIM_BYTES, MAX_SERVED, OUTPUT_TAIL_BYTES, REFUSED_OPTION, BadRecord, \
     RunRecord, check_id, parse_entry, parse_run
 from .store.base import DeleteOp, PutOp, Store
@@ -195,13 +196,15 @@ class OutputTail:
     """Copies a command's output from a pipe on to `out` and keeps its last `size` bytes."""
 
     def __init__(self, pipe, out: int, size: int = OUTPUT_TAIL_BYTES):
-        self.pipe, self.out, self.size = pipe, out, size
+        # Our own copy of `out`: a child of the command may keep the pipe open
+        # after the run, and the run's `out` (a standby's FIFO) is closed then.
+        self.pipe, self.out, self.size = pipe, os.dup(out), size
         self.kept = bytearray()
         self.thread = threading.Thread(target=self._copy, daemon=True, name="trigger-output")
         self.thread.start()
 
     def _copy(self) -> None:
-        with self.pipe:
+        try:
             while chunk := self.pipe.read1(65536):
                 try:
                     os.write(self.out, chunk)  # on as before; a gone reader must not stop the run
@@ -210,8 +213,11 @@ class OutputTail:
                 self.kept += chunk
                 if len(self.kept) > 2 * self.size:
                     del self.kept[: len(self.kept) - self.size]
+        finally:
+            self.pipe.close()
+            os.close(self.out)
 
-    def text(self, wait: float = 5.0) -> str:
+    def text(self, wait: float = OUTPUT_DRAIN_WAIT) -> str:
         """The tail, once the pipe closed (or after `wait` s: a child of the command may hold it)."""
         self.thread.join(wait)
         tail = bytes(self.kept[-self.size:])
