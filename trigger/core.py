@@ -222,6 +222,7 @@ class WatcherCore:
     pending: dict[str, Entry] = field(default_factory=dict)
     runs: dict[str, RunRecord] = field(default_factory=dict)
     queued_run: str | None = None
+    queued_class: tuple[bool, tuple[str, ...]] | None = None  # the options it will serve (report only)
     lock_holder: str | None = None  # the run id holding the host's run lock
     revision: int = 0
     retry_at: float = 0.0
@@ -300,6 +301,8 @@ class WatcherCore:
                 # With two queued runs (a race with an older watcher) entries
                 # wait for the newest; the other still runs and serves them.
                 self.queued_run = run.run_id
+        if self.queued_run is not None:
+            self.queued_class = run_class(self.pending[name] for name in sorted(self.pending))
         self.fires_received += len(self.pending.keys() - known)
         return actions + self._judge_started(now)
 
@@ -343,7 +346,7 @@ class WatcherCore:
             if not coalesce:
                 return []
             self.fires_received += 1
-            if self.queued_run is not None and can_join(entry, self._serving()):
+            if self.queued_run is not None and can_join(entry, self.queued_class):
                 return [Coalesce(name, self.queued_run, entry.trigger)]
             return []
         if kind == "lock":
@@ -397,10 +400,6 @@ class WatcherCore:
         self._parsed[change.key] = (change.revision, record)
         return record
 
-    def _serving(self) -> tuple[bool, tuple[str, ...]] | None:
-        """The class the next run serves: the oldest waiting entry's (as `runner.start_run` picks)."""
-        return run_class(self.pending[name] for name in sorted(self.pending))
-
     def _enqueue_failed(self, event: EnqueueFailed, now: float) -> list[Action]:
         actions: list[Action] = []
         run = self.runs.get(event.run_id)
@@ -435,8 +434,9 @@ class WatcherCore:
         record = RunRecord(run_id=run_id, host=self.host, state="queued", queued_at=now)
         self.runs[run_id] = record
         self.queued_run = run_id
-        options = self._serving()
-        waiting = tuple(name for name in sorted(self.pending) if can_join(self.pending[name], options))
+        names = sorted(self.pending)  # oldest first: the class runner.start_run will claim
+        options = self.queued_class = run_class(self.pending[name] for name in names)
+        waiting = tuple(name for name in names if can_join(self.pending[name], options))
         triggers = tuple(sorted({self.pending[name].trigger for name in waiting}))
         return [EnqueueRun(run_id, record, waiting, triggers)]
 
