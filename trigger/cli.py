@@ -1,4 +1,4 @@
-"""`trigger`: fire, wait, watch, run, status, history, logs, leader, drop, auth.
+"""`trigger`: fire, wait, watch, run, status, history, logs, leader, drop, auth, completion, manpage.
 
 Each command lives in its own module under `trigger/commands/`, with its
 arguments, the checks of its options and what it does; this module only
@@ -30,7 +30,8 @@ from .store import StoreError
 # name: its module under trigger/commands/ (HELP, arguments(p), check(args) or none, run(args));
 # only the command named is imported.
 COMMANDS = {name: f"trigger.commands.{name}" for name in
-            ("fire", "wait", "watch", "run", "status", "history", "logs", "leader", "drop", "auth")}
+            ("fire", "wait", "watch", "run", "status", "history", "logs", "leader", "drop", "auth",
+             "completion", "manpage")}
 
 
 def _columns() -> int:
@@ -73,6 +74,9 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_BAD_INPUT)
 
 
+DISTRIBUTION = "puppet-trigger"  # the import package is `trigger`; the name `trigger` is another project's
+
+
 class _Version(argparse._VersionAction):
     """--version, looked up only when asked: importlib.metadata costs every command 11 ms."""
 
@@ -80,7 +84,7 @@ class _Version(argparse._VersionAction):
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            found = version("trigger")
+            found = version(DISTRIBUTION)
         except PackageNotFoundError:
             found = "unknown"
         print(f"trigger {found}")

@@ -161,7 +161,8 @@ def test_a_parser_of_the_named_command_only_parses_as_the_whole_one(argv):
     subparsers = next(a for a in only._actions if isinstance(a, argparse._SubParsersAction))
     assert list(subparsers.choices) == [argv[0]]
     assert vars(only.parse_args(argv)) == vars(build_parser().parse_args(argv))
-    assert list(COMMANDS) == ["fire", "wait", "watch", "run", "status", "history", "logs", "leader", "drop", "auth"]
+    assert list(COMMANDS) == ["fire", "wait", "watch", "run", "status", "history", "logs", "leader", "drop",
+                             "auth", "completion", "manpage"]
 
 
 def test_a_word_that_is_no_command_is_refused_naming_every_command(capsys):
@@ -171,10 +172,17 @@ def test_a_word_that_is_no_command_is_refused_naming_every_command(capsys):
     assert done.value.code == 2 and "invalid choice: 'fir'" in err and "'auth'" in err
 
 
-def test_version(capsys):
+def test_version_is_the_installed_distributions(capsys):
+    """The distribution is `puppet-trigger` (the name `trigger` is another project's)."""
+    import tomllib
+    from pathlib import Path
+
+    with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
     with pytest.raises(SystemExit) as done:
         main(["--version"])
-    assert done.value.code == 0 and capsys.readouterr().out.startswith("trigger ")
+    assert project["name"] == "puppet-trigger"
+    assert done.value.code == 0 and capsys.readouterr().out == f"trigger {project['version']}\n"
 
 
 def test_leader_without_holder_is_not_the_failed_run_code(capsys):

@@ -27,6 +27,14 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    "(default: none, give --hosts or --hosts-file)")
     p.add_argument("--hosts-file", help="more targets, one per line or comma-separated; '-' reads "
                    "standard input (for lists longer than a command line may be) (default: none)")
+    p.add_argument("--query", help="more hosts: the active nodes PuppetDB names, by PQL "
+                   "('inventory[certname] { facts.os.family = \"Debian\" }') or 'Class[Profile::Lb]' "
+                   "(needs --puppetdb) (default: none)")
+    p.add_argument("--puppetdb", metavar="URL", help="PuppetDB for --query, e.g. https://puppet:8081 "
+                   "(default: none)")
+    for name, what in (("cacert", "CA certificate"), ("cert", "certificate"), ("key", "private key")):
+        p.add_argument(f"--puppetdb-{name}", metavar="FILE", help=f"TLS {what} for --puppetdb "
+                       "(default: the Puppet agent's, from `puppet config print`)")
     p.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="loop limit: hops allowed, 1 to 100")
     p.add_argument("--provider", default="etcd", choices=["etcd", "dummy", "exec"],
                    help="etcd: write the hosts' inboxes; dummy: write nothing; exec: run --exec-cmd per host")
@@ -56,7 +64,8 @@ def check(args) -> None:
     """Everything `fire` is given, checked and parsed before it writes."""
     if not args.name or len(args.name) > 256:
         raise BadRecord("the trigger name must be 1 to 256 characters")
-    args.targets = targets(hosts_text(args))
+    text = hosts_text(args, required=not args.query)
+    args.targets = targets(text) if text else []
     args.lineage = Lineage.from_env()
     check_ttl(args.ttl)
     check_limit(args.max_concurrent)
@@ -77,6 +86,8 @@ def check(args) -> None:
         if not args.exec_cmd:
             raise BadRecord("the exec provider needs --exec-cmd, e.g. 'mco puppet runonce -I {host}'")
         exec_argv(args.exec_cmd, "host.example")
+    # last: the only check that asks another server
+    args.targets = list(dict.fromkeys(args.targets + query_hosts(args)))
 
 
 def run(args) -> int:
@@ -126,7 +137,24 @@ def run(args) -> int:
             store.close()
 
 
-def hosts_text(args) -> str:
+def query_hosts(args) -> list[str]:
+    """The hosts --query names in PuppetDB: asked before anything is written, and shown."""
+    if not args.query:
+        if args.puppetdb:
+            raise BadRecord("--puppetdb is only used with --query")
+        return []
+    from ..puppetdb import PuppetDBError
+    from ..puppetdb import query_hosts as ask_puppetdb
+
+    try:
+        hosts = ask_puppetdb(args.query, args.puppetdb, [args.puppetdb_cacert, args.puppetdb_cert, args.puppetdb_key])
+    except PuppetDBError as exc:
+        raise BadRecord(str(exc)) from None
+    print(f"trigger: --query matched {len(hosts)} host(s): {', '.join(hosts)}", file=sys.stderr)
+    return hosts
+
+
+def hosts_text(args, required: bool = True) -> str:
     """Every --hosts and --hosts-file together, as one comma-separated list."""
     parts = list(args.hosts or [])
     if args.hosts_file:
@@ -138,8 +166,8 @@ def hosts_text(args) -> str:
             raise BadRecord(f"--hosts-file {args.hosts_file} is not UTF-8 text") from None
         lines = [line.strip() for line in text.splitlines()]
         parts += [line for line in lines if line and not line.startswith("#")]
-    if not parts:
-        raise BadRecord("give the hosts with --hosts or --hosts-file")
+    if not parts and required:
+        raise BadRecord("give the hosts with --hosts or --hosts-file (or --query)")
     return ",".join(parts)
 
 
