@@ -1,4 +1,4 @@
-"""`trigger`: fire, wait, watch, run, status, history, leader, drop, auth, completion, manpage.
+"""`trigger`: fire, wait, watch, run, status, history, logs, leader, drop, auth, completion, manpage.
 
 Each command lives in its own module under `trigger/commands/`, with its
 arguments, the checks of its options and what it does; this module only
@@ -7,7 +7,8 @@ before anything is written or run. Errors the user can fix end in one line
 on stderr and a non-zero exit: 2 for bad input, 1 when the store cannot be
 reached, 3 for a fire refused by the loop TTL, 4 when a waited-for run
 failed or did not finish in time, 5 when what was asked for is not there
-(no holder of an election, no such fire), 75 when a run could not be
+(no holder of an election, no such fire or run), 64 when a run was refused
+the options its fires asked for, 75 when a run could not be
 recorded as started, 130 when a wait was interrupted.
 """
 
@@ -30,7 +31,7 @@ from .store import StoreError
 # name: its module under trigger/commands/ (HELP, arguments(p), check(args) or none, run(args));
 # only the command named is imported.
 COMMANDS = {name: f"trigger.commands.{name}" for name in
-            ("fire", "wait", "watch", "run", "status", "history", "leader", "drop", "auth",
+            ("fire", "wait", "watch", "run", "status", "history", "logs", "leader", "drop", "auth",
              "completion", "manpage")}
 
 

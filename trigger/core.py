@@ -37,6 +37,11 @@ failing is not flooded.
 
 Changes are applied only if they are newer than the last snapshot, so a
 watch that lags behind a re-read cannot roll the state back.
+
+Run options (noop, tags) split the entries into classes: a run serves the
+class of the oldest entry waiting (`run_class`), and only entries of that
+class join it (`can_join`); the others wait for the next run. So a noop
+run never serves a normal fire, nor a normal run a noop one.
 """
 
 from __future__ import annotations
@@ -48,6 +53,31 @@ from .layout import Layout
 from .policy import MAX_ENQUEUE_DELAY
 from .records import BadRecord, Entry, RunRecord, check_id, parse_entry, parse_run
 from .store.base import Change, KeyValue, Put
+
+
+# -- run classes ----------------------------------------------------------------
+
+
+def options_of(record: Entry | RunRecord) -> tuple[bool, tuple[str, ...]]:
+    """The run options of an entry or a run: what makes its class."""
+    return record.noop, record.tags
+
+
+def run_class(entries) -> tuple[bool, tuple[str, ...]] | None:
+    """The options of the run that serves `entries` (oldest first): the oldest one's."""
+    for entry in entries:
+        return options_of(entry)
+    return None
+
+
+def can_join(entry: Entry, options: tuple[bool, tuple[str, ...]] | None,
+             held: dict[str, int] | None = None) -> bool:
+    """Can a run of `options`, holding the slots `held` (None: not taken yet),
+    serve this entry? Only one of its own class, and of a limited trigger
+    only with a slot of it."""
+    if options is not None and options_of(entry) != options:
+        return False
+    return held is None or not entry.max_concurrent or entry.trigger in held
 
 
 # -- events (what happened) ----------------------------------------------------
@@ -192,6 +222,7 @@ class WatcherCore:
     pending: dict[str, Entry] = field(default_factory=dict)
     runs: dict[str, RunRecord] = field(default_factory=dict)
     queued_run: str | None = None
+    queued_class: tuple[bool, tuple[str, ...]] | None = None  # the options it will serve (report only)
     lock_holder: str | None = None  # the run id holding the host's run lock
     revision: int = 0
     retry_at: float = 0.0
@@ -270,6 +301,8 @@ class WatcherCore:
                 # With two queued runs (a race with an older watcher) entries
                 # wait for the newest; the other still runs and serves them.
                 self.queued_run = run.run_id
+        if self.queued_run is not None:
+            self.queued_class = run_class(self.pending[name] for name in sorted(self.pending))
         self.fires_received += len(self.pending.keys() - known)
         return actions + self._judge_started(now)
 
@@ -313,7 +346,7 @@ class WatcherCore:
             if not coalesce:
                 return []
             self.fires_received += 1
-            if self.queued_run is not None:
+            if self.queued_run is not None and can_join(entry, self.queued_class):
                 return [Coalesce(name, self.queued_run, entry.trigger)]
             return []
         if kind == "lock":
@@ -401,8 +434,11 @@ class WatcherCore:
         record = RunRecord(run_id=run_id, host=self.host, state="queued", queued_at=now)
         self.runs[run_id] = record
         self.queued_run = run_id
-        triggers = tuple(sorted({e.trigger for e in self.pending.values()}))
-        return [EnqueueRun(run_id, record, tuple(sorted(self.pending)), triggers)]
+        names = sorted(self.pending)  # oldest first: the class runner.start_run will claim
+        options = self.queued_class = run_class(self.pending[name] for name in names)
+        waiting = tuple(name for name in names if can_join(self.pending[name], options))
+        triggers = tuple(sorted({self.pending[name].trigger for name in waiting}))
+        return [EnqueueRun(run_id, record, waiting, triggers)]
 
 
 def _reports(before: RunRecord | None, run: RunRecord) -> list[Action]:

@@ -78,13 +78,16 @@ class Command:
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
-    def wait(self, process: subprocess.Popen) -> int:
+    def wait(self, process: subprocess.Popen) -> int | tuple[int, str]:
+        """Its exit code; with the tail of its output when `runner.start_command` kept one."""
         with self._lock:
             self.process = process
         code = process.wait()
         with self._lock:
             self.process = None
-        return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
+        code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
+        tail = getattr(process, "tail", None)
+        return code if tail is None else (code, tail.text())
 
     def stop(self, grace: float) -> None:
         with self._lock:
@@ -190,10 +193,11 @@ class RealDriver:
     def _enqueue(self, effect: Enqueue) -> None:
         self.queue.enqueue(effect.run_id, self.run_argv(effect.run_id))
 
-    def _execute(self, effect: Execute) -> int:
-        """`execute(record)` starts the command (a Popen) or runs it (an exit code)."""
+    def _execute(self, effect: Execute) -> int | tuple[int, str]:
+        """`execute(record)` starts the command (a Popen) or runs it (an exit code, or
+        an exit code and output)."""
         started = self.execute(effect.record)
-        return started if isinstance(started, int) else self.command.wait(started)
+        return started if isinstance(started, (int, tuple)) else self.command.wait(started)
 
     def _stop_command(self, effect: StopCommand) -> None:
         self.command.stop(effect.grace)

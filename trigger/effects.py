@@ -69,7 +69,8 @@ class Enqueue:
 
 @dataclass(frozen=True, slots=True)
 class Execute:
-    """Run the configured command for a started run; returns its exit code."""
+    """Run the configured command for a started run; returns its exit code, or
+    (exit code, the tail of its output) where the driver kept that."""
 
     record: Any  # RunRecord
 

@@ -15,7 +15,7 @@ from typing import Mapping, NamedTuple
 
 from .layout import Layout
 from .policy import WATCH
-from .records import DEFAULT_TTL, BadRecord, Entry, check_host, check_limit, check_ttl
+from .records import DEFAULT_TTL, BadRecord, Entry, check_host, check_limit, check_tags, check_ttl
 from .store.base import PutOp, Store
 
 TXN_OPS = 128  # etcd's default --max-txn-ops
@@ -61,6 +61,8 @@ def make_entry(
     now: float | None = None,
     event_id: str | None = None,
     max_concurrent: int = 0,
+    noop: bool = False,
+    tags: tuple[str, ...] = (),
 ) -> Entry:
     """The entry a fire writes, or LoopRefused if it would exceed the ttl."""
     check_ttl(ttl)
@@ -84,6 +86,8 @@ def make_entry(
         chain=chain[-(ttl + 1):],
         origin=origin,
         max_concurrent=max_concurrent,
+        noop=bool(noop),
+        tags=check_tags(tags),
     )
 
 
@@ -101,19 +105,21 @@ def write_entry(store: Store, layout: Layout, entry: Entry, hosts: list[str], fi
 def fire(store: Store, layout: Layout, name: str, hosts: list[str], lineage: Lineage,
          origin: str, ttl: int = DEFAULT_TTL, now: float | None = None,
          event_id: str | None = None, max_concurrent: int = 0, retention: int = 0,
-         ok_codes: tuple[int, ...] = (0, 2)) -> Entry:
+         ok_codes: tuple[int, ...] = (0, 2), noop: bool = False, tags: tuple[str, ...] = ()) -> Entry:
     """Write one fire into every host's inbox; record and raise a refusal.
 
     With `retention`, the fire and its hosts are also kept under `P/fires/`
     on a lease of that many seconds, for `trigger history` and `trigger
-    wait`, with the exit codes that count as success. `event_id` is
-    for callers that need determinism (the simulator).
+    wait`, with the exit codes that count as success. `noop` and `tags`
+    travel with the entry: the hosts' runs add `--noop`, `--tags` where their
+    watcher allows it. `event_id` is for callers that need determinism (the
+    simulator).
     """
     now = time.time() if now is None else now
     event_id = event_id or new_event_id(now)
     hosts = [check_host(h) for h in hosts]
     try:
-        entry = make_entry(name, lineage, origin, ttl, now, event_id, max_concurrent)
+        entry = make_entry(name, lineage, origin, ttl, now, event_id, max_concurrent, noop, tags)
     except LoopRefused as refusal:
         record = {
             "id": event_id, "trigger": name, "hosts": hosts, "hop": lineage.hop + 1,
@@ -128,6 +134,8 @@ def fire(store: Store, layout: Layout, name: str, hosts: list[str], lineage: Lin
         record = {"id": entry.id, "trigger": name, "hosts": hosts, "fired_at": now,
                   "origin": origin, "hop": entry.hop, "max_concurrent": max_concurrent,
                   "ok_codes": list(ok_codes)}
+        if noop or tags:
+            record.update(noop=entry.noop, tags=list(entry.tags))
         kept = (PutOp(layout.fire_key(entry.id), json.dumps(record, sort_keys=True).encode(),
                       store.lease_grant(retention)),)
     write_entry(store, layout, entry, hosts, kept)

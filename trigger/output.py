@@ -17,7 +17,7 @@ from typing import Any, Callable, NamedTuple, Sequence, Union
 FORMATS = ("table", "plain", "json")
 STATE_COLOURS = {"ok": "green", "alive": "green", "failed": "red", "lost": "red",
                  "no watcher": "red", "absent": "red", "waiting": "yellow", "running": "yellow",
-                 "refused": "magenta"}
+                 "refused": "magenta", "refused option": "red"}
 
 
 class Key(NamedTuple):
@@ -155,3 +155,12 @@ def one_line(message: object) -> str:
         return text
     return "".join(ch.encode("unicode_escape").decode("ascii")
                    if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+
+
+def last_lines(text: str, count: int) -> list[str]:
+    """The last `count` lines of a command's output, for a terminal: colours
+    and other escape sequences gone, every other control character escaped."""
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", text)
+    return [one_line(line) for line in plain.rstrip("\n").splitlines()[-count:]]

@@ -61,6 +61,8 @@ STANDBY_IDLE_CHECK = 10.0  # seconds between an idle standby run's looks at its 
 STANDBY_MAX_LINGER = 30 * 86400  # longer is as good as never; past threading.TIMEOUT_MAX its timer would fail
 STANDBY_OPEN_WAIT = 0.5  # seconds for inotify to tell which run link a job opened, once the FIFO has opened
 STANDBY_CLOSE_WAIT = 2.0  # seconds for a served job's cat to close its link before the next open
+OUTPUT_DRAIN_WAIT = 5.0  # seconds a run's output pipe may stay open after its command exited (a child
+                         # holding it); then the run is recorded with the tail read so far
 
 WATCH = WatchPolicy()
 RUN = RunPolicy()

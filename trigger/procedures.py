@@ -43,11 +43,12 @@ from .layout import Layout
 from .policy import BEATS_PER_TTL, MEMBER_TTL, RETRY_AFTER_STORE_ERROR, RUN, WATCH, RunPolicy, \
     WatchPolicy
 from .queue import QueueError
-from .records import BadRecord, RunRecord, parse_run
-from .runner import finish_run, give_back, start_run, take_run_lock
+from .records import RUN_OPTIONS, BadRecord, RunRecord, parse_run
+from .runner import finish_run, give_back, refused_options, start_run, take_run_lock
 from .store.base import CompactedError, DeleteOp, PutOp, StoreError, UnavailableError
 
 EXIT_TEMPFAIL = 75  # `trigger run` could not be recorded as started: it ran nothing
+EXIT_OPTION_REFUSED = 64  # its fires asked for a run option the watcher does not allow: it ran nothing
 
 
 # -- store steps, as functions of the store (what `Call` runs) ----------------------
@@ -270,14 +271,16 @@ class RunLease:
 
 
 def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
-                  holder: str | None = None, policy: RunPolicy = RUN):
+                  holder: str | None = None, policy: RunPolicy = RUN, allowed=RUN_OPTIONS):
     """What `trigger run` does around its command; returns the exit status.
 
     Take a lease kept alive beside the run, the host's run lock on it (one
     run at a time, whatever task-spooler did), a slot of every limited
     trigger waiting, then claim the inbox, run the command, finish. `holder`
     names the run in slot keys (the run id by default). EXIT_TEMPFAIL when
-    nothing ran: the fires wait in the inbox for the next run.
+    nothing ran: the fires wait in the inbox for the next run. A run whose
+    options (noop, tags) are not all `allowed` runs nothing either, but its
+    fires are served: its finished record says why, and it returns EXIT_OPTION_REFUSED.
     """
     what = f"{run_id} cannot mark its start"
     lease_id = yield from retrying(lambda now: Call(_grant, (policy.lease_ttl,)), what, policy)
@@ -301,7 +304,13 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
     if record is None:
         return (yield from _abort(run_id, keeper, lease))
     yield Note(RunStarted(record))
-    exit_code = yield Execute(record)
+    refusal = refused_options(record, allowed)
+    if refusal:  # nothing runs; the fires are served, the record says why
+        yield Note(f"{run_id}: {refusal}", "warning")
+        exit_code, output = None, ""
+    else:
+        ended = yield Execute(record)
+        exit_code, output = ended if isinstance(ended, tuple) else (ended, "")
     stopped = lease.expired  # stopped before its end, rather than losing the lease after it
     # The end is when the command returned, not when the record is written:
     # the slots go back in between, and a run recorded as ending after the
@@ -316,12 +325,13 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
         yield Note(RunGaveBack(record, reason), "warning")
     else:
         done = yield from retrying(
-            lambda now: Call(finish_run, (layout, record, exit_code, ended, retained or 0)),
+            lambda now: Call(finish_run, (layout, record, exit_code, ended, retained or 0, output, refusal)),
             f"{run_id} cannot mark its finish", policy)
-        yield Note(RunFinished(record, exit_code, done is not None),
-                   "info" if done is not None else "warning")
+        if not refusal:
+            yield Note(RunFinished(record, exit_code, done is not None),
+                       "info" if done is not None else "warning")
     yield from _end_lease(keeper, lease)  # the lock goes with it: the next run may start
-    return exit_code
+    return EXIT_OPTION_REFUSED if refusal else exit_code
 
 
 def _abort(run_id: str, keeper, lease: RunLease | None = None):

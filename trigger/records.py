@@ -21,18 +21,30 @@ MAX_NAME_CHARS = 256
 MAX_TTL = 100
 DEFAULT_TTL = 5
 MAX_LIMIT = 100000
+MAX_TAGS = 32  # Puppet tags one fire may ask for (`--tags a,b`)
+OUTPUT_TAIL_BYTES = 4096  # the last 4 KiB of a run's output, kept with its finished record
+REFUSED_OPTION = "refused option"  # a finished run that ran nothing: its fires asked for an option
+                                   # the watcher does not allow (how its reason begins)
 
 # Hostnames, FQDNs and the ids we generate: no spaces, no '/', nothing a
 # shell would read as syntax.
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?")
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Puppet's tag syntax (lower case; never starts with '-', so never an option).
+_TAG_RE = re.compile(r"[a-z0-9_][a-z0-9_:.-]{0,127}")
 
 RUN_STATES = ("queued", "started", "finished", "lost")
 
 
+# Fields added later, written only when they differ from their default: a
+# normal fire's entry and a run without output are the bytes they always were.
+_LEAN = {"noop": False, "tags": (), "output": ""}
+
+
 def _encode(record) -> bytes:
     # json writes the tuples in it as lists
-    return json.dumps(record._asdict(), sort_keys=True, separators=(",", ":")).encode()
+    data = {k: v for k, v in record._asdict().items() if k not in _LEAN or v != _LEAN[k]}
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 class BadRecord(ValueError):
@@ -68,6 +80,50 @@ def check_limit(value: object) -> int:
     return value
 
 
+def check_tags(tags: object) -> tuple[str, ...]:
+    """Puppet tags for `--tags`: sorted, each once (the class of runs a fire joins)."""
+    if not isinstance(tags, (list, tuple)) or len(tags) > MAX_TAGS:
+        raise BadRecord(f"tags must be a list of at most {MAX_TAGS}, got {tags!r:.60}")
+    for tag in tags:
+        if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
+            raise BadRecord(f"bad tag {tag!r:.60}: use lower-case letters, digits, '_', ':', '.' and '-'")
+    return tuple(sorted(set(tags)))
+
+
+def split_tags(text: str) -> tuple[str, ...]:
+    """Parse `--tags a,b` (Puppet's tags are case-insensitive: lower-cased)."""
+    tags = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not tags:
+        raise BadRecord("--tags is empty")
+    return check_tags(tags)
+
+
+# -- run options: what a fire may add to a watcher's command ----------------------
+
+RUN_OPTIONS = ("noop", "tags")  # what a fire can ask for (`trigger fire --noop --tags a,b`)
+PUPPET_RUNS = (("puppet", "agent"), ("puppet", "apply"))  # commands that take both by default
+
+
+def default_run_options(argv: list[str]) -> tuple[str, ...]:
+    """The options a watcher allows unless told: Puppet's for `puppet agent`/`puppet apply`."""
+    if len(argv) >= 2 and (argv[0].rsplit("/", 1)[-1], argv[1]) in PUPPET_RUNS:
+        return RUN_OPTIONS
+    return ()
+
+
+def allowed_run_options(text: str | None, argv: list[str]) -> tuple[str, ...]:
+    """Parse `--run-options noop,tags` ('none': a fire may add nothing; None: the default for `argv`)."""
+    if text is None:
+        return default_run_options(argv)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["none"]:
+        return ()
+    unknown = [n for n in names if n not in RUN_OPTIONS]
+    if unknown or not names:
+        raise BadRecord(f"--run-options takes {', '.join(RUN_OPTIONS)} or none, got {text!r}")
+    return tuple(n for n in RUN_OPTIONS if n in names)
+
+
 def split_hosts(text: str) -> list[str]:
     """Parse `--hosts a,b,c`; duplicates collapse, order is kept."""
     hosts = [h.strip() for h in text.split(",")]
@@ -87,6 +143,8 @@ class Entry(NamedTuple):
     chain: tuple[str, ...] = ()
     origin: str = ""
     max_concurrent: int = 0  # how many of the trigger's hosts may run at once; 0: no limit
+    noop: bool = False  # run the command in noop mode (`--noop`)
+    tags: tuple[str, ...] = ()  # Puppet tags the run is limited to (`--tags`), sorted
 
     def encode(self) -> bytes:
         return _encode(self)
@@ -107,6 +165,9 @@ class RunRecord(NamedTuple):
     chain: tuple[str, ...] = ()
     reason: str = ""
     limits: tuple[tuple[str, int], ...] = ()  # (trigger, max_concurrent) of what it served
+    noop: bool = False  # the options of the fires it serves (one class: `core.same_class`)
+    tags: tuple[str, ...] = ()
+    output: str = ""  # the last OUTPUT_TAIL_BYTES of its command's output, once finished
 
     def encode(self) -> bytes:
         return _encode(self)
@@ -195,7 +256,16 @@ def _parse_entry(value: bytes) -> Entry:
         chain=_hosts(data, "chain"),
         origin=check_host(origin) if origin else "",
         max_concurrent=check_limit(_field(data, "max_concurrent", int, 0)),
+        noop=_flag(data, "noop"),
+        tags=check_tags(_field(data, "tags", list, [])),
     )
+
+
+def _flag(data: dict, name: str) -> bool:
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRecord(f"field {name!r} must be true or false, got {value!r:.60}")
+    return value
 
 
 def parse_run(value: bytes) -> RunRecord:
@@ -228,6 +298,9 @@ def _parse_run(value: bytes) -> RunRecord:
         chain=_hosts(data, "chain"),
         reason=_field(data, "reason", str, "")[:MAX_NAME_CHARS],
         limits=tuple(_limit_pair(p) for p in _field(data, "limits", list, [])[:MAX_SERVED]),
+        noop=_flag(data, "noop"),
+        tags=check_tags(_field(data, "tags", list, [])),
+        output=_field(data, "output", str, "")[-OUTPUT_TAIL_BYTES:],
     )
 
 

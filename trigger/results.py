@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from .layout import Layout
-from .records import MAX_SERVED, BadRecord, RunRecord, check_host, parse_run
+from .records import MAX_SERVED, REFUSED_OPTION, BadRecord, RunRecord, check_host, parse_run
 from .store.base import Put, Store, StoreError
 
 PUPPET_OK = (0, 2)  # `puppet agent --test`: 0 no changes, 2 changes applied
@@ -23,7 +23,7 @@ PUPPET_OK = (0, 2)  # `puppet agent --test`: 0 no changes, 2 changes applied
 
 NO_WATCHER = "no watcher"  # waiting, and the host had no live watcher (member key)
 REFUSED = "refused"  # the loop TTL stopped it: a refused fire, or a run that failed because its fire was
-STATES = ("ok", "failed", "refused", "lost", "running", "waiting", NO_WATCHER)
+STATES = ("ok", "failed", "refused", "lost", "running", "waiting", NO_WATCHER, REFUSED_OPTION)
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,12 @@ class HostResult:
     run_id: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    noop: bool = False  # a noop run: exit 2 under --detailed-exitcodes means "would change"
+    output: str = ""  # the tail of the run's output, or why it ran nothing
 
     @property
     def done(self) -> bool:
-        return self.state in ("ok", "failed", REFUSED)  # a lost run gives its fires to the next
+        return self.state in ("ok", "failed", REFUSED, REFUSED_OPTION)  # a lost run gives its fires to the next
 
 
 def result_of(host: str, run: RunRecord | None, ok_codes=PUPPET_OK) -> HostResult:
@@ -49,8 +51,12 @@ def result_of(host: str, run: RunRecord | None, ok_codes=PUPPET_OK) -> HostResul
     if run.state != "finished":
         return HostResult(host, "running", run_id=run.run_id, started_at=run.started_at)
     duration = (run.finished_at - run.started_at) if run.started_at and run.finished_at else None
-    state = "ok" if run.exit_code in ok_codes else "failed"
-    return HostResult(host, state, run.exit_code, duration, run.run_id, run.started_at, run.finished_at)
+    if run.reason.startswith(REFUSED_OPTION):
+        state, output = REFUSED_OPTION, run.reason
+    else:
+        state, output = "ok" if run.exit_code in ok_codes else "failed", run.output
+    return HostResult(host, state, run.exit_code, duration, run.run_id, run.started_at, run.finished_at,
+                      run.noop, output)
 
 
 def without_watcher(results: dict[str, HostResult], unwatched) -> dict[str, HostResult]:

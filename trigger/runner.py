@@ -19,6 +19,11 @@ store so both drivers run them:
   they get a new run.
 * `give_back`: a run whose command was stopped records itself lost and
   leaves its entries for the next run.
+* `start_command` runs the command (an argv, never a shell), with the run's
+  options appended as argv (`option_argv`) only when the watcher allows them
+  (`refused_options`), its output teed: on to where it went before
+  (task-spooler's output file), and its last OUTPUT_TAIL_BYTES kept for the
+  finished record.
 
 Every step can be retried after an answer was lost: `start_run` returns the
 record an earlier try wrote, `finish_run` repeats deletions of gone keys.
@@ -28,11 +33,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 
+from .core import can_join, run_class
 from .fire import TXN_OPS, Lineage
 from .layout import Layout
-from .records import MAX_CLAIM_BYTES, MAX_SERVED, BadRecord, RunRecord, check_id, parse_entry, \
-    parse_run
+from .policy import OUTPUT_DRAIN_WAIT
+from .records import MAX_CLAIM_BYTES, MAX_SERVED, OUTPUT_TAIL_BYTES, REFUSED_OPTION, BadRecord, \
+    RunRecord, check_id, parse_entry, parse_run
 from .store.base import DeleteOp, PutOp, Store
 
 
@@ -107,14 +115,16 @@ def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float,
     """
     entries, own = _inbox(store, layout, host, run_id)
     again = own is not None and own.state == "started"  # an earlier try was applied, its answer lost
+    if again:
+        if held is None and own.limits:
+            return dict(own.limits)  # the same slots as that try
+        return own  # the same claim
+    options = run_class(e for _, _, e in entries)  # one class: the oldest entry's options
+    entries = [e for e in entries if can_join(e[2], options, held)]
     if held is None:
-        limits = dict(own.limits) if again else _limits(entries)  # the same slots as that try
+        limits = _limits(entries)
         if limits:
             return limits
-    if again:
-        return own  # the same claim
-    if held is not None:
-        entries = [e for e in entries if not e[2].max_concurrent or e[2].trigger in held]
     claimed, size = [], 0
     for _, name, entry in entries:  # oldest first: event ids sort by time
         size += len(name) + 3
@@ -128,17 +138,20 @@ def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float,
         queued_at=own.queued_at if own is not None else None,
         started_at=now, served=tuple(name for name, _ in claimed),
         hop=lineage.hop, chain=lineage.chain, limits=tuple(sorted((held or {}).items())),
+        noop=options[0] if options else False, tags=options[1] if options else (),
     )
     store.put(layout.run_key(host, run_id), record.encode())
     return record
 
 
-def finish_run(store: Store, layout: Layout, record: RunRecord, exit_code: int,
-               now: float, lease: int = 0) -> RunRecord:
+def finish_run(store: Store, layout: Layout, record: RunRecord, exit_code: int | None,
+               now: float, lease: int = 0, output: str = "", reason: str = "") -> RunRecord:
     """Remove the claimed entries; the last batch goes with the finished
-    record, moved to P/done/ (with the retention's `lease`). Repeating it is
+    record (with the tail of the command's `output`, or why it ran nothing),
+    moved to P/done/ (with the retention's `lease`). Repeating it is
     harmless: a write that timed out is retried."""
-    done = record._replace(state="finished", finished_at=now, exit_code=exit_code)
+    done = record._replace(state="finished", finished_at=now, exit_code=exit_code,
+                           output=output[-OUTPUT_TAIL_BYTES:], reason=reason)
     deletes = [DeleteOp(layout.entry_key(record.host, name)) for name in record.served]
     room = TXN_OPS - 2  # the last transaction also moves the record
     tail = len(deletes) % room or min(len(deletes), room)
@@ -159,14 +172,69 @@ def give_back(store: Store, layout: Layout, record: RunRecord, reason: str, now:
     return lost
 
 
+# -- run options: what a fire may add to the command ---------------------------------
+
+def refused_options(record: RunRecord, allowed) -> str:
+    """Why this run may not run its command with its options ("" if it may)."""
+    asked = [name for name, on in (("noop", record.noop), ("tags", bool(record.tags))) if on]
+    refused = [name for name in asked if name not in allowed]
+    if not refused:
+        return ""
+    return (f"{REFUSED_OPTION}: this watcher does not allow {', '.join('--' + n for n in refused)} "
+            f"(it allows: {', '.join('--' + n for n in allowed) or 'none'})")
+
+
+def option_argv(record: RunRecord) -> list[str]:
+    """The run's options as Puppet's arguments, appended to the command's argv."""
+    return (["--noop"] if record.noop else []) + (["--tags", ",".join(record.tags)] if record.tags else [])
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+class OutputTail:
+    """Copies a command's output from a pipe on to `out` and keeps its last `size` bytes."""
+
+    def __init__(self, pipe, out: int, size: int = OUTPUT_TAIL_BYTES):
+        # Our own copy of `out`: a child of the command may keep the pipe open
+        # after the run, and the run's `out` (a standby's FIFO) is closed then.
+        self.pipe, self.out, self.size = pipe, os.dup(out), size
+        self.kept = bytearray()
+        self.thread = threading.Thread(target=self._copy, daemon=True, name="trigger-output")
+        self.thread.start()
+
+    def _copy(self) -> None:
+        try:
+            while chunk := self.pipe.read1(65536):
+                try:
+                    os.write(self.out, chunk)  # on as before; a gone reader must not stop the run
+                except OSError:
+                    pass
+                self.kept += chunk
+                if len(self.kept) > 2 * self.size:
+                    del self.kept[: len(self.kept) - self.size]
+        finally:
+            self.pipe.close()
+            os.close(self.out)
+
+    def text(self, wait: float = OUTPUT_DRAIN_WAIT) -> str:
+        """The tail, once the pipe closed (or after `wait` s: a child of the command may hold it)."""
+        self.thread.join(wait)
+        tail = bytes(self.kept[-self.size:])
+        return tail.decode("utf-8", "replace").lstrip("\ufffd")  # a character cut at the start
+
+
 def start_command(argv: list[str], record: RunRecord, out: int | None = None) -> subprocess.Popen:
-    """Start the configured command (an argv, never a shell) with the lineage; its output to
-    `out` (a file descriptor) when given."""
+    """Start the configured command (an argv, never a shell) with the lineage; its output
+    (stdout and stderr) teed to `out` (a file descriptor; default: our stdout) and its tail
+    kept in `process.tail` (an OutputTail)."""
     env = dict(os.environ)
     env.update(Lineage(record.hop, record.chain).to_env())
     env["TRIGGER_RUN_ID"] = record.run_id
     env["TRIGGER_HOST"] = record.host
     try:
-        return subprocess.Popen(argv, env=env, stdout=out, stderr=out)
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except OSError as exc:
         raise BadRecord(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+    process.tail = OutputTail(process.stdout, 1 if out is None else out)
+    return process

@@ -221,7 +221,7 @@ def test_top_level_help_names_every_command(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert done.value.code == 0
-    for name in ("fire", "wait", "watch", "run", "status", "history", "leader", "drop", "auth"):
+    for name in ("fire", "wait", "watch", "run", "status", "history", "logs", "leader", "drop", "auth"):
         assert f"    {name} " in out, name
 
 
@@ -232,6 +232,7 @@ def test_top_level_help_names_every_command(capsys):
     ["run", "--host", "a", "--run-id", "r1", "--", "true", "--x"],
     ["status", "--json"], ["history", "e1", "--limit", "3"], ["leader", "db"],
     ["drop", "--host", "a", "--dry-run"], ["auth", "setup", "--hosts", "a", "--dry-run"],
+    ["logs", "e1", "--host", "a"], ["fire", "x", "--hosts", "a", "--noop", "--tags", "a,b"],
 ])
 def test_a_parser_of_the_named_command_only_parses_as_the_whole_one(argv):
     """main() builds only the command its words name (the others cost a cold start 4 ms)."""
@@ -241,8 +242,8 @@ def test_a_parser_of_the_named_command_only_parses_as_the_whole_one(argv):
     subparsers = next(a for a in only._actions if isinstance(a, argparse._SubParsersAction))
     assert list(subparsers.choices) == [argv[0]]
     assert vars(only.parse_args(argv)) == vars(build_parser().parse_args(argv))
-    assert list(COMMANDS) == ["fire", "wait", "watch", "run", "status", "history", "leader", "drop", "auth",
-                             "completion", "manpage"]
+    assert list(COMMANDS) == ["fire", "wait", "watch", "run", "status", "history", "logs", "leader", "drop",
+                             "auth", "completion", "manpage"]
 
 
 def test_a_word_that_is_no_command_is_refused_naming_every_command(capsys):

@@ -331,3 +331,38 @@ def test_fires_received_are_counted_once():
     assert core.fires_received == 2
     core.handle(Snapshot((kv(put_entry("e1", 3)), kv(put_entry("e2", 11))), 20, None), 2.0)
     assert core.fires_received == 2  # a re-read sees the same fires, not new ones
+
+
+# -- run classes: noop and tags ---------------------------------------------------
+
+
+def put_entry_with(eid, rev, **options):
+    return Put(L.entry_key(HOST, eid), Entry(eid, "refresh", 1.0, **options).encode(), rev)
+
+
+def test_an_entry_joins_only_a_run_of_its_own_options():
+    from trigger.core import can_join, run_class
+
+    normal, noop = Entry("e1", "t", 1.0), Entry("e2", "t", 1.0, noop=True)
+    tagged = Entry("e3", "t", 1.0, noop=True, tags=("a", "b"))
+    assert run_class([noop, normal]) == (True, ()) and run_class([]) is None
+    assert can_join(normal, (False, ())) and not can_join(normal, (True, ()))
+    assert can_join(noop, (True, ())) and not can_join(noop, (False, ()))
+    assert not can_join(tagged, (True, ())) and can_join(tagged, (True, ("a", "b")))
+    # the limit rule lives in the same place: a limited entry needs its slot
+    limited = Entry("e4", "t", 1.0, max_concurrent=2)
+    assert can_join(limited, (False, ()), None) and can_join(limited, (False, ()), {"t": 2})
+    assert not can_join(limited, (False, ()), {"other": 1})
+
+
+def test_the_queued_run_serves_the_oldest_entry_s_class_and_the_others_wait_for_the_next():
+    core, actions = synced([put_entry_with("e1", 3, noop=True), put_entry("e2", 4),
+                            put_entry_with("e3", 5, noop=True)])
+    assert [a.waiting for a in actions] == [("e1", "e3")]  # the noop run: the normal fire waits
+    core.handle(Changes((put_run("r1", "queued", 11),)), 1.0)
+    arriving = core.handle(Changes((put_entry("e4", 12), put_entry_with("e5", 13, noop=True))), 1.0)
+    assert arriving == [Coalesce("e5", "r1", "refresh")]  # only the noop fire joins it
+    start = (put_lock("r1", 14), put_run("r1", "started", 15, served=["e1", "e3", "e5"]))
+    actions = core.handle(Changes(start), 2.0)
+    assert [type(a) for a in actions] == [RunBegan, EnqueueRun]
+    assert actions[1].waiting == ("e2", "e4")  # the normal fires get the next run, together

@@ -292,3 +292,35 @@ def test_a_beat_finds_another_watcher_on_its_host_and_says_so():
     with pytest.raises(HostTaken):
         for _ in range(BEATS_PER_TTL):
             driver.run(beat(reg))
+
+
+def test_a_run_asking_for_an_option_not_allowed_runs_nothing_and_says_why_on_both_drivers():
+    """Bad input: `--tags` where the watcher allows only `--noop`. The fires
+    are served (they would be refused again), the record says why."""
+    from trigger.procedures import EXIT_OPTION_REFUSED
+
+    def prepare(store):
+        fire(store, L, "refresh", [HOST], Lineage(), "web1", now=1.0, event_id="e1", tags=("nginx",))
+
+    real_store = MemoryStore()
+    prepare(real_store)
+    ran = []
+    procedure = lambda: triggered_run(L, HOST, "r1", allowed=("noop",))  # noqa: E731
+    driver = RealDriver(real_store, execute=lambda record: ran.append(record) or 0, tell=[].append)
+    assert driver.run(procedure()) == EXIT_OPTION_REFUSED and ran == []
+    sim_code, _, sim_store = _on_sim(procedure, prepare)
+    assert sim_code == EXIT_OPTION_REFUSED
+    for store in (real_store, sim_store):
+        record = parse_run(store.get(L.done_key(HOST, "r1")).value)
+        assert record.state == "finished" and record.exit_code is None and record.served == ("e1",)
+        assert record.reason.startswith("refused option: this watcher does not allow --tags")
+        assert store.get_prefix(L.host_prefix(HOST))[0] == []  # served: not refused again and again
+
+
+def test_a_run_keeps_the_output_tail_its_driver_gives_back():
+    store = MemoryStore()
+    _fire_two(store)
+    driver = RealDriver(store, execute=lambda record: (1, "Error: no such package\n"), tell=[].append)
+    assert driver.run(triggered_run(L, HOST, "r1")) == 1
+    record = parse_run(store.get(L.done_key(HOST, "r1")).value)
+    assert (record.exit_code, record.output) == (1, "Error: no such package\n")

@@ -1,6 +1,7 @@
 """Validation of everything read back from the store or given on the command line."""
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -109,3 +110,45 @@ def test_any_value_parses_or_raises_bad_record_only(value):
             parse(value)
         except BadRecord:
             pass
+
+
+def test_entries_of_a_fire_without_options_are_the_bytes_they_were_and_old_ones_read():
+    from trigger.records import Entry, RunRecord, parse_entry, parse_run
+
+    old = b'{"chain":[],"fired_at":1.0,"hop":1,"id":"e1","max_concurrent":0,"origin":"","trigger":"t","ttl":5}'
+    assert Entry("e1", "t", 1.0).encode() == old  # a normal fire writes what it always wrote
+    assert parse_entry(old) == Entry("e1", "t", 1.0) and not parse_entry(old).noop
+    noop = Entry("e1", "t", 1.0, noop=True, tags=("a", "b"))
+    assert parse_entry(noop.encode()) == noop
+    run = RunRecord("r1", "h", "finished", noop=True, tags=("a",), output="done\n")
+    assert parse_run(run.encode()) == run
+    assert b"output" not in RunRecord("r1", "h", "queued").encode()
+
+
+@pytest.mark.parametrize("value, reason", [
+    (b'{"id":"e1","trigger":"t","fired_at":1,"noop":"yes"}', "field 'noop' must be true or false"),
+    (b'{"id":"e1","trigger":"t","fired_at":1,"tags":["-x"]}', "bad tag '-x'"),
+    (b'{"id":"e1","trigger":"t","fired_at":1,"tags":"a"}', "field 'tags' has the wrong type"),
+    (b'{"id":"e1","trigger":"t","fired_at":1,"tags":["a b"]}', "bad tag 'a b'"),
+])
+def test_bad_run_options_in_an_entry_say_why(value, reason):
+    from trigger.records import BadRecord, parse_entry
+
+    with pytest.raises(BadRecord, match=re.escape(reason)):
+        parse_entry(value)
+
+
+def test_tags_and_run_options_from_the_command_line():
+    from trigger.records import BadRecord, allowed_run_options, split_tags
+
+    assert split_tags("Web, db,web") == ("db", "web")
+    for bad in ("", "a;rm -rf /", "--noop"):
+        with pytest.raises(BadRecord):
+            split_tags(bad)
+    assert allowed_run_options(None, ["/usr/bin/puppet", "agent", "--test"]) == ("noop", "tags")
+    assert allowed_run_options(None, ["puppet", "apply", "site.pp"]) == ("noop", "tags")
+    assert allowed_run_options(None, ["systemctl", "restart", "nginx"]) == ()
+    assert allowed_run_options("tags,noop", ["x"]) == ("noop", "tags")
+    assert allowed_run_options("none", ["puppet", "agent"]) == ()
+    with pytest.raises(BadRecord, match="--run-options takes noop, tags or none"):
+        allowed_run_options("debug", ["puppet", "agent"])

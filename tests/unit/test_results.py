@@ -109,7 +109,7 @@ def test_hosts_without_a_watcher_and_the_counts():
     marked = without_watcher(results, {"b", "c"})
     assert [marked[h].state for h in "abc"] == ["waiting", "no watcher", "ok"]  # a result stays
     assert counts(marked.values()) == {"ok": 1, "failed": 0, "refused": 0, "lost": 0, "running": 0,
-                                       "waiting": 1, "no watcher": 1}
+                                       "waiting": 1, "no watcher": 1, "refused option": 0}
 
 
 def test_wait_reattaching_reads_what_is_done_and_reports_each_change():

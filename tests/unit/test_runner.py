@@ -157,3 +157,76 @@ def test_a_run_start_reads_only_the_inbox_and_active_runs():
     store.get_prefix = lambda prefix: reads.append(get_prefix(prefix)[0]) or get_prefix(prefix)
     record = start_run(store, L, "h", "r1", 1.0)
     assert len(record.served) == 1 and [len(items) for items in reads] == [1]  # one read, one entry
+
+
+def test_a_run_claims_only_the_class_of_the_oldest_entry():
+    """A noop run never serves a normal fire; fires coalesce only with fires of
+    the same options; the others stay for the next run."""
+    store = MemoryStore()
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e1", noop=True, tags=("b", "a"))
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e2")
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e3", noop=True)
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e4", noop=True, tags=("a", "b"))
+    first = start_run(store, L, "h", "r1", 1.0)
+    assert first.served == ("e1", "e4") and (first.noop, first.tags) == (True, ("a", "b"))
+    finish_run(store, L, first, 0, 2.0)
+    second = start_run(store, L, "h", "r2", 3.0)
+    assert second.served == ("e2",) and (second.noop, second.tags) == (False, ())
+    finish_run(store, L, second, 0, 4.0)
+    assert start_run(store, L, "h", "r3", 5.0).served == ("e3",)
+
+
+def test_the_finished_record_keeps_the_output_s_tail_and_fits_a_request():
+    from trigger.records import OUTPUT_TAIL_BYTES
+
+    store = MemoryStore()
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e1")
+    record = start_run(store, L, "h", "r1", 1.0)
+    done = finish_run(store, L, record, 1, 2.0, output="x" * 10000 + "the end\n")
+    assert len(done.output) == OUTPUT_TAIL_BYTES and done.output.endswith("the end\n")
+    assert parse_run(store.get(L.done_key("h", "r1")).value) == done
+    # the worst case: the largest claim, and a tail of control characters JSON escapes six-fold
+    ids = tuple(f"{i:016x}-{i:08x}" for i in range(MAX_CLAIM_BYTES // 28))
+    worst = done._replace(served=ids, output="\x01" * OUTPUT_TAIL_BYTES).encode()
+    assert len(worst) < 1024 * 1024 < 1.5 * 1024 * 1024  # MAX_RUN_BYTES, etcd's request limit
+    assert parse_run(worst).output == "\x01" * OUTPUT_TAIL_BYTES
+
+
+def test_the_command_s_output_is_passed_on_whole_and_its_tail_kept(tmp_path):
+    """Teed: everything still reaches `out` (task-spooler's file), stderr too;
+    the last 4 KiB stay for the record. A child holding the pipe after the
+    command ended delays the record by OUTPUT_DRAIN_WAIT at most."""
+    import os
+    import sys
+    import time
+
+    from trigger.driver import Command
+    from trigger.records import OUTPUT_TAIL_BYTES, RunRecord
+    from trigger.runner import start_command
+
+    script = ("import sys\nfor i in range(1000): print(f'line {i}')\n"
+              "print('oops', file=sys.stderr)\nsys.exit(3)\n")
+    out_path = tmp_path / "out"
+    with open(out_path, "wb") as out:
+        process = start_command([sys.executable, "-c", script], RunRecord("r1", "h", "started"), out.fileno())
+        code, tail = Command().wait(process)
+    assert code == 3 and tail.endswith("line 999\noops\n") and len(tail) == OUTPUT_TAIL_BYTES
+    whole = out_path.read_text()
+    assert whole.startswith("line 0\n") and whole.endswith("oops\n") and whole.count("\n") == 1001
+
+    lingering = "import subprocess, sys\nprint(subprocess.Popen(['sleep', '30']).pid)\nprint('bye')\n"
+    child = None
+    try:
+        with open(out_path, "wb") as out:
+            process = start_command([sys.executable, "-c", lingering], RunRecord("r2", "h", "started"),
+                                    out.fileno())
+            started = time.monotonic()
+            process.tail.text = lambda wait=0.5, text=process.tail.text: text(wait)  # not 5 s here
+            code, tail = Command().wait(process)
+        child, said = tail.split("\n", 1)
+        assert (code, said) == (0, "bye\n") and time.monotonic() - started < 5
+    finally:
+        if child is None:
+            child = out_path.read_text().split("\n", 1)[0]
+        if child.isdigit():
+            os.kill(int(child), 9)

@@ -10,7 +10,7 @@ from ..coordination import ROLE_PREFIX
 from ..fire import Lineage, fire, new_event_id
 from ..layout import Layout
 from ..output import iso_utc, show
-from ..records import DEFAULT_TTL, BadRecord, check_limit, check_ttl
+from ..records import DEFAULT_TTL, BadRecord, check_limit, check_ttl, split_tags
 from .common import (DEFAULT_OK_CODES, DEFAULT_RETENTION, DEFAULT_WAIT_TIMEOUT, EXIT_FAILED, connection_arguments,
                      few, not_negative, ok_codes, open_store_of, origin, output_argument, output_format, positive,
                      targets, wait_for_absent_argument)
@@ -49,6 +49,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=int, default=0,
                    help="at most N of the hosts run at once (0: no limit)")
     p.add_argument("--serial", action="store_true", help="one host at a time (--max-concurrent 1)")
+    p.add_argument("--noop", action="store_true",
+                   help="the runs add --noop (a watcher allows it for puppet agent/apply); they serve only "
+                   "noop fires with the same --tags, never a normal fire")
+    p.add_argument("--tags", help="comma-separated Puppet tags the runs add as --tags (default: none)")
     p.add_argument("--wait", action="store_true",
                    help="wait for every host to finish a run that serves this fire; progress on a "
                    "terminal, a table and a summary at the end; Ctrl-C tells how to re-attach")
@@ -75,6 +79,10 @@ def check(args) -> None:
     if args.serial and args.max_concurrent not in (0, 1):
         raise BadRecord(f"--serial means --max-concurrent 1, but --max-concurrent is {args.max_concurrent}")
     args.ok_codes = ok_codes(args.ok_codes)
+    args.tag_list = split_tags(args.tags) if args.tags is not None else ()
+    if (args.noop or args.tags is not None) and args.provider == "exec":
+        raise BadRecord("--noop and --tags travel with the fire to the watchers; --provider exec "
+                        "runs --exec-cmd as given (put them there)")
     positive(args.timeout, "--timeout")
     not_negative(args.retention, "--retention")
     if args.exec_cmd is not None and args.provider != "exec":
@@ -116,7 +124,8 @@ def run(args) -> int:
         # the revision before the fire, for --wait to watch the runs from
         revision = store.get_prefix(layout.fire_key(event_id))[1] if args.wait else 0
         entry = fire(store, layout, args.name, hosts, lineage, origin(), args.ttl, event_id=event_id,
-                     max_concurrent=limit, retention=args.retention, ok_codes=args.ok_codes)
+                     max_concurrent=limit, retention=args.retention, ok_codes=args.ok_codes,
+                     noop=args.noop, tags=args.tag_list)
         if unwatched:  # once fired: a refused or failed fire says only why
             print(f"trigger: warning: {len(unwatched)} of {len(hosts)} host(s) have no live watcher "
                   f"(no member key), nothing serves them until one starts: {few(unwatched)}", file=sys.stderr)

@@ -88,22 +88,54 @@ class Progress:
         from ..results import counts
 
         n = counts(results.values())
-        finished = n["ok"] + n["failed"] + n["refused"] + n["lost"]
+        finished = n["ok"] + n["failed"] + n["refused"] + n["refused option"] + n["lost"]
         self.progress.update(self.task, completed=finished, description=(
             f"done {n['ok']} · failed {n['failed'] + n['lost']} · running {n['running']} · "
             f"no watcher {n['no watcher']} · waiting {n['waiting']}"))
 
 
-HOST_COLUMNS = [("host", Key("host")), ("result", "result"), ("exit", "exit_code"),
+HOST_COLUMNS = [("host", Key("host")), ("result", lambda r: r["result"] + noop_note(r)), ("exit", "exit_code"),
                 ("duration", Seconds("duration")), ("run", "run_id"), ("started", Moment("started_at"))]
 
 
+OUTPUT_LINES = 10  # of a failed host's output under the table (`trigger logs` prints all that is kept)
+
+
+def noop_note(row: dict) -> str:
+    """What a noop run's exit code means (Puppet's --detailed-exitcodes: 2, changes)."""
+    if not row.get("noop"):
+        return ""
+    return " (noop: would change)" if row["exit_code"] == 2 else " (noop)"
+
+
 def host_rows(results) -> list[dict]:
-    return [{"host": r.host, "result": r.state, "exit_code": r.exit_code,
-             "duration": rounded_seconds(r.duration),
-             "run_id": r.run_id, "started_at": iso_utc(r.started_at),
-             "finished_at": iso_utc(r.finished_at)}
-            for r in sorted(results, key=lambda r: r.host)]
+    rows = []
+    for r in sorted(results, key=lambda r: r.host):
+        row = {"host": r.host, "result": r.state, "exit_code": r.exit_code, "duration": rounded_seconds(r.duration),
+               "run_id": r.run_id, "started_at": iso_utc(r.started_at),
+               "finished_at": iso_utc(r.finished_at)}
+        if r.noop:
+            row["noop"] = True
+        if r.output and r.state not in ("ok", "running"):  # why it failed, or why nothing ran
+            row["output"] = r.output
+        rows.append(row)
+    return rows
+
+
+def show_outputs(rows: list[dict], event_id: str | None, fmt: str) -> None:
+    """The last lines of each failed host's output: under a table, on stderr
+    beside plain rows (a script reads those), in the JSON document already."""
+    from ..output import last_lines
+
+    if fmt == "json":
+        return
+    stream = sys.stdout if fmt == "table" else sys.stderr
+    for row in rows:
+        if row.get("output"):
+            print(f"--- {row['host']}: {row['result']}, last lines of run {row['run_id']} "
+                  f"(all kept: trigger logs {event_id or row['run_id']} --host {row['host']})", file=stream)
+            for line in last_lines(row["output"], OUTPUT_LINES):
+                print(f"    {line}", file=stream)
 
 
 def fire_document(event_id, trigger, fired_at, ok_codes, results, seconds=None, interrupted=False) -> dict:
@@ -124,10 +156,11 @@ def show_fire(args, event_id, trigger, fired_at, ok_codes, results: dict, second
     values = list(results.values())
     document = fire_document(event_id, trigger, fired_at, ok_codes, values, seconds, interrupted)
     show(output_format(args), document["hosts"], HOST_COLUMNS, document)
+    show_outputs(document["hosts"], event_id, output_format(args))
     n = counts(values)
     parts = [f"{n['ok']} ok", f"{n['failed']} failed"] + [f"{n[s]} {s}" for s in
-                                                         ("refused", "lost", "running", "waiting", "no watcher")
-                                                         if n[s]]
+                                                         ("refused", "lost", "running", "waiting", "no watcher",
+                                                          "refused option") if n[s]]
     print(f"trigger: {trigger!r}{' ' + event_id if event_id else ''}: {', '.join(parts)} "
           f"of {len(values)} host(s) after {seconds:.1f}s{' (interrupted)' if interrupted else ''}",
           file=sys.stderr)

@@ -10,7 +10,7 @@ from ..output import Key, Moment, iso_utc, show
 from ..records import BadRecord, check_id
 from .common import (connection_arguments, ok_codes, open_store_of, output_argument, output_format,
                      NotFound, pick_event_id)
-from .fire_report import HOST_COLUMNS, fire_document
+from .fire_report import HOST_COLUMNS, fire_document, show_outputs
 
 
 HELP = "recent fires and what became of them; with EVENT, that fire host by host"
@@ -33,11 +33,11 @@ def came_from(fire: dict) -> str:
 
 HISTORY_COLUMNS = [("fired", Moment("fired_at")), ("trigger", "trigger"), ("event", Key("event_id")),
                    ("from", came_from), ("hosts", "hosts"), ("ok", "ok"),
-                   ("failed", lambda f: f["failed"] + f["lost"]), ("refused", "refused"),
+                   ("failed", lambda f: f["failed"] + f["lost"] + f["refused_option"]), ("refused", "refused"),
                    ("pending", lambda f: f["running"] + f["waiting"]), ("no watcher", "no_watcher")]
 # a terminal's table: the counts in one column that folds, so that 80 columns are enough
 HISTORY_TABLE = [*HISTORY_COLUMNS[:4], ("hosts", lambda f: f"{f['hosts']}: " + ", ".join(
-    f"{f[state]} {state.replace('_', ' ')}" for state in ("ok", "failed", "lost", "refused", "running",
+    f"{f[state]} {state.replace('_', ' ')}" for state in ("ok", "failed", "lost", "refused", "refused_option", "running",
                                                           "waiting", "no_watcher") if f[state]))]
 
 
@@ -71,6 +71,7 @@ def run(args) -> int:
             document.update(chain=list(f.chain), refused=f.refused)
             print(f"trigger: warning: {f.refused}", file=sys.stderr)
         show(output_format(args), document["hosts"], HOST_COLUMNS, document)
+        show_outputs(document["hosts"], f.event_id, output_format(args))
         return 0
     rows = []
     for f in fires:

@@ -27,6 +27,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds the finished run record is kept")
     p.add_argument("--lease-ttl", type=int, default=RUN.lease_ttl,
                    help="seconds of the run's lease: its lock and slots outlive a dead run this long")
+    p.add_argument("--run-options", help="what a fire may add to the command: noop (--noop), tags "
+                   "(--tags), comma-separated, or none (default: both for puppet agent/apply, else none)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- and the command to run")
     connection_arguments(p)
 
@@ -36,7 +38,8 @@ def run(args) -> int:
 
     from ..driver import RealDriver
     from ..procedures import triggered_run
-    from ..runner import start_command
+    from ..records import allowed_run_options
+    from ..runner import option_argv, start_command
 
     host = check_host(args.host)
     if (args.run_id is None) == (args.standby is None):
@@ -44,6 +47,7 @@ def run(args) -> int:
     run_id = None if args.run_id is None else check_id(args.run_id, "run id")
     if not args.command:
         raise BadRecord("no command given after --")
+    allowed = allowed_run_options(args.run_options, args.command)
     policy = run_policy(args.lease_ttl, "--lease-ttl")
     store = open_store_of(args)
 
@@ -53,16 +57,17 @@ def run(args) -> int:
 
         def execute(record):
             try:
-                return start_command(args.command, record, out)
+                return start_command(args.command + option_argv(record), record, out)
             except BadRecord as exc:  # the run ends as a shell's would: 127, and its fires are served
                 print(f"trigger: error: {exc}", file=stream)
-                return 127
+                return 127, f"trigger: error: {exc}\n"
 
         driver = RealDriver(store, execute=execute, tell=lambda note: tell(note, stream))
         logs = logging.StreamHandler(stream)  # the store's complaints too, as a cold run's stderr has them
         logging.getLogger().addHandler(logs)
         try:
-            return driver.run(triggered_run(Layout(args.prefix), host, run_id, args.retention, policy=policy))
+            return driver.run(triggered_run(Layout(args.prefix), host, run_id, args.retention, policy=policy,
+                                            allowed=allowed))
         finally:
             logging.getLogger().removeHandler(logs)
 

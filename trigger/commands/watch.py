@@ -10,7 +10,7 @@ import sys
 from ..fire import new_event_id
 from ..layout import Layout
 from ..policy import RUN, STANDBY_LINGER, STANDBY_MAX_LINGER
-from ..records import BadRecord
+from ..records import BadRecord, allowed_run_options
 from ..store import UnavailableError
 from .common import (DEFAULT_RETENTION, connection_arguments, endpoints, host_option, names, not_negative,
                      open_store_of, pass_on, positive, run_policy, targets)
@@ -27,6 +27,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    "(default: none, required)")
     p.add_argument("--run-cmd", default=DEFAULT_RUN_CMD, help="the command a run executes, split like a "
                    "shell would but never run through one")
+    p.add_argument("--run-options", help="what a fire may add to --run-cmd: noop (--noop), tags "
+                   "(--tags), comma-separated, or none; a run asked for another is refused and runs "
+                   "nothing (default: both for puppet agent/apply, else none)")
     p.add_argument("--queue", default="tsp", choices=["tsp", "inline"],
                    help="tsp: task-spooler ($TS_SOCKET honoured); inline: a child process (tests)")
     p.add_argument("--check-interval", type=float, default=5.0,
@@ -63,6 +66,7 @@ def check(args) -> None:
     args.run_argv = shlex.split(args.run_cmd)
     if not args.run_argv:
         raise BadRecord("--run-cmd is empty")
+    args.allowed_options = allowed_run_options(args.run_options, args.run_argv)
     positive(args.check_interval, "--check-interval")
     positive(args.standby_linger, "--standby-linger")
     if args.standby_linger > STANDBY_MAX_LINGER:
@@ -106,7 +110,7 @@ def run(args) -> int:
         return [sys.executable, "-I", "-m", "trigger", "run", "--host", host, *which,
                 "--prefix", args.prefix, "--endpoints", ",".join(urls), *connection,
                 "--retention", str(args.retention), "--lease-ttl", str(args.run_lease_ttl),
-                "--", *run_cmd]
+                "--run-options", ",".join(args.allowed_options) or "none", "--", *run_cmd]
 
     def run_argv(run_id: str) -> list[str]:
         return trigger_run("--run-id", run_id)

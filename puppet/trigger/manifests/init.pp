@@ -50,6 +50,16 @@
 #   like a shell would without running one, `{host}` replaced by the host in
 #   each word, e.g. `mco puppet runonce -I {host}`. Required by `exec`, and
 #   must contain `{host}`.
+# @param run_noop
+#   The hosts' runs add `--noop` (where their watcher allows it: by default
+#   for `puppet agent`/`puppet apply`). A noop run serves only noop fires
+#   with the same tags, never a normal fire; with `wait`, exit 2 reads
+#   "would change". (Not `noop`: that is Puppet's metaparameter, and
+#   `noop => true` on a trigger means what it means on any resource: it
+#   does not fire at all.)
+# @param tags
+#   Puppet tags the hosts' runs add as `--tags` (where their watcher allows
+#   it); a run serves only fires with the same tags.
 # @param wait
 #   Make this Puppet run wait until every host has finished a run that
 #   started after the fire, log a table of the results, and fail this
@@ -83,6 +93,8 @@ define trigger (
   Optional[Integer] $max_concurrent = undef,
   Boolean $serial = false,
   Optional[String] $exec_cmd = undef,
+  Boolean $run_noop = false,
+  Optional[Array[Pattern[/\A[A-Za-z0-9_][A-Za-z0-9_:.-]*\z/], 1, 32]] $tags = undef,
   Boolean $wait = false,
   Integer[1] $wait_timeout = 600,
   Optional[Array[Integer[0, 255], 1]] $ok_codes = undef,
@@ -154,6 +166,7 @@ define trigger (
     default => $max_concurrent.then |$n| { ['--max-concurrent', String($n)] }.lest || { [] },
   }
   $exec_args = $exec_cmd.then |$cmd| { ['--exec-cmd', $cmd] }.lest || { [] }
+  $option_args = ($run_noop ? { true => ['--noop'], default => [] }) + $tags.then |$t| { ['--tags', $t.join(',')] }.lest || { [] }
   $wait_args = $wait ? {
     true    => ['--wait', '--timeout', String($wait_timeout)] + $ok_codes.then |$codes| { ['--ok-codes', $codes.join(',')] }.lest || { [] },
     default => [],
@@ -174,7 +187,7 @@ define trigger (
     '--ttl', String($ttl),
     '--provider', $provider,
     '--prefix', $_keyprefix,
-  ] + $limit_args + $exec_args + $wait_args + $connection_args + $user_args + ['--', $title]
+  ] + $limit_args + $exec_args + $option_args + $wait_args + $connection_args + $user_args + ['--', $title]
 
   # The password stays off the command line, which `ps` shows and an
   # exec's failure message quotes.

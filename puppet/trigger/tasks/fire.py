@@ -23,12 +23,12 @@ OPTIONS = {
     "max_concurrent": "--max-concurrent", "serial": "--serial", "wait": "--wait",
     "timeout": "--timeout", "ok_codes": "--ok-codes", "endpoints": "--endpoints",
     "prefix": "--prefix", "cacert": "--cacert", "cert": "--cert", "key": "--key",
-    "user": "--user",
+    "user": "--user", "noop": "--noop", "tags": "--tags",
 }
-FLAGS = {"serial", "wait"}
+FLAGS = {"serial", "wait", "noop"}
 # How `trigger fire` prints the id of the fire it wrote (the etcd provider).
 EVENT_ID = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{8}$", re.MULTILINE)
-LISTS = {"ok_codes", "endpoints"}
+LISTS = {"ok_codes", "endpoints", "tags"}
 
 
 class TaskError(Exception):

@@ -73,7 +73,7 @@ def test_every_parameter_type_is_a_puppet_type_that_accepts_the_inputs_used_here
         "max_concurrent": 0, "serial": True, "wait": False, "timeout": 60, "ok_codes": [0, 2],
         "endpoints": ["http://127.0.0.1:2379"], "prefix": PREFIX, "cacert": "/etc/trigger/ca.pem",
         "cert": "/etc/trigger/node.pem", "key": "/etc/trigger/node.key", "user": "ci",
-        "password": "secret", "trigger_bin": "/usr/local/bin/trigger",
+        "password": "secret", "trigger_bin": "/usr/local/bin/trigger", "noop": True, "tags": ["nginx", "lb"],
     }
     assert sorted(inputs) == sorted(parameters)
     # JSON scalars and arrays are Puppet literals as they are.
@@ -123,12 +123,12 @@ def test_task_passes_the_password_in_the_environment_only(tmp_path):
     fake.chmod(0o755)
     code, result = run_task({"name": "-x", "hosts": ["a.example.com"], "wait": True, "timeout": 30,
                              "ok_codes": [0, 1], "serial": True, "user": "ci", "password": "s3cret",
-                             "trigger_bin": str(fake)})
+                             "noop": True, "tags": ["nginx", "lb"], "trigger_bin": str(fake)})
     assert code == 0, result
     seen = json.loads(record.read_text())
     assert seen["password"] == "s3cret" and "s3cret" not in json.dumps(seen["argv"])
     assert seen["argv"] == ["fire", "--hosts", "a.example.com", "--serial", "--wait", "--timeout", "30",
-                            "--ok-codes", "0,1", "--user", "ci", "--", "-x"]
+                            "--ok-codes", "0,1", "--user", "ci", "--noop", "--tags", "nginx,lb", "--", "-x"]
 
 
 @pytest.mark.parametrize(

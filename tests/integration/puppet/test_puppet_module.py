@@ -92,6 +92,15 @@ def test_more_hosts_than_one_command_line_argument_holds(tmp_path, etcd_server):
     assert len({entry["id"] for entries in inboxes.values() for entry in entries}) == 1  # one fire
 
 
+def test_noop_and_tags_travel_with_the_fire(tmp_path, etcd_server):
+    apply = Apply(tmp_path / "puppet", {"trigger::globals::endpoints": etcd_server.endpoint})
+    result = apply("trigger { 'try': hosts => ['lb01.example.com'], run_noop => true, tags => ['nginx', 'Lb'] }\n"
+                   + exec_notifying("try", tmp_path / "foo"))
+    assert result.returncode == 2, result.output[-2000:]
+    (entry,) = inbox_entries(etcd_dump(etcd_server.endpoint, f"{PREFIX}/hosts/")[1])["lb01.example.com"]
+    assert (entry["noop"], entry["tags"]) == (True, ["lb", "nginx"])
+
+
 def test_declaring_a_trigger_without_notifying_it_fires_nothing(tmp_path, etcd_server):
     revision, _ = etcd_dump(etcd_server.endpoint)
     apply = Apply(tmp_path / "puppet", {"trigger::globals::endpoints": etcd_server.endpoint})
@@ -332,6 +341,7 @@ def test_watch_class_passes_metrics_port_and_log_format_to_the_watcher(tmp_path)
         "  host           => 'web01.example.com',\n"
         "  metrics_port   => 9464,\n"
         "  log_format     => 'json',\n"
+        "  run_options    => ['noop'],\n"
         "  manage_unit    => true,\n"
         "  manage_service => false,\n"
         f"  unit_file      => '{unit}',\n}}\n"
@@ -344,6 +354,8 @@ def test_watch_class_passes_metrics_port_and_log_format_to_the_watcher(tmp_path)
     assert words[at:at + 2] == ["--metrics-port", "9464"]
     at = words.index("--log-format")
     assert words[at:at + 2] == ["--log-format", "json"]
+    at = words.index("--run-options")
+    assert words[at:at + 2] == ["--run-options", "noop"]
 
     bad = apply(manifest.replace("'json'", "'xml'"))
     assert bad.returncode == 1, bad.output

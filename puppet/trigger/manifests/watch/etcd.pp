@@ -90,6 +90,10 @@
 # @param log_format
 #   `text` or `json` lines in the watcher's log (`--log-format`); unset: the
 #   command's default.
+# @param run_options
+#   What a fire may add to `run_cmd` (`--run-options`): `noop` (`--noop`),
+#   `tags` (`--tags`); `[]`: nothing, a fire asking for either is refused and
+#   runs nothing. Unset: both for `puppet agent`/`puppet apply`, else none.
 class trigger::watch::etcd (
   String[1] $run_cmd,
   Enum['tsp', 'inline'] $queue,
@@ -114,6 +118,7 @@ class trigger::watch::etcd (
   Optional[Trigger::Etcduser] $user = undef,
   Optional[Integer[1, 65535]] $metrics_port = undef,
   Optional[Enum['text', 'json']] $log_format = undef,
+  Optional[Array[Enum['noop', 'tags']]] $run_options = undef,
 ) {
   include trigger::globals
 
@@ -155,6 +160,8 @@ class trigger::watch::etcd (
   ) + ($member_ttl ? { undef => [], default => ['--member-ttl', String($member_ttl)] }
   ) + ($metrics_port ? { undef => [], default => ['--metrics-port', String($metrics_port)] }
   ) + ($log_format ? { undef => [], default => ['--log-format', $log_format] }
+  ) + ($run_options ? { undef => [], default => ['--run-options', $run_options.empty ? {
+        true => 'none', default => $run_options.unique.join(',') }] }
   ) + $connection_args + ($user_name ? { undef => [], default => ['--user', $user_name] })
 
   unless defined(Trigger::Config_dir[$_config_dir]) {
