@@ -1,5 +1,7 @@
 """`trigger-sim run SCENARIO [--seed N] [--out DIR] [--check] [--lab local [--time-scale K]]`.
 
+`trigger-sim plan ...` (the scenario from Puppet catalogs) is simulator/plan/cli.py.
+
 Exit status: 0 done (and, with --check, the check passed; with --lab, the
 lab agreed); 1 --check found an unbounded loop or fires never followed by
 a run, or --lab found a difference (each named) or could not play; 2 bad
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                          help="fault kinds to draw from, comma-separated (default: every kind that heals)")
     explore.add_argument("--out", type=Path, default=Path("out") / "explore",
                          help="where reproducing scenario files go (default out/explore)")
+    from .plan.cli import add_parser as add_plan_parser
+
+    add_plan_parser(sub)
     bench = sub.add_parser("bench", help="time scenarios: wall, CPU, simulated events per second")
     bench.add_argument("scenarios", nargs="*", default=["seed", "storm", "loop", "faults", "fleet"])
     bench.add_argument("--seed", type=int, default=None)
@@ -89,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "explore":
         return _explore(args)
+
+    if args.command == "plan":
+        from .plan.cli import main as plan_main
+
+        return plan_main(args)
 
     if args.command == "bench":
         from . import run_scenario
