@@ -83,28 +83,27 @@ def render(plan: Plan, console, rows: int = 40) -> None:
 
     console.print(f"trigger-sim plan: {len(plan.nodes)} nodes, {len(plan.by_name())} triggers, "
                   f"{len(plan.loops)} loop(s), {len(plan.warnings)} warning(s)", highlight=False)
+    # Counts keep the table legible at 80 columns; -o json has every name.
     table = Table(box=box.SIMPLE_HEAD, title="triggers", title_justify="left")
-    for col in ("trigger", "declared on", "targets", "ttl", "limit", "notified by"):
-        table.add_column(col, justify="right" if col in ("ttl", "limit") else "left")
+    for col in ("trigger", "on nodes", "targets", "ttl", "limit", "notifiers"):
+        table.add_column(col, justify="left" if col == "trigger" else "right", overflow="fold")
     for name, decls in sorted(plan.by_name().items()):
-        on = [d.node for d in decls]
-        targets = sorted({t for d in decls for t in d.targets})
-        leaves = sorted({n.resource for d in decls for n in d.notifiers})
-        row(table, name, _hosts(on), _hosts(targets) or "-", "/".join(sorted({str(d.ttl) for d in decls})),
-                      "/".join(sorted({str(d.max_concurrent or "-") for d in decls})),
-                      _hosts(leaves) or "nothing")
+        targets = {t for d in decls for t in d.targets}
+        leaves = {n.resource for d in decls for n in d.notifiers}
+        row(table, name, len(decls), len(targets), "/".join(sorted({str(d.ttl) for d in decls})),
+            "/".join(sorted({str(d.max_concurrent or "-") for d in decls})), len(leaves))
     console.print(table)
     if plan.loops:
         loops = Table(box=box.SIMPLE_HEAD, title="loops", title_justify="left")
         for col in ("hosts", "triggers", "cycle hops", "ttl", "rounds", "every run"):
-            loops.add_column(col)
+            loops.add_column(col, overflow="fold")
         for lp in plan.loops:
             row(loops, _hosts(lp.hosts), ", ".join(lp.triggers), str(lp.shortest), str(lp.ttl),
                           str(lp.rounds), "yes" if lp.every_run else "no")
         console.print(loops)
     busiest = sorted((h for h in plan.nodes if plan.fan_in[h]), key=lambda h: (-plan.fan_in[h], h))[:rows]
     if busiest:
-        fan = Table(box=box.SIMPLE_HEAD, title="fan-in: fires one wave can bring", title_justify="left")
+        fan = Table(box=box.SIMPLE_HEAD, title="fan-in (fires one wave brings)", title_justify="left")
         fan.add_column("host")
         fan.add_column("fires", justify="right")
         for host in busiest:
