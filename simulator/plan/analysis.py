@@ -58,8 +58,13 @@ class TriggerDecl:
     notifiers: list[Notifier] = field(default_factory=list)
 
     def definition(self) -> tuple:
-        """What must agree across nodes: the slots of a limit are per trigger name."""
+        """How it is declared: nodes that declare one name differently fire it differently."""
         return (self.hosts, self.ttl, self.max_concurrent, self.wait)
+
+    def behaviour(self) -> tuple:
+        """What should agree across nodes. Hosts may differ (each node pokes its own peer)
+        unless there is a limit: its slots are per trigger name, shared by every declaration."""
+        return (self.hosts if self.max_concurrent else (), self.ttl, self.max_concurrent, self.wait)
 
     def describe(self) -> str:
         parts = [f"hosts {', '.join(self.hosts)}", f"ttl {self.ttl}"]
@@ -235,10 +240,10 @@ def analyse(catalogs: list[Catalog], errors: list[str] | None = None) -> Plan:
     for name, group in sorted(by_name.items()):
         ways: dict[tuple, list[str]] = {}
         for decl in group:
-            ways.setdefault(decl.definition(), []).append(decl.node)
+            ways.setdefault(decl.behaviour(), []).append(decl.node)
         if len(ways) > 1:
             described = "; ".join(
-                f"{next(d for d in group if d.definition() == w).describe()} on {len(n)} node(s) "
+                f"{next(d for d in group if d.behaviour() == w).describe()} on {len(n)} node(s) "
                 f"({n[0]}{', ...' if len(n) > 1 else ''})" for w, n in ways.items())
             warnings.append(Warning("inconsistent_trigger", f"trigger {name!r} is declared {len(ways)} ways "
                                     f"(its limit's slots are per name): {described}", trigger=name))

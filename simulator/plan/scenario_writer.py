@@ -124,11 +124,23 @@ def _natural(host: str):
     return (m.group(1), len(m.group(2)), m.group(3), int(m.group(2))) if m else (host, 0, "", 0)
 
 
-def chosen_definition(decls: list[TriggerDecl]) -> TriggerDecl:
-    """A scenario has one definition per trigger name: the one most nodes declare (first on a tie)."""
-    counts = Counter(d.definition() for d in decls)
-    best = max(counts.values())
-    return next(d for d in decls if counts[d.definition()] == best)
+def variant_names(plan: Plan) -> dict[tuple[str, tuple], str]:
+    """(trigger name, definition) -> its name in the scenario.
+
+    A scenario has one definition per trigger name. Nodes that declare one
+    name with different hosts (`poke peer` towards each node's own peer) are
+    common and legitimate: the definition most nodes use keeps the name, each
+    other one becomes `NAME #2`, `NAME #3`, ... so every node still reaches
+    its own targets. Where the ttl, the limit or wait differ too, the plan has
+    already warned (a limit's slots are per name; here each variant has its own).
+    """
+    out = {}
+    for name, decls in plan.by_name().items():
+        counts = Counter(d.definition() for d in decls)
+        order = sorted(counts, key=lambda w: -counts[w])  # stable: first declared wins a tie
+        for i, definition in enumerate(order):
+            out[(name, definition)] = name if i == 0 else f"{name} #{i + 1}"
+    return out
 
 
 def build_scenario(plan: Plan, assume: Assumptions = Assumptions(), name: str = "plan") -> dict:
@@ -136,29 +148,32 @@ def build_scenario(plan: Plan, assume: Assumptions = Assumptions(), name: str = 
     released = {n for n in plan.nodes if fnmatch.fnmatchcase(n, changes.glob)}
     if changes.kind in ("release", "converge") and not released:
         raise ValueError(f"--changes {changes.describe()}: no node matches {changes.glob!r}")
+    names = variant_names(plan)
     triggers: dict[str, dict] = {}
-    for tname, decls in sorted(plan.by_name().items()):
-        chosen = chosen_definition(decls)
-        if not chosen.targets:
-            continue  # nothing to run: already a warning (its targets match no node)
-        spec: dict = {"hosts": compress(list(chosen.targets)), "ttl": chosen.ttl}
-        if chosen.max_concurrent:
-            spec["max_concurrent"] = chosen.max_concurrent
+    for decl in plan.triggers:
+        tname = names[(decl.name, decl.definition())]
+        if tname in triggers or not decl.targets:
+            continue  # no targets: nothing to run, and already a warning (they match no node)
+        spec: dict = {"hosts": compress(list(decl.targets)), "ttl": decl.ttl}
+        if decl.max_concurrent:
+            spec["max_concurrent"] = decl.max_concurrent
         triggers[tname] = spec
+    triggers = dict(sorted(triggers.items()))
 
     # Per node: resource -> the triggers its change fires.
     notifies: dict[str, dict[str, list[str]]] = {n: {} for n in plan.nodes}
     every_run: set[tuple[str, str]] = set()
     for decl in plan.triggers:
-        if decl.name not in triggers:
+        tname = names[(decl.name, decl.definition())]
+        if tname not in triggers:
             continue
         for n in decl.notifiers:
             if n.origin:
-                notifies[decl.node].setdefault(n.resource, []).append(decl.name)
+                notifies[decl.node].setdefault(n.resource, []).append(tname)
                 if n.unconditional:
                     every_run.add((decl.node, n.resource))
     release_names = sorted({r for n in released for r in notifies[n]})
-    targeted = {h for d in plan.triggers if d.name in triggers and d.notifiers for h in d.targets}
+    targeted = {h for d in plan.triggers if d.notifiers for h in d.targets}
 
     def resource_spec(node: str, resource: str, fires: list[str]) -> dict:
         spec: dict = {}
@@ -246,7 +261,7 @@ def scenario_yaml(scenario: dict, plan: Plan, assume: Assumptions) -> str:
         "# role:NAME targets are resolved from the catalogs' trigger::role / trigger::watch::etcd roles.",
     ]
     for message in differing:
-        lines.append(f"# Declared differently on different nodes; the most common declaration is used: {message}")
+        lines.append(f"# Declared differently on different nodes; each other declaration is NAME #2, ...: {message}")
     if waits:
         lines.append(f"# wait => true is not simulated (the fire does not wait here): {', '.join(waits)}")
     return "\n".join(lines) + "\n" + yaml.safe_dump(scenario, sort_keys=False, width=100,

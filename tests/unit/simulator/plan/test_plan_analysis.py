@@ -52,6 +52,13 @@ def test_a_trigger_declared_differently_on_different_nodes():
     assert "declared 2 ways" in plan.warnings[0].message
 
 
+def test_one_name_towards_each_nodes_own_peer_is_no_warning_without_a_limit():
+    plan = plan_of(poke("a", "poke peer", ["b"]), poke("b", "poke peer", ["a"]))
+    assert kinds(plan) == []
+    limited = plan_of(poke("a", "poke peer", ["b"], serial=True), poke("b", "poke peer", ["a"], serial=True))
+    assert kinds(limited) == [("inconsistent_trigger", "", "poke peer")]  # one set of slots for both
+
+
 def test_a_trigger_nobody_notifies():
     plan = plan_of(catalog("web1", trigger("refresh", ["lb1"])), catalog("lb1"))
     assert kinds(plan) == [("unnotified_trigger", "web1", "refresh")]

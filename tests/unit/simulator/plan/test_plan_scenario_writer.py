@@ -78,13 +78,18 @@ def test_a_trigger_with_no_target_left_is_not_in_the_scenario():
     parse_scenario(scenario, "plan")
 
 
-def test_the_most_common_declaration_is_simulated_and_the_file_says_so():
+def test_each_declaration_of_a_name_is_simulated_and_the_file_says_so():
     docs = [poke("w1", "t", ["lb"], ttl=3), poke("w2", "t", ["lb"]), poke("w3", "t", ["lb"]),
             catalog("lb", trigger("x", ["w1"], wait=True), resource("File", "/f", notify="Trigger[x]"))]
     plan = analyse(load_catalogs((d["name"], d) for d in docs).catalogs)
     assumptions = Assumptions()
     scenario = build_scenario(plan, assumptions)
-    assert scenario["triggers"]["t"]["ttl"] == 5
+    parse_scenario(scenario, "plan")
+    # the most common declaration keeps the name; the other is `t #2`, notified by w1 only
+    assert scenario["triggers"]["t"] == {"hosts": ["lb"], "ttl": 5}
+    assert scenario["triggers"]["t #2"] == {"hosts": ["lb"], "ttl": 3}
+    assert scenario["nodes"] == {"lb": "lb", "w1": "w", "w[2:3]": "w-2"}
+    assert scenario["roles"]["w"]["resources"]["File[/etc/t]"]["notify"] == ["t #2"]
     text = scenario_yaml(scenario, plan, assumptions)
     assert "# Declared differently on different nodes" in text
     assert "# wait => true is not simulated" in text
