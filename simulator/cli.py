@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
                      help="also play the scenario on the local lab's real nodes (root) and compare the two")
     run.add_argument("--time-scale", type=float, default=10.0, metavar="K",
                      help="with --lab: the lab plays K scenario seconds per real second (default 10)")
+    run.add_argument("--races", type=int, default=None, metavar="N",
+                     help="also run N orders of near-ties (0: none; default 0, with --lab 8) and report each "
+                          "node's counts as a range; --lab passes when the lab's counts fall inside")
+    run.add_argument("--race-window", type=float, default=None, metavar="S",
+                     help="ties closer than S scenario seconds may break either way (default 0.5; with --lab "
+                          "the lab's close-call window, 2 real seconds at its time scale)")
     sub.add_parser("list", help="list the shipped scenarios")
     explore = sub.add_parser("explore", help="run many seeds with random faults; print each failure, "
                                              "shrunk to the fewest faults that still fail")
@@ -135,10 +141,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trigger-sim: --out {args.out}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    if args.races is not None and args.races < 0:
+        print("trigger-sim: --races must be 0 or more", file=sys.stderr)
+        return EXIT_BAD_INPUT
     sim = Simulation(scenario, seed=args.seed, trace=args.trace).run()
     report = build_report(sim)
     console = Console()
     render(report, console, all_nodes=args.all_nodes)
+    if args.races:
+        from . import races
+
+        outcomes = races.outcome_ranges(scenario, args.seed, args.races, args.race_window or races.DEFAULT_WINDOW)
+        races.render(outcomes, console)
+        report.data["races"] = outcomes.to_json()
     try:
         written = _write(report, args)
     except OSError as exc:
@@ -212,7 +227,16 @@ def _run_on_lab(scenario, args) -> int:
         return EXIT_CHECK_FAILED
     sim_rows = lab_replay.sim_table(report.data)
     tolerance = lab_replay.TOLERANCE_REAL * args.time_scale
-    problems = lab_replay.compare(sim_rows, lab_rows, tolerance)
+    # The lab breaks near-ties its own way: counts inside the range over the
+    # orders those ties allow agree, and the note says which race decided.
+    from . import races
+
+    orders = races.DEFAULT_ORDERS if args.races is None else max(1, args.races)
+    outcomes = races.outcome_ranges(scenario, args.seed, orders,
+                                    args.race_window or lab_replay.CLOSE_REAL * args.time_scale)
+    race_notes: list[str] = []
+    problems = lab_replay.compare(sim_rows, lab_rows, tolerance, outcomes, race_notes)
+    notes = (*notes, *race_notes)
     close = lab_replay.close_calls(sim.ledger, lab_replay.CLOSE_REAL * args.time_scale,
                                    lab_replay.lab_member_ttls(scenario, args.time_scale))
     if close:  # the likely cause of a count that differs: say so beside the tables

@@ -54,6 +54,8 @@ def add_parser(sub) -> None:
     plan.add_argument("--run", action="store_true", help="simulate the generated scenario at once and report")
     plan.add_argument("--check", action="store_true", help="with --run: exit 1 when the simulation's check fails")
     plan.add_argument("--seed", type=int, default=d.seed, help=f"with --run: random seed (default {d.seed})")
+    plan.add_argument("--races", type=int, default=0, metavar="N",
+                      help="with --run: also N orders of near-ties; each node's counts as a range (simulator/races.py)")
     plan.add_argument("--no-plot", action="store_true", help="with --run: skip timeline.png")
     plan.add_argument("--all-nodes", action="store_true", help="with --run: one table row per node")
     what = plan.add_argument_group("what catalogs cannot say (the scenario's assumptions)")
@@ -181,10 +183,17 @@ def _simulate(scenario: dict, args, console, document: dict) -> int:
         return EXIT_BAD_INPUT
     sim = Simulation(checked, seed=args.seed).run()
     report = build_report(sim)
+    if args.races:
+        from .. import races
+
+        outcomes = races.outcome_ranges(checked, args.seed, args.races)
+        report.data["races"] = outcomes.to_json()
     if args.output == "json":
         document["simulation"] = report.data
     else:
         render(report, console, all_nodes=args.all_nodes)
+        if args.races:
+            races.render(outcomes, console)
     if args.out and not args.no_plot:
         from ..timeline import draw
 

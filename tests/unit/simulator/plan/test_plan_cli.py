@@ -102,3 +102,10 @@ def test_run_check_simulates_at_once(capsys):
     assert refused is None or refused <= {"poke app01.example.com", "poke app02.example.com"}
     lb01 = next(n for n in sim["nodes"] if n["host"] == "lb01.example.com")
     assert lb01["fires_received"] == 4  # 3 webs and the release
+
+
+def test_run_with_races_reports_ranges(capsys):
+    status, out, err = run(capsys, "--catalogs", PUPPET, "--run", "--races", "3", "-o", "json")
+    assert status == 0
+    races = json.loads(out)["simulation"]["races"]
+    assert races["orders"] == 3 and set(races) == {"orders", "window", "ranges", "races"}
