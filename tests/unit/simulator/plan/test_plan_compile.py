@@ -94,3 +94,24 @@ def test_facts_files_of_both_shapes(tmp_path):
     assert nodes == [{"name": "a.example.com", "facts": {"x": 1}}, {"name": "b", "facts": {"x": 2}},
                      {"name": "c", "facts": {"when": "2026-12-01"}}]
     assert errors == [f"{tmp_path / 'd.json'}: facts must be a mapping"]
+
+
+@pytest.mark.puppet
+def test_an_environment_path_compiles_like_manifest_and_modulepath(capsys, tmp_path):
+    need("puppet", "puppet")
+    need("ruby", "ruby")
+    env = tmp_path / "environments" / "staging"
+    (env / "modules").mkdir(parents=True)
+    shutil.copytree(REPO / "manifests", env / "manifests")
+    shutil.copytree(REPO / "data", env / "data")
+    shutil.copy(REPO / "hiera.yaml", env / "hiera.yaml")  # the environment's own Hiera layer
+    (env / "modules" / "profile").symlink_to(REPO / "site" / "profile")
+    (env / "modules" / "trigger").symlink_to(ROOT / "puppet" / "trigger")
+    status = main(["plan", "--environment-path", str(tmp_path / "environments"), "--environment", "staging",
+                   "--facts", str(REPO / "facts"), "-o", "json"])
+    out, err = capsys.readouterr()
+    assert (status, err) == (0, "")
+    compiled = json.loads(out)
+    assert [(lp["hosts"], lp["ttl"]) for lp in compiled["loops"]] == [
+        (["app01.example.com", "app02.example.com"], 3)]
+    assert compiled["fan_in"]["lb01.example.com"] == 3
