@@ -155,6 +155,20 @@ def _leaves(catalog: Catalog) -> dict[str, tuple[str, ...]]:
             | {t for _, t in catalog.refreshes}}
 
 
+class BadTrigger(ValueError):
+    """A trigger's parameter the plan cannot read; the message names the resource."""
+
+
+def _integer(res: Resource, name: str, default: int) -> int:
+    value = res.parameters.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BadTrigger(f"{res.ref}: {name} is {value!r}, not a number") from None
+
+
 def node_triggers(catalog: Catalog) -> list[TriggerDecl]:
     """The triggers a node declares, each with the leaves whose change fires it."""
     leaves = _leaves(catalog)
@@ -169,9 +183,9 @@ def node_triggers(catalog: Catalog) -> list[TriggerDecl]:
         p = res.parameters
         hosts = p.get("hosts") or []
         hosts = tuple(str(h) for h in (hosts if isinstance(hosts, list) else [hosts]))
-        limit = 1 if _truthy(p.get("serial")) else int(p.get("max_concurrent") or 0)
-        decl = TriggerDecl(res.title, catalog.node, hosts, int(p.get("ttl", DEFAULT_TTL)), limit,
-                           _truthy(p.get("wait")), int(p.get("wait_timeout", DEFAULT_WAIT_TIMEOUT)),
+        limit = 1 if _truthy(p.get("serial")) else _integer(res, "max_concurrent", 0)
+        decl = TriggerDecl(res.title, catalog.node, hosts, _integer(res, "ttl", DEFAULT_TTL), limit,
+                           _truthy(p.get("wait")), _integer(res, "wait_timeout", DEFAULT_WAIT_TIMEOUT),
                            res.file, res.line)
         seen, queue = {res.ref}, deque([res.ref])
         while queue:  # backwards along refresh chains: everything whose change reaches the trigger
@@ -204,8 +218,14 @@ def analyse(catalogs: list[Catalog], errors: list[str] | None = None) -> Plan:
             members.setdefault(role, []).append(node)
     warnings: list[Warning] = []
     decls: list[TriggerDecl] = []
+    errors = list(errors or [])
     for catalog in catalogs:
-        for decl in node_triggers(catalog):
+        try:
+            node_decls = node_triggers(catalog)
+        except BadTrigger as exc:  # this node's triggers are left out; the rest is planned
+            errors.append(f"{catalog.source}: {catalog.node}: {exc}")
+            continue
+        for decl in node_decls:
             targets = []
             for host in decl.hosts:
                 if host.startswith("role:"):
@@ -259,7 +279,7 @@ def analyse(catalogs: list[Catalog], errors: list[str] | None = None) -> Plan:
         if decl.notifiers:
             for host in decl.targets:
                 fan_in[host] += 1
-    return Plan(nodes, roles, decls, loops, fan_in, warnings, list(errors or []))
+    return Plan(nodes, roles, decls, loops, fan_in, warnings, errors)
 
 
 def _where(n: Notifier) -> str:

@@ -167,8 +167,9 @@ def read_documents(directory: Path) -> Iterable[tuple[str, Any]]:
     for path in sorted(directory.rglob("*.json")):
         try:
             yield str(path), json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            reason = (exc.strerror if isinstance(exc, OSError) else "nested too deeply"
+                      if isinstance(exc, RecursionError) else str(exc).splitlines()[0])
             yield str(path), _Unreadable(f"{path}: not JSON: {reason}")
 
 

@@ -120,3 +120,10 @@ def test_exported_resources_notify_nothing_on_the_exporting_node():
     exported = dict(resource("File", "/x", notify="Trigger[t]"), exported=True)
     plan = plan_of(catalog("a", trigger("t", ["b"]), exported), catalog("b"))
     assert kinds(plan) == [("unnotified_trigger", "a", "t")]
+
+
+def test_a_trigger_parameter_that_is_no_number_is_one_error_and_the_rest_is_planned():
+    fleet = load_catalogs([("a.json", poke("a", "t", ["b"], ttl="five")), ("b.json", poke("b", "u", ["a"]))])
+    plan = analyse(fleet.catalogs, fleet.errors)
+    assert plan.errors == ["a.json: a: Trigger[t]: ttl is 'five', not a number"]
+    assert [d.name for d in plan.triggers] == ["u"]
