@@ -11,7 +11,8 @@
     python -m lab box         build (or find cached) the Vagrant lab's box (lab/box.py)
 
 Options: --lab (or --backend) local|vagrant (default local, or $TRIGGER_LAB), --name NAME
-(local lab name, default dev). testinfra reaches the nodes with
+(local lab name, default dev; with --master: master), --master (the local nodes as agents
+of a Puppet server with PuppetDB: lab/local/master.py). testinfra reaches the nodes with
 `--hosts=ssh://node1 --ssh-config=$(python -m lab ssh-config)`.
 """
 
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     parser.add_argument("--lab", "--backend", dest="lab", default=os.environ.get("TRIGGER_LAB", "local"), choices=sorted(BACKENDS),
                         help="backend (default: local)")
-    parser.add_argument("--name", default="dev", help="name of a local lab (default: dev)")
+    parser.add_argument("--name", default=None, help="name of a local lab (default: dev, with --master: master)")
+    parser.add_argument("--master", action="store_true",
+                        help="the master lab: a Puppet server with PuppetDB, the nodes its agents (local only)")
     parser.add_argument("--nodes", type=int, default=None,
                         help="how many nodes a new local lab gets, 3 to 24 (default 3); etcd runs on three")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -55,17 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    options = {"name": args.name, "nodes": args.nodes} if args.lab == "local" else {}
+    options = {"name": args.name or ("master" if args.master else "dev"), "nodes": args.nodes} \
+        if args.lab == "local" else {}
     try:
         if args.action == "box":
             return _box()
-        lab = open_lab(args.lab, **options)
+        if args.master and args.lab != "local":
+            raise LabError("--master is a local lab: drop --lab vagrant")
+        lab = _master_lab(**options) if args.master else open_lab(args.lab, **options)
         return ACTIONS[args.action](lab, args)
     except LabError as exc:
         print(f"lab: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _master_lab(**options):
+    from .local.master import MasterLab
+
+    return MasterLab(**options)
 
 
 def _bring_up(lab, args, converge: bool) -> int:
@@ -76,6 +88,8 @@ def _bring_up(lab, args, converge: bool) -> int:
         if converge:
             lab.converge()
             print("converged: etcd cluster healthy, watchers watching")
+            for phase, seconds in getattr(lab, "phases", dict)().items():
+                print(f"  {seconds:6.1f} s  {phase}")
     except BaseException:
         if not getattr(args, "keep_failed", False):
             print("lab: bringing the lab up failed; destroying it (--keep-failed keeps it)", file=sys.stderr)

@@ -127,6 +127,10 @@ class Lab(ABC):
         """Write a file on the node."""
         self.run(node, ["sh", "-c", 'cat > "$1"', "sh", path], input=text, check=True)
 
+    def remove(self, node: str, path: str) -> None:
+        """Remove a file `put` wrote on the node (no error when it is not there)."""
+        self.run(node, ["rm", "-f", path], check=True)
+
     @abstractmethod
     def service(self, node: str, name: str, action: str) -> None:
         """start, stop or restart `name` (one of SERVICES) on the node, and wait for it."""

@@ -3,16 +3,21 @@
 #   scripts/setup.sh           the virtualenv (.venv) with trigger and the test tools
 #   scripts/setup.sh --system  also the Debian packages the tests run for real
 #   scripts/setup.sh --vagrant also those of the Vagrant lab (libvirt, qemu, debootstrap)
+#   scripts/setup.sh --master  also those of the master lab (Puppet Server, PuppetDB, PostgreSQL, Java)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# prometheus: its promtool checks contrib/prometheus/alerts.yml.
 packages=(etcd-server etcd-client task-spooler puppet puppet-lint puppet-strings metadata-json-lint
-          python3-venv python3-pip openssh-server iproute2 vagrant procps)
+          python3-venv python3-pip openssh-server iproute2 vagrant procps prometheus)
 # The Vagrant lab (lab/vagrant, lab/box): only with --vagrant, CI's default run does without.
 vagrant_packages=(vagrant-libvirt libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86
   qemu-utils debootstrap libvirt-clients dnsmasq-base iptables ebtables)
+# The master lab (lab/local/master.py): only with --master, CI's default run does without.
+master_packages=(puppetserver puppetdb puppet-terminus-puppetdb postgresql-15 default-jre-headless)
 [ "${1:-}" = "--vagrant" ] && packages+=("${vagrant_packages[@]}")
-if [ "${1:-}" = "--system" ] || [ "${1:-}" = "--vagrant" ]; then
+[ "${1:-}" = "--master" ] && packages+=("${master_packages[@]}")
+if [ "${1:-}" = "--system" ] || [ "${1:-}" = "--vagrant" ] || [ "${1:-}" = "--master" ]; then
   missing=()
   for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

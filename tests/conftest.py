@@ -40,15 +40,21 @@ def pytest_addoption(parser):
     group.addoption("--lab-name", default=None,
                     help="name of the local lab (default: pytest, or pytest2... while another "
                          "session runs; with --lab-reuse: dev)")
+    group.addoption("--lab-master", action="store_true",
+                    help="the master lab (lab/local/master.py): the local nodes as agents of a Puppet "
+                         "server with PuppetDB; runs the tests marked `master`, deselected otherwise")
 
 
 def pytest_collection_modifyitems(config, items):
     """A test for one lab backend only (`@pytest.mark.backend("vagrant")`) is
     deselected on the other, not skipped: a run on namespaced nodes does not
-    count what only VMs can show."""
+    count what only VMs can show. Tests marked `master` need the master lab
+    (--lab-master, scripts/test.sh --master): deselected without it."""
     chosen = config.getoption("--lab")
+    master = config.getoption("--lab-master")
     other = [item for item in items
-             if (mark := item.get_closest_marker("backend")) and mark.args[0] != chosen]
+             if ((mark := item.get_closest_marker("backend")) and mark.args[0] != chosen)
+             or (item.get_closest_marker("master") and not master)]
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = [item for item in items if item not in other]

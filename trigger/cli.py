@@ -1,4 +1,4 @@
-"""`trigger`: fire, wait, watch, run, status, history, leader, drop, auth.
+"""`trigger`: fire, wait, watch, run, status, history, leader, drop, auth, completion, manpage.
 
 Each command lives in its own module under `trigger/commands/`, with its
 arguments, the checks of its options and what it does; this module only
@@ -18,7 +18,8 @@ import importlib
 import os
 import sys
 
-from .commands.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_UNAVAILABLE
+from .commands.common import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_REFUSED,
+                              EXIT_UNAVAILABLE, NotFound)
 from .fire import LoopRefused
 from .layout import Layout
 from .output import one_line
@@ -29,7 +30,8 @@ from .store import StoreError
 # name: its module under trigger/commands/ (HELP, arguments(p), check(args) or none, run(args));
 # only the command named is imported.
 COMMANDS = {name: f"trigger.commands.{name}" for name in
-            ("fire", "wait", "watch", "run", "status", "history", "leader", "drop", "auth")}
+            ("fire", "wait", "watch", "run", "status", "history", "leader", "drop", "auth",
+             "completion", "manpage")}
 
 
 def _columns() -> int:
@@ -60,7 +62,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         if ("default" in text or action.default is None or action.default is False
-                or action.default == argparse.SUPPRESS or not action.option_strings):
+                or action.default == argparse.SUPPRESS or not action.option_strings
+                or isinstance(action, argparse._StoreFalseAction)):  # --no-X: "(default: True)" says nothing
             return text
         return text + " (default: %(default)s)"
 
@@ -72,6 +75,9 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_BAD_INPUT)
 
 
+DISTRIBUTION = "puppet-trigger"  # the import package is `trigger`; the name `trigger` is another project's
+
+
 class _Version(argparse._VersionAction):
     """--version, looked up only when asked: importlib.metadata costs every command 11 ms."""
 
@@ -79,7 +85,7 @@ class _Version(argparse._VersionAction):
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            found = version("trigger")
+            found = version(DISTRIBUTION)
         except PackageNotFoundError:
             found = "unknown"
         print(f"trigger {found}")
@@ -106,9 +112,24 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_CLOSED_PIPE = 141  # what a shell reports for a tool SIGPIPE ended: `set -o pipefail` sees it
+
+
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
+    """Run one command; its output cut short by a closed pipe (`trigger history | head -1`) ends it
+    quietly with exit 141, as `seq 1000000 | head -1` ends seq."""
+    try:
+        try:
+            return run_command(sys.argv[1:] if argv is None else argv)
+        finally:  # also after --help's SystemExit
+            sys.stdout.flush()  # here, not at exit: a closed pipe is then seen and answered
+    except BrokenPipeError:
+        # stdout to /dev/null: what is still buffered for it is dropped, not written at exit (an error)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+
+
+def run_command(argv: list[str]) -> int:
     args = build_parser(argv).parse_args(argv)
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]
@@ -125,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BadRecord, ValueError) as exc:
         print(f"trigger: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except NotFound as exc:
+        print(f"trigger: error: {one_line(exc.args[0])}", file=sys.stderr)
+        return EXIT_NOT_FOUND
     except StoreError as exc:
         print(f"trigger: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -10,21 +10,48 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import unicodedata
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, NamedTuple, Sequence, Union
 
 FORMATS = ("table", "plain", "json")
 STATE_COLOURS = {"ok": "green", "alive": "green", "failed": "red", "lost": "red",
-                 "no watcher": "red", "absent": "red", "waiting": "yellow", "running": "yellow"}
+                 "no watcher": "red", "absent": "red", "waiting": "yellow", "running": "yellow",
+                 "refused": "magenta"}
+
+
+class Key(NamedTuple):
+    """A column of values people copy (a host name, an event id): a table never wraps it, its
+    other columns fold first."""
+
+    field: str
+
+
+class Moment(NamedTuple):
+    """A column of ISO 8601 times: as they are in plain rows, "3 min ago" in a table."""
+
+    field: str
+
+
+class Seconds(NamedTuple):
+    """A column of durations: seconds to the millisecond in plain rows (as in JSON), 2.0s in a table."""
+
+    field: str
+
 
 # A column: its header and the field of a row it shows (or how to make it).
-Column = tuple[str, Union[str, Callable[[dict], Any]]]
+Column = tuple[str, Union[str, Key, Moment, Seconds, Callable[[dict], Any]]]
 
 
 def default_format(stream=None) -> str:
     """table at a terminal, plain rows when piped or redirected."""
     stream = stream or sys.stdout
     return "table" if stream.isatty() else "plain"
+
+
+def rounded_seconds(value: float | None) -> float | None:
+    """A duration as every command prints it in plain rows and JSON: seconds, to the millisecond."""
+    return None if value is None else round(value, 3)
 
 
 def iso_utc(seconds: float | None) -> str | None:
@@ -38,32 +65,73 @@ def iso_utc(seconds: float | None) -> str | None:
 
 
 def show(fmt: str, rows: Sequence[dict], columns: Sequence[Column], document: Any = None,
-         stream=None) -> None:
-    """Print `rows` as a table or as plain rows, or `document` (default: the
-    rows themselves) as one JSON document."""
+         stream=None, table_columns: Sequence[Column] | None = None) -> None:
+    """Print `rows` as a table (of `table_columns`, if fewer fit a terminal better) or as plain rows,
+    or `document` (default: the rows themselves) as one JSON document."""
     stream = stream or sys.stdout
     if fmt == "json":
         print(json.dumps(rows if document is None else document, sort_keys=True), file=stream)
         return
-    cells = [[_text(_value(row, field)) for _, field in columns] for row in rows]
     if fmt == "plain":
-        for line in cells:
-            print("\t".join(one_line(c) for c in line), file=stream)
+        for row in rows:
+            print("\t".join(one_line(_text(_value(row, field))) for _, field in columns), file=stream)
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    table = Table()
-    for header, _ in columns:
-        table.add_column(header, overflow="fold")  # a narrow terminal wraps ids, never cuts them
-    for line in cells:
-        table.add_row(*[Text(c, style=STATE_COLOURS.get(c, "")) for c in line])
-    Console(file=stream).print(table)
+    now = time.time()
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0),
+                  collapse_padding=True)  # a line under the header; columns a space apart
+    columns = table_columns or columns
+    for header, field in columns:
+        # a narrow terminal folds the other columns (wraps them, never cuts them), no narrower
+        # than their header's words; a host name or an event id, the value one copies, stays
+        # on one line
+        table.add_column(header, overflow="fold", no_wrap=isinstance(field, Key),
+                         min_width=max(map(len, header.split())))
+    for row in rows:
+        cells = [_table_text(field, _value(row, field), now) for _, field in columns]
+        table.add_row(*[Text(c, style=STATE_COLOURS.get(c, "")) for c in cells])
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:  # rich's own exits 1, the code of an unreachable etcd
+            raise BrokenPipeError("stdout closed")  # trigger.cli: exit 141, as for every command
+
+    PipeConsole(file=stream).print(table)
 
 
 def _value(row: dict, field) -> Any:
+    if isinstance(field, (Key, Moment, Seconds)):
+        return row.get(field.field)
     return field(row) if callable(field) else row.get(field)
+
+
+def _table_text(field, value: Any, now: float) -> str:
+    if value is not None and isinstance(field, Moment):
+        return since(value, now)
+    if value is not None and isinstance(field, Seconds):
+        return f"{value:.1f}s"
+    return _text(value)
+
+
+def since(iso: str, now: float | None = None) -> str:
+    """An ISO 8601 time (as iso_utc writes it) as how long ago: "3 min ago"."""
+    from datetime import datetime
+
+    then = datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return ago((time.time() if now is None else now) - then)
+
+
+def ago(seconds_past: float) -> str:
+    """How long ago, as people say it: "12 s ago", "3 min ago", "5 h ago", "2 d ago"."""
+    if seconds_past < -1:  # another host's clock ahead of ours
+        return "in " + ago(-seconds_past).removesuffix(" ago")
+    past = max(seconds_past, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if past >= size:
+            return f"{int(past // size)} {unit} ago"
+    return f"{int(past)} s ago"
 
 
 def _text(value: Any) -> str:
@@ -72,7 +140,7 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.1f}"
+        return repr(value)  # as JSON writes it: plain rows and JSON agree
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value) or "-"
     return str(value)

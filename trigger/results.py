@@ -22,7 +22,8 @@ PUPPET_OK = (0, 2)  # `puppet agent --test`: 0 no changes, 2 changes applied
 
 
 NO_WATCHER = "no watcher"  # waiting, and the host had no live watcher (member key)
-STATES = ("ok", "failed", "lost", "running", "waiting", NO_WATCHER)
+REFUSED = "refused"  # the loop TTL stopped it: a refused fire, or a run that failed because its fire was
+STATES = ("ok", "failed", "refused", "lost", "running", "waiting", NO_WATCHER)
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class HostResult:
 
     @property
     def done(self) -> bool:
-        return self.state in ("ok", "failed")  # a lost run gives its fires to the next
+        return self.state in ("ok", "failed", REFUSED)  # a lost run gives its fires to the next
 
 
 def result_of(host: str, run: RunRecord | None, ok_codes=PUPPET_OK) -> HostResult:
@@ -126,7 +127,7 @@ def _run_of(layout: Layout, key: str, value: bytes) -> RunRecord | None:
 def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str], revision: int | None,
                   timeout: float, ok_codes=PUPPET_OK,
                   on_change: Callable[[dict[str, HostResult]], None] | None = None,
-                  ) -> dict[str, HostResult]:
+                  absent_grace: float | None = None, unwatched=()) -> dict[str, HostResult]:
     """Follow run records from `revision` until every host has finished a run
     that served the fire, or the timeout; returns each host's result.
 
@@ -136,11 +137,21 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
     recorded are read first. `on_change` gets the results whenever one
     changes (and once at the start): what a progress display or an
     interrupted wait shows.
+
+    With `absent_grace`, a host still waiting that has had no live watcher
+    (member key; `unwatched` at the start) for that many seconds is
+    `no watcher` and no longer waited for; its watcher coming back within
+    the grace makes it waited for again.
     """
     results = {h: HostResult(h, "waiting") for h in hosts}
     best: dict[str, RunRecord] = {}
     prefix = f"{layout.prefix}/"
     report = on_change or (lambda _: None)
+    now = time.monotonic()
+    # host -> since when it has had no watcher, for the hosts the grace applies to
+    absent_since = {h: now for h in unwatched if h in results} if absent_grace is not None else {}
+    members = layout.members_prefix()
+
     def read_all() -> int:
         runs, read_at = list_runs(store, layout)
         for host, run in runs_serving(runs).get(event_id, {}).items():
@@ -149,21 +160,49 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
                 results[host] = result_of(host, run, ok_codes)
         return read_at
 
+    def membership(change) -> None:
+        host = change.key[len(members):]
+        if absent_grace is None or host not in results:
+            return
+        if isinstance(change, Put):
+            absent_since.pop(host, None)
+            if results[host].state == NO_WATCHER:
+                results[host] = HostResult(host, "waiting")
+        else:
+            absent_since.setdefault(host, time.monotonic())
+
+    def given_up() -> bool:
+        """Mark the hosts absent past the grace; True if one changed."""
+        changed = False
+        for host, since in absent_since.items():
+            if results[host].state == "waiting" and time.monotonic() - since >= absent_grace:
+                results[host] = replace(results[host], state=NO_WATCHER)
+                changed = True
+        return changed
+
+    def finished() -> bool:
+        return all(r.done or r.state == NO_WATCHER for r in results.values())
+
     if revision is None:
         revision = read_all()
     report(results)
-    deadline = time.monotonic() + timeout
+    deadline = now + timeout
     changes: queue_module.Queue = queue_module.Queue()
     watch = store.watch_prefix(prefix, revision + 1, changes.put)
     try:
-        while not all(r.done for r in results.values()):
+        while not finished():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            waiting_absent = [s for h, s in absent_since.items() if results[h].state == "waiting"]
+            if waiting_absent:
+                left = min(left, max(min(waiting_absent) + absent_grace - time.monotonic(), 0.0))
             try:
                 item = changes.get(timeout=left)
             except queue_module.Empty:
-                break
+                if given_up():
+                    report(results)
+                continue
             if isinstance(item, StoreError):
                 revision = read_all()  # what the lost watch may have missed; then follow again
                 report(results)
@@ -171,14 +210,17 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
                 continue
             changed = False
             for change in item:
-                if isinstance(change, Put):
+                if change.key.startswith(members):
+                    membership(change)
+                    changed = True
+                elif isinstance(change, Put):
                     run = _run_of(layout, change.key, change.value)
                     if run is not None and run.host in results and event_id in run.served \
                             and _rank(run) >= _rank(best.get(run.host)):
                         best[run.host] = run
                         results[run.host] = result_of(run.host, run, ok_codes)
                         changed = True
-            if changed:
+            if given_up() or changed:
                 report(results)
     finally:
         watch.cancel()
@@ -193,30 +235,80 @@ class FireHistory:
     origin: str
     results: tuple[HostResult, ...]
     ok_codes: tuple[int, ...] = PUPPET_OK  # what the results were judged by
+    chain: tuple[str, ...] = ()  # the hosts whose runs fired it, in order
+    refused: str | None = None  # a fire the loop TTL refused: why (it reached no host)
 
 
 def history(store: Store, layout: Layout, limit: int = 20, ok_codes=None,
             event_id: str | None = None) -> list[FireHistory]:
     """The newest fires still kept (or the one fire `event_id`), with what
     each host's run made of them, judged by the exit codes the fire was made
-    with (`ok_codes` overrides them)."""
+    with (`ok_codes` overrides them); fires the loop TTL refused among them.
+
+    A failed run that made a fire the TTL refused (its host is the last of
+    the refusal's chain, the refusal within the run) is `refused`, not
+    `failed`: the loop protection stopped it, as it should.
+    """
     if event_id is not None:
-        kv = store.get(layout.fire_key(event_id))
-        fires = [kv] if kv is not None else []
+        found = [store.get(layout.fire_key(event_id)), store.get(layout.refused_key(event_id))]
+        fires = [kv for kv in found[:1] if kv is not None]
+        refused_items = [kv for kv in found[1:] if kv is not None]
     else:
         fires, _ = store.get_prefix(layout.fires_prefix())
+        refused_items, _ = store.get_prefix(layout.refused_key(""))  # P/refused/
     records = [r for r in (fire_record(kv.value) for kv in fires) if r is not None]
-    records.sort(key=lambda r: r.fired_at, reverse=True)
-    if not records:
+    refusals = [r for r in (refusal_record(kv.value) for kv in refused_items) if r is not None]
+    if not records and not refusals:
         return []
-    served = runs_serving(list_runs(store, layout)[0])
-    out = []
-    for r in records[:limit]:
+    served = runs_serving(list_runs(store, layout)[0]) if records else {}
+    out = list(refusals)
+    for r in records:
         runs = served.get(r.event_id, {})
         judged_by = tuple(ok_codes) if ok_codes is not None else r.ok_codes
-        results = tuple(result_of(h, runs.get(h), judged_by) for h in r.hosts)
+        results = tuple(_refused_or(result_of(h, runs.get(h), judged_by), refusals) for h in r.hosts)
         out.append(FireHistory(r.event_id, r.trigger, r.fired_at, r.origin, results, judged_by))
-    return out
+    out.sort(key=lambda f: f.fired_at, reverse=True)
+    return out[:limit]
+
+
+def _refused_or(result: HostResult, refusals: list[FireHistory]) -> HostResult:
+    """A failed result `refused` if its run made a fire the loop TTL refused."""
+    if result.state != "failed" or result.started_at is None or result.finished_at is None:
+        return result
+    for r in refusals:
+        if r.origin == result.host and result.started_at <= r.fired_at <= result.finished_at:
+            return replace(result, state=REFUSED)
+    return result
+
+
+def refusal_record(value: bytes) -> FireHistory | None:
+    """A refused fire as `trigger.fire` keeps it under P/refused/ (hosts, chain, reason), with
+    no results yet; None if it is not one (any firer can write there)."""
+    try:
+        data = json.loads(value)
+        hosts = tuple(check_host(h) for h in data["hosts"][:MAX_SERVED])
+        chain = tuple(str(h)[:256] for h in data["chain"][:256])
+        if not (isinstance(data["id"], str) and isinstance(data["trigger"], str)):
+            return None
+        return FireHistory(data["id"][:128], data["trigger"][:256], float(data["refused_at"]),
+                           chain[-1] if chain else "", tuple(HostResult(h, REFUSED) for h in hosts),
+                           (), chain, str(data.get("reason", "refused"))[:1024])
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError, BadRecord):
+        return None
+
+
+def kept_event_ids(store: Store, layout: Layout, with_refused: bool = False) -> list[str]:
+    """The ids of the fires kept for `history` and `wait` (and of the refused ones), newest first."""
+    kept: list[tuple[float, str]] = []
+    for prefix, parse in ((layout.fires_prefix(), fire_record), (layout.refused_key(""), refusal_record)):
+        if parse is refusal_record and not with_refused:
+            continue
+        items, _ = store.get_prefix(prefix)
+        for kv in items:
+            record = parse(kv.value)
+            if record is not None:
+                kept.append((record.fired_at, kv.key[len(prefix):]))
+    return [event_id for _, event_id in sorted(kept, reverse=True)]
 
 
 @dataclass(frozen=True)

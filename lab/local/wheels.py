@@ -71,12 +71,12 @@ def wheelhouse(python: str = NODE_PYTHON) -> Path:
 def project_wheel(dest_dir: Path, python: str = NODE_PYTHON) -> Path:
     """The checkout's wheel (without dependencies), built into `dest_dir`."""
     dest_dir.mkdir(parents=True, exist_ok=True)
-    for old in dest_dir.glob("trigger-*.whl"):
+    for old in dest_dir.glob("puppet_trigger-*.whl"):
         old.unlink()
     # A copy of the sources: building in the checkout leaves build/ behind.
     with tempfile.TemporaryDirectory(prefix="trigger-src-") as src:
         shutil.copytree(REPO, src, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
             ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".vagrant"))
         _pip_wheel(python, ["--no-deps", "--wheel-dir", str(dest_dir), src], "the checkout")
-    (wheel,) = dest_dir.glob("trigger-*.whl")
+    (wheel,) = dest_dir.glob("puppet_trigger-*.whl")
     return wheel

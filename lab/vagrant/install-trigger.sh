@@ -16,6 +16,6 @@ fi
 python3 -m venv --without-pip /opt/trigger/venv
 pip_wheel=$(ls /usr/share/python-wheels/pip-*.whl | tail -n 1)
 pip="/opt/trigger/venv/bin/python $pip_wheel/pip install --quiet --no-compile --no-index --find-links $wheels"
-$pip trigger
-$pip --force-reinstall --no-deps trigger  # the checkout changes, its version does not
+$pip puppet-trigger  # the distribution; its command and package are `trigger`
+$pip --force-reinstall --no-deps puppet-trigger  # the checkout changes, its version does not
 echo "$wanted" > "$stamp"

@@ -188,3 +188,153 @@ def wait_member(node, timeout: float = 20.0) -> None:
             time.sleep(0.05)
     finally:
         store.close()
+
+
+# -- what an operator sees: closed pipes, hosts without a watcher, tables, event ids, refusals ----------
+
+
+def closed_pipe(endpoint, *args) -> subprocess.CompletedProcess:
+    """Run trigger with stdout a pipe whose reader is gone, as after `| head -1` has read its line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
+    proc = subprocess.Popen([sys.executable, "-m", "trigger", *args, "--endpoints", endpoint],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+    proc.stdout.close()  # before it writes: its first write meets a closed pipe
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", err.decode())
+
+
+@pytest.mark.etcd
+@pytest.mark.parametrize("argv", [
+    ["history"], ["history", "last"], ["history", "-o", "json"], ["status"], ["status", "-o", "table"],
+    ["fire", "t", "--hosts", "a.example.com"], ["fire", "t", "--hosts", "a.example.com", "--dry-run"],
+    ["wait", "last", "--timeout", "1"], ["leader", "db", "-o", "json"], ["drop", "--host", "a.example.com",
+                                                                          "--dry-run"],
+])
+def test_a_closed_pipe_ends_every_command_quietly_with_141(etcd_server, argv):
+    for _ in range(2):
+        assert trigger(etcd_server.endpoint, "fire", "t", "--hosts", "a.example.com").returncode == 0
+    done = closed_pipe(etcd_server.endpoint, *argv)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr and "Exception" not in done.stderr
+
+
+@pytest.mark.etcd
+def test_head_1_through_a_real_pipe_is_quiet(etcd_server):
+    """The shell's own pipe: whether head has gone before trigger writes is up to the scheduler;
+    either way, no traceback, and trigger's exit is 0 (all written in time) or 141."""
+    for _ in range(3):
+        assert trigger(etcd_server.endpoint, "fire", "t", "--hosts", "a.example.com").returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
+    done = subprocess.run(["bash", "-c", 'set -o pipefail; "$0" -m trigger history --endpoints "$1" | head -1; '
+                           'echo "status ${PIPESTATUS[0]}" >&2', sys.executable, etcd_server.endpoint],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert len(done.stdout.splitlines()) == 1 and "\tt\t" in done.stdout
+    assert "Traceback" not in done.stderr and re.search(r"status (0|141)\n", done.stderr), done.stderr
+
+
+@pytest.mark.etcd
+@pytest.mark.tsp
+def test_a_host_without_a_watcher_is_reported_in_seconds_not_at_the_timeout(node):
+    from trigger.policy import NO_WATCHER_GRACE
+
+    node.start_watcher(run_seconds=0.1)
+    wait_member(node)
+    began = time.monotonic()
+    done = trigger(node.endpoint, "fire", "t", "--hosts", "node1.test,ghost.example.com", "--wait",
+                   "--timeout", "600")
+    took = time.monotonic() - began
+    assert done.returncode == 4, done.stderr
+    assert [line.split("\t")[:2] for line in done.stdout.splitlines()[1:]] == \
+        [["ghost.example.com", "no watcher"], ["node1.test", "ok"]]
+    assert NO_WATCHER_GRACE <= took < NO_WATCHER_GRACE + 15, took
+    # --wait-for-absent waits for it to the timeout
+    began = time.monotonic()
+    waited = trigger(node.endpoint, "fire", "t", "--hosts", "ghost.example.com", "--wait", "--timeout",
+                     str(NO_WATCHER_GRACE + 2), "--wait-for-absent")
+    assert waited.returncode == 4 and time.monotonic() - began >= NO_WATCHER_GRACE + 2
+    assert waited.stdout.splitlines()[1].split("\t")[:2] == ["ghost.example.com", "no watcher"]
+
+
+FQDNS = ["lb01.example.com", "web07.prod.eu-west-1.example.com", "db01.example.com"]
+
+
+@pytest.mark.etcd
+def test_tables_at_80_and_120_columns_keep_host_names_and_event_ids_whole(etcd_server):
+    fired = trigger(etcd_server.endpoint, "fire", "t", "--hosts", ",".join(FQDNS)).stdout.strip()
+    for columns in ("80", "120"):
+        env = {**os.environ, "COLUMNS": columns}
+        status = subprocess.run([sys.executable, "-m", "trigger", "status", "-o", "table", "--endpoints",
+                                 etcd_server.endpoint], capture_output=True, text=True, env=env, timeout=60)
+        lines = status.stdout.splitlines()
+        assert status.returncode == 0 and max(map(len, lines)) <= int(columns), status.stdout
+        for host in FQDNS:
+            assert sum(host in line for line in lines) == 1, status.stdout
+        history = subprocess.run([sys.executable, "-m", "trigger", "history", "-o", "table", "--endpoints",
+                                  etcd_server.endpoint], capture_output=True, text=True, env=env, timeout=60)
+        assert sum(fired in line for line in history.stdout.splitlines()) == 1, history.stdout
+        assert "s ago" in history.stdout  # a relative time, for people
+    plain = trigger(etcd_server.endpoint, "history").stdout
+    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\tt\t", plain), plain  # ISO for scripts
+
+
+@pytest.mark.etcd
+def test_event_ids_by_a_unique_beginning_or_last_and_one_line_for_an_ambiguous_one(etcd_server):
+    ids = [trigger(etcd_server.endpoint, "fire", "t", "--hosts", "a.example.com").stdout.strip()
+           for _ in range(3)]
+    for event_id in ids:
+        short = event_id.split("-")[0]
+        one = trigger(etcd_server.endpoint, "history", short, "-o", "json")
+        assert one.returncode == 0 and json.loads(one.stdout)["event_id"] == event_id, one.stderr
+    newest = json.loads(trigger(etcd_server.endpoint, "history", "last", "-o", "json").stdout)
+    assert newest["event_id"] == ids[-1]
+    waited = trigger(etcd_server.endpoint, "wait", "last", "--timeout", "1", "-o", "json")
+    assert waited.returncode == 4 and json.loads(waited.stdout)["event_id"] == ids[-1]
+    common = os.path.commonprefix(ids)
+    ambiguous = trigger(etcd_server.endpoint, "history", common)
+    assert ambiguous.returncode == 2 and ambiguous.stdout == "" and ambiguous.stderr.count("\n") == 1
+    assert ambiguous.stderr.startswith(f"trigger: error: event id '{common}' is ambiguous, 3 kept fires")
+    assert all(event_id in ambiguous.stderr for event_id in ids)
+    unknown = trigger(etcd_server.endpoint, "wait", "zzz")
+    assert unknown.returncode == 5 and unknown.stderr.count("\n") == 1 and ids[-1] in unknown.stderr
+
+
+@pytest.mark.etcd
+def test_history_shows_a_fire_the_ttl_refused_with_its_chain(etcd_server):
+    env = {**os.environ, "TRIGGER_HOP": "1", "TRIGGER_CHAIN": "a.example.com", "TRIGGER_HOST": "b.example.com"}
+    refused = trigger(etcd_server.endpoint, "fire", "loop", "--hosts", "a.example.com", "--ttl", "1", env=env)
+    assert refused.returncode == 3 and refused.stderr.startswith("trigger: warning: loop refused")
+    (row,) = json.loads(trigger(etcd_server.endpoint, "history", "-o", "json").stdout)
+    assert (row["trigger"], row["refused"], row["chain"], row["origin"]) == \
+        ("loop", 1, ["a.example.com", "b.example.com"], "b.example.com")
+    plain = trigger(etcd_server.endpoint, "history").stdout.split("\t")
+    assert plain[3] == "a.example.com > b.example.com" and plain[7] == "1"  # from: the chain; refused: 1
+    one = trigger(etcd_server.endpoint, "history", "last")
+    assert one.stdout.split("\t")[:2] == ["a.example.com", "refused"]
+    assert "hop 2 > ttl 1" in one.stderr
+
+
+@pytest.mark.etcd
+@pytest.mark.tsp
+def test_dry_run_resolves_roles_from_etcd_and_writes_nothing_a_fire_says_what_it_reached(node):
+    node.start_watcher(extra=("--roles", "lb"))
+    wait_member(node)
+    before = keyspace(node.endpoint)
+    for provider in ("etcd", "dummy"):
+        dry = trigger(node.endpoint, "fire", "t", "--hosts", "role:lb,web1.example.com", "--dry-run",
+                      "--provider", provider, "-o", "json")
+        assert dry.returncode == 0, dry.stderr
+        doc = json.loads(dry.stdout)
+        assert (doc["hosts"], doc["targets"]) == (["node1.test", "web1.example.com"],
+                                                  {"role:lb": ["node1.test"], "web1.example.com": ["web1.example.com"]})
+        assert "would fire 't' at 2 host(s): node1.test (role:lb); web1.example.com" in dry.stderr
+    refused = trigger(node.endpoint, "fire", "t", "--hosts", "role:lb", "--dry-run", "--ttl", "1",
+                      env={**os.environ, "TRIGGER_HOP": "1"})
+    assert refused.returncode == 3 and "loop refused" in refused.stderr
+    assert keyspace(node.endpoint) == before  # nothing written, not even the refusal
+    fired = trigger(node.endpoint, "fire", "t", "--hosts", "role:lb", "-o", "table")  # as on a terminal
+    assert fired.returncode == 0 and "trigger: fired 't' at 1 host(s): node1.test (role:lb)" in fired.stderr

@@ -53,9 +53,21 @@ def test_metrics_and_json_log_of_a_real_watcher(node):
     assert metrics[("trigger_runs_queued_total", ())] >= 1
     assert metrics[("trigger_runs_started_total", ())] >= 1
     assert metrics[("trigger_last_run_finished_timestamp_seconds", ())] > time.time() - 60
-    for name in ("trigger_fires_coalesced_total", "trigger_runs_lost_total",
-                 "trigger_values_quarantined_total", "trigger_watch_reconnects_total"):
+    for name in ("trigger_runs_lost_total", "trigger_values_quarantined_total", "trigger_watch_reconnects_total",
+                 "trigger_fires_waiting", "trigger_oldest_waiting_fire_age_seconds"):
         assert (name, ()) in metrics
+    for trigger in ("deploy web", "lb refresh"):  # each fire started a run or joined a queued one
+        label = (("trigger", trigger),)
+        assert (metrics.get(("trigger_fires_enqueued_total", label), 0)
+                + metrics.get(("trigger_fires_coalesced_total", label), 0)) == 1, metrics
+    assert not any(name.endswith("_created") for name, _ in metrics)
+    # A run on this host firing past the ttl: `trigger fire` records the refusal, the watcher counts it.
+    from trigger.fire import Lineage, LoopRefused, fire
+
+    with pytest.raises(LoopRefused):
+        fire(node.store, node.layout, "loop", ["other.test"], Lineage(5, ("other.test",) * 5), node.host, ttl=5)
+    refused = ("trigger_fires_refused_total", (("trigger", "loop"),))
+    assert wait_for(lambda: scrape(port).get(refused), what="the refusal counted") == 1
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0

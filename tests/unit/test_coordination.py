@@ -67,6 +67,13 @@ def test_roles_resolve_to_live_members_only(store, clock):
     assert unwatched_hosts(store, L, ["lb2", "web1", "db1"]) == ["lb2", "db1"]  # order kept
 
 
+def test_a_member_with_no_roles_is_in_no_role(store):
+    join(store, "lb1", ["lb"])
+    join(store, "plain1")  # watches its own inbox, declares no role
+    assert resolve_targets(store, L, ["role:lb"]) == (["lb1"], [])
+    assert resolve_targets(store, L, ["role:db"]) == ([], ["db"])
+
+
 def test_leader_is_the_oldest_live_candidate(store, clock):
     assert leader(store, L, "db master") is None
     join(store, "db1", elections=["db master"], ttl=5)

@@ -130,6 +130,15 @@ def test_a_started_run_whose_lock_goes_died_and_its_entries_get_a_new_run():
     assert "died before its end" in actions[0].record.reason and actions[1].waiting == ("e1",)
 
 
+def test_a_snapshot_keeps_a_started_runs_claims_whatever_the_key_order():
+    """etcd lists keys in byte order: an entry id sorting after `runs/` comes
+    after the record claiming it. The claim still holds: no second run."""
+    items = [put_lock("r1", 4), put_run("r1", "started", 5, served=["zz1"]), put_entry("zz1", 6)]
+    assert [c.key for c in items] == sorted(c.key for c in items)  # the order etcd gives them
+    core, actions = synced(items)
+    assert actions == [] and core.pending == {} and core.queued_run is None
+
+
 def test_a_started_run_holding_the_lock_is_alive_whatever_the_queue_says():
     """task-spooler's server was killed: its running job goes on, unlisted."""
     items = [put_entry("e1", 4), put_lock("r9", 5), put_run("r9", "started", 6, served=["e1"])]
@@ -173,6 +182,16 @@ def test_bad_run_record_is_quarantined():
     bad = Put(L.run_key(HOST, "rx"), b'{"state": "dancing"}', 11)
     actions = core.handle(Changes((bad,)), 1.0)
     assert isinstance(actions[0], Quarantine) and "state" in actions[0].reason
+
+
+def test_a_run_record_naming_another_host_is_quarantined():
+    """A record under this host's key must be this host's: one naming another
+    host (a copy, a hostile write) is moved aside, never trusted as a run."""
+    core, _ = synced()
+    record = RunRecord("r1", "elsewhere.example.com", "started", queued_at=1.0, served=("e1",))
+    actions = core.handle(Changes((Put(L.run_key(HOST, "r1"), record.encode(), 11),)), 1.0)
+    assert [type(a) for a in actions] == [Quarantine]
+    assert "under another key" in actions[0].reason and core.runs == {}
 
 
 def test_keys_of_other_shapes_are_ignored():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 
-from trigger.driver import RealDriver
+from trigger.driver import BOOT_ID, RealDriver, process_alive
 from trigger.effects import NOW, Call, Cancel, NextChange, Note, Sleep, Spawn, Watch
 from trigger.store.base import Put, UnavailableError
 from trigger.store.memory import MemoryStore
@@ -55,8 +57,8 @@ def test_stop_wakes_a_long_wait_at_once_and_ends_the_procedure():
     thread.start()
     time.sleep(0.1)
     driver.stop()
-    thread.join(5)
-    assert not thread.is_alive() and time.monotonic() - started < 5
+    thread.join(60)
+    assert not thread.is_alive() and time.monotonic() - started < 60  # the wait was 300 s
     assert reached == [] and store._watches == []
 
 
@@ -89,3 +91,17 @@ def test_notes_are_told_as_they_come():
 
     RealDriver(MemoryStore(), tell=told.append).run(procedure())
     assert [(n.what, n.level) for n in told] == [("first", "info"), ("second", "warning")]
+
+
+def test_a_process_is_judged_alive_or_dead_only_on_this_boot_of_this_machine():
+    """A pid names a process only on the machine and boot that wrote it: a
+    watcher elsewhere is neither alive nor dead to us (a dead verdict would
+    let us take its host's key while it runs)."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its pid names no process here now
+    assert process_alive(f"{os.getpid()}@{BOOT_ID}") is True
+    assert process_alive(f"{gone.pid}@{BOOT_ID}") is False
+    other_boot = "00000000-0000-0000-0000-000000000000"
+    assert BOOT_ID and BOOT_ID != other_boot
+    assert process_alive(f"{os.getpid()}@{other_boot}") is None
+    assert process_alive(f"{gone.pid}@{other_boot}") is None

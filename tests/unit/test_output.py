@@ -66,3 +66,44 @@ def test_one_line_escapes_exactly_the_control_and_line_separating_characters():
         assert one_line(f"a{ch}b") == escaped(f"a{ch}b"), hex(code)
     assert one_line("run r1 finished, exit 0") == "run r1 finished, exit 0"
     assert one_line("a\tb\nc\u2028") == "a\\tb\\nc\\u2028" and one_line(3) == "3" and one_line("") == ""
+
+
+def test_a_table_at_80_columns_never_wraps_host_names_or_event_ids(monkeypatch):
+    from trigger.output import Key
+
+    monkeypatch.setenv("COLUMNS", "80")
+    hosts = ["lb01.example.com", "web-frontend-07.prod.eu-west.example.com"]
+    event_id = "000661ed7fa0b1c2-0a1b2c3d"
+    rows = [{"host": h, "event": event_id, "note": "a long note that may fold over lines " * 2} for h in hosts]
+    out = io.StringIO()
+    show("table", rows, [("host", Key("host")), ("event", Key("event")), ("note", "note")], stream=out)
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for host in hosts:
+        assert sum(host in line for line in lines) == 1, out.getvalue()  # whole, on one line
+    assert sum(event_id in line for line in lines) == 2, out.getvalue()  # whole, once per row
+
+
+def test_times_are_relative_in_a_table_and_iso_in_plain_rows_durations_rounded_alike():
+    import time
+
+    from trigger.output import Moment, Seconds, rounded_seconds
+
+    when = iso_utc(time.time() - 185)
+    row = {"started": when, "took": rounded_seconds(2.003969192504883)}
+    columns = [("started", Moment("started")), ("took", Seconds("took"))]
+    plain, table, as_json = io.StringIO(), io.StringIO(), io.StringIO()
+    show("plain", [row], columns, stream=plain)
+    show("table", [row], columns, stream=table)
+    show("json", [row], columns, stream=as_json)
+    assert plain.getvalue() == f"{when}\t2.004\n"
+    assert json.loads(as_json.getvalue()) == [{"started": when, "took": 2.004}]
+    assert "3 min ago" in table.getvalue() and "2.0s" in table.getvalue()
+
+
+def test_how_long_ago_as_people_say_it():
+    from trigger.output import ago
+
+    assert [ago(s) for s in (0.4, 59, 60, 3599, 3600, 86399, 2 * 86400)] == \
+        ["0 s ago", "59 s ago", "1 min ago", "59 min ago", "1 h ago", "23 h ago", "2 d ago"]
+    assert ago(-30) == "in 30 s" and ago(-0.5) == "0 s ago"  # a clock a little ahead is now

@@ -22,7 +22,7 @@ from trigger.driver import BOOT_ID, RealDriver
 from trigger.effects import Sleep
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
-from trigger.policy import BEATS_PER_TTL
+from trigger.policy import BEATS_PER_TTL, RUN
 from trigger.procedures import EXIT_TEMPFAIL, HostTaken, Registration, RunFinished, RunStarted, \
     SlotWaited, beat, claim_host, triggered_run
 from trigger.records import parse_run
@@ -147,6 +147,69 @@ def test_a_run_waits_for_another_runs_lock_and_starts_once_it_goes_on_both_drive
     assert [r.served for r in records] == [("e1",), ("e1",)]
 
 
+def _run_with_fault(fault, command_seconds=120.0):
+    """A run on simulated time serving one fire, its command `command_seconds`
+    long, `fault(env, conn)` running beside it. Returns (command's end, notes, store)."""
+    env = simpy.Environment()
+    conn = Etcd(env, L.prefix + "/hosts/", latency=0.002).connect(HOST)
+    fire(conn, L, "refresh", [HOST], Lineage(), "web1", now=0.0, event_id="e1")
+    command_ended = []
+
+    def execute(record):
+        try:
+            yield env.timeout(command_seconds)
+        except simpy.Interrupt:  # StopCommand: the command is killed
+            pass
+        command_ended.append(env.now)
+        return 0
+
+    notes = []
+    driver = SimDriver(env, conn, notes.append, execute=execute)
+    result = env.process(driver.run(triggered_run(L, HOST, "r1")))
+    env.process(fault(env, conn))
+    env.run(until=result)
+    return command_ended[0], notes, conn
+
+
+def _run_whose_lease_etcd_ends(at=5.0):
+    """etcd ends the run's lease `at` s in, answering throughout (an operator's
+    `etcdctl lease revoke`, a lease expired while the keeper was starved)."""
+    def end_the_lease(env, conn):
+        yield env.timeout(at)
+        conn.lease_revoke(conn.get(L.run_lock_key(HOST)).lease)
+    return _run_with_fault(end_the_lease)
+
+
+def test_a_run_cut_off_from_etcd_stops_its_command_before_etcd_can_end_its_lease():
+    """Renewals failing: etcd will end the lease (and give the lock to the
+    next run) after its ttl, so the command stops before that."""
+    def cut_off(env, conn):
+        yield env.timeout(5)
+        conn.cut_off()
+
+    ended, _, _ = _run_with_fault(cut_off)
+    assert RUN.stop_after() <= ended < RUN.lease_ttl  # renewed last at 0 s: stopped at 27 s
+
+
+def test_a_run_whose_lease_etcd_ends_stops_its_command_at_the_next_renewal():
+    """The lock went with the lease: the next run may start, so this one's
+    command must not go on beside it, even though etcd still answers."""
+    ended, _, _ = _run_whose_lease_etcd_ends(at=5.0)
+    renewal = RUN.lease_ttl / BEATS_PER_TTL
+    assert 5.0 < ended <= 5.0 + renewal + 1  # stopped at the first renewal that fails, not at its 120 s end
+
+
+def test_a_run_whose_command_was_stopped_is_recorded_lost_and_its_fires_stay():
+    """Stopped before its end, the run did not serve its fires: recorded
+    lost (not finished), the entry stays in the inbox for the next run."""
+    _, notes, store = _run_whose_lease_etcd_ends(at=5.0)
+    record = parse_run(store.get(L.run_key(HOST, "r1")).value)
+    assert record.state == "lost" and "command stopped" in record.reason
+    assert store.get(L.done_key(HOST, "r1")) is None
+    assert store.get(L.entry_key(HOST, "e1")) is not None
+    assert _kinds(notes)[-2:] == ["warning", "RunGaveBack"]  # the keeper's warning, then the give-back
+
+
 def test_a_membership_beat_registers_the_same_member_on_both_drivers():
     real_store = MemoryStore(clock=lambda: 50.0)
     reg = Registration(L, HOST, roles=("lb",), elections=("primary",), ttl=10)
@@ -187,7 +250,7 @@ class Clock:
 def test_a_second_watcher_stands_by_until_the_first_ones_key_goes():
     clock = Clock()
     store = MemoryStore(clock=clock)
-    first = Registration(L, HOST, ttl=10, process="1@elsewhere")
+    first = Registration(L, HOST, ttl=10, process="4194999@elsewhere")  # no such pid here
     RealDriver(store, clock=clock).run(claim_host(first))
     second = Registration(L, HOST, ttl=10, process="2@elsewhere")
     told = []

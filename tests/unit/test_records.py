@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from trigger.records import (
     BadRecord,
+    MAX_RUN_BYTES,
+    MAX_VALUE_BYTES,
     Entry,
     RunRecord,
     check_host,
@@ -36,6 +38,11 @@ def test_split_hosts_dedups_and_rejects_empty_members():
         split_hosts("")
     with pytest.raises(BadRecord, match="non-empty"):
         split_hosts("a,,b")
+
+
+@pytest.mark.parametrize("ttl", [1, 5, 100])
+def test_good_ttl_from_1_to_100_inclusive(ttl):
+    assert check_ttl(ttl) == ttl
 
 
 @pytest.mark.parametrize("ttl", [0, 101, -1, "5", 2.5, True])
@@ -70,6 +77,19 @@ def test_run_round_trip():
 def test_bad_entries_say_why(value, reason):
     with pytest.raises(BadRecord, match=reason):
         parse_entry(value)
+
+
+def test_a_value_of_exactly_the_size_limit_is_read_and_one_byte_more_is_not():
+    """The limit is on bytes, inclusive: an entry of 8 KiB, a run record of
+    1 MiB (it lists the ids it served). Padded with JSON whitespace, both
+    values are good JSON: only the size can refuse the second."""
+    entry = b'{"id":"e1","trigger":"t","fired_at":1}'
+    run = b'{"run_id":"r1","host":"h","state":"queued"}'
+    for value, parse, limit in ((entry, parse_entry, MAX_VALUE_BYTES), (run, parse_run, MAX_RUN_BYTES)):
+        at_limit = value + b" " * (limit - len(value))
+        parse(at_limit)
+        with pytest.raises(BadRecord, match=f"is {limit + 1} bytes, more than {limit}"):
+            parse(at_limit + b" ")
 
 
 @settings(max_examples=300)

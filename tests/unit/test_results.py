@@ -108,8 +108,8 @@ def test_hosts_without_a_watcher_and_the_counts():
     results = {"a": HostResult("a", "waiting"), "b": HostResult("b", "waiting"), "c": HostResult("c", "ok", 0)}
     marked = without_watcher(results, {"b", "c"})
     assert [marked[h].state for h in "abc"] == ["waiting", "no watcher", "ok"]  # a result stays
-    assert counts(marked.values()) == {"ok": 1, "failed": 0, "lost": 0, "running": 0, "waiting": 1,
-                                       "no watcher": 1}
+    assert counts(marked.values()) == {"ok": 1, "failed": 0, "refused": 0, "lost": 0, "running": 0,
+                                       "waiting": 1, "no watcher": 1}
 
 
 def test_wait_reattaching_reads_what_is_done_and_reports_each_change():
@@ -128,3 +128,97 @@ def test_wait_reattaching_reads_what_is_done_and_reports_each_change():
     assert seen[0] == {"a": "ok", "b": "waiting"}
     assert seen[-1] == {"a": "ok", "b": "ok"} and results["b"].exit_code == 2
     assert results["a"].run_id == "ra" and results["a"].started_at == 1.0 and results["a"].finished_at == 2.0
+
+
+# -- hosts without a watcher, refused fires, event ids -------------------------------------------
+
+
+def register_watcher(store, host: str) -> None:
+    from trigger.coordination import Member, register
+
+    register(store, L, Member(host, (), 1.0), store.lease_grant(10))
+
+
+def test_a_host_without_a_watcher_ends_the_wait_after_the_grace_not_the_timeout():
+    import time
+
+    store = MemoryStore()
+    register_watcher(store, "a")
+    entry = fire(store, L, "t", ["a", "ghost"], Lineage(), "o")
+    finish_run(store, L, start_run(store, L, "a", "ra", 1.0), 0, 2.0)
+    began = time.monotonic()
+    results = wait_for_fire(store, L, entry.id, ["a", "ghost"], None, timeout=60, absent_grace=0.3,
+                            unwatched=["ghost"])
+    assert {h: r.state for h, r in results.items()} == {"a": "ok", "ghost": "no watcher"}
+    assert 0.3 <= time.monotonic() - began < 5
+
+
+def test_a_watcher_that_comes_back_within_the_grace_is_waited_for():
+    store = MemoryStore()
+    entry = fire(store, L, "t", ["b"], Lineage(), "o")
+
+    def restart_and_run(results):
+        if results["b"].state == "waiting" and not store.get(L.member_key("b")):
+            def later():
+                register_watcher(store, "b")  # back before the grace ends
+                time.sleep(0.6)  # its run ends after the grace would have
+                finish_run(store, L, start_run(store, L, "b", "rb", 1.0), 0, 2.0)
+            threading.Thread(target=later).start()
+
+    import time
+
+    results = wait_for_fire(store, L, entry.id, ["b"], None, timeout=10, absent_grace=0.4,
+                            unwatched=["b"], on_change=restart_and_run)
+    assert results["b"].state == "ok"
+    # without the grace (--wait-for-absent) the same host is waited for until the timeout
+    other = fire(store, L, "t", ["c"], Lineage(), "o")
+    assert wait_for_fire(store, L, other.id, ["c"], None, timeout=0.3, unwatched=["c"])["c"].state == "waiting"
+
+
+def test_history_shows_a_refused_fire_with_its_chain_and_the_run_it_stopped_as_refused():
+    from trigger.fire import LoopRefused
+
+    store = MemoryStore()
+    first = fire(store, L, "loop", ["b"], Lineage(), "a", retention=60, now=100.0)
+    run = start_run(store, L, "b", "rb", 101.0)
+    try:  # what the run on b fires, above its ttl
+        fire(store, L, "loop", ["a"], Lineage(hop=1, chain=("a",)), "b", ttl=1, now=102.0, event_id="e-refused")
+    except LoopRefused:
+        pass
+    finish_run(store, L, run, 3, 103.0)  # the run exits with the refusal's code
+    refused, fired = history(store, L)
+    assert (refused.event_id, refused.chain, [r.state for r in refused.results]) == \
+        ("e-refused", ("a", "b"), ["refused"])
+    assert "hop 2 > ttl 1" in refused.refused and refused.origin == "b"
+    assert fired.event_id == first.id and [r.state for r in fired.results] == ["refused"]
+    (one,) = history(store, L, event_id="e-refused")
+    assert one.refused and one.chain == ("a", "b")
+
+
+def test_a_failed_run_without_a_refusal_in_it_stays_failed():
+    from trigger.fire import LoopRefused
+
+    store = MemoryStore()
+    fire(store, L, "t", ["b"], Lineage(), "a", retention=60, now=100.0)
+    finish_run(store, L, start_run(store, L, "b", "rb", 101.0), 1, 102.0)
+    try:  # b refused a fire after its run ended
+        fire(store, L, "t", ["a"], Lineage(hop=1), "b", ttl=1, now=110.0)
+    except LoopRefused:
+        pass
+    assert [r.state for r in history(store, L)[1].results] == ["failed"]
+
+
+def test_kept_event_ids_newest_first_refused_on_request():
+    from trigger.fire import LoopRefused
+    from trigger.results import kept_event_ids
+
+    store = MemoryStore()
+    old = fire(store, L, "t", ["a"], Lineage(), "o", retention=60, now=100.0)
+    new = fire(store, L, "t", ["a"], Lineage(), "o", retention=60, now=200.0)
+    fire(store, L, "t", ["a"], Lineage(), "o", retention=0, now=300.0)  # not kept
+    try:
+        fire(store, L, "t", ["a"], Lineage(hop=5), "o", ttl=1, now=150.0, event_id="r1")
+    except LoopRefused:
+        pass
+    assert kept_event_ids(store, L) == [new.id, old.id]
+    assert kept_event_ids(store, L, with_refused=True) == [new.id, "r1", old.id]

@@ -3,6 +3,7 @@
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
 from trigger.records import MAX_CLAIM_BYTES, parse_run
+from trigger import runner
 from trigger.runner import finish_run, give_back, start_run, take_run_lock
 from trigger.store.memory import MemoryStore
 
@@ -60,6 +61,18 @@ def test_a_huge_inbox_is_claimed_in_batches_that_fit_a_request():
     assert 0 < len(record.served) < 14_000
     assert len(record.encode()) <= MAX_CLAIM_BYTES + 1024
     assert list(record.served) == sorted(record.served)  # the oldest first
+
+
+def test_a_run_claims_at_most_max_served_entries_and_the_rest_wait(monkeypatch):
+    """The count limit alone (short ids stay far below the size limit): 3 here, 20,000 for real."""
+    monkeypatch.setattr(runner, "MAX_SERVED", 3)
+    store = MemoryStore()
+    for i in range(5):
+        fire(store, L, "t", ["h"], Lineage(), "x", event_id=f"e{i}")
+    record = start_run(store, L, "h", "r1", 1.0)
+    assert record.served == ("e0", "e1", "e2")  # the oldest first
+    finish_run(store, L, record, 0, 2.0)
+    assert inbox(store) == ["e3", "e4"]  # for the next run
 
 
 def test_a_run_that_gives_its_fires_back_leaves_them_in_the_inbox():

@@ -17,6 +17,39 @@ EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_FAILED = 2, 1, 3, 4
 EXIT_NOT_FOUND, EXIT_INTERRUPTED = 5, 130
 DEFAULT_RETENTION = 7 * 24 * 3600
 DEFAULT_OK_CODES = "0,2"
+# `--timeout` of fire --wait and wait, also the Puppet type's `wait_timeout` and the Bolt task's `timeout`
+# (puppet/trigger): a catalog run that waits is blocked that long at most
+DEFAULT_WAIT_TIMEOUT = 600.0
+
+
+class NotFound(LookupError):
+    """What was asked for is not there (no such fire kept): one line, exit 5."""
+
+
+LAST = "last"  # an event id argument meaning the newest fire kept
+
+
+def pick_event_id(wanted: str, kept: list[str]) -> str:
+    """The event id meant by `wanted`: itself, `last` (kept is newest first), or the one kept id it
+    begins; NotFound or BadRecord (several begin with it) naming the candidates."""
+    if wanted in kept:
+        return wanted
+    if wanted == LAST and kept:
+        return kept[0]
+    found = [event_id for event_id in kept if event_id.startswith(wanted)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise BadRecord(f"event id {wanted!r} is ambiguous, {len(found)} kept fires begin with it: "
+                        f"{few(found)}")
+    newest = f"; the newest: {few(kept, 3)}" if kept else "; none is kept"
+    raise NotFound(f"no fire {wanted} is kept (fired with --retention 0, or older than its retention)"
+                   f"{newest}")
+
+
+def few(items: list[str], shown: int = 5) -> str:
+    """The first items, comma-separated, and how many more."""
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def endpoints(value: str | None) -> list[str]:
@@ -119,10 +152,18 @@ def connection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default="etcd", choices=["etcd", "etcd-grpc", "memory"], help=argparse.SUPPRESS)
 
 
+def wait_for_absent_argument(p: argparse.ArgumentParser) -> None:
+    from ..policy import NO_WATCHER_GRACE
+
+    p.add_argument("--wait-for-absent", action="store_true",
+                   help=f"also wait for hosts without a live watcher (by default a host with none for "
+                   f"{NO_WATCHER_GRACE:g} s is reported `no watcher` and not waited for)")
+
+
 def output_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", choices=FORMATS, default=None,
+    p.add_argument("-o", "-w", "--output", choices=FORMATS, default=None,
                    help="table, plain tab-separated rows (never cut), or json with ISO 8601 UTC "
-                   "times (default: table on a terminal, else plain)")
+                   "times; -w as etcdctl's (default: table on a terminal, else plain)")
 
 
 def output_format(args) -> str:
@@ -148,6 +189,9 @@ def targets(text: str) -> list[str]:
     not), role:NAME targets as given."""
     from ..coordination import ROLE_PREFIX, split_targets
 
+    if any(t.strip() == ROLE_PREFIX for t in text.split(",")):
+        raise BadRecord(f"{ROLE_PREFIX} needs a name: {ROLE_PREFIX}NAME, the role the watchers were given "
+                        "with --roles")
     lowered = [t if t.startswith(ROLE_PREFIX) else t.lower() for t in split_targets(text)]
     return list(dict.fromkeys(lowered))
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 from ..layout import DEFAULT_PREFIX
-from ..output import iso_utc, show
+from ..output import Key, Moment, Seconds, iso_utc, rounded_seconds, show
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, output_format
 
 
@@ -17,6 +17,7 @@ def wait_and_show(args, store, layout, event_id: str, trigger: str, fired_at: fl
                   revision: int | None, ok_codes, unwatched, reattach: bool = True) -> int:
     """Wait for the fire's runs, showing progress on a terminal; print the
     results and a summary; on Ctrl-C, what is known and how to re-attach."""
+    from ..policy import NO_WATCHER_GRACE
     from ..results import wait_for_fire, without_watcher
 
     started = time.monotonic()
@@ -31,7 +32,8 @@ def wait_and_show(args, store, layout, event_id: str, trigger: str, fired_at: fl
     try:
         with progress or contextlib.nullcontext():
             results = wait_for_fire(store, layout, event_id, hosts, revision, args.timeout, ok_codes,
-                                    on_change=on_change)
+                                    on_change=on_change, unwatched=unwatched,
+                                    absent_grace=None if args.wait_for_absent else NO_WATCHER_GRACE)
     except KeyboardInterrupt:
         results = without_watcher(latest, unwatched)
         show_fire(args, event_id, trigger, fired_at, ok_codes, results, time.monotonic() - started,
@@ -86,18 +88,19 @@ class Progress:
         from ..results import counts
 
         n = counts(results.values())
-        self.progress.update(self.task, completed=n["ok"] + n["failed"] + n["lost"], description=(
+        finished = n["ok"] + n["failed"] + n["refused"] + n["lost"]
+        self.progress.update(self.task, completed=finished, description=(
             f"done {n['ok']} · failed {n['failed'] + n['lost']} · running {n['running']} · "
             f"no watcher {n['no watcher']} · waiting {n['waiting']}"))
 
 
-HOST_COLUMNS = [("host", "host"), ("result", "result"), ("exit", "exit_code"),
-                ("duration", lambda r: None if r["duration"] is None else f"{r['duration']:.1f}s"),
-                ("run", "run_id"), ("started", "started_at")]
+HOST_COLUMNS = [("host", Key("host")), ("result", "result"), ("exit", "exit_code"),
+                ("duration", Seconds("duration")), ("run", "run_id"), ("started", Moment("started_at"))]
 
 
 def host_rows(results) -> list[dict]:
-    return [{"host": r.host, "result": r.state, "exit_code": r.exit_code, "duration": r.duration,
+    return [{"host": r.host, "result": r.state, "exit_code": r.exit_code,
+             "duration": rounded_seconds(r.duration),
              "run_id": r.run_id, "started_at": iso_utc(r.started_at),
              "finished_at": iso_utc(r.finished_at)}
             for r in sorted(results, key=lambda r: r.host)]
@@ -108,7 +111,7 @@ def fire_document(event_id, trigger, fired_at, ok_codes, results, seconds=None, 
     from ..results import counts
 
     summary = {state.replace(" ", "_"): n for state, n in counts(results).items()}
-    summary.update(hosts=len(results), seconds=None if seconds is None else round(seconds, 3),
+    summary.update(hosts=len(results), seconds=rounded_seconds(seconds),
                    interrupted=interrupted)
     return {"event_id": event_id, "trigger": trigger, "fired_at": iso_utc(fired_at),
             "ok_codes": list(ok_codes), "hosts": host_rows(results), "summary": summary}
@@ -123,7 +126,8 @@ def show_fire(args, event_id, trigger, fired_at, ok_codes, results: dict, second
     show(output_format(args), document["hosts"], HOST_COLUMNS, document)
     n = counts(values)
     parts = [f"{n['ok']} ok", f"{n['failed']} failed"] + [f"{n[s]} {s}" for s in
-                                                         ("lost", "running", "waiting", "no watcher") if n[s]]
+                                                         ("refused", "lost", "running", "waiting", "no watcher")
+                                                         if n[s]]
     print(f"trigger: {trigger!r}{' ' + event_id if event_id else ''}: {', '.join(parts)} "
           f"of {len(values)} host(s) after {seconds:.1f}s{' (interrupted)' if interrupted else ''}",
           file=sys.stderr)

@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from ..layout import Layout
-from ..output import iso_utc, show
+from ..output import Key, Moment, iso_utc, show
 from ..records import BadRecord, check_id
-from .common import EXIT_NOT_FOUND, connection_arguments, ok_codes, open_store_of, output_argument, output_format
+from .common import (connection_arguments, ok_codes, open_store_of, output_argument, output_format,
+                     NotFound, pick_event_id)
 from .fire_report import HOST_COLUMNS, fire_document
 
 
@@ -16,8 +17,8 @@ HELP = "recent fires and what became of them; with EVENT, that fire host by host
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("event_id", metavar="EVENT", nargs="?", help="one fire's event id (default: the "
-                   "newest fires)")
+    p.add_argument("event_id", metavar="EVENT", nargs="?", help="one fire's event id, a unique beginning "
+                   "of it, or `last` (default: the newest fires)")
     p.add_argument("--limit", type=int, default=20, help="how many fires")
     p.add_argument("--ok-codes", default=None, help="judge by these exit codes instead (default: the "
                    "ones each fire was made with)")
@@ -25,9 +26,19 @@ def arguments(p: argparse.ArgumentParser) -> None:
     connection_arguments(p)
 
 
-HISTORY_COLUMNS = [("fired", "fired_at"), ("trigger", "trigger"), ("event", "event_id"), ("from", "origin"),
-                   ("hosts", "hosts"), ("ok", "ok"), ("failed", lambda f: f["failed"] + f["lost"]),
+def came_from(fire: dict) -> str:
+    """Who fired it: the chain of hosts whose runs fired (a refused fire), else its origin."""
+    return " > ".join(fire["chain"]) if fire["chain"] else fire["origin"]
+
+
+HISTORY_COLUMNS = [("fired", Moment("fired_at")), ("trigger", "trigger"), ("event", Key("event_id")),
+                   ("from", came_from), ("hosts", "hosts"), ("ok", "ok"),
+                   ("failed", lambda f: f["failed"] + f["lost"]), ("refused", "refused"),
                    ("pending", lambda f: f["running"] + f["waiting"]), ("no watcher", "no_watcher")]
+# a terminal's table: the counts in one column that folds, so that 80 columns are enough
+HISTORY_TABLE = [*HISTORY_COLUMNS[:4], ("hosts", lambda f: f"{f['hosts']}: " + ", ".join(
+    f"{f[state]} {state.replace('_', ' ')}" for state in ("ok", "failed", "lost", "refused", "running",
+                                                          "waiting", "no_watcher") if f[state]))]
 
 
 def check(args) -> None:
@@ -40,30 +51,32 @@ def check(args) -> None:
 
 def run(args) -> int:
     from ..coordination import unwatched_hosts
-    from ..results import counts, history, without_watcher
+    from ..results import counts, history, kept_event_ids, without_watcher
 
     layout = Layout(args.prefix)
     store = open_store_of(args)
     try:
-        fires = history(store, layout, args.limit, args.ok_codes, event_id=args.event_id)
+        event_id = args.event_id and pick_event_id(args.event_id, kept_event_ids(store, layout, with_refused=True))
+        fires = history(store, layout, args.limit, args.ok_codes, event_id=event_id)
         unwatched = set(unwatched_hosts(store, layout, {r.host for f in fires for r in f.results}))
     finally:
         store.close()
-    if args.event_id is not None:
-        if not fires:
-            print(f"trigger: no fire {args.event_id} is kept (fired with --retention 0, "
-                  "or older than its retention)", file=sys.stderr)
-            return EXIT_NOT_FOUND
+    if event_id is not None:
+        if not fires:  # its retention ended since
+            raise NotFound(f"no fire {event_id} is kept any more (older than its retention)")
         f = fires[0]
         results = without_watcher({r.host: r for r in f.results}, unwatched)
         document = fire_document(f.event_id, f.trigger, f.fired_at, f.ok_codes, list(results.values()))
+        if f.refused is not None:
+            document.update(chain=list(f.chain), refused=f.refused)
+            print(f"trigger: warning: {f.refused}", file=sys.stderr)
         show(output_format(args), document["hosts"], HOST_COLUMNS, document)
         return 0
     rows = []
     for f in fires:
         n = counts(without_watcher({r.host: r for r in f.results}, unwatched).values())
         rows.append({"event_id": f.event_id, "trigger": f.trigger, "fired_at": iso_utc(f.fired_at),
-                    "origin": f.origin, "ok_codes": list(f.ok_codes), "hosts": len(f.results),
-                     **{state.replace(" ", "_"): count for state, count in n.items()}})
-    show(output_format(args), rows, HISTORY_COLUMNS)
+                     "origin": f.origin, "chain": list(f.chain), "ok_codes": list(f.ok_codes),
+                     "hosts": len(f.results), **{state.replace(" ", "_"): count for state, count in n.items()}})
+    show(output_format(args), rows, HISTORY_COLUMNS, table_columns=HISTORY_TABLE)
     return 0

@@ -33,6 +33,6 @@ def run(args) -> int:
     elif holder is not None:
         print(holder)
     if holder is None:
-        print(f"trigger: no holder of {args.name!r}", file=sys.stderr)
+        print(f"trigger: error: no holder of {args.name!r}", file=sys.stderr)
         return EXIT_NOT_FOUND
     return 0

@@ -124,6 +124,7 @@ def run(args) -> int:
             monitor.serve(args.metrics_port, args.metrics_address)
         except OSError as exc:
             raise BadRecord(f"--metrics-port {args.metrics_port}: {exc.strerror or exc}") from None
+        monitor.count_refusals(store, layout.refused_key(""), host)
     registration = Registration(layout, host, args.role_names, args.election_names, args.config_dir,
                                 args.member_ttl, process=this_process())
     daemon = WatchDaemon(store, queue, core, run_argv, check_interval=args.check_interval,

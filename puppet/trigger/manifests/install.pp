@@ -5,26 +5,33 @@
 # (`trigger::globals::trigger_bin`, /usr/local/bin/trigger), so manifests
 # need no Hiera to find it.
 #
-# `source` is what pip installs: a wheel or sdist file on the node, or a
-# requirement for a package index (`trigger==0.1.0`). Its dependencies come
-# from the index, or with `no_index` only from the `find_links`
-# directories (a wheelhouse). pip is run as an argument list, never through
-# a shell. A file is installed again when its content changes, a
-# requirement when the requirement changes (the last one installed is kept
-# in VENV_DIR/.trigger-install).
+# `source` is what pip installs: by default this module's own release of
+# the Python distribution, pinned (`puppet-trigger==0.1.0`); or a wheel or
+# sdist file on the node; or another requirement. The name `trigger` on
+# public package indexes is an unrelated project, so it is refused. A
+# requirement needs a place the site names: `index_url` (the site's
+# package index), `find_links` (a wheelhouse), or `index_from_pip_config`
+# when the node's pip configuration names the index. Without one the
+# catalog fails with one line naming `index_url`: pip's built-in index
+# cannot be trusted to hold our distribution under its name. A file's
+# dependencies come from the same places. pip is run as an argument list,
+# never through a shell. A file is installed again when its content
+# changes, a requirement when the requirement changes (the last one
+# installed is kept in VENV_DIR/.trigger-install).
+#
+# @example The pinned release from the site's package index
+#   class { 'trigger::install': index_url => 'https://packages.example.com/simple' }
 #
 # @example From a wheel and a wheelhouse on the node, without any index
 #   class { 'trigger::install':
-#     source     => '/srv/wheels/trigger-0.1.0-py3-none-any.whl',
+#     source     => '/srv/wheels/puppet_trigger-0.1.0-py3-none-any.whl',
 #     find_links => ['/srv/wheelhouse'],
 #     no_index   => true,
 #   }
 #
-# @example From a package index
-#   class { 'trigger::install': source => 'trigger==0.1.0' }
-#
 # @param source
-#   A wheel or sdist path, or a requirement (`trigger`, `trigger==0.1.0`).
+#   A wheel or sdist path, or a requirement (`puppet-trigger==0.1.0`, the
+#   default: this module's release).
 # @param venv_dir
 #   The virtualenv (made with `python -m venv`).
 # @param python
@@ -40,7 +47,11 @@
 # @param no_index
 #   Use no package index, only `find_links` (`--no-index`).
 # @param index_url
-#   The package index (`--index-url`); unset: pip's own configuration.
+#   The package index that serves `source` and its dependencies
+#   (`--index-url`). No default: the site names it.
+# @param index_from_pip_config
+#   The node's pip configuration (pip.conf, `PIP_INDEX_URL`) names the
+#   index: a requirement may then be installed without `index_url`.
 class trigger::install (
   String[1] $source,
   Trigger::Absolutepath $venv_dir,
@@ -51,14 +62,21 @@ class trigger::install (
   Array[Trigger::Absolutepath] $find_links = [],
   Boolean $no_index = false,
   Optional[Pattern[/\Ahttps?:\/\/\S+\z/]] $index_url = undef,
+  Boolean $index_from_pip_config = false,
 ) {
   include trigger::globals
 
   if $source =~ /\A-/ or $source =~ /[\s'"\\]/ {
-    fail("trigger::install: source must be a file path or a requirement such as 'trigger==0.1.0', got '${source}'")
+    fail("trigger::install: source must be a file path or a requirement such as 'puppet-trigger==0.1.0', got '${source}'")
   }
   if $source =~ /\// and $source !~ /\A\// {
     fail("trigger::install: source '${source}' is a relative path: give the absolute path of the wheel or sdist")
+  }
+  if $source =~ /\A(?i:trigger)([=<>!~\[;@]|\z)/ {
+    fail("trigger::install: source '${source}' names an unrelated project of public package indexes; this module's distribution is puppet-trigger")
+  }
+  if $source !~ /\A\// and !$index_url and $find_links.empty and !$index_from_pip_config {
+    fail("trigger::install: index_url is not set: name the package index that serves '${source}' (or find_links, a wheelhouse; or source, a wheel file)")
   }
   if $no_index and $find_links.empty and $source !~ /\A\// {
     fail("trigger::install: no_index => true needs find_links (a wheelhouse) or a file as source, got '${source}'")

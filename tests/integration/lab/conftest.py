@@ -25,9 +25,22 @@ import pytest
 from lab import open_lab
 from lab.base import LabError
 from lab.local import claimed_lab
+from lab.local.master import MasterLab
 from tests.conftest import IN_CI, need, need_root
 from tests.integration.lab import checks
 from trigger.layout import Layout
+
+
+# The first test here also waits for the lab to be made (Vagrant VMs under
+# emulation: up to 15 min), which pytest-timeout counts in its time.
+LAB_TEST_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(items):
+    here = __file__.rsplit("/", 1)[0] + "/"
+    for item in items:
+        if str(item.path).startswith(here) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(LAB_TEST_TIMEOUT))
 
 
 def _need_backend(backend: str) -> None:
@@ -53,16 +66,20 @@ def lab(request):
     reuse = request.config.getoption("--lab-reuse")
     _need_backend(backend)
     name = request.config.getoption("--lab-name")
+    master = request.config.getoption("--lab-master")
+    if master:
+        _need_master(backend)
     if reuse:
-        the_lab = open_lab(backend, **({"name": name or "dev"} if backend == "local" else {}))
+        the_lab = _open(backend, master, name or ("master" if master else "dev"))
         if not all(s["state"] == "up" for s in the_lab.status().values()):
             pytest.fail(f"--lab-reuse: the {backend} lab is not up; run `python -m lab --lab {backend} converge`")
         yield the_lab
         return
     if backend == "local" and not name:
-        claim = claimed_lab("pytest")  # a name no other running session holds
+        # a name no other running session holds
+        claim = claimed_lab("pmaster", lab_class=MasterLab) if master else claimed_lab("pytest")
     else:
-        claim = contextlib.nullcontext(open_lab(backend, **({"name": name} if name else {})))
+        claim = contextlib.nullcontext(_open(backend, master, name))
     # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the lab is destroyed.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -79,6 +96,23 @@ def lab(request):
                 the_lab.destroy()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _need_master(backend: str) -> None:
+    if backend != "local":
+        pytest.fail("--lab-master is a local lab: drop --lab=vagrant")
+    from lab.local.master import missing_packages
+
+    missing = missing_packages()
+    if missing:
+        (pytest.fail if IN_CI else pytest.skip)(
+            f"master lab: install the Debian packages {', '.join(missing)} (scripts/setup.sh --master)")
+
+
+def _open(backend: str, master: bool, name: str | None):
+    if master:
+        return MasterLab(**({"name": name} if name else {}))
+    return open_lab(backend, **({"name": name} if name else {}))
 
 
 def _raise_interrupt(signum, frame):

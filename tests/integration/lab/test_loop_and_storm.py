@@ -62,7 +62,7 @@ def test_a_loop_across_the_nodes_stops_at_the_ttl(lab, hosts, settled):
         ]
     finally:
         for node in NEXT:
-            lab.run(node, ["rm", "-f", LOOP_MANIFEST])
+            lab.remove(node, LOOP_MANIFEST)
 
 
 def test_a_storm_of_fires_coalesces_and_the_last_fire_gets_a_run(lab, hosts, settled):

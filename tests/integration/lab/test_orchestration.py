@@ -88,7 +88,7 @@ def test_wait_reports_a_failing_host(lab, hosts, settled):
         rows = {line.split("\t")[0]: line for line in out.stdout.splitlines() if "\t" in line}  # plain rows
         assert "ok" in rows["node1"] and "failed" in rows["node2"]
     finally:
-        lab.run("node2", ["rm", "-f", failing])
+        lab.remove("node2", failing)
 
 
 def test_a_stopped_lock_holder_loses_the_lock_when_its_lease_ends(lab, hosts, settled):

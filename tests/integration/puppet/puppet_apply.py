@@ -50,10 +50,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Apply:
     """`puppet apply` in a private Puppet home under `root`."""
 
-    def __init__(self, root: Path, hiera: dict | None = None, debug: bool = False):
+    def __init__(self, root: Path, hiera: dict | None = None, debug: bool = False, noop: bool = False):
         need("puppet", "puppet")
         self.root = root
         self.debug = debug  # --debug: the log shows each exec's argv
+        self.noop = noop  # --noop: what would change, nothing done
         for d in ("var", "conf", "code", "log", "run"):
             (root / d).mkdir(parents=True, exist_ok=True)
         data = {"trigger::globals::trigger_bin": trigger_bin(), **(hiera or {})}
@@ -70,7 +71,7 @@ class Apply:
         r = self.root
         proc = subprocess.run(
             ["puppet", "apply", "--color=false", "--detailed-exitcodes",
-             *(["--debug"] if self.debug else []),
+             *(["--debug"] if self.debug else []), *(["--noop"] if self.noop else []),
              "--modulepath", str(MODULEPATH),
              "--vardir", str(r / "var"), "--confdir", str(r / "conf"),
              "--codedir", str(r / "code"), "--logdir", str(r / "log"),

@@ -121,3 +121,59 @@ def test_bad_source_fails_the_catalog_with_one_clear_line(tmp_path, source, mess
     assert message in result.output
     assert not BACKTRACE.search(result.output), result.output
     assert not (tmp_path / "v").exists()
+
+
+def module_release() -> str:
+    import json
+    import tomllib
+
+    from tests.integration.puppet.puppet_apply import MODULE, REPO
+
+    with open(REPO / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    module_version = json.loads((MODULE / "metadata.json").read_text())["version"]
+    assert module_version == project["version"]  # the module and the distribution are released together
+    return f"{project['name']}=={project['version']}"
+
+
+def noop_install(tmp_path, parameters: str) -> "subprocess.CompletedProcess":
+    """`trigger::install` with `parameters`, in noop, on this checkout's own virtualenv (so the
+    checks that run in noop find a Python) and a link under tmp_path: nothing is changed."""
+    from tests.integration.puppet.puppet_apply import REPO
+
+    apply = Apply(tmp_path / "puppet", noop=True)
+    return apply(f"class {{ 'trigger::install': venv_dir => '{REPO / '.venv'}',\n"
+                 f"  link => '{tmp_path / 'trigger'}', manage_python => false, {parameters} }}\n")
+
+
+def test_by_default_it_installs_this_modules_pinned_release_from_the_index_the_site_names(tmp_path):
+    """No `source`: the pinned release of our own distribution, never a bare name."""
+    result = noop_install(tmp_path, "index_url => 'https://packages.example.com/simple'")
+    assert result.returncode in (0, 2) and "Error:" not in result.output, result.output
+    assert module_release() == "puppet-trigger==0.1.0"
+    assert (f"Exec[trigger::install: pip install {module_release()}]/returns: "
+            "current_value 'notrun', should be ['0'] (noop)") in result.output, result.output
+    assert not (tmp_path / "trigger").exists()
+
+
+@pytest.mark.parametrize("where", ["", "find_links => ['/srv/wheelhouse'], no_index => true,",
+                                   "index_from_pip_config => true,"],
+                         ids=["index_url", "find_links", "pip_config"])
+def test_a_requirement_with_no_place_named_fails_with_one_line_naming_index_url(tmp_path, where):
+    result = noop_install(tmp_path, where)
+    if where:  # a wheelhouse or the node's pip configuration is a place the site named
+        assert result.returncode in (0, 2), result.output
+        return
+    assert result.returncode == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "trigger::install: index_url is not set" in errors[0], result.output
+    assert f"'{module_release()}'" in errors[0]
+    assert not BACKTRACE.search(result.output), result.output
+
+
+@pytest.mark.parametrize("source", ["trigger", "Trigger==2.3.3"])
+def test_the_unrelated_project_named_trigger_is_refused(tmp_path, source):
+    result = noop_install(tmp_path, f"source => '{source}', index_url => 'https://packages.example.com/simple'")
+    assert result.returncode == 1, result.output
+    assert "names an unrelated project" in result.output and "puppet-trigger" in result.output
+    assert not BACKTRACE.search(result.output), result.output

@@ -6,6 +6,8 @@ REFERENCE.md that is what puppet-strings makes of the code's comments now.
 from __future__ import annotations
 
 import json
+import re
+import sys
 import shutil
 import subprocess
 
@@ -95,3 +97,55 @@ def test_reference_md_is_what_puppet_strings_makes_of_the_code_now(tmp_path):
     fresh = (copy / "REFERENCE.md").read_text()
     assert (MODULE / "REFERENCE.md").read_text() == fresh, (
         "REFERENCE.md is stale: run `puppet strings generate --format markdown` in puppet/trigger")
+
+
+# The platforms something here runs the module on: CI and the local lab run
+# on this machine's Debian 12, the Vagrant lab boots Debian 12 boxes. A
+# platform goes into metadata.json when a test runs there, not before.
+TESTED_PLATFORMS = {("Debian", "12")}
+
+
+def test_supported_platforms_are_the_ones_the_tests_run_on():
+    metadata = json.loads((MODULE / "metadata.json").read_text())
+    listed = {(entry["operatingsystem"], release) for entry in metadata["operatingsystem_support"]
+              for release in entry["operatingsystemrelease"]}
+    assert listed == TESTED_PLATFORMS
+    release = dict(line.split("=", 1) for line in open("/etc/os-release").read().splitlines() if "=" in line)
+    here = (release.get("NAME", "").strip('"').split()[0], release.get("VERSION_ID", "").strip('"'))
+    if IN_CI:
+        assert here in listed, f"CI runs on {here}, which metadata.json does not list"
+
+
+def module_metadata(*args: str) -> subprocess.CompletedProcess:
+    from tests.integration.puppet.puppet_apply import REPO
+
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "module-metadata"), *args],
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_the_site_fills_the_metadata_template_with_its_urls_and_it_passes_the_linter(tmp_path):
+    need("metadata-json-lint", "metadata-json-lint")
+    # The template names no real place yet: publishing it as it is would be refused.
+    check = module_metadata("--check")
+    assert check.returncode == 1 and "source is still a placeholder" in check.stderr
+    out = tmp_path / "metadata.json"
+    done = module_metadata("--source", "https://git.example.org/ops/trigger", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    filled = json.loads(out.read_text())
+    assert (filled["source"], filled["project_page"], filled["issues_url"]) == (
+        "https://git.example.org/ops/trigger", "https://git.example.org/ops/trigger",
+        "https://git.example.org/ops/trigger/issues")
+    template = json.loads((MODULE / "metadata.json").read_text())
+    assert {k: v for k, v in filled.items() if k not in ("source", "project_page", "issues_url")} == {
+        k: v for k, v in template.items() if k not in ("source", "project_page", "issues_url")}
+    assert metadata_lint(out).returncode == 0
+    bad = module_metadata("--source", "http://git.example.org/x", "--out", str(tmp_path / "bad.json"))
+    assert bad.returncode == 2 and "https URL" in bad.stderr and not (tmp_path / "bad.json").exists()
+
+
+def test_the_changelog_has_the_first_release_of_the_version_in_metadata():
+    metadata = json.loads((MODULE / "metadata.json").read_text())
+    changelog = (MODULE / "CHANGELOG.md").read_text()
+    releases = re.findall(r"^## (?:Release )?(\d+\.\d+\.\d+)\b(.*)$", changelog, re.MULTILINE)
+    assert releases and releases[0][0] == metadata["version"], releases
+    assert "unreleased" not in releases[0][1].lower()

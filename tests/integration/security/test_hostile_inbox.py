@@ -58,6 +58,6 @@ def test_corrupt_entries_are_quarantined_and_shown_by_status(tmp_path, node):
     assert row["quarantined"] == len(corrupt) and row["pending"] == 0
     table = trigger("status", "-o", "table", "--endpoints", node.endpoint, env=clean_env(COLUMNS="200"))
     line = next(line for line in table.out.splitlines() if node.host in line)
-    assert f" {len(corrupt)} " in line.replace("│", " ")
+    assert f"({len(corrupt)} quarantined)" in line  # the table's inbox column: "0 (5 quarantined)"
     log = node.watch_log.read_text()
     assert log.count("quarantine") >= len(corrupt)

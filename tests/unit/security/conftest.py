@@ -12,6 +12,7 @@ import os
 import tracemalloc
 from contextlib import contextmanager
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 FUZZ = os.environ.get("TRIGGER_FUZZ", "") not in ("", "0")
@@ -46,6 +47,16 @@ def pytest_terminal_summary(terminalreporter):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "fuzz: hypothesis fuzzing; TRIGGER_FUZZ=1 runs 10,000 examples each")
+
+
+def pytest_collection_modifyitems(items):
+    """A hang in a fuzzed property is caught by hypothesis as a failure and
+    shrunk (each smaller example hanging again): the thread method ends the
+    session instead. These tests start no process that would be left over.
+    The fuzz run (10,000 examples) takes its hours."""
+    for item in items:
+        if item.get_closest_marker("fuzz") and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(6 * 3600 if FUZZ else 300, method="thread"))
 
 
 def fuzz_settings(quick: int):

@@ -80,8 +80,14 @@ def test_prefix_range_end():
     assert prefix_range_end(b"") == b"\0"
 
 
+# Failing over "at once" is checked against the store's timeout, not a
+# number of seconds: a store that waited the timeout out takes 60 s, one that
+# did not a few milliseconds; half the timeout tells them apart on any load.
+SLOW = 60.0
+
+
 def test_a_dead_first_endpoint_fails_over_to_the_next(etcd_server):
-    store = EtcdStore([dead_endpoint(), etcd_server.endpoint])
+    store = EtcdStore([dead_endpoint(), etcd_server.endpoint], timeout=SLOW)
     try:
         started = time.monotonic()
         r = store.put("/k", b"1")
@@ -89,21 +95,21 @@ def test_a_dead_first_endpoint_fails_over_to_the_next(etcd_server):
         rec = Recorder()
         store.watch_prefix("/", r, rec)
         assert rec.wait_changes(1) == [Put("/k", b"1", r)]
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < SLOW / 2, "the refused endpoint's timeout was waited out"
     finally:
         store.close()
 
 
 def test_no_endpoint_answering_is_one_quick_unavailable_error():
     dead = [dead_endpoint(), dead_endpoint()]
-    store = EtcdStore(dead, timeout=5)
+    store = EtcdStore(dead, timeout=SLOW)
     try:
         for call in (lambda: store.get("/k"), lambda: store.put("/k", b"1"),
                      lambda: store.lease_grant(5), lambda: store.watch_prefix("/", 0, Recorder())):
             started = time.monotonic()
             with pytest.raises(UnavailableError) as caught:
                 call()
-            assert time.monotonic() - started < 1, "a refused connection must not wait for the timeout"
+            assert time.monotonic() - started < SLOW / 2, "a refused connection must not wait for the timeout"
             message = str(caught.value)
             assert "\n" not in message
             assert dead[0] in message and dead[1] in message
@@ -126,7 +132,7 @@ def test_a_silent_endpoint_fails_over_after_the_timeout(etcd_server, tmp_path):
 
         started = time.monotonic()
         assert reader.get("/on-frozen") is None  # answered by the live server
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started >= 0.5  # after the frozen one's timeout, not before
 
         with pytest.raises(UnavailableError, match="may or may not have been applied") as caught:
             writer.put("/k", b"1")
@@ -152,11 +158,9 @@ def test_a_killed_server_ends_the_watch_once_and_a_new_watch_replays_after_resta
         r2 = store.put("/w/b", b"2")
         assert rec.wait_changes(2) == [Put("/w/a", b"1", r1), Put("/w/b", b"2", r2)]
 
-        killed = time.monotonic()
         etcd_server.stop()
-        error = rec.wait_error(timeout=5)
+        error = rec.wait_error(timeout=30)  # the event, not a stopwatch: a watch left hanging fails here
         assert isinstance(error, UnavailableError), error
-        assert time.monotonic() - killed < 1
         assert "\n" not in str(error) and f"after revision {r2}" in str(error)
         with pytest.raises(UnavailableError):
             store.get("/w/a")
