@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-ITEMS = ("latency", "fanout", "storm", "lost", "simulator", "footprint", "scale", "retention")
+ITEMS = ("latency", "fanout", "storm", "lost", "simulator", "plan", "footprint", "scale", "retention")
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,10 @@ def _run_item(item, session, etcd, store, settings: Settings, before=None):
         from . import simulation
 
         return simulation.run()
+    if item == "plan":
+        from . import plan
+
+        return plan.run()
     if item == "footprint":
         from . import footprint
 

@@ -1,5 +1,7 @@
 """`trigger-sim run SCENARIO [--seed N] [--out DIR] [--check] [--lab local [--time-scale K]]`.
 
+`trigger-sim plan ...` (the scenario from Puppet catalogs) is simulator/plan/cli.py.
+
 Exit status: 0 done (and, with --check, the check passed; with --lab, the
 lab agreed); 1 --check found an unbounded loop or fires never followed by
 a run, or --lab found a difference (each named) or could not play; 2 bad
@@ -74,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
                      help="also play the scenario on the local lab's real nodes (root) and compare the two")
     run.add_argument("--time-scale", type=float, default=10.0, metavar="K",
                      help="with --lab: the lab plays K scenario seconds per real second (default 10)")
+    run.add_argument("--races", type=int, default=None, metavar="N",
+                     help="also run N orders of near-ties (0: none; default 0, with --lab 8) and report each "
+                          "node's counts as a range; --lab passes when the lab's counts fall inside")
+    run.add_argument("--race-window", type=float, default=None, metavar="S",
+                     help="ties closer than S scenario seconds may break either way (default 0.5; with --lab "
+                          "the lab's close-call window, 2 real seconds at its time scale)")
     sub.add_parser("list", help="list the shipped scenarios")
     explore = sub.add_parser("explore", help="run many seeds with random faults; print each failure, "
                                              "shrunk to the fewest faults that still fail")
@@ -84,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                          help="fault kinds to draw from, comma-separated (default: every kind that heals)")
     explore.add_argument("--out", type=Path, default=Path("out") / "explore",
                          help="where reproducing scenario files go (default out/explore)")
+    from .plan.cli import add_parser as add_plan_parser
+
+    add_plan_parser(sub)
     bench = sub.add_parser("bench", help="time scenarios: wall, CPU, simulated events per second")
     bench.add_argument("scenarios", nargs="*", default=["seed", "storm", "loop", "faults", "fleet"])
     bench.add_argument("--seed", type=int, default=None)
@@ -99,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "explore":
         return _explore(args)
+
+    if args.command == "plan":
+        from .plan.cli import main as plan_main
+
+        return plan_main(args)
 
     if args.command == "bench":
         from . import run_scenario
@@ -133,10 +149,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trigger-sim: --out {args.out}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    if args.races is not None and args.races < 0:
+        print("trigger-sim: --races must be 0 or more", file=sys.stderr)
+        return EXIT_BAD_INPUT
     sim = Simulation(scenario, seed=args.seed, trace=args.trace).run()
     report = build_report(sim)
     console = console_for()
     render(report, console, all_nodes=args.all_nodes)
+    if args.races:
+        from . import races
+
+        outcomes = races.outcome_ranges(scenario, args.seed, args.races, args.race_window or races.DEFAULT_WINDOW)
+        races.render(outcomes, console)
+        report.data["races"] = outcomes.to_json()
     try:
         written = _write(report, args)
     except OSError as exc:
@@ -208,7 +233,16 @@ def _run_on_lab(scenario, args) -> int:
         return EXIT_CHECK_FAILED
     sim_rows = lab_replay.sim_table(report.data)
     tolerance = lab_replay.TOLERANCE_REAL * args.time_scale
-    problems = lab_replay.compare(sim_rows, lab_rows, tolerance)
+    # The lab breaks near-ties its own way: counts inside the range over the
+    # orders those ties allow agree, and the note says which race decided.
+    from . import races
+
+    orders = races.DEFAULT_ORDERS if args.races is None else max(1, args.races)
+    outcomes = races.outcome_ranges(scenario, args.seed, orders,
+                                    args.race_window or lab_replay.CLOSE_REAL * args.time_scale)
+    race_notes: list[str] = []
+    problems = lab_replay.compare(sim_rows, lab_rows, tolerance, outcomes, race_notes)
+    notes = (*notes, *race_notes)
     close = lab_replay.close_calls(sim.ledger, lab_replay.CLOSE_REAL * args.time_scale,
                                    lab_replay.lab_member_ttls(scenario, args.time_scale))
     if close:  # the likely cause of a count that differs: say so beside the tables

@@ -263,8 +263,13 @@ def lab_member_ttls(scenario: Scenario, scale: float) -> tuple[float, float] | N
     return float(scenario.discovery.member_ttl), float(LAB_MEMBER_TTL * scale)
 
 
-def compare(sim: tuple[dict, dict], lab: tuple[dict, dict], tolerance: float) -> list[str]:
-    """Every difference, one line each; empty when the two agree."""
+def compare(sim: tuple[dict, dict], lab: tuple[dict, dict], tolerance: float,
+            outcomes=None, notes: list[str] | None = None) -> list[str]:
+    """Every difference, one line each; empty when the two agree.
+
+    With `outcomes` (simulator.races.Outcomes), a count that differs from the
+    simulation but lies within its range over the orders its races allow is
+    no difference: it goes to `notes`, naming the race that decided it."""
     (sim_rows, sim_limits), (lab_rows, lab_limits) = sim, lab
     problems = []
     for host, s in sim_rows.items():
@@ -274,7 +279,15 @@ def compare(sim: tuple[dict, dict], lab: tuple[dict, dict], tolerance: float) ->
             continue
         for key in COUNTS:
             if s[key] != lab_row[key]:
-                problems.append(f"{host}: {key} {s[key]} in the simulation, {lab_row[key]} on the lab")
+                explained = outcomes.explain(host, key, lab_row[key]) if outcomes is not None else None
+                if explained is not None:
+                    if notes is not None:
+                        notes.append(explained)
+                    continue
+                problems.append(f"{host}: {key} {s[key]} in the simulation, {lab_row[key]} on the lab"
+                                + (f" (outside {outcomes.ranges[host][key][0]} to "
+                                   f"{outcomes.ranges[host][key][1]} over {outcomes.orders} orders)"
+                                   if outcomes is not None else ""))
         a, b = s["quiescent_at"], lab_row["quiescent_at"]
         if (a is None) != (b is None) or (a is not None and abs(a - b) > tolerance):
             problems.append(f"{host}: quiet at {_at(a)} in the simulation, {_at(b)} on the lab "

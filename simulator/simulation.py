@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 import time
 
 import simpy
@@ -35,9 +36,13 @@ from .scenario import Fault, Scenario
 
 
 class Simulation:
-    def __init__(self, scenario: Scenario, seed: int | None = None, trace: bool = False):
+    def __init__(self, scenario: Scenario, seed: int | None = None, trace: bool = False,
+                 skew: tuple[float, int] | None = None):
+        """`skew` = (window, order): every node's watches deliver up to `window` s
+        later, by an amount drawn from `order` (simulator.races); None: no skew."""
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else seed
+        self.skew = skew
         self.env = simpy.Environment()
         self.layout = Layout()
         self.etcd = Etcd(
@@ -67,6 +72,11 @@ class Simulation:
                 store=self.etcd.connect(host), layout=self.layout, ledger=self.ledger,
                 settings=scenario.watcher, until=scenario.until, fire=self.fire,
                 processes=processes, member_ttl=member_ttl)
+        if skew is not None:  # its own random stream: the nodes' draws stay exactly as unskewed
+            window, order = skew
+            rng = random.Random(f"{self.seed}/skew/{order}")
+            for node in self.nodes.values():
+                node.store.skew = rng.uniform(0.0, window)
 
     def trace(self, host: str, what: str) -> None:
         self.ledger.trace(self.env.now, host, what)
