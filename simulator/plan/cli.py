@@ -3,6 +3,7 @@
     trigger-sim plan --catalogs DIR [-o json] [--fail-on loop,storm[:N],warning]
     trigger-sim plan --manifest site.pp --facts DIR [--modulepath P] [--hiera-config F]
     trigger-sim plan --environment-path P [--environment E] --facts DIR
+    trigger-sim plan --puppetdb URL [--puppetdb-cacert F --puppetdb-cert F --puppetdb-key F] [--changes reports]
         [--out DIR] [--run [--check]] [--changes ...] [--interval S] [--splay S] [--duration S|MIN-MAX]
 
 Exit status: 0 done; 1 `--fail-on` found something (each finding named on
@@ -13,9 +14,9 @@ still planned and reported).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED
@@ -36,6 +37,11 @@ def add_parser(sub) -> None:
                         help="compile every node of --facts with Puppet, in one process")
     source.add_argument("--environment-path", type=Path, metavar="P",
                         help="compile from Puppet environments (with --environment, default production)")
+    source.add_argument("--puppetdb", metavar="URL",
+                        help="every active node's catalog from PuppetDB (https://puppet:8081; TLS: the agent's "
+                        "own files unless the three --puppetdb-* are given)")
+    for name in ("cacert", "cert", "key"):
+        plan.add_argument(f"--puppetdb-{name}", metavar="F", help=f"with --puppetdb: the {name} PEM file")
     plan.add_argument("--facts", type=Path, metavar="DIR",
                       help="NODE.json ({name, values}, as `puppet facts find` prints) or NODE.yaml per node")
     plan.add_argument("--modulepath", metavar="P", help="with --manifest: Puppet's modulepath (DIR:DIR)")
@@ -62,7 +68,8 @@ def add_parser(sub) -> None:
     what.add_argument("--changes", default=d.changes.describe().replace(":*", ""),
                       help="release[@T][:GLOB] (default release@60: every notifying resource changes "
                            "once on the nodes matching GLOB, which CI runs at T), converge[@T][:GLOB] "
-                           "(and their targets change until caught up), always, or rate:P")
+                           "(and their targets change until caught up), always, rate:P, or reports (with "
+                           "--puppetdb: each resource's rate of change in the reports PuppetDB keeps)")
     what.add_argument("--interval", type=float, default=d.interval, help=f"runinterval, s (default {d.interval:g})")
     what.add_argument("--splay", type=float, default=d.splay, help=f"first run within this, s (default {d.splay:g})")
     what.add_argument("--duration", default=d.duration, help=f"a Puppet run, s: N or MIN-MAX (default {d.duration})")
@@ -80,9 +87,11 @@ def _fleet(args):
     from .catalog import CatalogError
     from .importers import load_catalog_dir, load_catalogs
 
-    chosen = [o for o in ("catalogs", "manifest", "environment_path") if getattr(args, o) is not None]
+    chosen = [o for o in ("catalogs", "manifest", "environment_path", "puppetdb") if getattr(args, o) is not None]
     if len(chosen) != 1:
-        raise ValueError("give one of --catalogs DIR, --manifest FILE or --environment-path P")
+        raise ValueError("give one of --catalogs DIR, --manifest FILE, --environment-path P or --puppetdb URL")
+    if args.puppetdb is not None:
+        return _puppetdb_fleet(args)
     if args.catalogs is not None:
         try:
             return load_catalog_dir(args.catalogs)
@@ -113,6 +122,28 @@ def _fleet(args):
     return fleet
 
 
+def _puppetdb_fleet(args):
+    """The catalogs PuppetDB keeps; with `--changes reports`, its reports as the change rates."""
+    from trigger.puppetdb import PuppetDB, PuppetDBError, TLSFiles
+
+    from .importers import load_catalogs
+    from .scenario_writer import rates_from_reports
+
+    files = [args.puppetdb_cacert, args.puppetdb_cert, args.puppetdb_key]
+    if any(files) and not all(files):
+        raise ValueError("give all of --puppetdb-cacert, --puppetdb-cert and --puppetdb-key, or none "
+                         "(the agent's own)")
+    try:
+        db = PuppetDB(args.puppetdb, TLSFiles(*files) if all(files) else None)
+        fleet = load_catalogs((f"puppetdb:{doc.get('certname')}", doc) for doc in db.catalogs())
+        if args.assume.changes.kind == "reports":
+            args.assume = replace(args.assume, changes=replace(
+                args.assume.changes, rates=rates_from_reports(db.changed_resources())))
+    except PuppetDBError as exc:
+        raise ValueError(str(exc)) from None
+    return fleet
+
+
 def main(args) -> int:
     from rich.console import Console
 
@@ -126,7 +157,11 @@ def main(args) -> int:
                              args.until, args.drain, args.seed)
         if args.check and not args.run:
             raise ValueError("--check needs --run")
+        if assume.changes.kind == "reports" and args.puppetdb is None:
+            raise ValueError("--changes reports needs --puppetdb URL (the reports PuppetDB keeps)")
+        args.assume = assume
         fleet = _fleet(args)
+        assume = args.assume
     except ValueError as exc:
         return _fail(str(exc))
     if not fleet.catalogs:

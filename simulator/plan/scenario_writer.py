@@ -12,6 +12,7 @@ defaults (`Assumptions`), and the file written says which were used.
 | `converge[@T][:GLOB]` | as release; and on every other node that some trigger targets, they change until that node has caught up with the released resources (`until_converged`): the targets' own triggers pass the wave on |
 | `always` | change on every run |
 | `rate:P` | change on each run with probability P |
+| `reports` (with `--puppetdb`) | change on each run with the rate PuppetDB's stored reports show for that resource on that node (runs with a change event / runs reported) |
 
 An exec that is not refreshonly and has no onlyif/unless/creates changes on
 every run whatever `--changes` says: Puppet runs it every time.
@@ -22,21 +23,23 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
-from .analysis import Plan, TriggerDecl
+from .analysis import Plan
 
 RELEASE_TRIGGER = "release"
 
 
 @dataclass(frozen=True)
 class Changes:
-    kind: str  # release | converge | always | rate
+    kind: str  # release | converge | always | rate | reports
     at: float = 60.0
     glob: str = "*"
     rate: float = 0.0
+    # reports: (node, "Type[title]") -> the share of its reported runs in which it changed
+    rates: dict = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
         if self.kind in ("release", "converge"):
@@ -51,8 +54,8 @@ def parse_changes(text: str) -> Changes:
     match = _RELEASE.match(text)
     if match:
         return Changes(match.group(1), float(match.group(2) or 60), match.group(3) or "*")
-    if text == "always":
-        return Changes("always")
+    if text in ("always", "reports"):
+        return Changes(text)
     if text.startswith("rate:"):
         try:
             rate = float(text[5:])
@@ -61,7 +64,14 @@ def parse_changes(text: str) -> Changes:
         if not 0 <= rate <= 1:
             raise ValueError(f"--changes {text}: the rate must be a probability from 0 to 1")
         return Changes("rate", rate=rate)
-    raise ValueError(f"--changes {text!r}: expected release[@T][:GLOB], converge[@T][:GLOB], always or rate:P")
+    raise ValueError(f"--changes {text!r}: expected release[@T][:GLOB], converge[@T][:GLOB], always, rate:P or reports")
+
+
+def rates_from_reports(reported: dict[str, dict]) -> dict[tuple[str, str], float]:
+    """PuppetDB's reports per node ({"runs": N, "changed": {"Type[title]": runs it changed in}})
+    as the change rate of each resource on each node."""
+    return {(node, ref): changed / seen["runs"] for node, seen in reported.items() if seen["runs"]
+            for ref, changed in seen["changed"].items()}
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,8 @@ def build_scenario(plan: Plan, assume: Assumptions = Assumptions(), name: str = 
             spec["changes"] = "always"
         elif changes.kind == "rate":
             spec["changes"] = changes.rate
+        elif changes.kind == "reports":
+            spec["changes"] = round(changes.rates.get((node, resource), 0.0), 4)
         elif node in released:
             spec.update(changes="once", **({"from": changes.at} if changes.at else {}))
         elif changes.kind == "converge" and node in targeted and release_names:

@@ -87,6 +87,20 @@ def test_puppetdb_client_answers_from_the_labs_puppetdb(lab, profiles):
         assert 1 <= changed[node]["changed"]["Exec[trigger lab: record this run]"] <= changed[node]["runs"]
 
 
+def test_plan_reads_every_catalog_and_report_from_the_labs_puppetdb(lab, profiles):
+    """`trigger-sim plan --puppetdb`, as installed on a node, against the real PuppetDB: every
+    active node's catalog, and each resource's rate of change from the stored reports."""
+    argv = ["/usr/local/lib/trigger/bin/trigger-sim", "plan", "--puppetdb", PUPPETDB, "-o", "json",
+            "--changes", "reports", "--out", "/tmp/plan"]
+    done = lab.run("node1", argv)
+    assert done.returncode == 0, done.stderr[-2000:]
+    document = json.loads(done.stdout)
+    assert sorted(n["name"] for n in document["nodes"]) == list(lab.nodes)
+    assert document["errors"] == []
+    scenario = lab.run("node1", ["cat", "/tmp/plan/plan.yaml"], check=True).stdout
+    assert "reports" in scenario  # the header names the assumption used
+
+
 def test_fire_query_resolves_the_hosts_in_puppetdb_first(lab, hosts, settled, profiles):
     node3 = hosts["node3"]
     before = checks.now(node3)

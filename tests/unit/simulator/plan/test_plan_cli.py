@@ -51,7 +51,7 @@ def test_json_output_is_one_document(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "give one of --catalogs DIR, --manifest FILE or --environment-path P"),
+    ([], "give one of --catalogs DIR, --manifest FILE, --environment-path P or --puppetdb URL"),
     (["--catalogs", "/nonexistent"], "/nonexistent: not a directory"),
     (["--catalogs", PUPPET, "--fail-on", "loops"], "--fail-on: unknown finding 'loops'"),
     (["--catalogs", PUPPET, "--check"], "--check needs --run"),
@@ -109,3 +109,79 @@ def test_run_with_races_reports_ranges(capsys):
     assert status == 0
     races = json.loads(out)["simulation"]["races"]
     assert races["orders"] == 3 and set(races) == {"orders", "window", "ranges", "races"}
+
+
+@pytest.fixture
+def puppetdb():
+    """PuppetDB's query API over loopback HTTP, answering with the control repo's catalogs in
+    the query shape (/pdb/query/v4/catalogs/<node>) and a report per node in which its
+    vhost changed once in two runs."""
+    import http.server
+    import threading
+
+    catalogs = {p.stem: p.read_bytes() for p in (FIXTURES / "query").glob("*.json")}
+    answers = {
+        "nodes[certname] {}": [{"certname": name} for name in catalogs],
+        "reports[certname, hash] { noop = false }": [{"certname": name, "hash": f"{name}-{run}"}
+                                                     for name in catalogs for run in (1, 2)],
+        'events[certname, report, resource_type, resource_title] { status = "success" }': [
+            {"certname": "web01.example.com", "report": "web01.example.com-1", "resource_type": "File",
+             "resource_title": "/etc/shop-vhost.conf"}],
+    }
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def reply(self, status: int, body: bytes):
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            name = self.path.rsplit("/", 1)[-1]
+            self.reply(200, catalogs[name]) if name in catalogs else self.reply(404, b"no such node")
+
+        def do_POST(self):
+            query = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["query"]
+            self.reply(200, json.dumps(answers[query]).encode()) if query in answers \
+                else self.reply(400, f"unexpected query {query}".encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_puppetdb_plans_the_same_fleet_as_its_catalogs_on_disk(capsys, puppetdb):
+    status, from_db, err = run(capsys, "--puppetdb", puppetdb, "-o", "json")
+    assert status == 0, err
+    _, from_dir, _ = run(capsys, "--catalogs", str(FIXTURES / "query"), "-o", "json")
+    db, disk = json.loads(from_db), json.loads(from_dir)
+    for key in ("nodes", "triggers", "loops", "fan_in"):
+        assert db[key] == disk[key], key
+
+
+def test_puppetdb_reports_are_the_change_rates(capsys, puppetdb, tmp_path):
+    import yaml
+
+    status, _, err = run(capsys, "--puppetdb", puppetdb, "--changes", "reports", "--out", str(tmp_path))
+    assert status == 0, err
+    scenario = yaml.safe_load((tmp_path / "plan.yaml").read_text())
+    rates = {role: spec["resources"]["File[/etc/shop-vhost.conf]"]["changes"]
+             for role, spec in scenario["roles"].items() if "File[/etc/shop-vhost.conf]" in spec.get("resources", {})}
+    assert sorted(rates.values()) == [0.0, 0.5]  # web01 changed in one of its two runs, the others in none
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--puppetdb", "http://127.0.0.1:9"], "does not answer"),
+    (["--puppetdb", "ftp://puppet"], "give http(s)://HOST:PORT"),
+    (["--catalogs", PUPPET, "--changes", "reports"], "--changes reports needs --puppetdb"),
+    (["--puppetdb", "https://puppet:8081", "--puppetdb-cert", "c.pem"], "give all of --puppetdb-cacert"),
+])
+def test_puppetdb_bad_input_is_one_line_and_exit_2(capsys, argv, says):
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and says in err and len(err.strip().splitlines()) == 1, err

@@ -99,3 +99,35 @@ def test_each_declaration_of_a_name_is_simulated_and_the_file_says_so():
 def test_compress_names_into_ranges():
     assert compress(["web10", "web09", "web11", "lb1", "db", "web13"]) == ["db", "lb1", "web[09:11]", "web13"]
     assert compress(["a1.x", "a2.x", "a3.y"]) == ["a[1:2].x", "a3.y"]
+
+
+def test_reports_give_each_resource_on_each_node_its_own_rate(control_repo):
+    """`--changes reports`: the share of a node's reported runs in which the resource changed."""
+    from dataclasses import replace
+
+    from simulator.plan.scenario_writer import rates_from_reports
+
+    reported = {"web01.example.com": {"runs": 4, "changed": {"File[/etc/shop-vhost.conf]": 1}},
+                "web02.example.com": {"runs": 0, "changed": {}}}
+    rates = rates_from_reports(reported)
+    assert rates == {("web01.example.com", "File[/etc/shop-vhost.conf]"): 0.25}
+    scenario = build_scenario(control_repo, Assumptions(replace(parse_changes("reports"), rates=rates)))
+    parse_scenario(scenario, "plan")
+    assert "fires" not in scenario  # no release: the reports say how often things change
+    role_of = {name: role for names, role in scenario["nodes"].items() for name in _expand(names)}
+    vhost = "File[/etc/shop-vhost.conf]"
+    assert scenario["roles"][role_of["web01.example.com"]]["resources"][vhost]["changes"] == 0.25
+    assert scenario["roles"][role_of["web02.example.com"]]["resources"][vhost]["changes"] == 0.0
+    app = scenario["roles"][role_of["app01.example.com"]]["resources"]
+    assert app["Exec[rebuild cache]"]["changes"] == "always"  # runs on every run whatever the reports say
+
+
+def _expand(names: str) -> list[str]:
+    """web[01:03].example.com -> the three names (the writer's ranges)."""
+    import re
+
+    match = re.match(r"(.*)\[(\d+):(\d+)\](.*)", names)
+    if not match:
+        return [names]
+    head, first, last, tail = match.groups()
+    return [f"{head}{i:0{len(first)}d}{tail}" for i in range(int(first), int(last) + 1)]
