@@ -46,7 +46,7 @@ from typing import Callable, Union
 
 from .layout import Layout
 from .policy import MAX_ENQUEUE_DELAY
-from .records import BadRecord, Entry, RunRecord, check_id, parse_entry, parse_run
+from .records import BadRecord, Entry, RunRecord, check_id, parse_entry, parse_lock, parse_run
 from .store.base import Change, KeyValue, Put
 
 
@@ -192,7 +192,7 @@ class WatcherCore:
     pending: dict[str, Entry] = field(default_factory=dict)
     runs: dict[str, RunRecord] = field(default_factory=dict)
     queued_run: str | None = None
-    lock_holder: str | None = None  # the run id holding the host's run lock
+    lock_holder: tuple[str, str] | None = None  # (run id, execution) holding the host's run lock
     revision: int = 0
     retry_at: float = 0.0
     failures: int = 0
@@ -276,7 +276,7 @@ class WatcherCore:
     def _judge_started(self, now: float) -> list[Action]:
         """A started run not holding the run lock died before its end."""
         dead = [run for run in self.runs.values()
-                if run.state == "started" and run.run_id != self.lock_holder]
+                if run.state == "started" and (run.run_id, run.execution) != self.lock_holder]
         if not dead:
             return dead
         return [self._lose(run, "its run lock went while it ran: it died before its end", now)
@@ -318,7 +318,7 @@ class WatcherCore:
             return []
         if kind == "lock":
             if isinstance(change, Put):
-                self.lock_holder = change.value.decode("utf-8", "replace")
+                self.lock_holder = parse_lock(change.value)
             else:
                 self.lock_holder = None
             return []

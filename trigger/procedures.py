@@ -44,7 +44,8 @@ from .policy import BEATS_PER_TTL, MEMBER_TTL, RETRY_AFTER_STORE_ERROR, RUN, WAT
     WatchPolicy
 from .queue import QueueError
 from .records import BadRecord, RunRecord, parse_run
-from .runner import finish_run, give_back, start_run, take_run_lock
+from .records import lock_value
+from .runner import RunRefused, execution_of, finish_run, give_back, start_run, take_run_lock
 from .store.base import CompactedError, DeleteOp, PutOp, StoreError, UnavailableError
 
 EXIT_TEMPFAIL = 75  # `trigger run` could not be recorded as started: it ran nothing
@@ -287,14 +288,21 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
     keeper = yield Spawn(keep_run_lease(lease, run_id, policy))
     slots: list[HeldSlot] | None = []
     record = None
+    execution = execution_of(lease_id)
     if (yield from wait_for_run_lock(layout, host, run_id, lease, policy)):
-        record = yield from retrying(lambda now: Call(start_run, (layout, host, run_id, now)), what, policy)
+        record = yield from retrying(
+            lambda now: Call(start_run, (layout, host, run_id, now, None, execution)), what, policy)
         if isinstance(record, dict):  # limited triggers wait: their slots first, then the claim
             limits, record = record, None
             slots = yield from take_slots(layout, limits, holder or run_id, run_id, lease)
             if slots is not None and not lease.expired:
                 record = yield from retrying(
-                    lambda now: Call(start_run, (layout, host, run_id, now, limits)), what, policy)
+                    lambda now: Call(start_run, (layout, host, run_id, now, limits, execution)), what, policy)
+    if isinstance(record, RunRefused):  # another execution's run: nothing of it is ours to touch
+        yield from release_slots(slots)
+        yield Note(record, "warning")
+        yield from _end_lease(keeper, lease)
+        return EXIT_TEMPFAIL
     retained = 0
     if record is not None and retention:  # the records' lease, taken while etcd answers
         retained = yield from retrying(lambda now: Call(_grant, (retention,)), what, policy)
@@ -381,6 +389,7 @@ def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
     was seen held at, so its release is not missed): a free lock costs one
     request, not a watch stream."""
     key = layout.run_lock_key(host)
+    ours = lock_value(run_id, execution_of(lease.id))
     told = watching = False
     while not lease.expired:
         try:
@@ -389,7 +398,7 @@ def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
             held = yield from retrying(
                 lambda now: Call(take_run_lock, (layout, host, run_id, lease.id)),
                 f"{run_id} cannot take the run lock", policy)
-            if held is None and (yield Call(_lock_holder, (key,))) != run_id:
+            if held is None and (yield Call(_lock_holder, (key,))) != ours:
                 break
         if held is None:
             yield UNWATCH
@@ -411,9 +420,9 @@ def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
     return False
 
 
-def _lock_holder(store, key: str) -> str | None:
+def _lock_holder(store, key: str) -> bytes | None:
     held = store.get(key)
-    return None if held is None else held.value.decode("utf-8", "replace")
+    return None if held is None else held.value
 
 
 # -- slots ----------------------------------------------------------------------------------

@@ -107,6 +107,7 @@ class RunRecord(NamedTuple):
     chain: tuple[str, ...] = ()
     reason: str = ""
     limits: tuple[tuple[str, int], ...] = ()  # (trigger, max_concurrent) of what it served
+    execution: str = ""  # which execution of the run started it (its lease): a run is carried out once
 
     def encode(self) -> bytes:
         return _encode(self)
@@ -228,7 +229,19 @@ def _parse_run(value: bytes) -> RunRecord:
         chain=_hosts(data, "chain"),
         reason=_field(data, "reason", str, "")[:MAX_NAME_CHARS],
         limits=tuple(_limit_pair(p) for p in _field(data, "limits", list, [])[:MAX_SERVED]),
+        execution=_field(data, "execution", str, "")[:MAX_NAME_CHARS],
     )
+
+
+def lock_value(run_id: str, execution: str) -> bytes:
+    """The run lock's value: the run and which execution of it holds the lock."""
+    return f"{run_id} {execution}".encode()
+
+
+def parse_lock(value: bytes) -> tuple[str, str]:
+    """(run id, execution) of a run lock's value; an older `trigger run` wrote the run id alone."""
+    run_id, _, execution = value.decode("utf-8", "replace").partition(" ")
+    return run_id, execution
 
 
 _memo_entry = lru_cache(maxsize=MEMO_VALUES)(_parse_entry)

@@ -25,7 +25,7 @@ from trigger.layout import Layout
 from trigger.policy import BEATS_PER_TTL
 from trigger.procedures import EXIT_TEMPFAIL, HostTaken, Registration, RunFinished, RunStarted, \
     SlotWaited, beat, claim_host, triggered_run
-from trigger.records import parse_run
+from trigger.records import RunRecord, parse_run
 from trigger.store.memory import MemoryStore
 
 L = Layout()
@@ -229,3 +229,25 @@ def test_a_beat_finds_another_watcher_on_its_host_and_says_so():
     with pytest.raises(HostTaken):
         for _ in range(BEATS_PER_TTL):
             driver.run(beat(reg))
+
+
+def test_a_second_execution_of_a_started_run_runs_nothing_on_both_drivers():
+    """The run's first execution died with its command still going (or was
+    only cut off): a new execution of the same run id waits for the lock,
+    then finds the run started by another execution and runs nothing."""
+    def started_elsewhere(store):
+        fire(store, L, "refresh", [HOST], Lineage(), "web1", now=1.0, event_id="e1")
+        store.put(L.run_key(HOST, "r1"), RunRecord("r1", HOST, "started", started_at=1.5, served=("e1",),
+                                                   execution="dead1").encode())
+    real_store = MemoryStore()
+    started_elsewhere(real_store)
+    ran = []
+    notes = []
+    real = RealDriver(real_store, execute=ran.append, tell=notes.append)
+    assert real.run(triggered_run(L, HOST, "r1")) == EXIT_TEMPFAIL
+    sim_code, sim_notes, sim_store = _on_sim(lambda: triggered_run(L, HOST, "r1"), started_elsewhere)
+    assert sim_code == EXIT_TEMPFAIL and ran == []
+    assert _kinds(notes) == _kinds(sim_notes) == ["RunRefused"]
+    for store in (real_store, sim_store):
+        assert parse_run(store.get(L.run_key(HOST, "r1")).value).execution == "dead1"  # untouched
+        assert store.get(L.run_lock_key(HOST)) is None  # its lock went with its lease
