@@ -555,7 +555,7 @@ def _names(text: str | None) -> list[str]:
 def cmd_run(args) -> int:
     import logging
 
-    from .driver import RealDriver
+    from .driver import RealDriver, stop_on_sigterm
     from .procedures import triggered_run
     from .runner import start_command
 
@@ -580,6 +580,8 @@ def cmd_run(args) -> int:
                 return 127
 
         driver = RealDriver(store, execute=execute, tell=lambda note: _tell(note, stream))
+        if out is None:  # a cold run: SIGTERM (`tsp -k`) stops its command and gives its fires back
+            stop_on_sigterm(driver)
         logs = logging.StreamHandler(stream)  # the store's complaints too, as a cold run's stderr has them
         logging.getLogger().addHandler(logs)
         try:

@@ -37,8 +37,8 @@ from typing import Callable
 from .coordination import Member, key_part, member_at, ranked, register
 from .core import Changes, EnqueueFailed, EnqueueRun, MarkRunLost, Quarantine, RunEnded, Snapshot, Tick, \
     WatcherCore
-from .effects import LIVE_RUNS, NOW, UNWATCH, Call, Cancel, Enqueue, Execute, NextChange, Note, \
-    ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Watch
+from .effects import ELAPSED, LIVE_RUNS, NOW, UNWATCH, Call, Cancel, CommandStopped, Enqueue, Execute, \
+    NextChange, Note, ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Watch
 from .layout import Layout
 from .policy import BEATS_PER_TTL, MEMBER_TTL, RETRY_AFTER_STORE_ERROR, RUN, WATCH, RunPolicy, \
     WatchPolicy
@@ -228,9 +228,13 @@ class RunGaveBack:
 
     record: RunRecord
     reason: str
+    recorded: bool = True
 
     def describe(self) -> str:
-        return f"{self.record.run_id} gave its fires back: {self.reason}"
+        if self.recorded:
+            return f"{self.record.run_id} gave its fires back: {self.reason}"
+        return (f"{self.record.run_id} was stopped ({self.reason}) but could not record it; "
+                f"its fires come back when its lease ends")
 
 
 @dataclass(frozen=True)
@@ -310,18 +314,21 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
         return (yield from _abort(run_id, keeper, lease))
     yield Note(RunStarted(record))
     exit_code = yield Execute(record)
-    stopped = lease.expired  # stopped before its end, rather than losing the lease after it
+    reason = None  # why the command was stopped before its end, if it was
+    if isinstance(exit_code, CommandStopped):
+        exit_code, reason = exit_code.exit_code, exit_code.reason
+    if lease.expired:  # stopped before its end, rather than losing the lease after it
+        reason = f"lease not renewed for {policy.stop_after():g} s; command stopped"
     # The end is when the command returned, not when the record is written:
     # the slots go back in between, and a run recorded as ending after the
     # next one started would misreport serial order.
     ended = yield NOW
     yield from release_slots(slots)
-    if stopped:  # its fires go back to the inbox
-        reason = f"lease not renewed for {policy.stop_after():g} s; command stopped"
+    if reason is not None:  # its fires go back to the inbox
         done = yield from retrying(
             lambda now: Call(give_back, (layout, record, reason, ended, exit_code, retained or 0)),
             f"{run_id} cannot mark its end", policy)
-        yield Note(RunGaveBack(record, reason), "warning")
+        yield Note(RunGaveBack(record, reason, done is not None), "warning" if done is not None else "error")
     else:
         done = yield from retrying(
             lambda now: Call(finish_run, (layout, record, exit_code, ended, retained or 0)),
@@ -359,18 +366,26 @@ def retrying(make: Callable[[float], Call], what: str, policy: RunPolicy = RUN):
 def keep_run_lease(lease: RunLease, run_id: str, policy: RunPolicy = RUN):
     """Renew every ttl / 3. Renewals failing for `stop_after()` seconds (or
     the lease gone) stop the command before etcd can end the lease, so the
-    run never goes on beside the next one."""
-    last_renewed = yield NOW
+    run never goes on beside the next one.
+
+    On the monotonic clock (a stepped wall clock moves nothing), counted
+    from when a renewal was sent (etcd renews on receipt, not on our reading
+    of its answer), and each renewal is given only the time left before
+    `stop_after()` (all endpoints together): a store that never answers
+    cannot hold the stop back."""
+    last_renewed = yield ELAPSED
+    least = policy.stop_margin / 4
     while True:
-        now = yield NOW
+        now = yield ELAPSED
         stop_at = last_renewed + policy.stop_after()
-        yield Sleep(max(min(lease.ttl / BEATS_PER_TTL, stop_at - now), policy.stop_margin / 4))
+        yield Sleep(max(min(lease.ttl / BEATS_PER_TTL, stop_at - now), least))
+        sent = yield ELAPSED
         try:
-            yield Call(_refresh, (lease.id,))
-            last_renewed = yield NOW
+            yield Call(_refresh, (lease.id,), within=max(stop_at - sent, least))
+            last_renewed = sent
             continue
         except UnavailableError:
-            if (yield NOW) < stop_at:
+            if (yield ELAPSED) < stop_at - least:  # else too little left to try again
                 continue
         except StoreError:
             pass  # the lease is gone

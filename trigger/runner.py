@@ -215,13 +215,14 @@ def give_back(store: Store, layout: Layout, record: RunRecord, reason: str, now:
 
 
 def start_command(argv: list[str], record: RunRecord, out: int | None = None) -> subprocess.Popen:
-    """Start the configured command (an argv, never a shell) with the lineage; its output to
-    `out` (a file descriptor) when given."""
+    """Start the configured command (an argv, never a shell) with the lineage, in a session
+    and process group of its own (stopping the run ends the group); its output to `out` (a
+    file descriptor) when given."""
     env = dict(os.environ)
     env.update(Lineage(record.hop, record.chain).to_env())
     env["TRIGGER_RUN_ID"] = record.run_id
     env["TRIGGER_HOST"] = record.host
     try:
-        return subprocess.Popen(argv, env=env, stdout=out, stderr=out)
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=out, start_new_session=True)
     except OSError as exc:
         raise BadRecord(f"cannot run {argv[0]!r}: {exc.strerror}") from None

@@ -19,12 +19,13 @@ from simulator.network import Etcd
 from tests.eventually import eventually
 from trigger.coordination import Member, register
 from trigger.driver import BOOT_ID, RealDriver
-from trigger.effects import Sleep
+from simulator.scenario import Duration
+from trigger.effects import Sleep, StopCommand
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
-from trigger.policy import BEATS_PER_TTL
-from trigger.procedures import EXIT_TEMPFAIL, HostTaken, Registration, RunFinished, RunStarted, \
-    SlotWaited, beat, claim_host, triggered_run
+from trigger.policy import BEATS_PER_TTL, RunPolicy
+from trigger.procedures import EXIT_TEMPFAIL, HostTaken, Registration, RunFinished, RunLease, RunStarted, \
+    SlotWaited, beat, claim_host, keep_run_lease, triggered_run
 from trigger.records import RunRecord, parse_run
 from trigger.store.memory import MemoryStore
 
@@ -251,3 +252,46 @@ def test_a_second_execution_of_a_started_run_runs_nothing_on_both_drivers():
     for store in (real_store, sim_store):
         assert parse_run(store.get(L.run_key(HOST, "r1")).value).execution == "dead1"  # untouched
         assert store.get(L.run_lock_key(HOST)) is None  # its lock went with its lease
+
+
+SHORT_LEASE = RunPolicy(lease_ttl=4, stop_grace=0.2, stop_margin=0.4)  # stop_after(): 3.4 s
+
+
+def test_a_lease_renewal_that_never_answers_stops_the_command_in_time_on_the_real_driver():
+    """Every endpoint black-holed: a renewal blocks for good. The keeper
+    gives each renewal only the time left, so it stops the command; a
+    frozen wall clock (stepped back and held) changes nothing."""
+    class BlackHole(MemoryStore):
+        def lease_refresh(self, lease):
+            threading.Event().wait()  # never answers
+
+    store = BlackHole()
+    lease = RunLease(store.lease_grant(SHORT_LEASE.lease_ttl), SHORT_LEASE.lease_ttl)
+    notes, stops = [], []
+    driver = RealDriver(store, clock=lambda: 0.0, tell=notes.append)
+    driver._handlers = {**RealDriver._handlers, StopCommand: lambda d, effect: stops.append(d.monotonic())}
+    began = time.monotonic()
+    keeper = threading.Thread(target=driver.run, args=(keep_run_lease(lease, "r1", SHORT_LEASE),), daemon=True)
+    keeper.start()
+    keeper.join(60)  # a guard against a hang, not a bound on speed
+    assert not keeper.is_alive(), "the keeper waited on a renewal that never answers"
+    assert lease.expired and len(stops) == 1
+    assert stops[0] - began >= SHORT_LEASE.stop_after()  # not before its time either
+
+
+def test_a_lease_renewal_slower_than_the_time_left_stops_the_command_in_time_on_the_simulated_driver():
+    env = simpy.Environment()
+    etcd = Etcd(env, L.prefix + "/hosts/", latency=0.002)
+    conn = etcd.connect(HOST)
+    lease = RunLease(conn.lease_grant(SHORT_LEASE.lease_ttl), SHORT_LEASE.lease_ttl)
+    conn.delay = (Duration("fixed", 1000.0), None)  # every call answered after 1000 s
+    stops = []
+
+    class Recording(SimDriver):
+        __slots__ = ()
+        _instant = {**SimDriver._instant, StopCommand: lambda d, effect: stops.append(env.now)}
+
+    driver = Recording(env, conn, lambda note: None)
+    env.process(driver.run(keep_run_lease(lease, "r1", SHORT_LEASE)))
+    env.run(until=100)
+    assert lease.expired and stops == [pytest.approx(SHORT_LEASE.stop_after())]
