@@ -556,8 +556,10 @@ def cmd_run(args) -> int:
     import logging
 
     from .driver import RealDriver, stop_on_sigterm
+    from .effects import CommandStopped
     from .procedures import triggered_run
     from .runner import start_command
+    from .standby import JOB_GONE, JobOutput
 
     host = check_host(args.host)
     if (args.run_id is None) == (args.standby is None):
@@ -571,13 +573,20 @@ def cmd_run(args) -> int:
     def run(run_id: str, out: int | None = None) -> int:
         """One run; its command's output and ours to `out` (a standby's FIFO), else inherited."""
         stream = sys.stderr if out is None else open(out, "w", buffering=1, closefd=False)
+        # the standby's command writes into a pipe copied to the FIFO; its job killed stops it
+        output = None if out is None else JobOutput(out, lambda: driver.command.stop(policy.stop_grace, JOB_GONE))
 
         def execute(record):
+            if output is not None and output.gone:
+                return CommandStopped(None, JOB_GONE)
             try:
-                return start_command(args.command, record, out)
+                return start_command(args.command, record, out if output is None else output.write_end)
             except BadRecord as exc:  # the run ends as a shell's would: 127, and its fires are served
                 print(f"trigger: error: {exc}", file=stream)
                 return 127
+            finally:
+                if output is not None:
+                    output.close_write_end()
 
         driver = RealDriver(store, execute=execute, tell=lambda note: _tell(note, stream))
         if out is None:  # a cold run: SIGTERM (`tsp -k`) stops its command and gives its fires back
@@ -588,6 +597,8 @@ def cmd_run(args) -> int:
             return driver.run(triggered_run(Layout(args.prefix), host, run_id, args.retention, policy=policy))
         finally:
             logging.getLogger().removeHandler(logs)
+            if output is not None:
+                output.close()
 
     try:
         if run_id is not None:
@@ -618,7 +629,10 @@ def _tell(note, stream) -> None:
     if note.level == "debug":
         return
     level = "" if note.level == "info" else f"{note.level}: "
-    print(f"trigger: {level}{one_line(note_text(note))}", file=stream)
+    try:
+        print(f"trigger: {level}{one_line(note_text(note))}", file=stream)
+    except OSError:
+        pass  # a standby's job went (its cat killed): the run goes on without a listener
 
 
 # -- status ----------------------------------------------------------------------
@@ -911,8 +925,12 @@ def _watch_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"seconds a dead run keeps the host's run lock and its slots (default "
                         f"{RUN.lease_ttl}); a run cut off from etcd stops its command "
                         f"{RUN.stop_grace + RUN.stop_margin:g} s before that")
+    p.add_argument("--standby", action="store_true",
+                   help="keep one `trigger run` started beside the watcher, and carry runs out through "
+                   "it: 100 ms sooner a run (docs/benchmarks.md), a second process's memory "
+                   "(default: off, each run starts `trigger run` afresh)")
     p.add_argument("--no-standby", dest="standby", action="store_false",
-                   help="start `trigger run` afresh for each run instead of keeping one started")
+                   help="the default: start `trigger run` afresh for each run")
     p.add_argument("--standby-linger", type=float, default=STANDBY_LINGER,
                    help="seconds the standby `trigger run` is kept after the last run that went through "
                    "it; then the idle host keeps one process and its next run starts cold")

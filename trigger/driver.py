@@ -150,7 +150,7 @@ def _dismiss(watchdog: subprocess.Popen | None) -> None:
     watchdog.wait()
 
 
-def stop_on_sigterm(driver: "RealDriver", reason: str = "trigger run got SIGTERM") -> None:
+def stop_on_sigterm(driver: "RealDriver", reason: str = "trigger run got SIGTERM (tsp -k?); command stopped") -> None:
     """SIGTERM (`tsp -k`, an operator) stops the running command's group and gives its fires
     back; with no command running, the process ends as it would have (its lease ends the rest)."""
     def stop(signum, _frame) -> None:
@@ -282,10 +282,11 @@ class RealDriver:
     def _enqueue(self, effect: Enqueue) -> None:
         self.queue.enqueue(effect.run_id, self.run_argv(effect.run_id))
 
-    def _execute(self, effect: Execute) -> int:
-        """`execute(record)` starts the command (a Popen) or runs it (an exit code)."""
+    def _execute(self, effect: Execute) -> int | CommandStopped:
+        """`execute(record)` starts the command (a Popen) or tells how it ended (an exit code,
+        or CommandStopped)."""
         started = self.execute(effect.record)
-        return started if isinstance(started, int) else self.command.wait(started)
+        return self.command.wait(started) if isinstance(started, subprocess.Popen) else started
 
     def _stop_command(self, effect: StopCommand) -> None:
         self.command.stop(effect.grace)

@@ -91,7 +91,7 @@ class CommandStopped:
     outside the run (SIGTERM to `trigger run`, its queue job killed): its
     fires go back."""
 
-    exit_code: int
+    exit_code: int | None  # None: it never started
     reason: str
 
 
