@@ -42,15 +42,31 @@ def _boot_id() -> str:
 BOOT_ID = _boot_id()
 
 
+def _pid_namespace() -> str:
+    """This process's PID namespace (its inode): containers share the boot id, not the pids."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+PID_NAMESPACE = _pid_namespace()
+
+
 def this_process() -> str:
-    """How a watcher names itself in its member record: PID@BOOT-ID."""
-    return f"{os.getpid()}@{BOOT_ID}"
+    """How a watcher names itself in its member record: PID@BOOT-ID/PID-NAMESPACE."""
+    return f"{os.getpid()}@{BOOT_ID}/{PID_NAMESPACE}"
 
 
 def process_alive(process: str) -> bool | None:
-    """True/False for a process of this boot of this machine; None when we cannot tell."""
-    pid, _, boot = process.partition("@")
+    """True/False for a process of this boot of this machine, in this PID namespace; None when
+    we cannot tell (another boot or host, another namespace's pid, or an older watcher's name
+    without one): then a newcomer stands by rather than take the host."""
+    pid, _, where = process.partition("@")
+    boot, _, namespace = where.partition("/")
     if not BOOT_ID or boot != BOOT_ID or not pid.isdigit():
+        return None
+    if not PID_NAMESPACE or namespace != PID_NAMESPACE:
         return None
     try:
         os.kill(int(pid), 0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -462,12 +463,13 @@ def test_a_second_watcher_for_a_host_neither_runs_twice_nor_takes_the_first_ones
     standby.wait(10)
 
 
-def start_another_watcher(node: Node, log_name: str, extra: tuple[str, ...]) -> subprocess.Popen:
+def start_another_watcher(node: Node, log_name: str, extra: tuple[str, ...],
+                          launcher: tuple[str, ...] = ()) -> subprocess.Popen:
     """One more `trigger watch` for the node's host, logging to its own file."""
     watch_log, proc = node.watch_log, node.proc
     node.watch_log = node.tmp / log_name
     try:
-        return node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=extra)
+        return node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=extra, launcher=launcher)
     finally:
         node.watch_log, node.proc = watch_log, proc
 
@@ -588,3 +590,30 @@ def test_a_removed_fifo_is_made_again_and_runs_go_on(cluster):
         fires[entry.id] = entry.fired_at
         assert wait_all_served(node, fires, 30) == [], f"runs stopped after the FIFO went:\n{log_tail(node)}"
     assert fifo.exists(), "the FIFO was not made again"
+
+
+def test_a_second_watcher_in_another_pid_namespace_stands_by(cluster):
+    """Failure 7: under `unshare -p` a second watcher is pid 1 of its own
+    namespace; it could not see the first one's pid, called it dead and
+    took the host. Now the namespace is part of a watcher's name, and a
+    watcher it cannot look up is never judged dead."""
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "-p", "-f", "true"], capture_output=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail("unshare -p is needed here (util-linux, and the right to make a PID namespace)")
+        pytest.skip("unshare -p is not available here")
+    node = cluster.node("node1.test")
+    first = node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=MEMBER_TTL)
+    node.wait_in_sync()
+    member = node.layout.member_key(node.host)
+    held = eventually(lambda: node.store.get(member), what="the first watcher's member key")
+    second = start_another_watcher(node, "contained.log", MEMBER_TTL, launcher=("unshare", "-p", "-f"))
+    eventually(lambda: _says(node.tmp / "contained.log", "standby", "in sync"), 20, "the second watcher to start")
+    assert _says(node.tmp / "contained.log", "standby"), (node.tmp / "contained.log").read_text()
+    assert holds_for(4.0, lambda: first.poll() is None and node.store.get(member).lease == held.lease), \
+        f"the first watcher lost its host:\n{log_tail(node)}"
+    entry = fire_at(node)
+    assert wait_all_served(node, {entry.id: entry.fired_at}, 20) == []
+    os.killpg(second.pid, signal.SIGTERM)  # unshare passes no signal on: its group has the watcher
+    second.wait(10)

@@ -17,8 +17,8 @@ import simpy
 from simulator.driver import SimDriver
 from simulator.network import Etcd
 from tests.eventually import eventually
-from trigger.coordination import Member, register
-from trigger.driver import BOOT_ID, RealDriver
+from trigger.coordination import Member, member_at, register
+from trigger.driver import BOOT_ID, PID_NAMESPACE, RealDriver, process_alive, this_process
 from simulator.scenario import Duration
 from trigger.effects import Sleep, StopCommand
 from trigger.fire import Lineage, fire
@@ -205,7 +205,7 @@ def test_a_second_watcher_stands_by_until_the_first_ones_key_goes():
 
 def test_a_restarted_watcher_takes_over_its_dead_predecessors_key_at_once():
     store = MemoryStore()
-    dead = Member(HOST, (), 1.0, (), f"4194999@{BOOT_ID}")  # no such pid on this machine
+    dead = Member(HOST, (), 1.0, (), f"4194999@{BOOT_ID}/{PID_NAMESPACE}")  # no such pid on this machine
     register(store, L, dead, store.lease_grant(10))
     reg = Registration(L, HOST, ttl=10, process="5@" + BOOT_ID)
     RealDriver(store).run(claim_host(reg))
@@ -295,3 +295,20 @@ def test_a_lease_renewal_slower_than_the_time_left_stops_the_command_in_time_on_
     env.process(driver.run(keep_run_lease(lease, "r1", SHORT_LEASE)))
     env.run(until=100)
     assert lease.expired and stops == [pytest.approx(SHORT_LEASE.stop_after())]
+
+
+def test_a_watcher_of_another_pid_namespace_is_never_judged_dead_and_the_newcomer_stands_by():
+    """Issue 21, failure 7: a watcher under `unshare -p` saw pid 1 of its own namespace
+    where the first watcher's pid was, called it dead and took the host."""
+    store = MemoryStore()
+    other = Member(HOST, (), 1.0, (), f"4194999@{BOOT_ID}/1")  # a pid we cannot look up from here
+    register(store, L, other, store.lease_grant(10))
+    assert process_alive(other.process) is None and process_alive(this_process()) is True
+    assert process_alive(f"4194999@{BOOT_ID}") is None  # an older watcher's name: no namespace
+    told = []
+    reg = Registration(L, HOST, ttl=10, process=this_process())
+    driver = RealDriver(store, tell=told.append)
+    driver._handlers = {**RealDriver._handlers, Sleep: lambda d, effect: d.stop()}  # one look, then stop
+    driver.run(claim_host(reg))
+    assert reg.lease is None and "standby" in told[0].what
+    assert member_at(L, L.member_key(HOST), store.get(L.member_key(HOST)).value).process == other.process
