@@ -136,6 +136,19 @@ def lost_without_lease(node: Node) -> list[str]:
     return [kv.key for kv in items if kv.lease == 0 and parse_run(kv.value).state == "lost"]
 
 
+def one_run_started(cluster: Cluster, standby: bool, run_seconds: float,
+                    extra: tuple[str, ...]) -> tuple[Node, Entry, dict]:
+    """A node whose watcher (on the standby path or the cold one) started a
+    run of `run_seconds` for one fire: the node, the fire, the command's start."""
+    node = cluster.node("node1.test")
+    node.standby = standby
+    node.start_watcher(run_seconds=run_seconds, check_interval=CHECK, extra=extra)
+    node.wait_in_sync()
+    entry = fire_at(node)
+    (started,) = eventually(node.started, what="the run to start")
+    return node, entry, started
+
+
 def job_pid(node: Node, job: str) -> int | None:
     """The pid of a running tsp job; None before it has one (`tsp -p` says 0
     then, and kill(0) would hit our own process group)."""
@@ -269,12 +282,7 @@ def test_a_killed_tsp_server_never_gives_two_runs_at_once(cluster):
 @pytest.mark.slow
 @pytest.mark.parametrize("standby", [False, True], ids=["cold", "standby"])
 def test_a_run_killed_during_its_command_gives_its_fires_back(cluster, standby):
-    node = cluster.node("node1.test")
-    node.standby = standby
-    node.start_watcher(run_seconds=2, check_interval=CHECK, extra=(*MEMBER_TTL, *RUN_LEASE))
-    node.wait_in_sync()
-    entry = fire_at(node)
-    (started,) = eventually(node.started, what="the run to start")
+    node, entry, started = one_run_started(cluster, standby, 2, (*MEMBER_TTL, *RUN_LEASE))
     runner = os.getpgid(started["ppid"])  # tsp gives each job a process group; a standby has a session
     assert started["pgid"] != os.getpgid(0) and runner != os.getpgid(0)
     for group in (runner, started["pgid"]):  # `trigger run` and its command, as an OOM kill would
@@ -518,12 +526,7 @@ def test_a_runner_killed_with_sigkill_takes_its_command_with_it_and_its_run_is_n
     """Failure 1: `kill -9` of the standby (or of a cold `trigger run`) left
     its command running past the lease, beside the next run, and a new
     standby ran the same run id a second time."""
-    node = cluster.node("node1.test")
-    node.standby = standby
-    node.start_watcher(run_seconds=12, check_interval=CHECK, extra=(*MEMBER_TTL, *RUN_LEASE))
-    node.wait_in_sync()
-    entry = fire_at(node)
-    (started,) = eventually(node.started, what="the run to start")
+    node, entry, started = one_run_started(cluster, standby, 12, (*MEMBER_TTL, *RUN_LEASE))
     os.kill(started["ppid"], signal.SIGKILL)  # the runner alone: its command is not told
     eventually(lambda: started["run_id"] in stopped_run_ids(node), 10,
                "the killed runner's command to be stopped (SIGTERM to its group)")
@@ -540,12 +543,7 @@ def test_a_killed_queue_job_stops_its_command_and_gives_its_fires_back(cluster, 
     the command died of SIGPIPE and the run was recorded failed 141); on the
     cold path the fire came back only once the lease ended. Now the command
     is stopped and the run gives its fires back at once, saying why."""
-    node = cluster.node("node1.test")
-    node.standby = standby
-    node.start_watcher(run_seconds=6, check_interval=CHECK, extra=MEMBER_TTL)
-    node.wait_in_sync()
-    entry = fire_at(node)
-    (started,) = eventually(node.started, what="the run to start")
+    node, entry, started = one_run_started(cluster, standby, 6, MEMBER_TTL)
     job = next(j for j in parse_tsp_list(node.tsp("-l")) if j.state == "running")
     node.tsp("-k", str(job.id))
     killed = started["run_id"]
