@@ -20,14 +20,24 @@ EXIT_BAD_INPUT = 2
 
 
 def _scenario_path(name: str) -> Path:
-    """A path, or the name of a shipped scenario (`storm` -> simulator/scenarios/storm.yaml)."""
+    """A path, or the name of a shipped scenario (`storm` -> simulator/scenarios/storm.yaml).
+
+    A bare name that is neither raises ScenarioError naming the nearest
+    shipped ones: `loopx` is a typo far more often than a missing file.
+    """
     path = Path(name)
     if path.exists() or "/" in name or name.endswith((".yaml", ".yml")):
         return path
+    import difflib
+
     from . import SCENARIOS
 
     shipped = SCENARIOS / f"{name}.yaml"
-    return shipped if shipped.exists() else path
+    if shipped.exists():
+        return shipped
+    near = difflib.get_close_matches(name, sorted(p.stem for p in SCENARIOS.glob("*.yaml")), n=3)
+    guess = f"; did you mean {' or '.join(near)}?" if near else ""
+    raise ScenarioError(f"{name}: no such file, nor a shipped scenario{guess} (`trigger-sim list` shows them)")
 
 
 def _write(report, args) -> list[Path]:
@@ -104,10 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{report.cpu_seconds:>7.2f} {report.events_per_second:>9.0f}", flush=True)
         return 0
 
-    from rich.console import Console
-
     from . import load_scenario
-    from .report import build_report, render
+    from .report import build_report, console_for, render
     from .simulation import Simulation
 
     try:
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sim = Simulation(scenario, seed=args.seed, trace=args.trace).run()
     report = build_report(sim)
-    console = Console()
+    console = console_for()
     render(report, console, all_nodes=args.all_nodes)
     try:
         written = _write(report, args)
@@ -148,8 +156,8 @@ def _explore(args) -> int:
     from . import load_scenario
     from .explore import explore, parse_kinds, write_reproducer
 
-    path = _scenario_path(args.scenario)
     try:
+        path = _scenario_path(args.scenario)
         kinds = parse_kinds(args.faults)
         if args.runs < 1:
             raise ValueError(f"--runs must be at least 1, got {args.runs}")
@@ -176,10 +184,8 @@ def _run_on_lab(scenario, args) -> int:
     """`--lab local`: the simulation, then the same scenario on real nodes; 0 when they agree."""
     import os
 
-    from rich.console import Console
-
     from . import lab_replay
-    from .report import build_report
+    from .report import build_report, console_for
     from .simulation import Simulation
 
     try:
@@ -208,7 +214,7 @@ def _run_on_lab(scenario, args) -> int:
     if close:  # the likely cause of a count that differs: say so beside the tables
         notes = (*notes, f"{len(close)} close call(s) at {args.time_scale:g}x, where the lab may "
                  f"fold a fire differently:", *close)
-    lab_replay.render(Console(), f"trigger-sim: {scenario.name} (seed {sim.seed}) simulated and on "
+    lab_replay.render(console_for(), f"trigger-sim: {scenario.name} (seed {sim.seed}) simulated and on "
                       f"the local lab at {args.time_scale:g}x", scenario, sim_rows, lab_rows,
                       problems, tolerance, notes)
     return EXIT_CHECK_FAILED if problems else 0

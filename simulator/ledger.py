@@ -20,6 +20,7 @@ class Ledger:
     puppet_runs: list = field(default_factory=list)
     coalesced: list = field(default_factory=list)  # (time, host, event id, run id)
     fired: dict = field(default_factory=dict)  # (host, event id) -> written at
+    fired_by_run: dict = field(default_factory=dict)  # event id -> index of the node whose run made it
     served_by: dict = field(default_factory=dict)  # (host, event id) -> (run id, started at)
     fault_windows: list = field(default_factory=list)  # (fault, start, end)
     # trigger -> [(start, end, host, run id)] of the Puppet runs of runs that held its slot

@@ -68,7 +68,8 @@ class Node:
     def __init__(self, env, host: str, role: Role, index: int, *, seed: int, store, layout: Layout,
                  ledger: Ledger, settings: WatcherSettings, until: float,
                  fire: Callable, processes: Processes, member_ttl: int | None = None):
-        """`fire(name, lineage, origin, node)` is `trigger fire` from a run on this node;
+        """`fire(name, lineage, origin, node)` is `trigger fire` from a run on this node
+        (it returns the fire's event id, None when refused or failed);
         `member_ttl` is set when the scenario has discovery."""
         self.env = env
         self.host = host
@@ -244,7 +245,9 @@ class Node:
             for name in resource.notify:
                 notified[name] = None
         for name in notified:
-            self.fire(name, lineage, self.host, self)
+            event_id = self.fire(name, lineage, self.host, self)
+            if event_id is not None:
+                self.ledger.fired_by_run[event_id] = self.index
         self._record_span(kind, start)
         self.ledger.puppet_runs.append((self.host, kind, start, self.env.now, tuple(notified)))
         exit_code = 2 if changed else 0  # puppet agent --test --detailed-exitcodes

@@ -33,6 +33,9 @@ class Report:
     hosts: list[tuple[str, str]] = field(default_factory=list)  # (host, role), in order
     # What the timeline marks besides runs, by node index:
     fires: list[tuple[float, int, float | None]] = field(default_factory=list)  # at, node, served run's start
+    # A run that fired and the run its fire caused: fired at (the firing run's
+    # end), the firing node, the target node, the caused run's start.
+    causes: list[tuple[float, int, int, float]] = field(default_factory=list)
     refusals: list[tuple[float, int]] = field(default_factory=list)  # at, the refusing node
     slot_waits: list[tuple[int, float, float]] = field(default_factory=list)  # node, from, to
 
@@ -243,15 +246,19 @@ def build_report(sim: Simulation) -> Report:
         "nodes": nodes,
     }
     index = {host: node.index for host, node in sim.nodes.items()}
-    fires = []
+    fires, causes = [], []
     for (host, event_id), fired_at in sorted(ledger.fired.items(), key=lambda item: item[1]):
         starts = [s for s in ledger.completed.get((host, event_id), ()) if s >= fired_at]
-        fires.append((fired_at, index[host], min(starts) if starts else None))
+        served_at = min(starts) if starts else None
+        fires.append((fired_at, index[host], served_at))
+        origin = ledger.fired_by_run.get(event_id)
+        if origin is not None and served_at is not None:
+            causes.append((fired_at, origin, index[host], served_at))
     return Report(
         data=data, events=sim.events, wall_seconds=sim.wall_seconds, cpu_seconds=sim.cpu_seconds,
         trace=ledger.trace_lines,
         run_spans=ledger.run_spans, hosts=[(h, n.role.name) for h, n in sim.nodes.items()],
-        fires=fires,
+        fires=fires, causes=causes,
         refusals=[(r["refused_at"], index[r["chain"][-1]]) for r in refusals
                   if r.get("chain") and r["chain"][-1] in index],
         slot_waits=[(index[host], start, end) for host, start, end in ledger.slot_wait_spans],
@@ -287,6 +294,52 @@ def _common_domain(hosts: list[str]) -> str:
     return ".".join(common)
 
 
+def header(data: dict) -> str:
+    """The report's first line. "last event" because the simulation stops at
+    its last event once nothing is left to do, which may come before `until`
+    when the agents have no run left in it: no run was cut short."""
+    return (f"trigger-sim: {data['scenario']} (seed {data['seed']}, {len(data['nodes'])} nodes; "
+            f"agents' schedule {data['until']:g} s, then a drain of up to {data['drain']:g} s; "
+            f"last event at {data['ended_at']:.1f} s)")
+
+
+class _WithoutTrailingSpaces:
+    """A text stream that passes whole lines on with their trailing spaces
+    removed (rich pads every line of a table to its width)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.partial = (self.partial + text).split("\n")
+        if lines:
+            self.stream.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def console_for(stream=None):
+    """A rich Console for the report. On a terminal, rich's own, fitted to
+    it. Piped or redirected (a CI log, `grep`), lines are as long as they
+    need, never folded at 80 columns mid-sentence, without colour codes or
+    trailing spaces."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stdout if stream is None else stream
+    if stream.isatty():
+        return Console(file=stream)
+    return Console(file=_WithoutTrailingSpaces(stream), width=10_000, soft_wrap=True,
+                   color_system=None, force_terminal=False)
+
+
 def render(report: Report, console, all_nodes: bool = False) -> None:
     """Print the report as rich tables to `console`."""
     from rich import box
@@ -295,14 +348,13 @@ def render(report: Report, console, all_nodes: bool = False) -> None:
     data = report.data
     totals = data["totals"]
     nodes = data["nodes"]
-    title = f"trigger-sim: {data['scenario']} (seed {data['seed']}, {len(nodes)} nodes, " \
-            f"{data['until']:g} s + drain, ended {data['ended_at']:g} s)"
     per_node = all_nodes or len(nodes) <= PER_NODE_ROWS
     domain = _common_domain([n["host"] for n in nodes])
+    # Printed above the table, not as its title: a title folds to the table's width.
+    console.print(header(data), highlight=False)
     if domain and per_node:
-        title += f"\nhosts in {domain}"
-    table = Table(title=title, title_justify="left", show_footer=True, box=box.SIMPLE_HEAD,
-                  collapse_padding=True, pad_edge=False)
+        console.print(f"hosts in {domain}", highlight=False)
+    table = Table(show_footer=True, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     table.add_column("node" if per_node else "role (nodes)", footer="total", no_wrap=True)
     if per_node:
         table.add_column("role", no_wrap=True)

@@ -222,6 +222,33 @@ def range_size(pattern: str) -> int:
 # -- parsing -----------------------------------------------------------------------
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key a mapping already has.
+
+    Plain YAML keeps the last of two equal keys without a word: a scenario
+    with `until:` twice, or two roles of one name, would simulate something
+    else than its author reads. Keys a merge (`<<: *anchor`) brings in may
+    still be overridden: that is what merging is for.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        first_seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = first_seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def load_scenario(source: str | Path | dict) -> Scenario:
     """A checked scenario from a YAML file, a YAML string, or an already-parsed dict."""
     if isinstance(source, dict):
@@ -236,7 +263,7 @@ def load_scenario(source: str | Path | dict) -> Scenario:
     except UnicodeDecodeError as exc:
         raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except RecursionError:
         raise ScenarioError(f"{path}: nested too deeply") from None
     except yaml.YAMLError as exc:

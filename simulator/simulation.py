@@ -73,8 +73,10 @@ class Simulation:
 
     # -- firing ----------------------------------------------------------------------
 
-    def fire(self, name: str, lineage: Lineage, origin: str, node: Node | None) -> None:
-        """`trigger fire NAME` from a run on `node` (or by an operator when node is None)."""
+    def fire(self, name: str, lineage: Lineage, origin: str, node: Node | None) -> str | None:
+        """`trigger fire NAME` from a run on `node` (or by an operator when node is None).
+
+        The event id of the fire written, None if it was refused or failed."""
         trigger = self.scenario.triggers[name]
         self._event_counter += 1
         event_id = f"ev{self._event_counter:07d}"
@@ -93,7 +95,7 @@ class Simulation:
                         node.stats.fires_no_target += 1
                     self.no_target_fires += 1
                     self.trace(who, f"fire {name!r} refused: no host to fire at, no live member")
-                    return
+                    return None
                 hosts = tuple(resolved)
             fire(store, self.layout, name, list(hosts), lineage, origin,
                  trigger.ttl, now, event_id, max_concurrent=trigger.max_concurrent)
@@ -101,12 +103,12 @@ class Simulation:
             if node is not None:
                 node.stats.fires_refused += 1
             self.trace(who, f"fire {name!r} refused: {refusal}")
-            return
+            return None
         except StoreError as exc:
             if node is not None:
                 node.stats.fires_failed += 1
             self.trace(who, f"fire {name!r} failed: {exc}")
-            return
+            return None
         if node is not None:
             node.stats.fires_sent += 1
         self.fires_made += 1
@@ -119,6 +121,7 @@ class Simulation:
             target.stats.last_trigger_activity = now
             self.ledger.fired[(host, event_id)] = now
         self.trace(who, f"fire {name!r} {event_id} hop {lineage.hop + 1} to {len(hosts)} host(s)")
+        return event_id
 
     def _external_fires(self):
         for spec in self.scenario.fires:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import need
 from trigger import cli
+from trigger.commands import common
 from trigger.store.etcd import EtcdStore, load_tls
 
 
@@ -43,19 +44,19 @@ def test_options_come_first_then_etcdctl_environment(monkeypatch, pem):
     monkeypatch.setenv("ETCDCTL_CERT", "/env/cert")
     monkeypatch.setenv("ETCDCTL_KEY", "/env/key")
     monkeypatch.setenv("ETCDCTL_USER", "envuser:envpw")
-    got = cli._connection(args("--cert", "/opt/cert", "--user", "node1:pw"))
+    got = common.connection(args("--cert", "/opt/cert", "--user", "node1:pw"))
     assert got == {"cacert": str(pem / "a.crt"), "cert": "/opt/cert", "key": "/env/key",
                    "user": "node1", "password": "pw"}
-    assert cli._connection(args())["user"] == "envuser"
+    assert common.connection(args())["user"] == "envuser"
 
 
 def test_passwords_come_from_the_user_a_file_or_the_environment(monkeypatch, tmp_path):
     secret = tmp_path / "pw"
     secret.write_text("s3cret:with:colons\n")
-    assert cli._credentials(args("--user", "n1", "--password-file", str(secret))) == ("n1", "s3cret:with:colons")
+    assert common.credentials(args("--user", "n1", "--password-file", str(secret))) == ("n1", "s3cret:with:colons")
     monkeypatch.setenv("ETCDCTL_PASSWORD", "fromenv")
-    assert cli._credentials(args("--user", "n1")) == ("n1", "fromenv")
-    assert cli._credentials(args()) == (None, None)
+    assert common.credentials(args("--user", "n1")) == ("n1", "fromenv")
+    assert common.credentials(args()) == (None, None)
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -88,7 +89,7 @@ def test_tls_options_with_a_plain_http_endpoint_are_refused(pem):
 
 def test_the_watcher_passes_tls_and_user_on_but_never_a_password(monkeypatch, pem, tmp_path):
     monkeypatch.chdir(pem)
-    got = cli._pass_on(cli.build_parser().parse_args(
+    got = common.pass_on(cli.build_parser().parse_args(
         ["watch", "--host", "h", "--cacert", "a.crt", "--cert", "a.crt", "--key", "a.key",
          "--user", "node1:s3cret"]))
     assert got == ["--cacert", str(pem / "a.crt"), "--cert", str(pem / "a.crt"), "--key", str(pem / "a.key"),
@@ -96,7 +97,7 @@ def test_the_watcher_passes_tls_and_user_on_but_never_a_password(monkeypatch, pe
     assert os.environ["ETCDCTL_PASSWORD"] == "s3cret"  # what the queue hands to the run
     secret = tmp_path / "pw"
     secret.write_text("x\n")
-    got = cli._pass_on(cli.build_parser().parse_args(
+    got = common.pass_on(cli.build_parser().parse_args(
         ["watch", "--host", "h", "--user", "node1", "--password-file", str(secret)]))
     assert got == ["--user", "node1", "--password-file", str(secret)]
 

@@ -27,6 +27,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import trigger.cli as cli
+from trigger.commands import fire as fire_command
+from trigger.records import BadRecord
 from trigger.providers import exec_argv
 
 from .conftest import bounded_memory, fuzz_settings
@@ -156,9 +158,9 @@ def _check_executions(argv, calls):
     if not calls:
         return
     args = cli.build_parser().parse_args(argv)
-    assert args.func is cli.cmd_fire and args.provider == "exec", (argv, calls)
+    assert args.func is fire_command.run and args.provider == "exec", (argv, calls)
     # every --hosts and --hosts-file, lower-cased as `fire` does (DNS names ignore case)
-    hosts = [h.strip().lower() for h in cli._hosts_text(args).split(",")]
+    hosts = [h.strip().lower() for h in fire_command.hosts_text(args).split(",")]
     expected = [exec_argv(args.exec_cmd, h) for h in hosts if h]
     for popen_args, kwargs in calls:
         assert isinstance(popen_args, list), popen_args
@@ -255,7 +257,7 @@ def test_the_exec_provider_runs_its_template_once_per_host_and_never_a_shell(san
     _check_executions(argv, calls)
     try:
         expected = [exec_argv(template, h.lower()) for h in hosts]
-    except (ValueError, cli.BadRecord):
+    except (ValueError, BadRecord):
         expected = []  # no {host}, empty, or not splittable: a one-line error, nothing run
     assert [args for args, _ in calls] == expected, (argv, calls)
     assert code == (0 if expected else 2), (argv, code)

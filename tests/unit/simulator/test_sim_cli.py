@@ -64,3 +64,40 @@ def test_bad_scenario_is_one_line_and_exit_2(tmp_path, capsys):
 def test_missing_scenario_is_exit_2(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.yaml")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_piped_output_is_not_wrapped_and_has_no_trailing_spaces(tmp_path):
+    """Through a real pipe (a CI log, `| grep`): a line is as long as it needs, no padding."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "simulator.cli", "run", "loop", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=True,
+                            env={"PATH": "/usr/bin:/bin", "COLUMNS": "80"})
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if line != line.rstrip()] == []
+    check = [line for line in lines if line.startswith("check: ok")]
+    assert check == ["check: ok (every fire served by a run that started after it and ran to its end, "
+                     "loops bounded)"]
+    chains = [line for line in lines if "loop refused by ttl" in line]
+    assert chains and all(line.endswith("a.example.com") or line.endswith("b.example.com") for line in chains)
+    assert any(len(line) > 80 for line in lines)  # not folded at 80 columns
+    assert lines[-1].endswith("timeline.png")  # the list of files written stays on its line
+
+
+def test_the_header_says_ended_is_the_last_event_not_an_early_stop(tmp_path, capsys):
+    assert main(["run", "seed", "--out", str(tmp_path), "--no-plot"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header == ("trigger-sim: seed (seed 1, 5 nodes; agents' schedule 900 s, then a drain of up "
+                      "to 3600 s; last event at 868.0 s)")
+
+
+def test_an_unknown_scenario_name_points_at_list_and_the_nearest_names(capsys):
+    assert main(["run", "loopx"]) == 2
+    assert capsys.readouterr().err == ("trigger-sim: loopx: no such file, nor a shipped scenario; "
+                                       "did you mean loop? (`trigger-sim list` shows them)\n")
+    assert main(["explore", "stromm", "--runs", "1"]) == 2
+    assert "did you mean storm?" in capsys.readouterr().err
+    assert main(["run", "zzzzzz"]) == 2
+    assert capsys.readouterr().err == ("trigger-sim: zzzzzz: no such file, nor a shipped scenario "
+                                       "(`trigger-sim list` shows them)\n")

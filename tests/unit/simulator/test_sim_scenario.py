@@ -103,6 +103,34 @@ def test_file_errors_name_the_file(tmp_path):
         load_scenario(path)
 
 
+
+def test_a_duplicate_key_is_refused_with_both_lines(tmp_path, capsys):
+    """YAML lets a later key silently replace an earlier one: a scenario
+    with two `until:` (or two roles of one name) would run something else
+    than its author read."""
+    from simulator.cli import main
+
+    path = tmp_path / "twice.yaml"
+    path.write_text("until: 900\nnodes:\n  a: web\nroles:\n  web: {}\n  web: {agent: {interval: 5}}\n")
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert str(error.value) == (f"{path}: not valid YAML at line 6 column 3: duplicate key 'web' "
+                                "(first at line 5)")
+    assert main(["run", str(path)]) == 2
+    assert capsys.readouterr().err == f"trigger-sim: {error.value}\n"
+    path.write_text("until: 900\nnodes:\n  a: web\nroles:\n  web: {}\nuntil: 60\n")
+    with pytest.raises(ScenarioError, match=r"at line 6 column 1: duplicate key 'until' \(first at line 1\)$"):
+        load_scenario(path)
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path):
+    """`<<: *defaults` then a key of its own is YAML's way to override, not a duplicate."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("agent: &agent {interval: 1800, splay: 10}\nroles:\n  web:\n"
+                    "    agent: {<<: *agent, splay: 20}\nuntil: 900\nnodes: {a: web}\n")
+    assert load_scenario(path).roles["web"].agent.splay == 20
+
+
 def test_the_readme_example_is_a_valid_scenario_that_passes_its_check():
     import re
     from pathlib import Path
