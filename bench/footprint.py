@@ -204,7 +204,7 @@ def run(session, etcd, store, seconds: float, cold_reps: int, before=None) -> tu
     """`before`: a harness.Code of older trigger, measured as a third side."""
     v2 = V2Client(etcd.endpoint)
     session.on_close(v2.close)
-    ours = OursNode(session, etcd.endpoint, "foot-ours", store, extra=("--standby-linger", f"{LINGER:g}")).start()
+    ours = OursNode(session, etcd.endpoint, "foot-ours", store, extra=("--standby", "--standby-linger", f"{LINGER:g}")).start()
     seed = SeedNode(session, etcd.endpoint, "foot-seed", v2).start()
     old = OursNode(session, etcd.endpoint, "foot-before", store, code=before).start() if before else None
     ready = {"ours": warm_up(ours), "seed": warm_up(seed)}

@@ -19,10 +19,10 @@ from collections import deque
 from typing import Callable
 
 from trigger.coordination import read_config_dir
-from trigger.effects import NOW, Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, \
-    ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
+from trigger.effects import ELAPSED, NOW, Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, \
+    Now, ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
 from trigger.queue import QueueError
-from trigger.store.base import CompactedError, StoreError
+from trigger.store.base import CompactedError, StoreError, UnavailableError
 
 
 class SimDriver:
@@ -100,8 +100,8 @@ class SimDriver:
                 self.on_failure(exc)
                 return
             value, error = None, None
-            if effect is NOW:  # the most frequent effect, asked after every wait
-                value = self.env.now
+            if effect is NOW or effect is ELAPSED:  # the most frequent effect, asked after every wait
+                value = self.env.now  # simulated time is monotonic
                 continue
             kind = type(effect)
             if kind is NextChange and not self._buffer:
@@ -109,6 +109,10 @@ class SimDriver:
                 return
             if kind is Call and self.store.delay is not None:
                 delay = self.store.call_delay()
+                if effect.within is not None and delay > effect.within:  # given up on before its answer
+                    error = UnavailableError(f"no answer within {effect.within:.1f}s")
+                    self.env.timeout(effect.within).callbacks.append(lambda _e, e=error: self._resume(None, e))
+                    return
                 if delay > 0:  # the latency fault: the call travels, then is done
                     self.env.timeout(delay).callbacks.append(lambda _e, call=effect: self._delayed(call))
                     return

@@ -51,6 +51,14 @@ class Report:
         return (json.dumps(self.data, indent=1, sort_keys=False) + "\n").encode()
 
 
+def executed_twice(spans) -> list[str]:
+    """Run ids whose command began more than once, of (start, end, run id) spans."""
+    seen: dict[str, int] = {}
+    for _, _, run_id in spans:
+        seen[run_id] = seen.get(run_id, 0) + 1
+    return sorted(run_id for run_id, count in seen.items() if count > 1)
+
+
 def max_running(spans) -> tuple[int, float | None]:
     """Most intervals open at once, and when that was first reached.
 
@@ -127,6 +135,9 @@ def build_report(sim: Simulation) -> Report:
         most, at = max_running(spans)
         if most > 1:
             problems.append(f"{most} triggered runs at once on {host} at {at:g} s")
+        twice = executed_twice(spans)
+        if twice:  # a run id is carried out at most once, whatever restarts
+            problems.append(f"{len(twice)} run(s) on {host} executed more than once, first {twice[0]}")
     if sim.still_busy:
         problems.append(
             f"triggered runs still going when the drain window closed at {sim.ended_at:g} s "

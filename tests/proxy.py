@@ -4,6 +4,7 @@ between the processes that connect through it and the server behind it.
     with TcpProxy(target_port) as proxy:   # clients use proxy.endpoint
         proxy.cut()    # every connection dropped, new ones refused
         proxy.heal()   # connections pass again
+        proxy.black_hole()  # connections kept and accepted, nothing answered (a frozen peer)
 
 Threads and stdlib sockets only. A cut connection is closed with a reset
 (SO_LINGER 0), as a peer that vanished looks to gRPC; while cut, a new
@@ -39,6 +40,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
         self._cut = False
+        self._silent = False  # black-holed: bytes go nowhere, new connections are held unanswered
+        self._held: list[socket.socket] = []
         self._closed = False
         self._thread = threading.Thread(target=self._accept, daemon=True, name="tcp-proxy")
 
@@ -59,12 +62,22 @@ class TcpProxy:
             _reset(client)
             _reset(upstream)
 
+    def black_hole(self) -> None:
+        """Keep every connection and accept new ones, but pass nothing either way until heal():
+        what a client sees of a server frozen with SIGSTOP, or a partition that drops packets."""
+        with self._lock:
+            self._silent = True
+
     def heal(self) -> None:
         with self._lock:
-            self._cut = False
+            self._cut = self._silent = False
+            held, self._held = self._held, []
+        for client in held:
+            _reset(client)
 
     def close(self) -> None:
         self._closed = True
+        self.heal()
         self.cut()
         self._thread.join(5)
         self._listener.close()
@@ -85,6 +98,9 @@ class TcpProxy:
                 return
             with self._lock:
                 cut = self._cut
+                if self._silent and not cut:
+                    self._held.append(client)
+                    continue
             if cut:
                 _reset(client)
                 continue
@@ -112,7 +128,8 @@ class TcpProxy:
                 data = source.recv(65536)
                 if not data:
                     break
-                sink.sendall(data)
+                if not self._silent:
+                    sink.sendall(data)
         except OSError:
             pass
         with self._lock:

@@ -51,7 +51,7 @@ from typing import Callable, Union
 
 from .layout import Layout
 from .policy import MAX_ENQUEUE_DELAY
-from .records import BadRecord, Entry, RunRecord, check_id, parse_entry, parse_run
+from .records import BadRecord, Entry, RunRecord, check_id, parse_entry, parse_lock, parse_run
 from .store.base import Change, KeyValue, Put
 
 
@@ -72,12 +72,14 @@ def run_class(entries) -> tuple[bool, tuple[str, ...]] | None:
 
 def can_join(entry: Entry, options: tuple[bool, tuple[str, ...]] | None,
              held: dict[str, int] | None = None) -> bool:
-    """Can a run of `options`, holding the slots `held` (None: not taken yet),
-    serve this entry? Only one of its own class, and of a limited trigger
-    only with a slot of it."""
+    """Can a run of `options`, holding the slots `held` ({trigger: limit}; None:
+    not taken yet), serve this entry? Only one of its own class, and of a
+    limited trigger only with a slot of that trigger under the very limit the
+    entry asks for: a slot ranked under a limit of 2 is no slot of a serial
+    fire of the same trigger."""
     if options is not None and options_of(entry) != options:
         return False
-    return held is None or not entry.max_concurrent or entry.trigger in held
+    return held is None or not entry.max_concurrent or held.get(entry.trigger) == entry.max_concurrent
 
 
 # -- events (what happened) ----------------------------------------------------
@@ -223,7 +225,7 @@ class WatcherCore:
     runs: dict[str, RunRecord] = field(default_factory=dict)
     queued_run: str | None = None
     queued_class: tuple[bool, tuple[str, ...]] | None = None  # the options it will serve (report only)
-    lock_holder: str | None = None  # the run id holding the host's run lock
+    lock_holder: tuple[str, str] | None = None  # (run id, execution) holding the host's run lock
     revision: int = 0
     retry_at: float = 0.0
     failures: int = 0
@@ -309,7 +311,7 @@ class WatcherCore:
     def _judge_started(self, now: float) -> list[Action]:
         """A started run not holding the run lock died before its end."""
         dead = [run for run in self.runs.values()
-                if run.state == "started" and run.run_id != self.lock_holder]
+                if run.state == "started" and (run.run_id, run.execution) != self.lock_holder]
         if not dead:
             return dead
         return [self._lose(run, "its run lock went while it ran: it died before its end", now)
@@ -351,7 +353,7 @@ class WatcherCore:
             return []
         if kind == "lock":
             if isinstance(change, Put):
-                self.lock_holder = change.value.decode("utf-8", "replace")
+                self.lock_holder = parse_lock(change.value)
             else:
                 self.lock_holder = None
             return []

@@ -14,18 +14,19 @@ import os
 import queue as queue_module
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Callable
 
 from .coordination import read_config_dir
 from .layout import Layout
-from .policy import MEMBER_TTL
+from .policy import MEMBER_TTL, RUN
 from .procedures import HeldSlot, acquire_slot, keep_lease, release_slots, revoke_quietly
-from .effects import Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, Now, ProcessAlive, \
-    ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
+from .effects import Call, Cancel, CommandStopped, Elapsed, Enqueue, Execute, LiveRuns, NextChange, \
+    Note, Now, ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
 from .queue import QueueError
-from .store.base import Store, StoreError
+from .store.base import Store, StoreError, UnavailableError
 
 _STOP = object()
 
@@ -41,15 +42,31 @@ def _boot_id() -> str:
 BOOT_ID = _boot_id()
 
 
+def _pid_namespace() -> str:
+    """This process's PID namespace (its inode): containers share the boot id, not the pids."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+PID_NAMESPACE = _pid_namespace()
+
+
 def this_process() -> str:
-    """How a watcher names itself in its member record: PID@BOOT-ID."""
-    return f"{os.getpid()}@{BOOT_ID}"
+    """How a watcher names itself in its member record: PID@BOOT-ID/PID-NAMESPACE."""
+    return f"{os.getpid()}@{BOOT_ID}/{PID_NAMESPACE}"
 
 
 def process_alive(process: str) -> bool | None:
-    """True/False for a process of this boot of this machine; None when we cannot tell."""
-    pid, _, boot = process.partition("@")
+    """True/False for a process of this boot of this machine, in this PID namespace; None when
+    we cannot tell (another boot or host, another namespace's pid, or an older watcher's name
+    without one): then a newcomer stands by rather than take the host."""
+    pid, _, where = process.partition("@")
+    boot, _, namespace = where.partition("/")
     if not BOOT_ID or boot != BOOT_ID or not pid.isdigit():
+        return None
+    if not PID_NAMESPACE or namespace != PID_NAMESPACE:
         return None
     try:
         os.kill(int(pid), 0)
@@ -71,34 +88,121 @@ def log_note(logger: logging.Logger) -> Callable[[Note], None]:
     return tell
 
 
-class Command:
-    """The command a run executes, shared with the procedures spawned beside it."""
+WATCHDOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watchdog.py")
 
-    def __init__(self):
+
+def signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone (a pid of another user's is not ours to signal)
+
+
+class Command:
+    """The command a run executes, shared with the procedures spawned beside it.
+
+    It runs in a process group of its own (`runner.start_command`); stopping
+    it ends the whole group, SIGTERM then SIGKILL after `grace`, so Puppet's
+    children go too. If this process dies first (SIGKILL: it cannot say),
+    `trigger/watchdog.py`, started beside the command, does the same."""
+
+    def __init__(self, grace: float = RUN.stop_grace):
         self.process: subprocess.Popen | None = None
+        self.grace = grace
+        self.stopped_because: str | None = None  # stopped from outside the run, and why
         self._lock = threading.Lock()
 
-    def wait(self, process: subprocess.Popen) -> int | tuple[int, str]:
-        """Its exit code; with the tail of its output when `runner.start_command` kept one."""
+    def wait(self, process: subprocess.Popen) -> int | tuple[int, str] | CommandStopped:
+        """Its exit code; with the tail of its output when `runner.start_command` kept one;
+        CommandStopped when it was stopped from outside the run."""
+        watchdog = _watch_over(process.pid, self.grace)
         with self._lock:
             self.process = process
-        code = process.wait()
-        with self._lock:
-            self.process = None
+        try:
+            code = process.wait()
+        finally:
+            with self._lock:
+                self.process = None
+            _dismiss(watchdog)
         code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
+        if self.stopped_because is not None:
+            return CommandStopped(code, self.stopped_because)
         tail = getattr(process, "tail", None)
         return code if tail is None else (code, tail.text())
 
-    def stop(self, grace: float) -> None:
+    def stop(self, grace: float, reason: str | None = None) -> None:
+        """End the command's process group; `reason`: stopped from outside the run (its fires go back)."""
         with self._lock:
             process = self.process
+            if process is not None and reason and self.stopped_because is None:
+                self.stopped_because = reason
         if process is None:
             return
-        process.send_signal(signal.SIGTERM)
+        signal_group(process.pid, signal.SIGTERM)
         try:
             process.wait(grace)
         except subprocess.TimeoutExpired:
-            process.kill()
+            pass
+        signal_group(process.pid, signal.SIGKILL)  # whatever of its group is left
+
+
+def _watch_over(pgid: int, grace: float) -> subprocess.Popen | None:
+    """The watchdog of a command's group, in a session of its own (a signal to our group leaves
+    it); None if it cannot be started (then a SIGKILL of this process leaves the command)."""
+    try:
+        return subprocess.Popen([sys.executable, "-I", "-S", WATCHDOG, str(pgid), f"{grace:g}"],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        logging.getLogger("trigger").warning("no watchdog for the command (%s): if this process is "
+                                             "killed, the command is not", exc)
+        return None
+
+
+def _dismiss(watchdog: subprocess.Popen | None) -> None:
+    """The run ended its command itself: the watchdog leaves without a signal."""
+    if watchdog is None:
+        return
+    try:
+        watchdog.stdin.write(b"done")
+        watchdog.stdin.close()
+    except OSError:
+        pass  # it died: nothing to tell
+    watchdog.wait()
+
+
+def stop_on_sigterm(driver: "RealDriver", reason: str = "trigger run got SIGTERM (tsp -k?); command stopped") -> None:
+    """SIGTERM (`tsp -k`, an operator) stops the running command's group and gives its fires
+    back; with no command running, the process ends as it would have (its lease ends the rest)."""
+    def stop(signum, _frame) -> None:
+        if driver.command.process is None:
+            raise SystemExit(128 + signum)
+        threading.Thread(target=driver.command.stop, args=(driver.command.grace, reason),
+                         daemon=True, name="trigger-stop").start()
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def call_within(call: Callable[[], object], seconds: float):
+    """`call()` on a thread of its own, given `seconds`: UnavailableError if it has not
+    answered by then (it goes on, and its answer is dropped)."""
+    answer: list = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            answer.append((call(), None))
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+            answer.append((None, exc))
+        done.set()
+
+    threading.Thread(target=run, daemon=True, name="trigger-call").start()
+    if not done.wait(max(seconds, 0.0)):
+        raise UnavailableError(f"no answer within {seconds:.1f}s")
+    value, error = answer[0]
+    if error is not None:
+        raise error
+    return value
 
 
 class RealDriver:
@@ -106,9 +210,10 @@ class RealDriver:
 
     def __init__(self, store, queue=None, run_argv: Callable[[str], list[str]] | None = None,
                  execute: Callable | None = None, clock: Callable[[], float] = time.time,
-                 tell: Callable[[Note], None] | None = None):
+                 tell: Callable[[Note], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.store, self.queue, self.run_argv, self.execute = store, queue, run_argv, execute
-        self.clock = clock
+        self.clock, self.monotonic = clock, monotonic
         self.tell = tell or log_note(logging.getLogger("trigger"))
         self.stopping = threading.Event()
         self.command = Command()
@@ -152,10 +257,15 @@ class RealDriver:
     # -- effects ---------------------------------------------------------------------
 
     def _call(self, effect: Call):
-        return effect.fn(self.store, *effect.args)
+        if effect.within is None:
+            return effect.fn(self.store, *effect.args)
+        return call_within(lambda: effect.fn(self.store, *effect.args), effect.within)
 
     def _now(self, _effect: Now) -> float:
         return self.clock()
+
+    def _elapsed(self, _effect: Elapsed) -> float:
+        return self.monotonic()
 
     def _sleep(self, effect: Sleep) -> None:
         self.stopping.wait(effect.seconds)
@@ -193,11 +303,11 @@ class RealDriver:
     def _enqueue(self, effect: Enqueue) -> None:
         self.queue.enqueue(effect.run_id, self.run_argv(effect.run_id))
 
-    def _execute(self, effect: Execute) -> int | tuple[int, str]:
-        """`execute(record)` starts the command (a Popen) or runs it (an exit code, or
-        an exit code and output)."""
+    def _execute(self, effect: Execute) -> int | tuple[int, str] | CommandStopped:
+        """`execute(record)` starts the command (a Popen) or tells how it ended (an exit code,
+        an exit code and output, or CommandStopped)."""
         started = self.execute(effect.record)
-        return started if isinstance(started, (int, tuple)) else self.command.wait(started)
+        return self.command.wait(started) if isinstance(started, subprocess.Popen) else started
 
     def _stop_command(self, effect: StopCommand) -> None:
         self.command.stop(effect.grace)
@@ -209,7 +319,7 @@ class RealDriver:
         return process_alive(effect.process)
 
     def _spawn(self, effect: Spawn) -> "RealDriver":
-        child = RealDriver(self.store, clock=self.clock, tell=self.tell)
+        child = RealDriver(self.store, clock=self.clock, tell=self.tell, monotonic=self.monotonic)
         child.command = self.command  # a procedure beside a run may stop its command
         self.children.append(child)
 
@@ -230,7 +340,7 @@ class RealDriver:
         self.tell(effect)
 
     _handlers = {
-        Call: _call, Now: _now, Sleep: _sleep, Watch: _start_watch, NextChange: _next_change,
+        Call: _call, Now: _now, Elapsed: _elapsed, Sleep: _sleep, Watch: _start_watch, NextChange: _next_change,
         Unwatch: _unwatch, LiveRuns: _live_runs, Enqueue: _enqueue, Execute: _execute,
         StopCommand: _stop_command, ProcessAlive: _process_alive,
         ReadConfig: _read_config, Spawn: _spawn, Cancel: _cancel, Note: _note,

@@ -17,15 +17,25 @@ from typing import Any, Callable, Generator
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """`fn(store, *args)` on the driver's store; its StoreError comes back raised."""
+    """`fn(store, *args)` on the driver's store; its StoreError comes back raised.
+    With `within`, an answer later than that many seconds (all endpoints
+    together) is UnavailableError: a run's fencing cannot wait on a store
+    that never answers."""
 
     fn: Callable
     args: tuple = ()
+    within: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Now:
-    """The driver's clock, in seconds."""
+    """The driver's clock, in seconds: wall-clock time, for records."""
+
+
+@dataclass(frozen=True, slots=True)
+class Elapsed:
+    """The driver's monotonic clock, in seconds: for deadlines, which a
+    stepped wall clock must not move."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +80,20 @@ class Enqueue:
 @dataclass(frozen=True, slots=True)
 class Execute:
     """Run the configured command for a started run; returns its exit code, or
-    (exit code, the tail of its output) where the driver kept that."""
+    (exit code, the tail of its output) where the driver kept that, or
+    CommandStopped if something outside the run stopped it first."""
 
     record: Any  # RunRecord
+
+
+@dataclass(frozen=True, slots=True)
+class CommandStopped:
+    """What `Execute` returns when the command was stopped before its end from
+    outside the run (SIGTERM to `trigger run`, its queue job killed): its
+    fires go back."""
+
+    exit_code: int | None  # None: it never started
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +146,9 @@ class Note:
     level: str = "info"
 
 
-Effect = Call | Now | Sleep | Watch | NextChange | Unwatch | LiveRuns | Enqueue | Execute | \
+Effect = Call | Now | Elapsed | Sleep | Watch | NextChange | Unwatch | LiveRuns | Enqueue | Execute | \
     StopCommand | ProcessAlive | ReadConfig | Spawn | Cancel | Note
 NOW = Now()
+ELAPSED = Elapsed()
 UNWATCH = Unwatch()
 LIVE_RUNS = LiveRuns()

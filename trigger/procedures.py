@@ -37,14 +37,15 @@ from typing import Callable
 from .coordination import Member, key_part, member_at, ranked, register
 from .core import Changes, EnqueueFailed, EnqueueRun, MarkRunLost, Quarantine, RunEnded, Snapshot, Tick, \
     WatcherCore
-from .effects import LIVE_RUNS, NOW, UNWATCH, Call, Cancel, Enqueue, Execute, NextChange, Note, \
-    ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Watch
+from .effects import ELAPSED, LIVE_RUNS, NOW, UNWATCH, Call, Cancel, CommandStopped, Enqueue, Execute, \
+    NextChange, Note, ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Watch
 from .layout import Layout
 from .policy import BEATS_PER_TTL, MEMBER_TTL, RETRY_AFTER_STORE_ERROR, RUN, WATCH, RunPolicy, \
     WatchPolicy
 from .queue import QueueError
-from .records import RUN_OPTIONS, BadRecord, RunRecord, parse_run
-from .runner import finish_run, give_back, refused_options, start_run, take_run_lock
+from .records import RUN_OPTIONS, BadRecord, RunRecord, lock_value, parse_run
+from .runner import RunRefused, execution_of, finish_run, give_back, refused_options, start_run, \
+    take_run_lock
 from .store.base import CompactedError, DeleteOp, PutOp, StoreError, UnavailableError
 
 EXIT_TEMPFAIL = 75  # `trigger run` could not be recorded as started: it ran nothing
@@ -228,9 +229,13 @@ class RunGaveBack:
 
     record: RunRecord
     reason: str
+    recorded: bool = True
 
     def describe(self) -> str:
-        return f"{self.record.run_id} gave its fires back: {self.reason}"
+        if self.recorded:
+            return f"{self.record.run_id} gave its fires back: {self.reason}"
+        return (f"{self.record.run_id} was stopped ({self.reason}) but could not record it; "
+                f"its fires come back when its lease ends")
 
 
 @dataclass(frozen=True)
@@ -290,14 +295,21 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
     keeper = yield Spawn(keep_run_lease(lease, run_id, policy))
     slots: list[HeldSlot] | None = []
     record = None
+    execution = execution_of(lease_id)
     if (yield from wait_for_run_lock(layout, host, run_id, lease, policy)):
-        record = yield from retrying(lambda now: Call(start_run, (layout, host, run_id, now)), what, policy)
+        record = yield from retrying(
+            lambda now: Call(start_run, (layout, host, run_id, now, None, execution)), what, policy)
         if isinstance(record, dict):  # limited triggers wait: their slots first, then the claim
             limits, record = record, None
             slots = yield from take_slots(layout, limits, holder or run_id, run_id, lease)
             if slots is not None and not lease.expired:
                 record = yield from retrying(
-                    lambda now: Call(start_run, (layout, host, run_id, now, limits)), what, policy)
+                    lambda now: Call(start_run, (layout, host, run_id, now, limits, execution)), what, policy)
+    if isinstance(record, RunRefused):  # another execution's run: nothing of it is ours to touch
+        yield from release_slots(slots)
+        yield Note(record, "warning")
+        yield from _end_lease(keeper, lease)
+        return EXIT_TEMPFAIL
     retained = 0
     if record is not None and retention:  # the records' lease, taken while etcd answers
         retained = yield from retrying(lambda now: Call(_grant, (retention,)), what, policy)
@@ -305,24 +317,28 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
         return (yield from _abort(run_id, keeper, lease))
     yield Note(RunStarted(record))
     refusal = refused_options(record, allowed)
+    reason = None  # why the command was stopped before its end, if it was
     if refusal:  # nothing runs; the fires are served, the record says why
         yield Note(f"{run_id}: {refusal}", "warning")
         exit_code, output = None, ""
     else:
         ended = yield Execute(record)
-        exit_code, output = ended if isinstance(ended, tuple) else (ended, "")
-    stopped = lease.expired  # stopped before its end, rather than losing the lease after it
+        if isinstance(ended, CommandStopped):
+            exit_code, output, reason = ended.exit_code, "", ended.reason
+        else:
+            exit_code, output = ended if isinstance(ended, tuple) else (ended, "")
+    if lease.expired:  # stopped before its end, rather than losing the lease after it
+        reason = f"lease not renewed for {policy.stop_after():g} s; command stopped"
     # The end is when the command returned, not when the record is written:
     # the slots go back in between, and a run recorded as ending after the
     # next one started would misreport serial order.
     ended = yield NOW
     yield from release_slots(slots)
-    if stopped:  # its fires go back to the inbox
-        reason = f"lease not renewed for {policy.stop_after():g} s; command stopped"
+    if reason is not None:  # its fires go back to the inbox
         done = yield from retrying(
             lambda now: Call(give_back, (layout, record, reason, ended, exit_code, retained or 0)),
             f"{run_id} cannot mark its end", policy)
-        yield Note(RunGaveBack(record, reason), "warning")
+        yield Note(RunGaveBack(record, reason, done is not None), "warning" if done is not None else "error")
     else:
         done = yield from retrying(
             lambda now: Call(finish_run, (layout, record, exit_code, ended, retained or 0, output, refusal)),
@@ -361,18 +377,26 @@ def retrying(make: Callable[[float], Call], what: str, policy: RunPolicy = RUN):
 def keep_run_lease(lease: RunLease, run_id: str, policy: RunPolicy = RUN):
     """Renew every ttl / 3. Renewals failing for `stop_after()` seconds (or
     the lease gone) stop the command before etcd can end the lease, so the
-    run never goes on beside the next one."""
-    last_renewed = yield NOW
+    run never goes on beside the next one.
+
+    On the monotonic clock (a stepped wall clock moves nothing), counted
+    from when a renewal was sent (etcd renews on receipt, not on our reading
+    of its answer), and each renewal is given only the time left before
+    `stop_after()` (all endpoints together): a store that never answers
+    cannot hold the stop back."""
+    last_renewed = yield ELAPSED
+    least = policy.stop_margin / 4
     while True:
-        now = yield NOW
+        now = yield ELAPSED
         stop_at = last_renewed + policy.stop_after()
-        yield Sleep(max(min(lease.ttl / BEATS_PER_TTL, stop_at - now), policy.stop_margin / 4))
+        yield Sleep(max(min(lease.ttl / BEATS_PER_TTL, stop_at - now), least))
+        sent = yield ELAPSED
         try:
-            yield Call(_refresh, (lease.id,))
-            last_renewed = yield NOW
+            yield Call(_refresh, (lease.id,), within=max(stop_at - sent, least))
+            last_renewed = sent
             continue
         except UnavailableError:
-            if (yield NOW) < stop_at:
+            if (yield ELAPSED) < stop_at - least:  # else too little left to try again
                 continue
         except StoreError:
             pass  # the lease is gone
@@ -391,6 +415,7 @@ def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
     was seen held at, so its release is not missed): a free lock costs one
     request, not a watch stream."""
     key = layout.run_lock_key(host)
+    ours = lock_value(run_id, execution_of(lease.id))
     told = watching = False
     while not lease.expired:
         try:
@@ -399,7 +424,7 @@ def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
             held = yield from retrying(
                 lambda now: Call(take_run_lock, (layout, host, run_id, lease.id)),
                 f"{run_id} cannot take the run lock", policy)
-            if held is None and (yield Call(_lock_holder, (key,))) != run_id:
+            if held is None and (yield Call(_lock_holder, (key,))) != ours:
                 break
         if held is None:
             yield UNWATCH
@@ -421,9 +446,9 @@ def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
     return False
 
 
-def _lock_holder(store, key: str) -> str | None:
+def _lock_holder(store, key: str) -> bytes | None:
     held = store.get(key)
-    return None if held is None else held.value.decode("utf-8", "replace")
+    return None if held is None else held.value
 
 
 # -- slots ----------------------------------------------------------------------------------

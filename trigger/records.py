@@ -168,6 +168,7 @@ class RunRecord(NamedTuple):
     noop: bool = False  # the options of the fires it serves (one class: `core.same_class`)
     tags: tuple[str, ...] = ()
     output: str = ""  # the last OUTPUT_TAIL_BYTES of its command's output, once finished
+    execution: str = ""  # which execution of the run started it (its lease): a run is carried out once
 
     def encode(self) -> bytes:
         return _encode(self)
@@ -301,7 +302,19 @@ def _parse_run(value: bytes) -> RunRecord:
         noop=_flag(data, "noop"),
         tags=check_tags(_field(data, "tags", list, [])),
         output=_field(data, "output", str, "")[-OUTPUT_TAIL_BYTES:],
+        execution=_field(data, "execution", str, "")[:MAX_NAME_CHARS],
     )
+
+
+def lock_value(run_id: str, execution: str) -> bytes:
+    """The run lock's value: the run and which execution of it holds the lock."""
+    return f"{run_id} {execution}".encode()
+
+
+def parse_lock(value: bytes) -> tuple[str, str]:
+    """(run id, execution) of a run lock's value; an older `trigger run` wrote the run id alone."""
+    run_id, _, execution = value.decode("utf-8", "replace").partition(" ")
+    return run_id, execution
 
 
 _memo_entry = lru_cache(maxsize=MEMO_VALUES)(_parse_entry)

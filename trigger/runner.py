@@ -25,6 +25,12 @@ store so both drivers run them:
   (task-spooler's output file), and its last OUTPUT_TAIL_BYTES kept for the
   finished record.
 
+A run id is carried out at most once, whatever restarts: the lock and the
+started record name the execution (`execution_of` its lease, which etcd
+never grants twice). A start needs a queued record (or none, for a run
+queued by hand) or the same execution's started one; a second execution of
+a started, finished or lost run gets `RunRefused` and runs nothing.
+
 Every step can be retried after an answer was lost: `start_run` returns the
 record an earlier try wrote, `finish_run` repeats deletions of gone keys.
 """
@@ -34,13 +40,14 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+from dataclasses import dataclass
 
 from .core import can_join, run_class
 from .fire import TXN_OPS, Lineage
 from .layout import Layout
 from .policy import OUTPUT_DRAIN_WAIT
 from .records import MAX_CLAIM_BYTES, MAX_SERVED, OUTPUT_TAIL_BYTES, REFUSED_OPTION, BadRecord, \
-    RunRecord, check_id, parse_entry, parse_run
+    RunRecord, check_id, lock_value, parse_entry, parse_lock, parse_run
 from .store.base import DeleteOp, PutOp, Store
 
 
@@ -70,27 +77,48 @@ def _limits(entries) -> dict[str, int]:
     return limits
 
 
+def execution_of(lease: int) -> str:
+    """The name of one execution of a run: the lease it holds its lock on."""
+    return f"{lease:x}"
+
+
+@dataclass(frozen=True)
+class RunRefused:
+    """This execution may not start the run: another one did, or it ended (told)."""
+
+    run_id: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.run_id} runs nothing: {self.reason} (a run is carried out at most once)"
+
+
 def take_run_lock(store: Store, layout: Layout, host: str, run_id: str,
                   lease: int) -> tuple[str, int] | None:
-    """Take the host's run lock on `lease`; None once held, else the run id
-    holding it and the revision from which a watch sees it go.
+    """Take the host's run lock on `lease` for this execution; None once
+    held, else who holds it (run id and execution) and the revision from
+    which a watch sees it go.
 
     A lock whose run finished (its lease not yet revoked: etcd was away when
     it tried) is stale and taken over; a holder of "" asks the caller to try
-    again at once.
+    again at once. Another execution of the same run is waited for like any
+    other run.
     """
     key = layout.run_lock_key(host)
-    if store.txn([PutOp(key, run_id.encode(), lease)], expect_missing=(key,)) is not None:
+    ours = lock_value(run_id, execution_of(lease))
+    if store.txn([PutOp(key, ours, lease)], expect_missing=(key,)) is not None:
         return None
     held = store.get(key)
     if held is None:
         return "", 0  # it went meanwhile: try again
-    holder = held.value.decode("utf-8", "replace")
-    if holder == run_id:
-        return None  # ours: an earlier try's answer was lost
+    if held.value == ours:
+        return None  # an earlier try's answer was lost
+    holder, execution = parse_lock(held.value)
     if _finished(store, layout, host, holder):
         store.txn([DeleteOp(key)], expect_revisions=((key, held.mod_revision),))
         return "", 0
+    if holder == run_id:
+        holder = f"{holder} (another execution of it, {execution or 'unnamed'})"
     return holder, held.mod_revision + 1
 
 
@@ -104,16 +132,21 @@ def _finished(store: Store, layout: Layout, host: str, run_id: str) -> bool:
 
 
 def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float,
-              held: dict[str, int] | None = None) -> RunRecord | dict[str, int]:
-    """Claim the inbox: the started record lists a batch of the entries present.
+              held: dict[str, int] | None = None,
+              execution: str = "") -> RunRecord | dict[str, int] | RunRefused:
+    """Claim the inbox for `execution`: the started record lists a batch of the entries present.
 
     Without `held`, while a limited trigger waits, nothing is claimed: the
     answer is {trigger: max_concurrent} of those waiting, the slots to take
-    first. With `held` (the slots the run holds), entries of a limited
-    trigger without a slot stay for the next run. (One read of the inbox
-    for the run of no limited trigger.)
+    first. With `held` (the slots the run holds), only entries of the same
+    trigger and the same limit as a held slot are served; the others stay
+    for the next run. (One read of the inbox for the run of no limited
+    trigger.) RunRefused when another execution started the run, or it ended.
     """
     entries, own = _inbox(store, layout, host, run_id)
+    refused = _refusal(store, layout, host, run_id, own, execution)
+    if refused is not None:
+        return refused
     again = own is not None and own.state == "started"  # an earlier try was applied, its answer lost
     if again:
         if held is None and own.limits:
@@ -139,9 +172,24 @@ def start_run(store: Store, layout: Layout, host: str, run_id: str, now: float,
         started_at=now, served=tuple(name for name, _ in claimed),
         hop=lineage.hop, chain=lineage.chain, limits=tuple(sorted((held or {}).items())),
         noop=options[0] if options else False, tags=options[1] if options else (),
+        execution=execution,
     )
     store.put(layout.run_key(host, run_id), record.encode())
     return record
+
+
+def _refusal(store: Store, layout: Layout, host: str, run_id: str, own: RunRecord | None,
+             execution: str) -> RunRefused | None:
+    """Why this execution may not start the run, if it may not."""
+    if own is None:  # never queued (a run started by hand), or finished: moved to P/done/
+        if store.get(layout.done_key(host, run_id)) is not None:
+            return RunRefused(run_id, "it finished already")
+        return None
+    if own.state == "started" and own.execution != execution:
+        return RunRefused(run_id, f"execution {own.execution or '(unnamed)'} started it")
+    if own.state not in ("queued", "started"):
+        return RunRefused(run_id, f"it is {own.state}" + (f" ({own.reason})" if own.reason else ""))
+    return None
 
 
 def finish_run(store: Store, layout: Layout, record: RunRecord, exit_code: int | None,
@@ -225,15 +273,17 @@ class OutputTail:
 
 
 def start_command(argv: list[str], record: RunRecord, out: int | None = None) -> subprocess.Popen:
-    """Start the configured command (an argv, never a shell) with the lineage; its output
-    (stdout and stderr) teed to `out` (a file descriptor; default: our stdout) and its tail
-    kept in `process.tail` (an OutputTail)."""
+    """Start the configured command (an argv, never a shell) with the lineage, in a session
+    and process group of its own (stopping the run ends the group); its output (stdout and
+    stderr) teed to `out` (a file descriptor; default: our stdout) and its tail kept in
+    `process.tail` (an OutputTail)."""
     env = dict(os.environ)
     env.update(Lineage(record.hop, record.chain).to_env())
     env["TRIGGER_RUN_ID"] = record.run_id
     env["TRIGGER_HOST"] = record.host
     try:
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     except OSError as exc:
         raise BadRecord(f"cannot run {argv[0]!r}: {exc.strerror}") from None
     process.tail = OutputTail(process.stdout, 1 if out is None else out)

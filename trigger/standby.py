@@ -67,20 +67,25 @@ def fifo_for(host: str, prefix: str) -> Path | None:
     import tempfile  # here: the standby, a process of its own, has no use for it (2 MB of RSS)
 
     key = _sha256(f"{os.environ.get('TS_SOCKET', '')}\0{host}\0{prefix}".encode()).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / f"trigger-standby-{os.getuid()}"
+    fifo = Path(tempfile.gettempdir()) / f"trigger-standby-{os.getuid()}" / f"{key}.fifo"
+    return fifo if make_fifo(fifo) else None
+
+
+def make_fifo(fifo: Path) -> bool:
+    """Make `fifo` (and its private folder) unless it is there; False where that cannot be had."""
+    folder = fifo.parent
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
         st = os.lstat(folder)  # not a symlink, ours, private: nobody else can swap the FIFO
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-            return None
-        fifo = folder / f"{key}.fifo"
+            return False
         try:
             os.mkfifo(fifo, 0o600)
         except FileExistsError:
             pass
-        return fifo if stat.S_ISFIFO(os.lstat(fifo).st_mode) else None
+        return stat.S_ISFIFO(os.lstat(fifo).st_mode)
     except OSError:
-        return None
+        return False
 
 
 def job_argv(fifo: Path) -> list[str]:
@@ -177,6 +182,8 @@ class StandbyQueue:
     def enqueue(self, run_id: str, argv: list[str]) -> None:
         with self._lock:
             link, env = None, {}
+            if self._alive() and not os.path.exists(self.fifo):
+                self._remake()
             if self._alive():
                 link = link_for(self.fifo, run_id)
                 try:
@@ -223,6 +230,19 @@ class StandbyQueue:
                 self._timer.cancel()
             if self._alive():
                 self.process.terminate()
+
+    def _remake(self) -> None:
+        """The FIFO went (a /tmp cleaner, an operator): its standby waits on a pipe nobody can
+        open any more. Make it again, with a new standby; meanwhile and where that fails, runs
+        start cold."""
+        self.process.terminate()  # idle: it leaves at once (in a run, after it: its job has it open)
+        self.process = None
+        if make_fifo(self.fifo):
+            self._start()
+        logging.getLogger("trigger.watch").warning(
+            "standby: its FIFO %s was removed; %s", self.fifo,
+            "made it again, with a new standby" if self.process else "runs start cold",
+            extra={"fields": {"event": "standby_fifo_remade"}})
 
     def _alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -436,3 +456,83 @@ class LinkWatch:
                 return False
             select.select([self.fd], [], [], left)
 
+
+
+JOB_GONE = "its task-spooler job ended before it (killed?); command stopped"
+
+
+class JobOutput:
+    """The output of a run carried out by the standby, on its way to the job's `cat`.
+
+    No file descriptor of the FIFO reaches the command: it writes into a pipe
+    that this copies into the FIFO, so a background child it leaves behind
+    holds that pipe, never the job, and the job ends when the run has (the
+    standby closes the FIFO). A job whose `cat` went (`tsp -k`, killed) is
+    told by the FIFO itself (no reader: POLLERR, or EPIPE on a write), and
+    `reader_gone()` is called once: the run stops its command and gives its
+    fires back."""
+
+    def __init__(self, fifo_fd: int, reader_gone: Callable[[], None]):
+        self.fifo_fd, self._reader_gone = fifo_fd, reader_gone
+        self.gone = False  # the job's cat went
+        self._eof = False
+        self._read_end, self.write_end = os.pipe()
+        os.set_blocking(self._read_end, False)
+        self._wake_read, self._wake_write = os.pipe()  # the run has ended
+        self._copier = threading.Thread(target=self._copy, daemon=True, name="trigger-job-output")
+        self._copier.start()
+
+    def close_write_end(self) -> None:
+        """Ours is not needed once the command holds it: its end is then the pipe's end."""
+        os.close(self.write_end)
+        self.write_end = -1
+
+    def close(self) -> None:
+        """The run has ended: copy what is waiting, then stop (a background child's later
+        output is dropped; its writes fail once the pipe's read end is gone)."""
+        os.write(self._wake_write, b"x")
+        self._copier.join()
+        for fd in (self._read_end, self.write_end, self._wake_read, self._wake_write):
+            if fd >= 0:
+                os.close(fd)
+
+    def _copy(self) -> None:
+        poller = select.poll()
+        poller.register(self._read_end, select.POLLIN)
+        poller.register(self.fifo_fd, 0)  # POLLERR alone: no reader any more
+        poller.register(self._wake_read, select.POLLIN)
+        while True:
+            ready = dict(poller.poll())
+            if ready.get(self.fifo_fd, 0) & select.POLLERR:
+                self._gone()
+                return
+            ended = self._wake_read in ready
+            while self._pass_on():  # what is waiting; all of it once the run has ended
+                if not ended:
+                    break
+            if ended or self.gone:
+                return
+            if self._eof:  # every writer closed: only the FIFO and the run's end to watch now
+                poller.unregister(self._read_end)
+                self._eof = False
+
+    def _pass_on(self) -> bool:
+        """Copy one read's worth; False when nothing more is waiting (or the job went)."""
+        try:
+            data = os.read(self._read_end, 65536)
+        except BlockingIOError:
+            return False
+        if not data:  # every writer closed
+            self._eof = True
+            return False
+        try:
+            os.write(self.fifo_fd, data)
+        except BrokenPipeError:
+            self._gone()
+            return False
+        return True
+
+    def _gone(self) -> None:
+        if not self.gone:
+            self.gone = True
+            self._reader_gone()

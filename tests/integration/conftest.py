@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -39,14 +40,19 @@ class Node:
         self.layout = Layout()
         self.fires: list[float] = []
         self.proc: subprocess.Popen | None = None
+        self.standby = False  # watchers carry runs out through a standby `trigger run` (--standby)
 
     def start_watcher(self, run_seconds: float = 0.2, check_interval: float = 0.5, exit_code: int = 0,
-                      extra: tuple[str, ...] = ()):
+                      extra: tuple[str, ...] = (), before: str = "", launcher: tuple[str, ...] = ()):
+        """`before`: a shell command the run command starts with (the recorder then replaces it);
+        `launcher`: what the watcher is started under (e.g. `unshare -p -f`)."""
         run_cmd = f"{sys.executable} {RECORDER} {self.log} {run_seconds} {exit_code}"
+        if before:
+            run_cmd = shlex.join(["sh", "-c", f"{before}\nexec {run_cmd}"])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trigger", "watch", "--host", self.host, "--queue", "tsp",
+            [*launcher, sys.executable, "-m", "trigger", "watch", "--host", self.host, "--queue", "tsp",
              "--endpoints", self.endpoint, "--run-cmd", run_cmd,
-             "--check-interval", str(check_interval), *extra],
+             "--check-interval", str(check_interval), "--standby" if self.standby else "--no-standby", *extra],
             env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.watch_log, "a"),
             start_new_session=True,
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,6 +136,19 @@ def lost_without_lease(node: Node) -> list[str]:
     return [kv.key for kv in items if kv.lease == 0 and parse_run(kv.value).state == "lost"]
 
 
+def one_run_started(cluster: Cluster, standby: bool, run_seconds: float,
+                    extra: tuple[str, ...]) -> tuple[Node, Entry, dict]:
+    """A node whose watcher (on the standby path or the cold one) started a
+    run of `run_seconds` for one fire: the node, the fire, the command's start."""
+    node = cluster.node("node1.test")
+    node.standby = standby
+    node.start_watcher(run_seconds=run_seconds, check_interval=CHECK, extra=extra)
+    node.wait_in_sync()
+    entry = fire_at(node)
+    (started,) = eventually(node.started, what="the run to start")
+    return node, entry, started
+
+
 def job_pid(node: Node, job: str) -> int | None:
     """The pid of a running tsp job; None before it has one (`tsp -p` says 0
     then, and kill(0) would hit our own process group)."""
@@ -217,22 +231,28 @@ def _get_quietly(store, key):
 
 
 @pytest.mark.slow
-def test_serial_runs_never_overlap_when_the_slot_holder_loses_etcd(cluster, etcd_server):
-    proxy = cluster.proxy(etcd_server.client_port)
+@pytest.mark.parametrize("partition", ["cut", "black_hole"])
+def test_serial_runs_never_overlap_when_the_slot_holder_loses_etcd(cluster, etcd_server, partition):
+    """Cut: every endpoint refuses at once. Black hole (issue 21, failure 2):
+    three endpoints accept and never answer, so a renewal that tried each
+    with the store's 5 s timeout took 15 s, longer than the whole lease."""
+    proxies = [cluster.proxy(etcd_server.client_port) for _ in range(3)]
     a, b = cluster.node("a.test"), cluster.node("b.test")
-    # a's watcher and the runs it queues reach etcd only through the proxy
+    # a's watcher and the runs it queues reach etcd only through the proxies
     # (the last --endpoints wins); its run outlasts the slot's lease.
     a.start_watcher(run_seconds=14, check_interval=CHECK,
-                    extra=(*MEMBER_TTL, *RUN_LEASE, "--endpoints", proxy.endpoint))
+                    extra=(*MEMBER_TTL, *RUN_LEASE, "--endpoints", ",".join(p.endpoint for p in proxies)))
     b.start_watcher(run_seconds=1, check_interval=CHECK, extra=(*MEMBER_TTL, *RUN_LEASE))
     a.wait_in_sync()
     b.wait_in_sync()
     fire_a = fire_at(a, "deploy", max_concurrent=1)
     eventually(a.started, what="a's run to start: it holds the slot")
     fire_b = fire_at(b, "deploy", max_concurrent=1)  # waits for the slot
-    proxy.cut()
+    for proxy in proxies:
+        getattr(proxy, partition)()
     eventually(b.runs, 45, "b's run to get the slot and end")
-    proxy.heal()
+    for proxy in proxies:
+        proxy.heal()
     assert overlaps(a, b) == [], "two hosts of a --serial trigger ran at once"
     assert wait_all_served(a, {fire_a.id: fire_a.fired_at}, 45) == [], \
         "the cut-off run's fire was not served again by a run that ran to its end"
@@ -262,14 +282,13 @@ def test_a_killed_tsp_server_never_gives_two_runs_at_once(cluster):
 
 
 @pytest.mark.slow
-def test_a_run_killed_during_its_command_gives_its_fires_back(cluster):
-    node = cluster.node("node1.test")
-    node.start_watcher(run_seconds=2, check_interval=CHECK, extra=(*MEMBER_TTL, *RUN_LEASE))
-    node.wait_in_sync()
-    entry = fire_at(node)
-    (started,) = eventually(node.started, what="the run to start")
-    assert started["pgid"] != os.getpgid(0)  # tsp gives each job a process group of its own
-    os.killpg(started["pgid"], signal.SIGKILL)  # `trigger run` and its command, as an OOM kill would
+@pytest.mark.parametrize("standby", [False, True], ids=["cold", "standby"])
+def test_a_run_killed_during_its_command_gives_its_fires_back(cluster, standby):
+    node, entry, started = one_run_started(cluster, standby, 2, (*MEMBER_TTL, *RUN_LEASE))
+    runner = os.getpgid(started["ppid"])  # tsp gives each job a process group; a standby has a session
+    assert started["pgid"] != os.getpgid(0) and runner != os.getpgid(0)
+    for group in (runner, started["pgid"]):  # `trigger run` and its command, as an OOM kill would
+        os.killpg(group, signal.SIGKILL)
     assert wait_all_served(node, {entry.id: entry.fired_at}, 30) == [], \
         f"the killed run's fire was not served again by a run that ran to its end:\n{log_tail(node)}"
     assert lost_without_lease(node) == []
@@ -454,12 +473,13 @@ def test_a_second_watcher_for_a_host_neither_runs_twice_nor_takes_the_first_ones
     standby.wait(10)
 
 
-def start_another_watcher(node: Node, log_name: str, extra: tuple[str, ...]) -> subprocess.Popen:
+def start_another_watcher(node: Node, log_name: str, extra: tuple[str, ...],
+                          launcher: tuple[str, ...] = ()) -> subprocess.Popen:
     """One more `trigger watch` for the node's host, logging to its own file."""
     watch_log, proc = node.watch_log, node.proc
     node.watch_log = node.tmp / log_name
     try:
-        return node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=extra)
+        return node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=extra, launcher=launcher)
     finally:
         node.watch_log, node.proc = watch_log, proc
 
@@ -477,3 +497,123 @@ def holds_for(seconds: float, predicate) -> bool:
 def _says(log: Path, *words: str) -> bool:
     text = log.read_text() if log.exists() else ""
     return any(w in text for w in words)
+
+
+# -- issue 21: a run is one execution, and its command dies with it -----------------------------
+
+PATHS = pytest.mark.parametrize("standby", [False, True], ids=["cold", "standby"])
+
+
+def at_most_once(node: Node) -> list[str]:
+    """Run ids whose command began more than once: each is one execution at most."""
+    ids = [s["run_id"] for s in node.started()]
+    return sorted({i for i in ids if ids.count(i) > 1})
+
+
+def stopped_run_ids(node: Node) -> set[str]:
+    """Runs whose command got SIGTERM (the recorder notes it)."""
+    return {r["run_id"] for r in _json_lines_of(Path(f"{node.log}.stopped"))}
+
+
+def _json_lines_of(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.slow
+@PATHS
+def test_a_runner_killed_with_sigkill_takes_its_command_with_it_and_its_run_is_never_run_twice(
+        cluster, standby):
+    """Failure 1: `kill -9` of the standby (or of a cold `trigger run`) left
+    its command running past the lease, beside the next run, and a new
+    standby ran the same run id a second time."""
+    node, entry, started = one_run_started(cluster, standby, 12, (*MEMBER_TTL, *RUN_LEASE))
+    os.kill(started["ppid"], signal.SIGKILL)  # the runner alone: its command is not told
+    eventually(lambda: started["run_id"] in stopped_run_ids(node), 10,
+               "the killed runner's command to be stopped (SIGTERM to its group)")
+    assert wait_all_served(node, {entry.id: entry.fired_at}, 60) == [], \
+        f"the killed run's fire was not served again by a run that ran to its end:\n{log_tail(node)}"
+    eventually(lambda: all_ended(node), 20, "every command to end")
+    assert overlaps(node) == [], "the host ran two commands at once"
+    assert at_most_once(node) == [], "a run id was carried out twice"
+
+
+@PATHS
+def test_a_killed_queue_job_stops_its_command_and_gives_its_fires_back(cluster, standby):
+    """Failure 6: `tsp -k` of the running job consumed its fire (standby:
+    the command died of SIGPIPE and the run was recorded failed 141); on the
+    cold path the fire came back only once the lease ended. Now the command
+    is stopped and the run gives its fires back at once, saying why."""
+    node, entry, started = one_run_started(cluster, standby, 6, MEMBER_TTL)
+    job = next(j for j in parse_tsp_list(node.tsp("-l")) if j.state == "running")
+    node.tsp("-k", str(job.id))
+    killed = started["run_id"]
+    eventually(lambda: killed in stopped_run_ids(node), 10, "the killed job's command to be stopped")
+    record = eventually(lambda: next((r for r in node.run_records() if r.run_id == killed
+                                      and r.state != "started"), None), 20, "the killed run's record")
+    assert record.state == "lost" and "command stopped" in record.reason, record
+    assert wait_all_served(node, {entry.id: entry.fired_at}, 30) == [], \
+        f"the killed job's fire was not served by a run that ran to its end:\n{log_tail(node)}"
+
+
+@PATHS
+def test_a_background_child_of_the_command_does_not_hold_the_queue(cluster, standby):
+    """Failure 4: the child inherited the standby's FIFO, so the job's `cat`
+    (and the host's next run) waited for the child to end."""
+    node = cluster.node("node1.test")
+    node.standby = standby
+    node.start_watcher(run_seconds=0.2, check_interval=CHECK, extra=MEMBER_TTL, before="sleep 120 &")
+    node.wait_in_sync()
+    first = fire_at(node)
+    assert wait_all_served(node, {first.id: first.fired_at}, 30) == []
+    second = fire_at(node)
+    assert wait_all_served(node, {second.id: second.fired_at}, 30) == [], \
+        f"the next run waited for the first one's background child:\n{node.tsp('-l')}\n{log_tail(node)}"
+
+
+def test_a_removed_fifo_is_made_again_and_runs_go_on(cluster):
+    """Failure 5: with the standby's FIFO removed, every run was queued as
+    `cat FIFO` of a missing file and recorded lost, for ever."""
+    node = cluster.node("node1.test")
+    node.standby = True
+    node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=MEMBER_TTL)
+    node.wait_in_sync()
+    first = fire_at(node)
+    assert wait_all_served(node, {first.id: first.fired_at}, 30) == []
+    node.wait_idle()
+    (fifo,) = (node.tmp / f"trigger-standby-{os.getuid()}").glob("*.fifo")
+    fifo.unlink()  # a /tmp cleaner, an operator
+    fires = {}
+    for _ in range(3):
+        entry = fire_at(node)
+        fires[entry.id] = entry.fired_at
+        assert wait_all_served(node, fires, 30) == [], f"runs stopped after the FIFO went:\n{log_tail(node)}"
+    assert fifo.exists(), "the FIFO was not made again"
+
+
+def test_a_second_watcher_in_another_pid_namespace_stands_by(cluster):
+    """Failure 7: under `unshare -p` a second watcher is pid 1 of its own
+    namespace; it could not see the first one's pid, called it dead and
+    took the host. Now the namespace is part of a watcher's name, and a
+    watcher it cannot look up is never judged dead."""
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "-p", "-f", "true"], capture_output=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail("unshare -p is needed here (util-linux, and the right to make a PID namespace)")
+        pytest.skip("unshare -p is not available here")
+    node = cluster.node("node1.test")
+    first = node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=MEMBER_TTL)
+    node.wait_in_sync()
+    member = node.layout.member_key(node.host)
+    held = eventually(lambda: node.store.get(member), what="the first watcher's member key")
+    second = start_another_watcher(node, "contained.log", MEMBER_TTL, launcher=("unshare", "-p", "-f"))
+    eventually(lambda: _says(node.tmp / "contained.log", "standby", "in sync"), 20, "the second watcher to start")
+    assert _says(node.tmp / "contained.log", "standby"), (node.tmp / "contained.log").read_text()
+    assert holds_for(4.0, lambda: first.poll() is None and node.store.get(member).lease == held.lease), \
+        f"the first watcher lost its host:\n{log_tail(node)}"
+    entry = fire_at(node)
+    assert wait_all_served(node, {entry.id: entry.fired_at}, 20) == []
+    os.killpg(second.pid, signal.SIGTERM)  # unshare passes no signal on: its group has the watcher
+    second.wait(10)

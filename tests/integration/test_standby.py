@@ -20,13 +20,21 @@ from trigger.standby import fifo_for
 pytestmark = [pytest.mark.etcd, pytest.mark.tsp]
 
 
+@pytest.fixture
+def node(node):
+    """The node, its watchers started with --standby (off by default)."""
+    node.standby = True
+    return node
+
+
 def standbys(node) -> list[int]:
     """Pids of this node's standby processes (its TS_SOCKET in their environment)."""
     mark = f"TS_SOCKET={node.env['TS_SOCKET']}".encode()
     pids = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if b"--standby" in (proc / "cmdline").read_bytes().split(b"\0") and \
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"--standby" in argv and b"run" in argv and \
                     mark in (proc / "environ").read_bytes().split(b"\0"):
                 pids.append(int(proc.name))
         except OSError:

@@ -17,15 +17,16 @@ import simpy
 from simulator.driver import SimDriver
 from simulator.network import Etcd
 from tests.eventually import eventually
-from trigger.coordination import Member, register
-from trigger.driver import BOOT_ID, RealDriver
-from trigger.effects import Sleep
+from trigger.coordination import Member, member_at, register
+from trigger.driver import BOOT_ID, PID_NAMESPACE, RealDriver, process_alive, this_process
+from simulator.scenario import Duration
+from trigger.effects import Sleep, StopCommand
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
-from trigger.policy import BEATS_PER_TTL, RUN
-from trigger.procedures import EXIT_TEMPFAIL, HostTaken, Registration, RunFinished, RunStarted, \
-    SlotWaited, beat, claim_host, triggered_run
-from trigger.records import parse_run
+from trigger.policy import BEATS_PER_TTL, RUN, RunPolicy
+from trigger.procedures import EXIT_TEMPFAIL, HostTaken, Registration, RunFinished, RunLease, RunStarted, \
+    SlotWaited, beat, claim_host, keep_run_lease, triggered_run
+from trigger.records import RunRecord, parse_run
 from trigger.store.memory import MemoryStore
 
 L = Layout()
@@ -267,7 +268,7 @@ def test_a_second_watcher_stands_by_until_the_first_ones_key_goes():
 
 def test_a_restarted_watcher_takes_over_its_dead_predecessors_key_at_once():
     store = MemoryStore()
-    dead = Member(HOST, (), 1.0, (), f"4194999@{BOOT_ID}")  # no such pid on this machine
+    dead = Member(HOST, (), 1.0, (), f"4194999@{BOOT_ID}/{PID_NAMESPACE}")  # no such pid on this machine
     register(store, L, dead, store.lease_grant(10))
     reg = Registration(L, HOST, ttl=10, process="5@" + BOOT_ID)
     RealDriver(store).run(claim_host(reg))
@@ -324,3 +325,85 @@ def test_a_run_keeps_the_output_tail_its_driver_gives_back():
     assert driver.run(triggered_run(L, HOST, "r1")) == 1
     record = parse_run(store.get(L.done_key(HOST, "r1")).value)
     assert (record.exit_code, record.output) == (1, "Error: no such package\n")
+
+
+def test_a_second_execution_of_a_started_run_runs_nothing_on_both_drivers():
+    """The run's first execution died with its command still going (or was
+    only cut off): a new execution of the same run id waits for the lock,
+    then finds the run started by another execution and runs nothing."""
+    def started_elsewhere(store):
+        fire(store, L, "refresh", [HOST], Lineage(), "web1", now=1.0, event_id="e1")
+        store.put(L.run_key(HOST, "r1"), RunRecord("r1", HOST, "started", started_at=1.5, served=("e1",),
+                                                   execution="dead1").encode())
+    real_store = MemoryStore()
+    started_elsewhere(real_store)
+    ran = []
+    notes = []
+    real = RealDriver(real_store, execute=ran.append, tell=notes.append)
+    assert real.run(triggered_run(L, HOST, "r1")) == EXIT_TEMPFAIL
+    sim_code, sim_notes, sim_store = _on_sim(lambda: triggered_run(L, HOST, "r1"), started_elsewhere)
+    assert sim_code == EXIT_TEMPFAIL and ran == []
+    assert _kinds(notes) == _kinds(sim_notes) == ["RunRefused"]
+    for store in (real_store, sim_store):
+        assert parse_run(store.get(L.run_key(HOST, "r1")).value).execution == "dead1"  # untouched
+        assert store.get(L.run_lock_key(HOST)) is None  # its lock went with its lease
+
+
+SHORT_LEASE = RunPolicy(lease_ttl=4, stop_grace=0.2, stop_margin=0.4)  # stop_after(): 3.4 s
+
+
+def test_a_lease_renewal_that_never_answers_stops_the_command_in_time_on_the_real_driver():
+    """Every endpoint black-holed: a renewal blocks for good. The keeper
+    gives each renewal only the time left, so it stops the command; a
+    frozen wall clock (stepped back and held) changes nothing."""
+    class BlackHole(MemoryStore):
+        def lease_refresh(self, lease):
+            threading.Event().wait()  # never answers
+
+    store = BlackHole()
+    lease = RunLease(store.lease_grant(SHORT_LEASE.lease_ttl), SHORT_LEASE.lease_ttl)
+    notes, stops = [], []
+    driver = RealDriver(store, clock=lambda: 0.0, tell=notes.append)
+    driver._handlers = {**RealDriver._handlers, StopCommand: lambda d, effect: stops.append(d.monotonic())}
+    began = time.monotonic()
+    keeper = threading.Thread(target=driver.run, args=(keep_run_lease(lease, "r1", SHORT_LEASE),), daemon=True)
+    keeper.start()
+    keeper.join(60)  # a guard against a hang, not a bound on speed
+    assert not keeper.is_alive(), "the keeper waited on a renewal that never answers"
+    assert lease.expired and len(stops) == 1
+    assert stops[0] - began >= SHORT_LEASE.stop_after()  # not before its time either
+
+
+def test_a_lease_renewal_slower_than_the_time_left_stops_the_command_in_time_on_the_simulated_driver():
+    env = simpy.Environment()
+    etcd = Etcd(env, L.prefix + "/hosts/", latency=0.002)
+    conn = etcd.connect(HOST)
+    lease = RunLease(conn.lease_grant(SHORT_LEASE.lease_ttl), SHORT_LEASE.lease_ttl)
+    conn.delay = (Duration("fixed", 1000.0), None)  # every call answered after 1000 s
+    stops = []
+
+    class Recording(SimDriver):
+        __slots__ = ()
+        _instant = {**SimDriver._instant, StopCommand: lambda d, effect: stops.append(env.now)}
+
+    driver = Recording(env, conn, lambda note: None)
+    env.process(driver.run(keep_run_lease(lease, "r1", SHORT_LEASE)))
+    env.run(until=100)
+    assert lease.expired and stops == [pytest.approx(SHORT_LEASE.stop_after())]
+
+
+def test_a_watcher_of_another_pid_namespace_is_never_judged_dead_and_the_newcomer_stands_by():
+    """Issue 21, failure 7: a watcher under `unshare -p` saw pid 1 of its own namespace
+    where the first watcher's pid was, called it dead and took the host."""
+    store = MemoryStore()
+    other = Member(HOST, (), 1.0, (), f"4194999@{BOOT_ID}/1")  # a pid we cannot look up from here
+    register(store, L, other, store.lease_grant(10))
+    assert process_alive(other.process) is None and process_alive(this_process()) is True
+    assert process_alive(f"4194999@{BOOT_ID}") is None  # an older watcher's name: no namespace
+    told = []
+    reg = Registration(L, HOST, ttl=10, process=this_process())
+    driver = RealDriver(store, tell=told.append)
+    driver._handlers = {**RealDriver._handlers, Sleep: lambda d, effect: d.stop()}  # one look, then stop
+    driver.run(claim_host(reg))
+    assert reg.lease is None and "standby" in told[0].what
+    assert member_at(L, L.member_key(HOST), store.get(L.member_key(HOST)).value).process == other.process

@@ -1,10 +1,11 @@
 """A run's store steps: the run lock, the claim, the finish, the give-back."""
 
+from trigger.core import can_join
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
-from trigger.records import MAX_CLAIM_BYTES, parse_run
+from trigger.records import MAX_CLAIM_BYTES, parse_lock, parse_run
 from trigger import runner
-from trigger.runner import finish_run, give_back, start_run, take_run_lock
+from trigger.runner import RunRefused, execution_of, finish_run, give_back, start_run, take_run_lock
 from trigger.store.memory import MemoryStore
 
 L = Layout()
@@ -230,3 +231,57 @@ def test_the_command_s_output_is_passed_on_whole_and_its_tail_kept(tmp_path):
             child = out_path.read_text().split("\n", 1)[0]
         if child.isdigit():
             os.kill(int(child), 9)
+
+
+def _queued(store, run_id="r1", host="h"):
+    from trigger.records import RunRecord
+
+    store.put(L.run_key(host, run_id), RunRecord(run_id, host, "queued", queued_at=0.5).encode())
+
+
+def test_a_second_execution_of_a_started_run_is_refused_and_the_first_may_retry():
+    store = MemoryStore()
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e1")
+    _queued(store)
+    first = start_run(store, L, "h", "r1", 1.0, execution="a1")
+    assert first.execution == "a1" and first.served == ("e1",)
+    assert start_run(store, L, "h", "r1", 1.5, execution="a1") == first  # a retried try of the same one
+    refused = start_run(store, L, "h", "r1", 2.0, execution="b2")
+    assert isinstance(refused, RunRefused) and "a1 started it" in refused.describe()
+    assert parse_run(store.get(L.run_key("h", "r1")).value) == first  # untouched
+
+
+def test_a_finished_or_lost_run_is_never_started_again():
+    store = MemoryStore()
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e1")
+    _queued(store)
+    finish_run(store, L, start_run(store, L, "h", "r1", 1.0, execution="a1"), 0, 2.0)
+    fire(store, L, "t", ["h"], Lineage(), "x", event_id="e2")
+    again = start_run(store, L, "h", "r1", 3.0, execution="b2")
+    assert isinstance(again, RunRefused) and "finished already" in again.reason
+    assert inbox(store) == ["e2"]  # left for a run of its own
+    _queued(store, "r2")
+    give_back(store, L, start_run(store, L, "h", "r2", 4.0, execution="c3"), "stopped", 5.0, 143)
+    lost = start_run(store, L, "h", "r2", 6.0, execution="d4")
+    assert isinstance(lost, RunRefused) and lost.reason.startswith("it is lost")
+
+
+def test_the_run_lock_names_the_execution_and_another_execution_of_the_run_waits():
+    store = MemoryStore()
+    first, second = store.lease_grant(10), store.lease_grant(10)
+    assert take_run_lock(store, L, "h", "r1", first) is None
+    assert parse_lock(store.get(L.run_lock_key("h")).value) == ("r1", execution_of(first))
+    holder, _ = take_run_lock(store, L, "h", "r1", second)  # the same run id, killed and started anew
+    assert holder == f"r1 (another execution of it, {execution_of(first)})"
+
+
+def test_a_slot_serves_only_entries_of_its_own_limit():
+    """A slot ranked under a limit of 2 must not serve a serial fire of the same trigger."""
+    store = MemoryStore()
+    pair = fire(store, L, "deploy", ["h"], Lineage(), "x", max_concurrent=2, event_id="e1")
+    serial = fire(store, L, "deploy", ["h"], Lineage(), "x", max_concurrent=1, event_id="e2")
+    free = fire(store, L, "other", ["h"], Lineage(), "x", event_id="e3")
+    record = start_run(store, L, "h", "r1", 1.0, held={"deploy": 2})
+    assert record.served == (pair.id, free.id)
+    assert can_join(serial, None, {"deploy": 1}) and not can_join(serial, None, {"deploy": 2})
+    assert can_join(free, None, {}) and not can_join(pair, None, {})

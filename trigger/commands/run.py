@@ -36,10 +36,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import logging
 
-    from ..driver import RealDriver
+    from ..driver import RealDriver, stop_on_sigterm
+    from ..effects import CommandStopped
     from ..procedures import triggered_run
     from ..records import allowed_run_options
     from ..runner import option_argv, start_command
+    from ..standby import JOB_GONE, JobOutput
 
     host = check_host(args.host)
     if (args.run_id is None) == (args.standby is None):
@@ -54,15 +56,25 @@ def run(args) -> int:
     def one_run(run_id: str, out: int | None = None) -> int:
         """One run; its command's output and ours to `out` (a standby's FIFO), else inherited."""
         stream = sys.stderr if out is None else open(out, "w", buffering=1, closefd=False)
+        # the standby's command writes into a pipe copied to the FIFO; its job killed stops it
+        output = None if out is None else JobOutput(out, lambda: driver.command.stop(policy.stop_grace, JOB_GONE))
 
         def execute(record):
+            if output is not None and output.gone:
+                return CommandStopped(None, JOB_GONE)
             try:
-                return start_command(args.command + option_argv(record), record, out)
+                return start_command(args.command + option_argv(record), record,
+                                     out if output is None else output.write_end)
             except BadRecord as exc:  # the run ends as a shell's would: 127, and its fires are served
                 print(f"trigger: error: {exc}", file=stream)
                 return 127, f"trigger: error: {exc}\n"
+            finally:
+                if output is not None:
+                    output.close_write_end()
 
         driver = RealDriver(store, execute=execute, tell=lambda note: tell(note, stream))
+        if out is None:  # a cold run: SIGTERM (`tsp -k`) stops its command and gives its fires back
+            stop_on_sigterm(driver)
         logs = logging.StreamHandler(stream)  # the store's complaints too, as a cold run's stderr has them
         logging.getLogger().addHandler(logs)
         try:
@@ -70,6 +82,8 @@ def run(args) -> int:
                                             allowed=allowed))
         finally:
             logging.getLogger().removeHandler(logs)
+            if output is not None:
+                output.close()
 
     try:
         if run_id is not None:
@@ -92,4 +106,7 @@ def tell(note, stream) -> None:
     if note.level == "debug":
         return
     level = "" if note.level == "info" else f"{note.level}: "
-    print(f"trigger: {level}{one_line(note_text(note))}", file=stream)
+    try:
+        print(f"trigger: {level}{one_line(note_text(note))}", file=stream)
+    except OSError:
+        pass  # a standby's job went (its cat killed): the run goes on without a listener

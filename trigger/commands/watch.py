@@ -47,8 +47,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help=f"seconds a dead run keeps the host's run lock and its slots (default "
                         f"{RUN.lease_ttl}); a run cut off from etcd stops its command "
                         f"{RUN.stop_grace + RUN.stop_margin:g} s before that")
+    p.add_argument("--standby", action="store_true",
+                   help="keep one `trigger run` started beside the watcher, and carry runs out through "
+                   "it: 100 ms sooner a run (docs/benchmarks.md), a second process's memory "
+                   "(default: off, each run starts `trigger run` afresh)")
     p.add_argument("--no-standby", dest="standby", action="store_false",
-                   help="start `trigger run` afresh for each run instead of keeping one started")
+                   help="the default: start `trigger run` afresh for each run")
     p.add_argument("--standby-linger", type=float, default=STANDBY_LINGER,
                    help="seconds the standby `trigger run` is kept after the last run that went through "
                    "it; then the idle host keeps one process and its next run starts cold")

@@ -22,8 +22,8 @@ def test_the_old_acknowledgement_is_found_shrunk_and_reproduced(monkeypatch, tmp
     fires of a run killed during its command: explore must say so."""
     claim = runner.start_run
 
-    def acknowledge_at_start(store, layout, host, run_id, now, held=None):
-        record = claim(store, layout, host, run_id, now, held)
+    def acknowledge_at_start(store, layout, host, run_id, now, held=None, execution=""):
+        record = claim(store, layout, host, run_id, now, held, execution)
         for event_id in getattr(record, "served", ()):  # not the limits to take slots for
             store.delete(layout.entry_key(host, event_id))
         return record

@@ -113,3 +113,14 @@ def test_the_check_names_two_runs_at_once_on_a_host():
     sim.ledger.commands[LB].append((10.5, 11.0, "rX"))  # what the old tsp kill made possible
     problems = build_report(sim).data["check"]["problems"]
     assert any("2 triggered runs at once on lb1.example.com" in p for p in problems)
+
+
+def test_the_check_names_a_run_id_executed_twice():
+    """Issue 21: a run id is carried out at most once; a standby started anew
+    executed the same run a second time. One after the other is still twice."""
+    sim = simulate(spec(fires=[10]))
+    assert build_report(sim).ok
+    start, end, run_id = sim.ledger.commands[LB][0]
+    sim.ledger.commands[LB].append((end + 5, end + 6, run_id))
+    problems = build_report(sim).data["check"]["problems"]
+    assert f"1 run(s) on {LB} executed more than once, first {run_id}" in problems
