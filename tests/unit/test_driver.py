@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 
-from trigger.driver import BOOT_ID, RealDriver, process_alive
+from trigger.driver import BOOT_ID, PID_NAMESPACE, RealDriver, process_alive
 from trigger.effects import NOW, Call, Cancel, NextChange, Note, Sleep, Spawn, Watch
 from trigger.store.base import Put, UnavailableError
 from trigger.store.memory import MemoryStore
@@ -99,9 +99,10 @@ def test_a_process_is_judged_alive_or_dead_only_on_this_boot_of_this_machine():
     let us take its host's key while it runs)."""
     gone = subprocess.Popen(["true"])
     gone.wait()  # reaped: its pid names no process here now
-    assert process_alive(f"{os.getpid()}@{BOOT_ID}") is True
-    assert process_alive(f"{gone.pid}@{BOOT_ID}") is False
+    here = f"{BOOT_ID}/{PID_NAMESPACE}"
+    assert process_alive(f"{os.getpid()}@{here}") is True
+    assert process_alive(f"{gone.pid}@{here}") is False
     other_boot = "00000000-0000-0000-0000-000000000000"
     assert BOOT_ID and BOOT_ID != other_boot
-    assert process_alive(f"{os.getpid()}@{other_boot}") is None
-    assert process_alive(f"{gone.pid}@{other_boot}") is None
+    assert process_alive(f"{os.getpid()}@{other_boot}/{PID_NAMESPACE}") is None
+    assert process_alive(f"{gone.pid}@{other_boot}/{PID_NAMESPACE}") is None
