@@ -73,10 +73,12 @@ class trigger::install (
     fail("trigger::install: source '${source}' is a relative path: give the absolute path of the wheel or sdist")
   }
   if $source =~ /\A(?i:trigger)([=<>!~\[;@]|\z)/ {
-    fail("trigger::install: source '${source}' names an unrelated project of public package indexes; this module's distribution is puppet-trigger")
+    $unrelated = 'names an unrelated project of public package indexes'
+    fail("trigger::install: source '${source}' ${unrelated}; this module's distribution is puppet-trigger")
   }
   if $source !~ /\A\// and !$index_url and $find_links.empty and !$index_from_pip_config {
-    fail("trigger::install: index_url is not set: name the package index that serves '${source}' (or find_links, a wheelhouse; or source, a wheel file)")
+    $alternatives = 'or find_links, a wheelhouse; or source, a wheel file'
+    fail("trigger::install: index_url is not set: name the package index that serves '${source}' (${alternatives})")
   }
   if $no_index and $find_links.empty and $source !~ /\A\// {
     fail("trigger::install: no_index => true needs find_links (a wheelhouse) or a file as source, got '${source}'")
