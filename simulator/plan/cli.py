@@ -19,10 +19,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED
 from .scenario_writer import Assumptions
 
-EXIT_FINDINGS = 1
+# the exit statuses above; `trigger-sim run` gives the same meanings to 1 and 2
+EXIT_FINDINGS = EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
 
 
 def add_parser(sub) -> None:
