@@ -57,6 +57,13 @@ def _write(report, args) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`trigger-sim`; a closed pipe (`trigger-sim list | head -1`) ends it quietly with exit 141."""
+    from trigger.output import closed_pipe_ends_quietly
+
+    return closed_pipe_ends_quietly(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="trigger-sim",
         description="Simulate trigger across many nodes on simulated time, with the real protocol core.",

@@ -331,12 +331,12 @@ def console_for(stream=None):
     trailing spaces."""
     import sys
 
-    from rich.console import Console
+    from trigger.output import pipe_console
 
     stream = sys.stdout if stream is None else stream
     if stream.isatty():
-        return Console(file=stream)
-    return Console(file=_WithoutTrailingSpaces(stream), width=10_000, soft_wrap=True,
+        return pipe_console(file=stream)
+    return pipe_console(file=_WithoutTrailingSpaces(stream), width=10_000, soft_wrap=True,
                    color_system=None, force_terminal=False)
 
 

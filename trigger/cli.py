@@ -23,7 +23,7 @@ from .commands.common import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXI
                               EXIT_UNAVAILABLE, NotFound)
 from .fire import LoopRefused
 from .layout import Layout
-from .output import one_line
+from .output import closed_pipe_ends_quietly, one_line
 from .queue import QueueError
 from .records import BadRecord
 from .store import StoreError
@@ -113,21 +113,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-EXIT_CLOSED_PIPE = 141  # what a shell reports for a tool SIGPIPE ended: `set -o pipefail` sees it
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; its output cut short by a closed pipe (`trigger history | head -1`) ends it
-    quietly with exit 141, as `seq 1000000 | head -1` ends seq."""
-    try:
-        try:
-            return run_command(sys.argv[1:] if argv is None else argv)
-        finally:  # also after --help's SystemExit
-            sys.stdout.flush()  # here, not at exit: a closed pipe is then seen and answered
-    except BrokenPipeError:
-        # stdout to /dev/null: what is still buffered for it is dropped, not written at exit (an error)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_CLOSED_PIPE
+    """Run one command; a closed pipe ends it quietly with exit 141 (output.closed_pipe_ends_quietly)."""
+    return closed_pipe_ends_quietly(lambda: run_command(sys.argv[1:] if argv is None else argv))
 
 
 def run_command(argv: list[str]) -> int:

@@ -9,6 +9,7 @@ default when stdout is not a terminal), and JSON with the documented fields
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import unicodedata
@@ -77,7 +78,6 @@ def show(fmt: str, rows: Sequence[dict], columns: Sequence[Column], document: An
             print("\t".join(one_line(_text(_value(row, field))) for _, field in columns), file=stream)
         return
     from rich import box
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -94,11 +94,7 @@ def show(fmt: str, rows: Sequence[dict], columns: Sequence[Column], document: An
     for row in rows:
         cells = [_table_text(field, _value(row, field), now) for _, field in columns]
         table.add_row(*[Text(c, style=STATE_COLOURS.get(c, "")) for c in cells])
-    class PipeConsole(Console):
-        def on_broken_pipe(self) -> None:  # rich's own exits 1, the code of an unreachable etcd
-            raise BrokenPipeError("stdout closed")  # trigger.cli: exit 141, as for every command
-
-    PipeConsole(file=stream).print(table)
+    pipe_console(file=stream).print(table)
 
 
 def _value(row: dict, field) -> Any:
@@ -164,3 +160,32 @@ def last_lines(text: str, count: int) -> list[str]:
 
     plain = re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", text)
     return [one_line(line) for line in plain.rstrip("\n").splitlines()[-count:]]
+
+
+def pipe_console(**options):
+    """A rich Console that leaves a closed pipe to `closed_pipe_ends_quietly` (exit 141):
+    rich's own handling exits 1, the code of an unreachable etcd."""
+    from rich.console import Console
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError("stdout closed")
+
+    return PipeConsole(**options)
+
+
+EXIT_CLOSED_PIPE = 141  # what a shell reports for a tool SIGPIPE ended: `set -o pipefail` sees it
+
+
+def closed_pipe_ends_quietly(run: Callable[[], int]) -> int:
+    """`run()`; its output cut short by a closed pipe (`trigger history | head -1`) ends it
+    quietly with exit 141, as `seq 1000000 | head -1` ends seq."""
+    try:
+        try:
+            return run()
+        finally:  # also after --help's SystemExit
+            sys.stdout.flush()  # here, not at exit: a closed pipe is then seen and answered
+    except BrokenPipeError:
+        # stdout to /dev/null: what is still buffered for it is dropped, not written at exit (an error)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE

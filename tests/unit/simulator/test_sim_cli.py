@@ -101,3 +101,21 @@ def test_an_unknown_scenario_name_points_at_list_and_the_nearest_names(capsys):
     assert main(["run", "zzzzzz"]) == 2
     assert capsys.readouterr().err == ("trigger-sim: zzzzzz: no such file, nor a shipped scenario "
                                        "(`trigger-sim list` shows them)\n")
+
+
+def test_a_closed_pipe_ends_trigger_sim_quietly_with_141(tmp_path):
+    """`trigger-sim list | head -1` ends as `seq ... | head -1` does: no traceback, exit 141."""
+    import subprocess
+    import sys
+
+    for argv in (["list"], ["run", "seed", "--no-plot", "--out", str(tmp_path)]):
+        proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        proc.stdout.close()  # before it writes: its first write meets a closed pipe
+        try:
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 141 and b"Traceback" not in err, (argv, err.decode())
