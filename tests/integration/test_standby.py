@@ -1,4 +1,4 @@
-"""The standby `trigger run` (trigger/standby.py) with a real etcd and task-spooler:
+"""The standby `trigger run` (trigger/queue/standby.py) with a real etcd and task-spooler:
 a queued run is carried out by the process the watcher keeps started, its
 output lands in task-spooler's, and when the standby is gone runs still run."""
 
@@ -15,7 +15,7 @@ import pytest
 
 from tests.eventually import eventually
 from trigger.queue.tsp import parse_tsp_list
-from trigger.standby import fifo_for
+from trigger.queue.standby import fifo_for
 
 pytestmark = [pytest.mark.etcd, pytest.mark.tsp]
 

@@ -1,4 +1,4 @@
-"""A standby loop (trigger.standby.serve) with stand-ins for the run and for task-spooler:
+"""A standby loop (trigger.queue.standby_runner.serve) with stand-ins for the run and for task-spooler:
 `python standby_server.py FIFO LOG OLD_RUN_ID`. It notes each run, and each time it asks the
 queue, in LOG (JSON lines); it runs while its parent lives and leaves on SIGTERM."""
 
@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from trigger.standby import serve
+from trigger.queue.standby_runner import serve
 
 fifo, log, old_run_id = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 

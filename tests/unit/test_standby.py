@@ -1,4 +1,4 @@
-"""The standby's run links (trigger/standby.py): a job opens a hard link of the FIFO named
+"""The standby's run links (trigger/queue/standby.py, standby_runner.py): a job opens a hard link of the FIFO named
 after its run, and inotify tells the standby which; the watcher sweeps links of runs gone."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 
 from tests.eventually import eventually
 from trigger.queue import QueueError
-from trigger.standby import GONE, IN_CLOSE_NOWRITE, IN_OPEN, LinkWatch, StandbyQueue, \
-    link_for, parse_inotify, run_id_of_link, run_links
+from trigger.queue.standby import StandbyQueue, job_argv, link_for, run_id_of_link, run_links, status_for
+from trigger.queue.standby_runner import GONE, IN_CLOSE_NOWRITE, IN_OPEN, LinkWatch, parse_inotify
 
 SERVER = Path(__file__).with_name("standby_server.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -109,10 +109,10 @@ def test_the_watcher_queues_a_link_and_sweeps_those_of_runs_no_longer_live(fifo)
     standby._alive = lambda: True  # a standby waits on the FIFO
     standby.enqueue("r1", ["trigger", "run"])
     standby.enqueue("r2", ["trigger", "run"])
-    assert queue.queued == [("r1", ["cat", str(link_for(fifo, "r1"))]),
-                            ("r2", ["cat", str(link_for(fifo, "r2"))])]
+    assert queue.queued == [("r1", job_argv(link_for(fifo, "r1"), status_for(fifo, "r1"))),
+                            ("r2", job_argv(link_for(fifo, "r2"), status_for(fifo, "r2")))]
     assert os.path.samefile(link_for(fifo, "r1"), fifo)  # the same pipe
-    assert queue.env == {"LC_ALL": "C"}  # cat's own locale, not the run's
+    assert queue.env == {"LC_ALL": "C"}  # sh's and cat's own locale, not the run's
     other = fifo.with_name("ffff0000.r9.run")  # another host's standby's
     os.link(fifo, other)
     queue.live = frozenset({"r2"})  # r1 removed from the queue (tsp -r), or done
