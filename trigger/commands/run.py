@@ -90,12 +90,10 @@ def run(args) -> int:
             return one_run(run_id)
         from pathlib import Path
 
-        from ..queue.standby import standby_mark
-        from ..queue.standby_runner import serve
-        from ..queue.tsp import TspQueue
+        from ..queue.standby_runner import jobs_running, serve
 
         fifo = Path(args.standby)
-        serve(fifo, one_run, lambda: TspQueue().running_run_ids(standby_mark(fifo)), args.watcher or os.getppid())
+        serve(fifo, one_run, jobs_running(fifo), args.watcher or os.getppid())
         return 0
     finally:
         store.close()

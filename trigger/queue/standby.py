@@ -96,7 +96,10 @@ def make_fifo(fifo: Path) -> str | None:
     cannot be had (None: it is there)."""
     folder = fifo.parent
     try:
-        folder.mkdir(mode=0o700, exist_ok=True)
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # ours from before, or what is checked next
         st = os.lstat(folder)  # not a symlink, ours, private: nobody else can swap the FIFO
         if not stat.S_ISDIR(st.st_mode):
             return f"{folder} is not a directory"

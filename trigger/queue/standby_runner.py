@@ -23,7 +23,16 @@ from typing import Callable
 from ..policy import STANDBY_CLOSE_WAIT, STANDBY_OPEN_WAIT
 from ..policy import STANDBY_IDLE_CHECK as IDLE_CHECK
 from ..procedures import standby_run_id
-from .standby import _unlink, run_id_of_link, status_for
+from .standby import _unlink, run_id_of_link, standby_mark, status_for
+
+
+def jobs_running(fifo: Path) -> Callable[[], list[str]]:
+    """How the standby asks task-spooler which of its jobs run (a job it was not told the link
+    of): the run ids of running jobs of this FIFO, oldest first; never a cold run's job
+    running beside them (`tsp -S 2`)."""
+    from .tsp import TspQueue
+
+    return lambda: TspQueue().running_run_ids(standby_mark(fifo))
 
 
 class _Leave(Exception):
