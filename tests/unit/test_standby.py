@@ -9,13 +9,19 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import need
 from tests.eventually import eventually
+from trigger.procedures import COLD, REMAKE, STANDBY, LinkSweep, standby_linger_left, standby_route, \
+    standby_run_id, sweep_links
 from trigger.queue import QueueError
-from trigger.queue.standby import StandbyQueue, job_argv, link_for, run_id_of_link, run_links, status_for
+from trigger.queue.standby import StandbyQueue, fifo_for, job_argv, link_for, run_id_of_link, run_links, \
+    status_for
+from trigger.queue.tsp import parse_tsp_list
 from trigger.queue.standby_runner import GONE, IN_CLOSE_NOWRITE, IN_OPEN, LinkWatch, parse_inotify
 
 SERVER = Path(__file__).with_name("standby_server.py")
@@ -204,3 +210,99 @@ def test_the_standby_serves_a_link_without_asking_the_queue_and_an_old_job_by_as
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def test_the_standby_never_takes_a_cold_job_running_beside_it_for_its_own(fifo, tmp_path, monkeypatch):
+    """`tsp -S 2`: a cold `trigger run` job runs beside the standby's job. A job the standby was
+    not told the link of is looked up in task-spooler's list: it is the standby's own job, not
+    the older cold one (which the standby would then have run a second time, beside itself)."""
+    need("tsp", "task-spooler")
+    monkeypatch.setenv("TS_SOCKET", str(tmp_path / "tsp.sock"))
+    log = tmp_path / "standby.jsonl"
+    server = None
+    try:
+        subprocess.run(["tsp", "-S", "2"], check=True, capture_output=True)
+        subprocess.run(["tsp", "-L", "trigger:r-cold", "sleep", "30"], check=True, capture_output=True)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        server = subprocess.Popen([sys.executable, str(SERVER), str(fifo), str(log), "tsp"], env=env,
+                                  start_new_session=True)
+        eventually(lambda: log.exists(), 10, "the standby to start")
+        # the job opens the FIFO itself (no link): the standby must ask task-spooler
+        subprocess.run(["tsp", "-L", "trigger:r-sb", *job_argv(fifo, status_for(fifo, "r-sb"))],
+                       check=True, capture_output=True)
+
+        def finished():
+            jobs = parse_tsp_list(subprocess.run(["tsp", "-l"], capture_output=True, text=True).stdout)
+            return next((j for j in jobs if j.run_id == "r-sb" and j.state == "finished"), None)
+
+        job = eventually(finished, 10, "the standby's job to end")
+        notes = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [n for n in notes if "ran" in n] == [{"ran": "r-sb"}]
+        assert job.exit_code == 5  # the run's exit status, which the standby left for its job
+    finally:
+        subprocess.run(["tsp", "-K"], capture_output=True)
+        if server is not None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_two_watchers_of_one_host_against_two_clusters_or_commands_get_two_standbys(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    one = fifo_for("h", "/p", "http://a:2379", "puppet agent --test")
+    assert one == fifo_for("h", "/p", "http://a:2379", "puppet agent --test")  # across restarts
+    assert one != fifo_for("h", "/p", "http://b:2379", "puppet agent --test")
+    assert one != fifo_for("h", "/p", "http://a:2379", "puppet agent --test --noop")
+
+
+@pytest.mark.parametrize("how", ["open", "not ours", "not a directory", "not a fifo"])
+def test_a_fifo_folder_that_is_not_ours_is_one_line_naming_what(tmp_path, monkeypatch, how):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    folder = tmp_path / f"trigger-standby-{os.getuid()}"
+    if how == "not a directory":
+        folder.write_text("")
+        expected = f"{folder} is not a directory"
+    elif how == "not ours":
+        monkeypatch.setattr(os, "getuid", lambda: 4242)  # then the folder is another user's
+        folder = tmp_path / "trigger-standby-4242"
+        folder.mkdir(mode=0o700)
+        expected = f"{folder} belongs to uid {folder.stat().st_uid}, not to us (4242)"
+    else:
+        folder.mkdir(mode=0o700)
+        if how == "open":
+            folder.chmod(0o755)
+            expected = f"{folder} is open to others (mode 755, not 700)"
+        else:
+            fifo = fifo_for("h", "/p")
+            fifo.unlink()
+            fifo.write_text("")
+            expected = f"{fifo} is there and is not a FIFO"
+    with pytest.raises(QueueError) as error:
+        fifo_for("h", "/p")
+    assert str(error.value) == expected and "\n" not in str(error.value)
+
+
+def test_the_standbys_decisions():
+    """trigger.procedures: the rules both the real adapter and simulator/standby.py follow."""
+    asked = []
+
+    def running():
+        asked.append(1)
+        return ["r1", "r2"]
+
+    assert standby_run_id("r3", ["r9"], running) == "r3" and asked == []  # the link says: no tsp -l
+    assert standby_run_id("r3", ["r3"], running) == "r1"  # served already: the oldest not served
+    assert standby_run_id(None, ["r1"], running) == "r2"
+    assert standby_run_id(None, ["r1", "r2"], running) is None  # no job of ours: nothing runs
+    assert standby_route(True, True) == STANDBY
+    assert standby_route(True, False) == REMAKE
+    assert standby_route(False, True) == standby_route(False, False) == COLD
+    sweep = sweep_links({"r1": True, "r2": False, "r3": True}, frozenset({"r2", "r3", "r4"}), True)
+    assert sweep == LinkSweep(unlink=("r1",), relink=("r2",), start=False)
+    assert sweep_links({}, frozenset({"r4"}), False).start  # a job of ours may wait for one
+    assert not sweep_links({}, frozenset(), False).start
+    never = lambda: pytest.fail("the queue asked before the linger was over")
+    assert standby_linger_left(100.0, 50.0, 60.0, never) == 10.0
+    assert standby_linger_left(110.0, 50.0, 60.0, lambda: True) == 60.0  # a run of ours is there
+    assert standby_linger_left(110.0, 50.0, 60.0, lambda: False) is None  # let it go
