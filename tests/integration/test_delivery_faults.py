@@ -572,6 +572,25 @@ def test_a_background_child_of_the_command_does_not_hold_the_queue(cluster, stan
         f"the next run waited for the first one's background child:\n{node.tsp('-l')}\n{log_tail(node)}"
 
 
+@PATHS
+def test_tsp_shows_the_runs_exit_status(cluster, standby):
+    """Through the standby the job was `cat LINK`: `tsp -l` showed cat's 0 for a run whose
+    command exited 3, hiding the failure from the operator's own tool. Now the job exits with
+    the run's status, as a cold `trigger run` does."""
+    node = cluster.node("node1.test")
+    node.standby = standby
+    node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=MEMBER_TTL, exit_code=3)
+    node.wait_in_sync()
+    entry = fire_at(node)
+    assert wait_all_served(node, {entry.id: entry.fired_at}, 30) == [], log_tail(node)
+    node.wait_idle()
+    (job,) = [j for j in parse_tsp_list(node.tsp("-l")) if j.run_id]
+    assert job.command.startswith("/bin/sh -c ") == standby, job  # the path the test means
+    assert job.exit_code == 3, node.tsp("-l")
+    (record,) = [r for r in node.run_records() if r.run_id == job.run_id]
+    assert record.exit_code == 3
+
+
 def test_a_removed_fifo_is_made_again_and_runs_go_on(cluster):
     """Failure 5: with the standby's FIFO removed, every run was queued as
     `cat FIFO` of a missing file and recorded lost, for ever."""
