@@ -715,22 +715,28 @@ def standby_route(alive: bool, fifo_there: bool) -> str:
 
 @dataclass(frozen=True)
 class LinkSweep:
-    """What a look at the queue does to the FIFO's run links, and whether a standby starts."""
+    """What a look at the queue does to run links, and whether a standby starts."""
 
     unlink: tuple[str, ...] = ()  # run ids whose link goes: the run is neither queued nor running
     relink: tuple[str, ...] = ()  # run ids whose link is made a link of the FIFO there is now
     start: bool = False  # start a standby: a job of ours may wait for one
+    let_go: tuple[str, ...] = ()  # run ids of our queue waiting on another FIFO no standby serves
 
 
-def sweep_links(links: dict[str, bool], live, alive: bool) -> LinkSweep:
+def sweep_links(links: dict[str, bool], live, alive: bool, foreign: dict[str, bool] | None = None) -> LinkSweep:
     """`links`: run id -> whether its link is a link of the FIFO there is now; `live`: the
     queue's live run ids; `alive`: a standby lives. A link is kept while its run is live
     (its job opens it), and mended if it points at a FIFO made anew since (a job on the old
-    one would wait for ever)."""
+    one would wait for ever). `foreign`: links of other FIFOs in the folder, run id -> whether
+    a standby serves that FIFO. A live run of our queue on one no standby serves (queued
+    before the FIFO's name changed: a watcher restarted with another run command, other
+    endpoints, a new version) would wait for ever: its job is let go, and the run, no longer
+    live, is judged lost and queued again."""
     return LinkSweep(
         unlink=tuple(r for r in links if r not in live),
         relink=tuple(r for r, current in links.items() if r in live and not current),
-        start=bool(live) and not alive)
+        start=bool(live) and not alive,
+        let_go=tuple(r for r, served in (foreign or {}).items() if r in live and not served))
 
 
 def standby_linger_left(now: float, used: float, linger: float, busy: Callable[[], bool]) -> float | None:

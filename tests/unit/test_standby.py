@@ -3,6 +3,7 @@ after its run, and inotify tells the standby which; the watcher sweeps links of 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -302,7 +303,41 @@ def test_the_standbys_decisions():
     assert sweep == LinkSweep(unlink=("r1",), relink=("r2",), start=False)
     assert sweep_links({}, frozenset({"r4"}), False).start  # a job of ours may wait for one
     assert not sweep_links({}, frozenset(), False).start
+    foreign = {"r5": False, "r6": True, "r7": False}  # run id -> a standby serves its FIFO
+    assert sweep_links({}, frozenset({"r5", "r6"}), True, foreign).let_go == ("r5",)
     never = lambda: pytest.fail("the queue asked before the linger was over")
     assert standby_linger_left(100.0, 50.0, 60.0, never) == 10.0
     assert standby_linger_left(110.0, 50.0, 60.0, lambda: True) == 60.0  # a run of ours is there
     assert standby_linger_left(110.0, 50.0, 60.0, lambda: False) is None  # let it go
+
+
+def test_a_job_stranded_on_a_fifo_no_standby_serves_is_let_go(fifo):
+    """A run queued before the FIFO's name changed (a watcher restarted with another run
+    command, other endpoints, a new version) opens a link of the old FIFO, where no standby
+    will ever be: its job must end, so that the run is judged lost and queued again. A job on
+    a FIFO a standby serves (another watcher's, sharing this task-spooler) is left alone."""
+    queue = FakeQueue()
+    standby = StandbyQueue(queue, fifo, ["unused"])
+    standby._alive = lambda: True
+    old = fifo.with_name("00000000000000aa.fifo")
+    os.mkfifo(old, 0o600)
+    stranded, served, gone = (link_for(old, r) for r in ("r1", "r2", "r3"))
+    for link in (stranded, served, gone):
+        os.link(old, link)
+    cat = subprocess.Popen(["cat", str(stranded)], stdout=subprocess.PIPE)
+    try:
+        wchan = Path(f"/proc/{cat.pid}/wchan")
+        eventually(lambda: wchan.read_text() == "wait_for_partner", 5, "cat to wait in its open")
+        queue.live = frozenset({"r1", "r2"})  # r3 is not our queue's: not ours to touch
+        with open(old.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a standby serves the old FIFO: nothing is let go
+            standby.live_run_ids()
+            assert cat.poll() is None and stranded.exists()
+        standby.live_run_ids()  # it left
+        eventually(lambda: cat.poll() is not None, 5, "the stranded job's cat to end")
+        assert cat.returncode == 0 and not stranded.exists()
+        assert not served.exists()  # r2: live, on a FIFO no standby serves: its job would wait too
+        assert gone.exists()  # r3: not a run of our queue
+    finally:
+        cat.kill()
+        cat.wait()

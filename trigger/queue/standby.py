@@ -166,6 +166,52 @@ def run_links(fifo: Path, suffix: str = LINK_SUFFIX) -> dict[str, Path]:
     return found
 
 
+def foreign_links(fifo: Path) -> dict[str, tuple[Path, bool]]:
+    """Run links of other FIFOs in `fifo`'s folder, by run id: the link, and whether a standby
+    serves its FIFO (holds the lock beside it)."""
+    try:
+        names = os.listdir(fifo.parent)
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        stem, _, rest = name.partition(".")
+        if stem == fifo.stem or len(stem) != 16 or not rest.endswith(LINK_SUFFIX):
+            continue
+        other = fifo.with_name(stem + ".fifo")
+        run_id = run_id_of_link(other, name)
+        if run_id is not None:
+            found[run_id] = (fifo.parent / name, _served(other.with_suffix(".lock")))
+    return found
+
+
+def _served(lock: Path) -> bool:
+    """Whether a standby holds this FIFO's lock (it does while it lives)."""
+    import fcntl  # here: only a folder with another FIFO's links needs it
+
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False  # never served, or its folder was cleaned
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # and the lock with it
+
+
+def _let_go(link: Path) -> None:
+    """A job waiting in its open of `link` ends (an open and a close: cat reads nothing); a job
+    not started yet finds no link and ends too."""
+    try:
+        os.close(os.open(link, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass  # no job waits on it (ENXIO): nothing to let go
+    _unlink(link)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -248,19 +294,27 @@ class StandbyQueue:
 
     def live_run_ids(self) -> frozenset[str]:
         """The queue's live runs; and the run links (and status files) of runs no longer live
-        go, links to a FIFO made anew are mended, and a standby starts if a job of ours may
-        wait for one (`procedures.sweep_links`)."""
+        go, links to a FIFO made anew are mended, jobs of ours stranded on a FIFO no standby
+        serves are let go, and a standby starts if a job of ours may wait for one
+        (`procedures.sweep_links`)."""
         with self._lock:  # links listed here were queued (enqueue links and queues under it)
             links = run_links(self.fifo)
             statuses = run_links(self.fifo, STATUS_SUFFIX)
+            foreign = foreign_links(self.fifo)
         live = self.queue.live_run_ids()
         with self._lock:
             sweep = sweep_links({r: _same_file(link, self.fifo) for r, link in links.items()},
-                                live, self._alive())
+                                live, self._alive(), {r: served for r, (_, served) in foreign.items()})
             for run_id in sweep.unlink:
                 _unlink(links[run_id])
             for run_id in sweep.relink:
                 _relink(self.fifo, links[run_id])
+            for run_id in sweep.let_go:
+                _let_go(foreign[run_id][0])
+                logging.getLogger("trigger.watch").warning(
+                    "standby: %s waited on %s, which no standby serves (queued under another FIFO "
+                    "name: another run command, endpoints or version); let go, it runs again",
+                    run_id, foreign[run_id][0], extra={"fields": {"event": "standby_job_let_go"}})
             for run_id, status in statuses.items():
                 if run_id not in live:  # its job read it and ended
                     _unlink(status)
