@@ -16,7 +16,8 @@ COLD_START after (a new Python), a standby can serve COLD_START after it
 was started. A standby killed in a run (`kill_run`) leaves its command to
 the watchdog, which stops it `stop_grace` later; the run's lease keeps the
 host's lock until it ends, then the watcher judges the run lost. Not
-modelled: the FIFO removed or renamed, inotify's absence (every job's link is told).
+modelled: the FIFO removed or renamed, inotify's absence (every job's
+link is told).
 """
 
 from __future__ import annotations
