@@ -723,7 +723,8 @@ class LinkSweep:
     let_go: tuple[str, ...] = ()  # run ids of our queue waiting on another FIFO no standby serves
 
 
-def sweep_links(links: dict[str, bool], live, alive: bool, foreign: dict[str, bool] | None = None) -> LinkSweep:
+def sweep_links(links: dict[str, bool], live, alive: bool,
+                foreign: dict[str, bool] | None = None) -> LinkSweep:
     """`links`: run id -> whether its link is a link of the FIFO there is now; `live`: the
     queue's live run ids; `alive`: a standby lives. A link is kept while its run is live
     (its job opens it), and mended if it points at a FIFO made anew since (a job on the old

@@ -1,5 +1,6 @@
-"""The standby's run links (trigger/queue/standby.py, standby_runner.py): a job opens a hard link of the FIFO named
-after its run, and inotify tells the standby which; the watcher sweeps links of runs gone."""
+"""The standby queue (trigger/queue/standby.py, standby_runner.py) and its decisions
+(trigger/procedures.py): a job opens a hard link of the FIFO named after its run, and inotify
+tells the standby which; the watcher sweeps links of runs gone."""
 
 from __future__ import annotations
 
