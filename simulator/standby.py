@@ -8,7 +8,7 @@ one), and lets an unused standby go when `standby_linger_left` says so. The
 standby takes the run of each job that opens its FIFO with `standby_run_id`
 and carries it out with the same `triggered_run` as a cold run.
 
-What is modelled: a job (`sh -c 'cat LINK ...'`) waits in its open of the
+What is modelled: a job (`sh -c 'cat < LINK ...'`) waits in its open of the
 FIFO until a standby opens it, and ends when the standby closes it (its
 run ended, or the standby died: the command never holds the FIFO). A run
 through the standby starts STANDBY_START after its job, a cold one

@@ -557,6 +557,23 @@ def test_a_killed_queue_job_stops_its_command_and_gives_its_fires_back(cluster, 
         f"the killed job's fire was not served by a run that ran to its end:\n{log_tail(node)}"
 
 
+def test_the_jobs_cat_killed_alone_stops_the_command_and_gives_its_fires_back(cluster):
+    """The standby's job is `sh -c 'cat < LINK; ...'`: killing its cat (not the job's sh) must
+    still tell the standby its job went: only cat holds the FIFO."""
+    node, entry, started = one_run_started(cluster, True, 6, MEMBER_TTL)
+    job = next(j for j in parse_tsp_list(node.tsp("-l")) if j.state == "running")
+    sh = job_pid(node, str(job.id))
+    (cat,) = Path(f"/proc/{sh}/task/{sh}/children").read_text().split()
+    assert Path(f"/proc/{cat}/comm").read_text().strip() == "cat"
+    os.kill(int(cat), signal.SIGKILL)
+    killed = started["run_id"]
+    eventually(lambda: killed in stopped_run_ids(node), 10, "the command to be stopped")
+    record = eventually(lambda: next((r for r in node.run_records() if r.run_id == killed
+                                      and r.state != "started"), None), 20, "the killed run's record")
+    assert record.state == "lost" and "command stopped" in record.reason, record
+    assert wait_all_served(node, {entry.id: entry.fired_at}, 30) == [], log_tail(node)
+
+
 @PATHS
 def test_a_background_child_of_the_command_does_not_hold_the_queue(cluster, standby):
     """Failure 4: the child inherited the standby's FIFO, so the job's `cat`

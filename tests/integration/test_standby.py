@@ -82,7 +82,7 @@ def test_a_queued_run_is_carried_out_by_the_standby_and_its_output_kept_by_tsp(n
     (started,) = node.started()
     assert started["ppid"] == standby  # not a `trigger run` task-spooler started
     (job,) = parse_tsp_list(node.tsp("-l"))
-    assert job.command.startswith("/bin/sh -c cat -- ")  # the job of a standby's run
+    assert job.command.startswith("/bin/sh -c cat < ")  # the job of a standby's run
     assert job.run_id == started["run_id"] == node.run_records()[0].run_id
     assert node.run_records()[0].state == "finished"
     # the run's notes went through the FIFO to cat, into task-spooler's output

@@ -12,7 +12,7 @@ A run queued through task-spooler as `python -m trigger run` spends about
 85 ms in Python's start-up and imports before it touches etcd, on every
 run. So the watcher keeps one `trigger run --standby FIFO` waiting, already
 started and connected, blocked in opening FIFO for writing, and queues each
-run as `sh -c 'cat -- "$1"; ...' sh LINK STATUS` (the paths are positional
+run as `sh -c 'cat < "$1"; ...' sh LINK STATUS` (the paths are positional
 parameters, never code), LINK a hard link of FIFO named after the run
 (`<FIFO's stem>.<run id>.run`, made by the watcher as it queues the run).
 When task-spooler starts that job, cat opens LINK, which is FIFO: the
@@ -71,7 +71,10 @@ STATUS_SUFFIX = ".status"
 # The job: cat copies the run's output from the FIFO (through LINK) until the standby closes
 # it, then the job exits with the status the standby wrote (75, EX_TEMPFAIL, where there is
 # none: the standby died in the run). `read` and `exit` are dash builtins: one fork, cat's.
-JOB_SCRIPT = 'cat -- "$1" || exit; read -r status < "$2"; exit "${status:-75}"'
+# LINK is opened in that fork before cat's exec, so the standby wakes as soon as with a bare
+# `cat LINK` (0.98 ms from the job's start, `cat -- "$1"` 1.66); only cat holds it, so a
+# killed cat is a job gone for the standby (JobOutput), whatever becomes of sh.
+JOB_SCRIPT = 'cat < "$1" || exit; read -r status < "$2"; exit "${status:-75}"'
 
 
 def fifo_for(host: str, prefix: str, endpoints: str = "", run_cmd: str = "") -> Path:
