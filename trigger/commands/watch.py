@@ -99,8 +99,8 @@ def run(args) -> int:
     from ..procedures import HostTaken, Registration
     from ..core import WatcherCore
     from ..monitor import WatchMonitor, setup_logging
-    from ..queue import QueueError, open_queue
-    from ..queue.standby import StandbySettings
+    from ..queue import open_queue
+    from ..queue.standby import NoStandby, StandbySettings
     from ..watch import WatchDaemon
 
     host, run_cmd = args.host, args.run_argv
@@ -126,9 +126,7 @@ def run(args) -> int:
                                args.standby_linger)
     try:
         queue = open_queue(name, settings)
-    except QueueError as exc:
-        if name != "standby":
-            raise
+    except NoStandby as exc:
         logging.getLogger("trigger.watch").warning(  # one line; every fire is still served, cold
             "no standby: %s; each run starts `trigger run` afresh", exc,
             extra={"fields": {"event": "standby_refused"}})

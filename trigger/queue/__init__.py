@@ -20,8 +20,8 @@ class RunQueue(Protocol):
 
 def open_queue(name: str, standby=None) -> RunQueue:
     """The queue called `name`; `standby` is the standby's settings (StandbySettings), for
-    `standby` only. A standby that cannot be had (its FIFO's folder not ours) is a
-    QueueError saying what: the caller may queue cold instead."""
+    `standby` only. A standby that cannot be had (its FIFO's folder not ours) is
+    `standby.NoStandby` saying what: the caller may queue cold instead."""
     if name == "tsp":
         from .tsp import TspQueue
 

@@ -77,11 +77,15 @@ STATUS_SUFFIX = ".status"
 JOB_SCRIPT = 'cat < "$1" || exit; read -r status < "$2"; exit "${status:-75}"'
 
 
+class NoStandby(QueueError):
+    """The standby's FIFO cannot be had (its folder is not ours); the message says what."""
+
+
 def fifo_for(host: str, prefix: str, endpoints: str = "", run_cmd: str = "") -> Path:
     """The FIFO of this host's standby, the same across watcher restarts (queued jobs name
     it), in a directory only this user can use. Its name is a hash of everything that makes
     a standby another's: task-spooler's socket, the host, the prefix, the endpoints and the
-    run command (two watchers of one host against two clusters get two). QueueError, saying
+    run command (two watchers of one host against two clusters get two). NoStandby, saying
     what, where it cannot be had (a directory that is not ours)."""
     import tempfile  # here: the standby, a process of its own, has no use for it (2 MB of RSS)
 
@@ -90,7 +94,7 @@ def fifo_for(host: str, prefix: str, endpoints: str = "", run_cmd: str = "") -> 
         f"{_sha256(key.encode()).hexdigest()[:16]}.fifo"
     problem = make_fifo(fifo)
     if problem:
-        raise QueueError(problem)
+        raise NoStandby(problem)
     return fifo
 
 
@@ -412,7 +416,7 @@ class StandbySettings:
 
 
 def open_standby(queue, settings: StandbySettings) -> StandbyQueue:
-    """The standby queue over `queue` (task-spooler); QueueError where its FIFO cannot be had."""
+    """The standby queue over `queue` (task-spooler); NoStandby where its FIFO cannot be had."""
     fifo = fifo_for(settings.host, settings.prefix, settings.endpoints, settings.run_cmd)
     argv = settings.trigger_run("--standby", str(fifo), "--watcher", str(os.getpid()))
     return StandbyQueue(queue, fifo, argv, settings.linger)
