@@ -110,6 +110,7 @@ class SimStandby:
         self.node.trace("standby let go: no run went through it for the linger")
         self._leaving = True
         if self._driver is None:  # idle: it leaves at once (else after its run)
+            self._process.interrupt("let go")  # else it would serve a job a new one waits for
             self._end()
 
     # -- the jobs task-spooler runs -----------------------------------------------------------

@@ -82,3 +82,11 @@ def test_the_fault_scenarios_pass_the_check_with_a_standby_on_every_node(name, t
     assert main(["run", str(path), "--check", "--no-plot", "--out", str(tmp_path / "out")]) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["check"]["ok"], report["check"]["problems"]
+
+
+def test_a_standby_let_go_serves_nothing_more():
+    """Let go while idle, it is gone: the jobs after are the next standby's, each served once."""
+    sim = simulate(with_standby(spec(until=600, fires=[10, 20, 200, 200.05, 260, 400]), linger=30))
+    assert sum(what.startswith("standby let go") for _, what in lines(sim)) >= 2
+    assert executed_twice(sim.ledger.commands[LB]) == [] and served_to_the_end(sim)
+    assert build_report(sim).ok
