@@ -159,29 +159,29 @@ def run_id_of_link(fifo: Path, name: str, suffix: str = LINK_SUFFIX) -> str | No
         return None
 
 
-def run_links(fifo: Path, suffix: str = LINK_SUFFIX) -> dict[str, Path]:
-    """The run links (or status files) of `fifo` there are now, by run id."""
+def _names(fifo: Path) -> list[str]:
     try:
-        names = os.listdir(fifo.parent)
+        return os.listdir(fifo.parent)
     except OSError:
-        return {}
+        return []
+
+
+def run_links(fifo: Path, suffix: str = LINK_SUFFIX, names: list[str] | None = None) -> dict[str, Path]:
+    """The run links (or status files) of `fifo` there are now (among `names`, the folder's
+    names if given), by run id."""
     found = {}
-    for name in names:
+    for name in _names(fifo) if names is None else names:
         run_id = run_id_of_link(fifo, name, suffix)
         if run_id is not None:
             found[run_id] = fifo.parent / name
     return found
 
 
-def foreign_links(fifo: Path) -> dict[str, tuple[Path, bool]]:
-    """Run links of other FIFOs in `fifo`'s folder, by run id: the link, and whether a standby
-    serves its FIFO (holds the lock beside it)."""
-    try:
-        names = os.listdir(fifo.parent)
-    except OSError:
-        return {}
+def foreign_links(fifo: Path, names: list[str] | None = None) -> dict[str, tuple[Path, bool]]:
+    """Run links of other FIFOs in `fifo`'s folder (among `names` if given), by run id: the
+    link, and whether a standby serves its FIFO (holds the lock beside it)."""
     found = {}
-    for name in names:
+    for name in _names(fifo) if names is None else names:
         stem, _, rest = name.partition(".")
         if stem == fifo.stem or len(stem) != 16 or not rest.endswith(LINK_SUFFIX):
             continue
@@ -305,9 +305,10 @@ class StandbyQueue:
         serves are let go, and a standby starts if a job of ours may wait for one
         (`procedures.sweep_links`)."""
         with self._lock:  # links listed here were queued (enqueue links and queues under it)
-            links = run_links(self.fifo)
-            statuses = run_links(self.fifo, STATUS_SUFFIX)
-            foreign = foreign_links(self.fifo)
+            names = _names(self.fifo)  # one look at the folder
+            links = run_links(self.fifo, names=names)
+            statuses = run_links(self.fifo, STATUS_SUFFIX, names)
+            foreign = foreign_links(self.fifo, names)
         live = self.queue.live_run_ids()
         with self._lock:
             sweep = sweep_links({r: _same_file(link, self.fifo) for r, link in links.items()},
