@@ -20,6 +20,7 @@ import time
 from typing import Callable
 
 from .coordination import read_config_dir
+from .leftovers import stop_left_behind
 from .layout import Layout
 from .policy import MEMBER_TTL, RUN
 from .procedures import HeldSlot, acquire_slot, keep_lease, release_slots, revoke_quietly
@@ -112,14 +113,19 @@ class Command:
         self.stopped_because: str | None = None  # stopped from outside the run, and why
         self._lock = threading.Lock()
 
-    def wait(self, process: subprocess.Popen) -> int | tuple[int, str] | CommandStopped:
-        """Its exit code; with the tail of its output when `runner.start_command` kept one;
-        CommandStopped when it was stopped from outside the run."""
+    def wait(self, process: subprocess.Popen) -> int | tuple[int, str, str] | CommandStopped:
+        """Its exit code; with the tail of its output when `runner.start_command` kept one, and
+        what it left behind (`trigger.leftovers`); CommandStopped when it was stopped from
+        outside the run."""
         watchdog = _watch_over(process.pid, self.grace)
         with self._lock:
             self.process = process
+        left = ""
         try:
             code = process.wait()
+            run_id = getattr(process, "run_id", None)  # set by `runner.start_command`
+            if run_id:
+                left = stop_left_behind(run_id, self.grace, frozenset([watchdog.pid] if watchdog else []))
         finally:
             with self._lock:
                 self.process = None
@@ -128,7 +134,7 @@ class Command:
         if self.stopped_because is not None:
             return CommandStopped(code, self.stopped_because)
         tail = getattr(process, "tail", None)
-        return code if tail is None else (code, tail.text())
+        return code if tail is None else (code, tail.text(), left)
 
     def stop(self, grace: float, reason: str | None = None) -> None:
         """End the command's process group; `reason`: stopped from outside the run (its fires go back)."""
@@ -305,7 +311,7 @@ class RealDriver:
 
     def _execute(self, effect: Execute) -> int | tuple[int, str] | CommandStopped:
         """`execute(record)` starts the command (a Popen) or tells how it ended (an exit code,
-        an exit code and output, or CommandStopped)."""
+        an exit code, its output and what it left behind, or CommandStopped)."""
         started = self.execute(effect.record)
         return self.command.wait(started) if isinstance(started, subprocess.Popen) else started
 

@@ -558,18 +558,26 @@ def test_a_killed_queue_job_stops_its_command_and_gives_its_fires_back(cluster, 
 
 
 @PATHS
-def test_a_background_child_of_the_command_does_not_hold_the_queue(cluster, standby):
+@pytest.mark.parametrize("leaves", ["{} &", "setsid -f {}"], ids=["background child", "daemon"])
+def test_what_the_command_leaves_behind_neither_holds_the_queue_nor_outlives_its_run(cluster, standby, leaves):
     """Failure 4: the child inherited the standby's FIFO, so the job's `cat`
-    (and the host's next run) waited for the child to end."""
+    (and the host's next run) waited for the child to end. A run is one
+    execution: a child left behind, or a daemon in a session of its own,
+    ends with its run, and the watcher's log says what it was."""
     node = cluster.node("node1.test")
     node.standby = standby
-    node.start_watcher(run_seconds=0.2, check_interval=CHECK, extra=MEMBER_TTL, before="sleep 120 &")
+    sleeper = f"sleep {1000 + os.getpid() % 1000}.{time.time_ns() % 10**6}"  # no other test's
+    node.start_watcher(run_seconds=0.2, check_interval=CHECK, extra=MEMBER_TTL, before=leaves.format(sleeper))
     node.wait_in_sync()
     first = fire_at(node)
     assert wait_all_served(node, {first.id: first.fired_at}, 30) == []
     second = fire_at(node)
     assert wait_all_served(node, {second.id: second.fired_at}, 30) == [], \
         f"the next run waited for the first one's background child:\n{node.tsp('-l')}\n{log_tail(node)}"
+    alive = subprocess.run(["pgrep", "-f", f"^{sleeper}$"], capture_output=True, text=True).stdout.split()
+    assert alive == [], f"{sleeper} outlived its run"
+    eventually(lambda: "the command left 1 process behind (pid " in node.watch_log.read_text(), 10,
+               lambda: f"the watcher's log does not name what was left:\n{log_tail(node)}")
 
 
 def test_a_removed_fifo_is_made_again_and_runs_go_on(cluster):
