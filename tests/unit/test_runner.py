@@ -200,9 +200,7 @@ def test_the_finished_record_keeps_the_output_s_tail_and_fits_a_request():
 def test_the_command_s_output_is_passed_on_whole_and_its_tail_kept(tmp_path):
     """Teed: everything still reaches `out` (task-spooler's file), stderr too;
     the last 4 KiB stay for the record."""
-    import os
     import sys
-    import time
 
     from trigger.driver import Command
     from trigger.records import OUTPUT_TAIL_BYTES, RunRecord
