@@ -43,24 +43,18 @@ def pytest_addoption(parser):
     group.addoption("--lab-master", action="store_true",
                     help="the master lab (lab/local/master.py): the local nodes as agents of a Puppet "
                          "server with PuppetDB; runs the tests marked `master`, deselected otherwise")
-    group.addoption("--real-puppet", action="store_true",
-                    help="run the tests marked `real_puppet` (a fleet of lab nodes running real Puppet; "
-                         "minutes, lab/README.md), deselected otherwise")
 
 
 def pytest_collection_modifyitems(config, items):
     """A test for one lab backend only (`@pytest.mark.backend("vagrant")`) is
     deselected on the other, not skipped: a run on namespaced nodes does not
     count what only VMs can show. Tests marked `master` need the master lab
-    (--lab-master, scripts/test.sh --master), tests marked `real_puppet` need
-    --real-puppet (scripts/test.sh --real-puppet): deselected without it."""
+    (--lab-master, scripts/test.sh --master): deselected without it."""
     chosen = config.getoption("--lab")
     master = config.getoption("--lab-master")
-    real_puppet = config.getoption("--real-puppet")
     other = [item for item in items
              if ((mark := item.get_closest_marker("backend")) and mark.args[0] != chosen)
-             or (item.get_closest_marker("master") and not master)
-             or (item.get_closest_marker("real_puppet") and not real_puppet)]
+             or (item.get_closest_marker("master") and not master)]
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = [item for item in items if item not in other]

@@ -2,8 +2,7 @@
 `trigger-sim plan`, gives per node the counts the plan's simulation predicts
 when it converges on the local lab with real Puppet and one release is made.
 
-The whole fleet (`real_puppet`, run with `--real-puppet`; lab/README.md says
-why it is not in the default run): eight lab nodes whose watchers serve the
+The whole fleet: a lab of eight nodes of its own, whose watchers serve the
 control repo's names and run `puppet apply` of it as that node
 (simulator/plan/lab_apply.py). The release sets hiera `release` on the nodes
 `*01.example.com`, which is what `--changes release@60:*01.example.com`
@@ -11,9 +10,9 @@ tells the plan: the loop (app01 <-> app02) goes round until its ttl refuses
 it, web01's `~>` chain refreshes the role:lb targets one at a time, lb01's
 class-level notify refreshes mon01.
 
-In the default run, the same real-Puppet path on one node of the session's
-lab: the control repo applied as app01 fires through the module into etcd,
-and a run past the ttl is refused.
+And the same real-Puppet path on one node of the session's lab, in seconds:
+the control repo applied as app01 fires through the module into etcd, and a
+run past the ttl is refused.
 """
 
 from __future__ import annotations
@@ -95,7 +94,6 @@ def puppet_lab(planned):
         signal.signal(signal.SIGTERM, previous)
 
 
-@pytest.mark.real_puppet
 def test_a_release_of_the_control_repo_on_real_puppet_matches_its_plan(planned, puppet_lab):
     from rich.console import Console
 
@@ -119,7 +117,7 @@ def test_a_release_of_the_control_repo_on_real_puppet_matches_its_plan(planned, 
     assert on_lab[1] == {"refresh load balancers": 1}
 
 
-# -- in the default run: one node, real Puppet, real etcd --------------------------------
+# -- one node, real Puppet, real etcd ----------------------------------------------------
 
 
 def _etcd_records(lab, prefix: str) -> dict[str, dict]:
