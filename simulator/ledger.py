@@ -32,6 +32,8 @@ class Ledger:
     # (host, event id) -> start times of the runs that served it and ran to their end
     completed: dict = field(default_factory=dict)
     commands: dict = field(default_factory=dict)  # host -> [(start, end, run id)] of triggered commands
+    reached: dict = field(default_factory=dict)  # event id -> the hosts the fire was written for
+    waiters: dict = field(default_factory=dict)  # event id -> SimPy events of `wait => true` runs
 
     def trace(self, now: float, host: str, what: str) -> None:
         if self.tracing:
@@ -44,6 +46,21 @@ class Ledger:
     def finished(self, host: str, record, now: float) -> None:
         for event_id in record.served:
             self.completed.setdefault((host, event_id), []).append(record.started_at)
+            if event_id in self.waiters and self._served_everywhere(event_id):
+                for waiter in self.waiters.pop(event_id):
+                    waiter.succeed()
+
+    def _served_everywhere(self, event_id: str) -> bool:
+        return all((host, event_id) in self.completed for host in self.reached.get(event_id, ()))
+
+    def when_served_everywhere(self, env, event_id: str):
+        """A SimPy event: every host the fire reached finished a run serving it (`--wait`)."""
+        event = env.event()
+        if self._served_everywhere(event_id):
+            event.succeed()
+        else:
+            self.waiters.setdefault(event_id, []).append(event)
+        return event
 
     def limited_run(self, trigger: str, limit: int, host: str, run_id: str,
                     start: float, end: float) -> None:

@@ -58,6 +58,7 @@ class NodeStats:
     fires_refused: int = 0
     fires_failed: int = 0  # etcd unreachable when the run fired
     fires_no_target: int = 0  # role:NAME had no live member: `trigger fire` refused
+    waits_timed_out: int = 0  # `wait => true` fires whose runs did not all end within wait_timeout
     max_queue_depth: int = 0
     quarantined: int = 0
     resyncs: int = 0
@@ -68,15 +69,18 @@ class NodeStats:
 class Node:
     def __init__(self, env, host: str, role: Role, index: int, *, seed: int, store, layout: Layout,
                  ledger: Ledger, settings: WatcherSettings, until: float,
-                 fire: Callable, processes: Processes, member_ttl: int | None = None):
+                 fire: Callable, processes: Processes, member_ttl: int | None = None,
+                 waits: dict[str, float] | None = None):
         """`fire(name, lineage, origin, node)` is `trigger fire` from a run on this node
         (it returns the fire's event id, None when refused or failed);
-        `member_ttl` is set when the scenario has discovery."""
+        `member_ttl` is set when the scenario has discovery; `waits`: the wait_timeout of
+        each trigger with `wait => true`."""
         self.env = env
         self.host = host
         self.role = role
         self.index = index
         self.layout, self.ledger, self.settings, self.until, self.fire = layout, ledger, settings, until, fire
+        self.waits = waits or {}
         self.rng = random.Random(f"{seed}/{host}")
         self.stats = NodeStats()
         self.store = store
@@ -250,16 +254,37 @@ class Node:
             self.ledger.versions[resource.name] = self.ledger.versions.get(resource.name, 0) + 1
             for name in resource.notify:
                 notified[name] = None
-        for name in notified:
+        timed_out = False
+        for name in notified:  # in order: a `wait => true` fire holds up the ones after it
             event_id = self.fire(name, lineage, self.host, self)
             if event_id is not None:
                 self.ledger.fired_by_run[event_id] = self.index
+                if name in self.waits:
+                    try:
+                        timed_out |= not (yield from self._wait_served(name, event_id, label))
+                    except Interrupt:
+                        self._record_span(kind, start)
+                        self.trace(f"{label} stopped while waiting for {name!r}")
+                        self._release_lock()
+                        return STOPPED
         self._record_span(kind, start)
         self.ledger.puppet_runs.append((self.host, kind, start, self.env.now, tuple(notified)))
-        exit_code = 2 if changed else 0  # puppet agent --test --detailed-exitcodes
+        # puppet agent --test --detailed-exitcodes: 2 changes, 6 changes and failures (a wait timed out)
+        exit_code = (6 if timed_out else 2) if changed else 0
         self.trace(f"{label} ends, exit {exit_code}")
         self._release_lock()
         return exit_code
+
+    def _wait_served(self, name: str, event_id: str, label: str):
+        """`trigger fire --wait`: until every host the fire reached finished a run serving it,
+        with this run's Puppet lock held; False if `wait_timeout` came first (the resource fails)."""
+        served = self.ledger.when_served_everywhere(self.env, event_id)
+        yield served | self.env.timeout(self.waits[name])
+        if served.triggered:
+            return True
+        self.stats.waits_timed_out += 1
+        self.trace(f"{label}: waiting for {name!r} timed out after {self.waits[name]:g} s")
+        return False
 
     def _record_span(self, kind: str, start: float) -> None:
         self.ledger.run_spans.append((self.index, start, self.env.now, kind == "triggered"))

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from trigger.policy import MEMBER_TTL, STANDBY_LINGER, WATCH, WatchPolicy
+from trigger.policy import MEMBER_TTL, STANDBY_LINGER, WAIT_TIMEOUT, WATCH, WatchPolicy
 from trigger.records import MAX_LIMIT, MAX_TTL, BadRecord, check_host
 
 CHANGES = ("once", "always", "never", "until_converged")
@@ -98,6 +98,10 @@ class Trigger:
     # The targets as `trigger fire --hosts` gets them: host names, and role:NAME
     # kept as such when discovery resolves roles through the store at fire time.
     targets: tuple[str, ...] = ()
+    # `wait => true`: the notifying Puppet run waits, holding its lock, until every host the
+    # fire reached has finished a run serving it, at most `wait_timeout` s (then it fails)
+    wait: bool = False
+    wait_timeout: float = WAIT_TIMEOUT
 
     @property
     def by_role(self) -> bool:
@@ -480,7 +484,7 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
         at = f"triggers.{tname}"
         if not isinstance(tname, str) or not tname or len(tname) > 256:
             _fail(at, "a trigger name must be 1 to 256 characters")
-        spec = _mapping(spec, at, ("hosts", "ttl", "max_concurrent", "serial"))
+        spec = _mapping(spec, at, ("hosts", "ttl", "max_concurrent", "serial", "wait", "wait_timeout"))
         if "hosts" not in spec:
             _fail(f"{at}.hosts", "missing (required)")
         ttl = spec.get("ttl", 5)
@@ -496,9 +500,14 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
             if limit not in (0, 1):  # as `trigger fire`: serial means 1
                 _fail(f"{at}.serial", f"serial means max_concurrent 1; max_concurrent is {limit}")
             limit = 1
+        wait = spec.get("wait", False)
+        if not isinstance(wait, bool):
+            _fail(f"{at}.wait", f"expected true or false, got {wait!r}")
+        wait_timeout = _number(spec.get("wait_timeout", WAIT_TIMEOUT), f"{at}.wait_timeout", 0.0,
+                               strict=True)
         targets: list[str] = []
         hosts = resolve(spec["hosts"], f"{at}.hosts", targets)
-        triggers[tname] = Trigger(tname, hosts, ttl, limit, tuple(dict.fromkeys(targets)))
+        triggers[tname] = Trigger(tname, hosts, ttl, limit, tuple(dict.fromkeys(targets)), wait, wait_timeout)
 
     roles: dict[str, Role] = {}
     resource_names: set[str] = set()

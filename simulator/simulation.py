@@ -71,7 +71,8 @@ class Simulation:
                 self.env, host, scenario.roles[role], index, seed=self.seed,
                 store=self.etcd.connect(host), layout=self.layout, ledger=self.ledger,
                 settings=scenario.watcher, until=scenario.until, fire=self.fire,
-                processes=processes, member_ttl=member_ttl)
+                processes=processes, member_ttl=member_ttl,
+                waits={n: t.wait_timeout for n, t in scenario.triggers.items() if t.wait})
         if skew is not None:  # its own random stream: the nodes' draws stay exactly as unskewed
             window, order = skew
             rng = random.Random(f"{self.seed}/skew/{order}")
@@ -125,6 +126,7 @@ class Simulation:
         self.last_fire_at = now
         if self.first_fire_at is None:
             self.first_fire_at = now
+        self.ledger.reached[event_id] = tuple(hosts)
         for host in hosts:
             target = self.nodes[host]
             target.stats.fires_received += 1

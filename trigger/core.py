@@ -169,10 +169,11 @@ class RunEnded:
     exit_code: int | None
     duration: float | None  # seconds from its start to its end, if both are known
     finished_at: float | None
+    note: str = ""  # its record's reason: an option refused, processes it left behind
 
     def describe(self) -> str:
         took = "" if self.duration is None else f" in {self.duration:.1f}s"
-        return f"run {self.run_id} finished: exit {self.exit_code}{took}"
+        return f"run {self.run_id} finished: exit {self.exit_code}{took}" + (f"; {self.note}" if self.note else "")
 
 
 def _names(triggers: tuple[str, ...]) -> str:
@@ -453,5 +454,5 @@ def _reports(before: RunRecord | None, run: RunRecord) -> list[Action]:
         reports.append(RunBegan(run.run_id, len(run.served)))
     if run.state == "finished":
         took = (run.finished_at - run.started_at) if run.started_at and run.finished_at else None
-        reports.append(RunEnded(run.run_id, run.exit_code, took, run.finished_at))
+        reports.append(RunEnded(run.run_id, run.exit_code, took, run.finished_at, run.reason))
     return reports

@@ -95,7 +95,7 @@ def _fields(action) -> dict:
         return {"event": "run_started", "run_id": action.run_id, "fires": action.served}
     if isinstance(action, RunEnded):
         return {"event": "run_finished", "run_id": action.run_id, "exit_code": action.exit_code,
-                "duration": action.duration}
+                "duration": action.duration, **({"note": action.note} if action.note else {})}
     if isinstance(action, MarkRunLost):
         return {"event": "run_lost", "run_id": action.run_id, "reason": action.record.reason}
     if isinstance(action, Quarantine):
@@ -197,7 +197,8 @@ class WatchMonitor:
     def report(self, action) -> None:
         """Log one action of the core and count it."""
         fields = _fields(action)
-        level = logging.WARNING if isinstance(action, (MarkRunLost, Quarantine)) or failed(action) else logging.INFO
+        level = logging.WARNING if isinstance(action, (MarkRunLost, Quarantine)) or failed(action) \
+            or getattr(action, "note", "") else logging.INFO
         log.log(level, "%s", action.describe(), extra={"fields": fields})
         if isinstance(action, EnqueueRun):
             self.runs_queued.inc()

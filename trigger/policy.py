@@ -55,6 +55,7 @@ RETRY_AFTER_STORE_ERROR = 1.0  # membership: how soon to register again after an
 # `--wait`: a host without a live watcher this long is reported `no watcher`, ending its wait; long
 # enough for a watcher to restart (the unit's RestartSec=2, then about a second to register)
 NO_WATCHER_GRACE = 5.0
+WAIT_TIMEOUT = 600.0  # seconds `trigger fire --wait` waits: the Puppet type's wait_timeout, the simulator's
 MAX_ENQUEUE_DELAY = 60.0  # the core: the longest wait before queueing again after a refusal
 STANDBY_LINGER = 300.0  # seconds an unused standby run stays before its watcher lets it go (its memory back)
 STANDBY_IDLE_CHECK = 10.0  # seconds between an idle standby run's looks at its watcher, where the kernel cannot tell it

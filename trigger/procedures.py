@@ -195,7 +195,7 @@ def _how_it_ended(layout: Layout, host: str, ended: RunEnded):
     if run is None:
         return ended
     took = run.finished_at - run.started_at if run.finished_at and run.started_at else None
-    return RunEnded(ended.run_id, run.exit_code, took, run.finished_at)
+    return RunEnded(ended.run_id, run.exit_code, took, run.finished_at, run.reason)
 
 
 # -- a triggered run -----------------------------------------------------------------------
@@ -318,6 +318,7 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
     yield Note(RunStarted(record))
     refusal = refused_options(record, allowed)
     reason = None  # why the command was stopped before its end, if it was
+    remark = refusal  # what the finished record says besides its exit code
     if refusal:  # nothing runs; the fires are served, the record says why
         yield Note(f"{run_id}: {refusal}", "warning")
         exit_code, output = None, ""
@@ -326,7 +327,10 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
         if isinstance(ended, CommandStopped):
             exit_code, output, reason = ended.exit_code, "", ended.reason
         else:
-            exit_code, output = ended if isinstance(ended, tuple) else (ended, "")
+            exit_code, output, *left = ended if isinstance(ended, tuple) else (ended, "")
+            if left and left[0]:  # the record says it, so the watcher's log does too
+                remark = left[0]
+                yield Note(f"{run_id}: {remark}", "warning")
     if lease.expired:  # stopped before its end, rather than losing the lease after it
         reason = f"lease not renewed for {policy.stop_after():g} s; command stopped"
     # The end is when the command returned, not when the record is written:
@@ -341,7 +345,7 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
         yield Note(RunGaveBack(record, reason, done is not None), "warning" if done is not None else "error")
     else:
         done = yield from retrying(
-            lambda now: Call(finish_run, (layout, record, exit_code, ended, retained or 0, output, refusal)),
+            lambda now: Call(finish_run, (layout, record, exit_code, ended, retained or 0, output, remark)),
             f"{run_id} cannot mark its finish", policy)
         if not refusal:
             yield Note(RunFinished(record, exit_code, done is not None),

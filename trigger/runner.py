@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from .core import can_join, run_class
 from .fire import TXN_OPS, Lineage
 from .layout import Layout
+from .leftovers import become_reaper
 from .policy import OUTPUT_DRAIN_WAIT
 from .records import MAX_CLAIM_BYTES, MAX_SERVED, OUTPUT_TAIL_BYTES, REFUSED_OPTION, BadRecord, \
     RunRecord, check_id, lock_value, parse_entry, parse_lock, parse_run
@@ -195,7 +196,8 @@ def _refusal(store: Store, layout: Layout, host: str, run_id: str, own: RunRecor
 def finish_run(store: Store, layout: Layout, record: RunRecord, exit_code: int | None,
                now: float, lease: int = 0, output: str = "", reason: str = "") -> RunRecord:
     """Remove the claimed entries; the last batch goes with the finished
-    record (with the tail of the command's `output`, or why it ran nothing),
+    record (with the tail of the command's `output`; `reason`: why it ran nothing, or what
+    it left behind),
     moved to P/done/ (with the retention's `lease`). Repeating it is
     harmless: a write that timed out is retried."""
     done = record._replace(state="finished", finished_at=now, exit_code=exit_code,
@@ -281,10 +283,12 @@ def start_command(argv: list[str], record: RunRecord, out: int | None = None) ->
     env.update(Lineage(record.hop, record.chain).to_env())
     env["TRIGGER_RUN_ID"] = record.run_id
     env["TRIGGER_HOST"] = record.host
+    become_reaper()  # what the command leaves behind becomes ours to stop
     try:
         process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     except OSError as exc:
         raise BadRecord(f"cannot run {argv[0]!r}: {exc.strerror}") from None
     process.tail = OutputTail(process.stdout, 1 if out is None else out)
+    process.run_id = record.run_id  # its processes carry it: what it leaves behind is found by it
     return process

@@ -22,10 +22,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from trigger.policy import WAIT_TIMEOUT
+
 from .catalog import Catalog, Resource
 
 DEFAULT_TTL = 5  # the defined type's defaults, for catalogs that omit them
-DEFAULT_WAIT_TIMEOUT = 600
 CONDITIONS = ("refreshonly", "onlyif", "unless", "creates")
 
 
@@ -185,7 +186,7 @@ def node_triggers(catalog: Catalog) -> list[TriggerDecl]:
         hosts = tuple(str(h) for h in (hosts if isinstance(hosts, list) else [hosts]))
         limit = 1 if _truthy(p.get("serial")) else _integer(res, "max_concurrent", 0)
         decl = TriggerDecl(res.title, catalog.node, hosts, _integer(res, "ttl", DEFAULT_TTL), limit,
-                           _truthy(p.get("wait")), _integer(res, "wait_timeout", DEFAULT_WAIT_TIMEOUT),
+                           _truthy(p.get("wait")), _integer(res, "wait_timeout", int(WAIT_TIMEOUT)),
                            res.file, res.line)
         seen, queue = {res.ref}, deque([res.ref])
         while queue:  # backwards along refresh chains: everything whose change reaches the trigger

@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from typing import Callable
 
 import pytest
 
-from tests.conftest import need
+from tests.conftest import need, need_root
 from tests.eventually import eventually
 from tests.integration.conftest import RECORDER, Node
 from tests.proxy import TcpProxy
@@ -575,18 +576,26 @@ def test_the_jobs_cat_killed_alone_stops_the_command_and_gives_its_fires_back(cl
 
 
 @PATHS
-def test_a_background_child_of_the_command_does_not_hold_the_queue(cluster, standby):
+@pytest.mark.parametrize("leaves", ["{} &", "setsid -f {}"], ids=["background child", "daemon"])
+def test_what_the_command_leaves_behind_neither_holds_the_queue_nor_outlives_its_run(cluster, standby, leaves):
     """Failure 4: the child inherited the standby's FIFO, so the job's `cat`
-    (and the host's next run) waited for the child to end."""
+    (and the host's next run) waited for the child to end. A run is one
+    execution: a child left behind, or a daemon in a session of its own,
+    ends with its run, and the watcher's log says what it was."""
     node = cluster.node("node1.test")
     node.standby = standby
-    node.start_watcher(run_seconds=0.2, check_interval=CHECK, extra=MEMBER_TTL, before="sleep 120 &")
+    sleeper = f"sleep {1000 + os.getpid() % 1000}.{time.time_ns() % 10**6}"  # no other test's
+    node.start_watcher(run_seconds=0.2, check_interval=CHECK, extra=MEMBER_TTL, before=leaves.format(sleeper))
     node.wait_in_sync()
     first = fire_at(node)
     assert wait_all_served(node, {first.id: first.fired_at}, 30) == []
     second = fire_at(node)
     assert wait_all_served(node, {second.id: second.fired_at}, 30) == [], \
         f"the next run waited for the first one's background child:\n{node.tsp('-l')}\n{log_tail(node)}"
+    alive = subprocess.run(["pgrep", "-f", f"^{sleeper}$"], capture_output=True, text=True).stdout.split()
+    assert alive == [], f"{sleeper} outlived its run"
+    eventually(lambda: "the command left 1 process behind (pid " in node.watch_log.read_text(), 10,
+               lambda: f"the watcher's log does not name what was left:\n{log_tail(node)}")
 
 
 @PATHS
@@ -653,3 +662,40 @@ def test_a_second_watcher_in_another_pid_namespace_stands_by(cluster):
     assert wait_all_served(node, {entry.id: entry.fired_at}, 20) == []
     os.killpg(second.pid, signal.SIGTERM)  # unshare passes no signal on: its group has the watcher
     second.wait(10)
+
+
+def test_jobs_that_are_not_trigger_s_in_its_queue_are_named_and_every_fire_is_still_served(cluster):
+    """Bad input: a TS_SOCKET shared with other work. Our runs wait behind its
+    jobs (task-spooler runs one at a time); the watcher's log says which."""
+    node = cluster.node("node1.test")
+    node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=MEMBER_TTL)
+    node.wait_in_sync()
+    node.tsp("sleep", "3")  # somebody else's job, on the same queue
+    entry = fire_at(node)
+    assert wait_all_served(node, {entry.id: entry.fired_at}, 30) == [], log_tail(node)
+    said = [line for line in node.watch_log.read_text().splitlines() if "not trigger's" in line]
+    assert len(said) == 1 and "(sleep 3)" in said[0], log_tail(node)
+
+
+def test_a_ts_socket_of_another_user_is_not_used_and_every_fire_is_still_served(cluster):
+    """Bad input: TS_SOCKET names another user's task-spooler, which would run
+    our runs as that user. The watcher says so in one line and queues on a
+    socket of its own."""
+    need_root()
+    node = cluster.node("node1.test")
+    theirs = node.tmp / "theirs.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(theirs))
+        os.chown(theirs, 65534, 65534)  # nobody's
+        node.env["TS_SOCKET"] = str(theirs)
+        ours = node.tmp / f"trigger-tsp-{os.getuid()}" / "socket"
+        try:
+            node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=MEMBER_TTL)
+            node.wait_in_sync()
+            entry = fire_at(node)
+            assert wait_all_served(node, {entry.id: entry.fired_at}, 30) == [], log_tail(node)
+            said = [line for line in node.watch_log.read_text().splitlines() if "belongs to uid 65534" in line]
+            assert len(said) == 1 and str(ours) in said[0], log_tail(node)
+        finally:
+            node.kill_watcher()
+            subprocess.run(["tsp", "-K"], env={**node.env, "TS_SOCKET": str(ours)}, capture_output=True)

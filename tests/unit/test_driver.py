@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 
+from tests.eventually import eventually
 from trigger.driver import BOOT_ID, PID_NAMESPACE, RealDriver, process_alive
 from trigger.effects import NOW, Call, Cancel, NextChange, Note, Sleep, Spawn, Watch
 from trigger.store.base import Put, UnavailableError
@@ -106,3 +107,46 @@ def test_a_process_is_judged_alive_or_dead_only_on_this_boot_of_this_machine():
     assert BOOT_ID and BOOT_ID != other_boot
     assert process_alive(f"{os.getpid()}@{other_boot}/{PID_NAMESPACE}") is None
     assert process_alive(f"{gone.pid}@{other_boot}/{PID_NAMESPACE}") is None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # a member that is only a zombie (ours, not yet waited for) counts as gone
+    return any(open(f"/proc/{p}/stat").read().split(") ", 1)[1][0] != "Z"
+               for p in os.listdir("/proc") if p.isdigit() and _pgid_of(p) == pgid)
+
+
+def _pgid_of(pid: str) -> int | None:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def test_the_watchdog_ends_the_command_s_whole_group_when_its_run_dies_and_leaves_it_when_told():
+    """The command dies with its run: a run killed with SIGKILL closes the watchdog's pipe
+    without `done`, and the group (a child that ignores SIGTERM too) is ended."""
+    from trigger.driver import _dismiss, _watch_over
+
+    for dies in (True, False):
+        group = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 60 & sleep 60"], start_new_session=True)
+        try:
+            time.sleep(0.2)  # its background child started
+            watchdog = _watch_over(group.pid, 0.3)
+            if dies:
+                watchdog.stdin.close()  # what the kernel does to a run killed with SIGKILL
+                watchdog.wait(5)
+                group.wait(5)
+                assert eventually(lambda: not _group_alive(group.pid), 5, "the group to end")
+            else:
+                _dismiss(watchdog)
+                assert group.poll() is None and _group_alive(group.pid)
+        finally:
+            try:
+                os.killpg(group.pid, 9)
+            except ProcessLookupError:
+                pass
+            group.wait()

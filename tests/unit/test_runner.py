@@ -1,5 +1,9 @@
 """A run's store steps: the run lock, the claim, the finish, the give-back."""
 
+import os
+
+import pytest
+
 from trigger.core import can_join
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
@@ -195,11 +199,8 @@ def test_the_finished_record_keeps_the_output_s_tail_and_fits_a_request():
 
 def test_the_command_s_output_is_passed_on_whole_and_its_tail_kept(tmp_path):
     """Teed: everything still reaches `out` (task-spooler's file), stderr too;
-    the last 4 KiB stay for the record. A child holding the pipe after the
-    command ended delays the record by OUTPUT_DRAIN_WAIT at most."""
-    import os
+    the last 4 KiB stay for the record."""
     import sys
-    import time
 
     from trigger.driver import Command
     from trigger.records import OUTPUT_TAIL_BYTES, RunRecord
@@ -210,27 +211,55 @@ def test_the_command_s_output_is_passed_on_whole_and_its_tail_kept(tmp_path):
     out_path = tmp_path / "out"
     with open(out_path, "wb") as out:
         process = start_command([sys.executable, "-c", script], RunRecord("r1", "h", "started"), out.fileno())
-        code, tail = Command().wait(process)
-    assert code == 3 and tail.endswith("line 999\noops\n") and len(tail) == OUTPUT_TAIL_BYTES
+        code, tail, left = Command().wait(process)
+    assert left == "" and code == 3 and tail.endswith("line 999\noops\n") and len(tail) == OUTPUT_TAIL_BYTES
     whole = out_path.read_text()
     assert whole.startswith("line 0\n") and whole.endswith("oops\n") and whole.count("\n") == 1001
 
-    lingering = "import subprocess, sys\nprint(subprocess.Popen(['sleep', '30']).pid)\nprint('bye')\n"
-    child = None
+
+LINGERING = "import subprocess, sys\nprint(subprocess.Popen(['sleep', '30']).pid)\nprint('bye')\n"
+DAEMON = ("import os, sys, time\nif os.fork(): print(os.getpid() + 1); sys.exit(0)\n"  # a classic daemon:
+          "os.setsid()\nif os.fork(): os._exit(0)\nos.close(1); os.close(2); time.sleep(30)\n")  # out of the group
+
+
+@pytest.mark.parametrize("script, name", [(LINGERING, "sleep"), (DAEMON, "python")],
+                         ids=["background child", "daemon"])
+def test_what_the_command_leaves_behind_is_stopped_with_its_run_and_named(tmp_path, script, name):
+    """A run is one execution: a child left running, even one that left the command's
+    process group and session (a daemon), ends with the run, and the run says what it was."""
+    import sys
+
+    from trigger.driver import Command
+    from trigger.records import RunRecord
+    from trigger.runner import start_command
+
+    with open(tmp_path / "out", "wb") as out:
+        process = start_command([sys.executable, "-c", script], RunRecord("r2", "h", "started"), out.fileno())
+        code, tail, left = Command(grace=1.0).wait(process)
+    assert code == 0 and "the command left 1 process behind (pid " in left and f"({name}" in left, left
+    pid = int(left.split("(pid ", 1)[1].split()[0])
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z"
+
+
+def test_an_orphan_of_another_run_or_of_nobody_s_run_is_left_alone(tmp_path):
+    """Only processes carrying the run's id are its: this process reaps others too."""
+    import subprocess
+    import sys
+
+    from trigger.driver import Command
+    from trigger.records import RunRecord
+    from trigger.runner import start_command
+
+    other = subprocess.Popen(["sleep", "30"])
     try:
-        with open(out_path, "wb") as out:
-            process = start_command([sys.executable, "-c", lingering], RunRecord("r2", "h", "started"),
+        with open(tmp_path / "out", "wb") as out:
+            process = start_command([sys.executable, "-c", "print('hi')"], RunRecord("r3", "h", "started"),
                                     out.fileno())
-            started = time.monotonic()
-            process.tail.text = lambda wait=0.5, text=process.tail.text: text(wait)  # not 5 s here
-            code, tail = Command().wait(process)
-        child, said = tail.split("\n", 1)
-        assert (code, said) == (0, "bye\n") and time.monotonic() - started < 5
+            assert Command().wait(process)[2] == ""
+        assert other.poll() is None
     finally:
-        if child is None:
-            child = out_path.read_text().split("\n", 1)[0]
-        if child.isdigit():
-            os.kill(int(child), 9)
+        other.kill()
+        other.wait()
 
 
 def _queued(store, run_id="r1", host="h"):

@@ -8,7 +8,7 @@ import os
 
 from ..layout import DEFAULT_PREFIX
 from ..output import FORMATS, default_format
-from ..policy import RUN
+from ..policy import RUN, WAIT_TIMEOUT
 from ..records import BadRecord, check_host
 from ..store import DEFAULT_ENDPOINTS, open_store
 
@@ -19,7 +19,7 @@ DEFAULT_RETENTION = 7 * 24 * 3600
 DEFAULT_OK_CODES = "0,2"
 # `--timeout` of fire --wait and wait, also the Puppet type's `wait_timeout` and the Bolt task's `timeout`
 # (puppet/trigger): a catalog run that waits is blocked that long at most
-DEFAULT_WAIT_TIMEOUT = 600.0
+DEFAULT_WAIT_TIMEOUT = WAIT_TIMEOUT
 
 
 class NotFound(LookupError):

@@ -7,6 +7,7 @@ the next `tsp` call starts a new, empty one, and the watcher re-queues.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -61,17 +62,44 @@ def parse_tsp_list(text: str, states: tuple[str, ...] | None = None) -> list[Tsp
     return jobs
 
 
+log = logging.getLogger("trigger.watch")
+
+
+def own_socket(environ) -> dict[str, str]:
+    """`environ`, with a TS_SOCKET of this user's: another user's task-spooler would run our
+    runs as that user (and theirs would hold ours up), so a socket that is not ours is
+    replaced by one in a folder only we can use, and the log says so."""
+    socket = environ.get("TS_SOCKET")
+    try:
+        owner = os.stat(socket).st_uid if socket else os.getuid()
+    except OSError:
+        owner = os.getuid()  # not there yet: the tsp we start makes it, ours
+    if owner == os.getuid():
+        return dict(environ)
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), f"trigger-tsp-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    ours = os.path.join(folder, "socket")
+    log.warning("TS_SOCKET %s belongs to uid %d, whose task-spooler would run our runs as that user: "
+                "runs are queued on %s instead (TS_SOCKET=%s tsp -l lists them)", socket, owner, ours, ours,
+                extra={"fields": {"event": "tsp_socket_not_ours", "socket": socket, "uid": owner}})
+    return {**environ, "TS_SOCKET": ours}
+
+
 class TspQueue:
     def __init__(self, tsp: str = "tsp", timeout: float = 10.0):
         self.tsp = shutil.which(tsp)
         if self.tsp is None:
             raise QueueError(f"{tsp} not found: install the Debian package task-spooler")
         self.timeout = timeout
+        self.env = own_socket(os.environ)
+        self._foreign: frozenset[int] = frozenset()  # jobs not ours last seen in the queue
 
     def _call(self, args: list[str], env: dict[str, str] | None = None) -> str:
         try:
             done = subprocess.run([self.tsp, *args], capture_output=True, text=True,
-                                  timeout=self.timeout, stdin=subprocess.DEVNULL, env=env)
+                                  timeout=self.timeout, stdin=subprocess.DEVNULL, env=env or self.env)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise QueueError(f"tsp {args[0]} failed: {exc}") from None
         if done.returncode != 0:
@@ -80,7 +108,7 @@ class TspQueue:
 
     def enqueue(self, run_id: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         """Queue `argv`; its job gets our environment (tsp passes it on), `env` added."""
-        self._call(["-L", LABEL_PREFIX + run_id, *argv], {**os.environ, **env} if env else None)
+        self._call(["-L", LABEL_PREFIX + run_id, *argv], {**self.env, **env} if env else None)
 
     def running_run_ids(self, mark: str = "") -> list[str]:
         """Our runs whose jobs task-spooler is running now, oldest job first; only those whose
@@ -100,4 +128,18 @@ class TspQueue:
                 if attempt == 2:
                     raise
                 time.sleep(0.1)
-        return frozenset(j.run_id for j in parse_tsp_list(text, LIVE_STATES) if j.run_id)
+        jobs = parse_tsp_list(text, LIVE_STATES)
+        self._tell_foreign([j for j in jobs if not j.run_id])
+        return frozenset(j.run_id for j in jobs if j.run_id)
+
+    def _tell_foreign(self, jobs: list[TspJob]) -> None:
+        """Jobs that are not trigger's (a TS_SOCKET shared with other work) hold our runs up:
+        said once for each new set of them."""
+        ids = frozenset(j.id for j in jobs)
+        if ids and not ids <= self._foreign:
+            named = ", ".join(f"job {j.id} ({j.command.strip()[:60]})" for j in jobs[:3])
+            log.warning("task-spooler's queue holds %d job(s) that are not trigger's: %s%s; our runs wait "
+                        "behind them (give trigger a TS_SOCKET of its own)", len(jobs), named,
+                        " ..." if len(jobs) > 3 else "",
+                        extra={"fields": {"event": "tsp_foreign_jobs", "jobs": sorted(ids)}})
+        self._foreign = ids

@@ -90,3 +90,18 @@ def test_a_job_gets_our_environment_and_what_is_added(tsp_socket, tmp_path, monk
 def test_missing_tsp_is_a_clear_error():
     with pytest.raises(QueueError, match="no-such-tsp not found: install the Debian package task-spooler"):
         TspQueue("no-such-tsp")
+
+
+def test_jobs_not_ours_are_said_once_for_each_new_set(tsp_socket, caplog):
+    queue = TspQueue()
+    subprocess.run(["tsp", "sleep", "5"], check=True, capture_output=True)  # somebody else's
+    queue.enqueue("r1", ["true"])  # queued behind it
+    caplog.set_level("WARNING", "trigger.watch")
+    assert queue.live_run_ids() == {"r1"}
+    assert queue.live_run_ids() == {"r1"}  # the same jobs again: not said again
+    said = [r.getMessage() for r in caplog.records if "not trigger's" in r.getMessage()]
+    assert len(said) == 1 and "(sleep 5)" in said[0]
+    subprocess.run(["tsp", "echo", "another"], check=True, capture_output=True)
+    queue.live_run_ids()
+    said = [r.getMessage() for r in caplog.records if "not trigger's" in r.getMessage()]
+    assert len(said) == 2 and "(echo another)" in said[1]

@@ -278,3 +278,43 @@ def test_a_node_connection_takes_every_store_call_as_the_store_does():
             continue
         ours = inspect.signature(getattr(NodeStore, name)).parameters
         assert list(ours) == list(inspect.signature(call).parameters), name
+
+
+# -- wait => true ------------------------------------------------------------------------
+
+
+def test_a_waiting_fire_holds_its_run_until_every_target_has_run():
+    """`wait => true`: the web's run ends when the LB's triggered run has, not when it fired."""
+    data = spec()
+    data["triggers"]["refresh"]["wait"] = True
+    sim = simulate(data)
+    assert [line for line in lines(sim, WEB) if "ends" in line[1]][0] == (20.002, "scheduled run ends, exit 2")
+    assert sim.nodes[WEB].stats.waits_timed_out == 0
+
+
+def test_a_waiting_fire_on_a_loop_deadlocks_until_its_timeout_and_the_run_fails():
+    """A waits for B's run, whose fire back to A waits for A's run, which waits for the
+    Puppet lock A's first run holds: nothing moves until wait_timeout, as on real Puppet."""
+    data = spec(until=1000)
+    data["roles"] = {
+        "web": {"resources": {"vhost": {"changes": "once", "notify": ["refresh"]}}},
+        "lb": {"resources": {"haproxy": {"changes": "always", "notify": ["back"]}}},
+    }
+    data["triggers"] = {"refresh": {"hosts": [LB], "ttl": 3, "wait": True, "wait_timeout": 300},
+                        "back": {"hosts": [WEB], "ttl": 3, "wait": True, "wait_timeout": 300}}
+    sim = simulate(data)
+    web_ends = [line for line in lines(sim, WEB) if line[1] == "scheduled run ends, exit 6"]
+    assert web_ends and web_ends[0][0] == pytest.approx(310.0, abs=0.1), lines(sim, WEB)
+    assert sim.nodes[WEB].stats.waits_timed_out == 1 and sim.nodes[LB].stats.waits_timed_out >= 1
+    assert build_report(sim).data["totals"]["waits_timed_out"] >= 2
+
+
+def test_wait_must_be_a_boolean_and_its_timeout_positive():
+    from simulator.scenario import ScenarioError
+
+    for field, value, said in (("wait", "yes", "expected true or false"),
+                               ("wait_timeout", 0, "must be more than 0")):
+        data = spec()
+        data["triggers"]["refresh"][field] = value
+        with pytest.raises(ScenarioError, match=f"triggers.refresh.{field}: {said}"):
+            load_scenario(data)

@@ -92,7 +92,7 @@ def test_each_declaration_of_a_name_is_simulated_and_the_file_says_so():
     assert scenario["roles"]["w"]["resources"]["File[/etc/t]"]["notify"] == ["t #2"]
     text = scenario_yaml(scenario, plan, assumptions)
     assert "# Declared differently on different nodes" in text
-    assert "# wait => true is not simulated" in text
+    assert scenario["triggers"]["x"] == {"hosts": ["w1"], "ttl": 5, "wait": True, "wait_timeout": 600}
     assert yaml.safe_load(text) == scenario
 
 
