@@ -81,7 +81,7 @@ class NoStandby(QueueError):
     """The standby's FIFO cannot be had (its folder is not ours); the message says what."""
 
 
-def fifo_for(host: str, prefix: str, endpoints: str = "", run_cmd: str = "") -> Path:
+def fifo_for(host: str, prefix: str, endpoints: str = "", run_cmd: str = "", socket: str | None = None) -> Path:
     """The FIFO of this host's standby, the same across watcher restarts (queued jobs name
     it), in a directory only this user can use. Its name is a hash of everything that makes
     a standby another's: task-spooler's socket, the host, the prefix, the endpoints and the
@@ -89,7 +89,8 @@ def fifo_for(host: str, prefix: str, endpoints: str = "", run_cmd: str = "") -> 
     what, where it cannot be had (a directory that is not ours)."""
     import tempfile  # here: the standby, a process of its own, has no use for it (2 MB of RSS)
 
-    key = "\0".join((os.environ.get("TS_SOCKET", ""), host, prefix, endpoints, run_cmd))
+    socket = os.environ.get("TS_SOCKET", "") if socket is None else socket
+    key = "\0".join((socket, host, prefix, endpoints, run_cmd))
     fifo = Path(tempfile.gettempdir()) / f"trigger-standby-{os.getuid()}" / \
         f"{_sha256(key.encode()).hexdigest()[:16]}.fifo"
     problem = make_fifo(fifo)
@@ -418,6 +419,7 @@ class StandbySettings:
 
 def open_standby(queue, settings: StandbySettings) -> StandbyQueue:
     """The standby queue over `queue` (task-spooler); NoStandby where its FIFO cannot be had."""
-    fifo = fifo_for(settings.host, settings.prefix, settings.endpoints, settings.run_cmd)
+    socket = getattr(queue, "env", os.environ).get("TS_SOCKET", "")  # the one it uses (own_socket)
+    fifo = fifo_for(settings.host, settings.prefix, settings.endpoints, settings.run_cmd, socket)
     argv = settings.trigger_run("--standby", str(fifo), "--watcher", str(os.getpid()))
     return StandbyQueue(queue, fifo, argv, settings.linger)
