@@ -37,6 +37,7 @@ from trigger.procedures import RunAborted, RunFinished, RunStarted, SlotWaited, 
 from .driver import SimDriver
 from .ledger import Ledger
 from .scenario import Role, WatcherSettings
+from .standby import SimStandby
 from .tsp import FakeTaskSpooler
 from .watcher import Processes, SimWatcher
 
@@ -84,6 +85,7 @@ class Node:
         self.stats = NodeStats()
         self.store = store
         self.tsp = FakeTaskSpooler(env, lambda run_id: self.triggered_run(run_id), self.stats)
+        self.standby = SimStandby(env, self, self.tsp, settings.standby_linger) if settings.standby else None
         self.watcher = self._new_watcher(processes, member_ttl)
         self.duplicate: SimWatcher | None = None  # a second `trigger watch` (duplicate_watcher)
         self.runs: set[SimDriver] = set()  # the `trigger run` processes alive
@@ -99,7 +101,7 @@ class Node:
     def _new_watcher(self, processes: Processes, member_ttl: int | None) -> SimWatcher:
         env, host, ledger = self.env, self.host, self.ledger
         return SimWatcher(
-            env, host, self.layout, self.store, self.tsp, self.settings.policy(), self.new_run_id,
+            env, host, self.layout, self.store, self.standby or self.tsp, self.settings.policy(), self.new_run_id,
             self.stats, self.trace,
             lambda event_id, run_id: ledger.coalesced.append((env.now, host, event_id, run_id)),
             processes, membership=None if member_ttl is None else ((self.role.name,), member_ttl))
@@ -112,12 +114,16 @@ class Node:
             self.trace("trigger run killed with its command")
             driver.kill(exit_status=137)
         self.runs.clear()
+        if self.standby is not None:
+            self.standby.kill()
 
     def go_down(self, span: float | None) -> None:
         """A reboot: every process of the node dies; nothing reaches etcd meanwhile."""
         self.watcher.kill()
         self.stop_duplicate_watcher()
         self.kill_runs()
+        if self.standby is not None:
+            self.standby.jobs_die()
         self.tsp.kill(float("inf"))
         if self.scheduled is not None and self.scheduled.is_alive:
             self.scheduled.interrupt("reboot")

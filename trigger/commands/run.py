@@ -41,7 +41,7 @@ def run(args) -> int:
     from ..procedures import triggered_run
     from ..records import allowed_run_options
     from ..runner import option_argv, start_command
-    from ..standby import JOB_GONE, JobOutput
+    from ..queue.standby_runner import JOB_GONE, JobOutput
 
     host = check_host(args.host)
     if (args.run_id is None) == (args.standby is None):
@@ -90,10 +90,10 @@ def run(args) -> int:
             return one_run(run_id)
         from pathlib import Path
 
-        from ..queue.tsp import TspQueue
-        from ..standby import serve
+        from ..queue.standby_runner import jobs_running, serve
 
-        serve(Path(args.standby), one_run, TspQueue().running_run_ids, args.watcher or os.getppid())
+        fifo = Path(args.standby)
+        serve(fifo, one_run, jobs_running(fifo), args.watcher or os.getppid())
         return 0
     finally:
         store.close()
