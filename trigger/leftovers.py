@@ -123,12 +123,20 @@ def stop(pids: list[int], grace: float) -> None:
 
 
 def stop_left_behind(run_id: str, grace: float, keep: frozenset[int] = frozenset()) -> str:
-    """Stop what run `run_id`'s command left behind; the line that says what ("" for nothing)."""
-    pids = left_behind(run_id, keep)
-    if not pids:
+    """Stop what run `run_id`'s command left behind; the line that says what ("" for nothing).
+    Looked for again after each stop: a daemon caught between its two forks leaves a
+    grandchild that is reaped only as its parent dies."""
+    stopped: list[int] = []
+    named = ""
+    for _ in range(5):
+        pids = [pid for pid in left_behind(run_id, keep) if pid not in stopped]
+        if not pids:
+            break
+        named = named or name(pids)  # before they go; the first found are what the command left
+        stop(pids, grace)
+        stopped += pids
+    if not stopped:
         return ""
-    named = name(pids)  # before they go
-    stop(pids, grace)
-    what = "process" if len(pids) == 1 else "processes"
-    return (f"the command left {len(pids)} {what} behind ({named}): stopped with its run "
+    what = "process" if len(stopped) == 1 else "processes"
+    return (f"the command left {len(stopped)} {what} behind ({named}): stopped with its run "
             f"(a run command must not daemonize or leave children running)")
