@@ -19,7 +19,7 @@ from collections import deque
 from typing import Callable
 
 from trigger.coordination import read_config_dir
-from trigger.effects import ELAPSED, NOW, Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, \
+from trigger.effects import ELAPSED, NOW, Call, Cancel, Elapsed, Enqueue, Execute, LiveRuns, NextChange, Note, \
     Now, ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
 from trigger.queue import QueueError
 from trigger.store.base import CompactedError, StoreError, UnavailableError
@@ -100,8 +100,11 @@ class SimDriver:
                 self.on_failure(exc)
                 return
             value, error = None, None
-            if effect is NOW or effect is ELAPSED:  # the most frequent effect, asked after every wait
+            if effect is ELAPSED:  # the most frequent effects, asked after every wait
                 value = self.env.now  # simulated time is monotonic
+                continue
+            if effect is NOW:  # the host's wall clock, which a clock_step moves
+                value = self.env.now + self.store.wall_offset
                 continue
             kind = type(effect)
             if kind is NextChange and not self._buffer:
@@ -145,6 +148,9 @@ class SimDriver:
         return effect.fn(self.store, *effect.args)
 
     def _now(self, _effect: Now) -> float:
+        return self.env.now + self.store.wall_offset
+
+    def _elapsed(self, _effect: Elapsed) -> float:
         return self.env.now
 
     def _start_watch(self, effect: Watch) -> None:
@@ -275,7 +281,7 @@ class SimDriver:
         self.env.timeout(at - self.env.now).callbacks.append(expire)
 
     _instant = {
-        Call: _call, Now: _now, Watch: _start_watch, Unwatch: _unwatch, NextChange: _next_change,
+        Call: _call, Now: _now, Elapsed: _elapsed, Watch: _start_watch, Unwatch: _unwatch, NextChange: _next_change,
         LiveRuns: _live_runs, Enqueue: _enqueue, ReadConfig: _read_config, Spawn: _spawn,
         Cancel: _cancel, Note: _note, StopCommand: _stop_command, ProcessAlive: _is_alive,
     }

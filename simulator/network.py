@@ -199,7 +199,7 @@ class Etcd:
 class NodeStore:
     """One node's connection to etcd: the `Store` interface, failing while cut off."""
 
-    __slots__ = ("etcd", "host", "cut", "answers_lost", "delay", "skew", "watches", "_store")
+    __slots__ = ("etcd", "host", "cut", "answers_lost", "delay", "skew", "wall_offset", "watches", "_store")
 
     def __init__(self, etcd: Etcd, host: str):
         self.etcd = etcd
@@ -210,6 +210,9 @@ class NodeStore:
         self.cut = False
         self.answers_lost = False  # ambiguous_writes: writes are applied, their answers lost
         self.delay = None  # latency: (Duration, rng) each call of a procedure takes
+        # The host's wall clock minus true time (clock_step). Kept here because
+        # this is what the host's drivers hold; etcd's own clock is unmoved.
+        self.wall_offset = 0.0
         self.watches: dict[NodeWatch | PrefixWatch, None] = {}  # insertion order: deterministic
         self._store = etcd.store
 

@@ -102,7 +102,9 @@ def follow_inbox(core: WatcherCore, policy: WatchPolicy = WATCH):
                        f"{sum(r.active for r in core.runs.values())} run(s) active; watching")
             yield Watch(prefix, revision + 1)
             next_check = None
-            now = yield NOW
+            # Deadlines on the monotonic clock: a wall clock stepped back must
+            # not postpone a re-read or a delayed retry (issue 21).
+            now = yield ELAPSED
             while True:
                 # Deliveries never postpone the re-read: a run lost with its
                 # queue is noticed within check_interval, whatever the fire rate.
@@ -111,11 +113,12 @@ def follow_inbox(core: WatcherCore, policy: WatchPolicy = WATCH):
                 interval = policy.check_interval if core.busy else policy.idle_check
                 next_check = now + interval if next_check is None else min(next_check, now + interval)
                 changes = yield NextChange(_wait(core, policy, now, next_check))
-                now = yield NOW
+                now = yield ELAPSED
                 if changes is not None:
-                    yield from carry_out(core, core.handle(Changes(tuple(changes)), now), policy)
+                    actions = core.handle(Changes(tuple(changes)), (yield NOW), now)
+                    yield from carry_out(core, actions, policy)
                 if core.wake_at is not None and now >= core.wake_at:
-                    yield from carry_out(core, core.handle(Tick(), now), policy)
+                    yield from carry_out(core, core.handle(Tick(), (yield NOW), now), policy)
                 if now >= next_check:
                     yield from resync(core, prefix, policy)
                     next_check = None
@@ -143,7 +146,7 @@ def resync(core: WatcherCore, prefix: str, policy: WatchPolicy = WATCH):
         live = None
     items, revision = yield Call(_get_prefix, (prefix,))
     now = yield NOW
-    actions = core.handle(Snapshot(tuple(items), revision, live), now)
+    actions = core.handle(Snapshot(tuple(items), revision, live), now, (yield ELAPSED))
     if actions:  # most re-reads find nothing to do
         yield from carry_out(core, actions, policy)
     return revision
@@ -175,7 +178,8 @@ def carry_out(core: WatcherCore, actions: list, policy: WatchPolicy = WATCH):
             except QueueError as exc:
                 yield Note(f"queue refused {action.run_id}: {exc}", "warning")
                 now = yield NOW
-                yield from carry_out(core, core.handle(EnqueueFailed(action.run_id, str(exc)), now), policy)
+                failed = core.handle(EnqueueFailed(action.run_id, str(exc)), now, (yield ELAPSED))
+                yield from carry_out(core, failed, policy)
         elif isinstance(action, MarkRunLost):
             lease = yield Call(_grant, (policy.record_retention,))
             yield Call(_put, (layout.run_key(host, action.run_id), action.record.encode(), lease))
@@ -503,7 +507,7 @@ def acquire_slot(slot: HeldSlot, lease: int, ttl: int, timeout: float | None = N
 
     TimeoutError after `timeout`; SlotLost if the key goes (the lease ended).
     """
-    start = yield NOW
+    start = yield ELAPSED  # a wait and its timeout: the monotonic clock
     slot.lease = lease
     yield Call(_put, (slot.key, b"", lease))
     yield Watch(slot.prefix, 0)
@@ -513,7 +517,7 @@ def acquire_slot(slot: HeldSlot, lease: int, ttl: int, timeout: float | None = N
             yield UNWATCH
             slot.lease = None
             raise SlotLost(f"its lease ended while it waited for a slot of {slot.limit}")
-        now = yield NOW
+        now = yield ELAPSED
         if keys.index(slot.key) < slot.limit:
             yield UNWATCH
             return now - start
