@@ -108,8 +108,8 @@ class Simulation:
                     self.trace(who, f"fire {name!r} refused: no host to fire at, no live member")
                     return None
                 hosts = tuple(resolved)
-            fire(store, self.layout, name, list(hosts), lineage, origin,
-                 trigger.ttl, now, event_id, max_concurrent=trigger.max_concurrent)
+            fire(store, self.layout, name, list(hosts), lineage, origin,  # on the host's wall clock
+                 trigger.ttl, now + store.wall_offset, event_id, max_concurrent=trigger.max_concurrent)
         except LoopRefused as refusal:
             if node is not None:
                 node.stats.fires_refused += 1
@@ -195,6 +195,9 @@ class Simulation:
         elif kind == "duplicate_watcher":
             for node in nodes:
                 node.start_duplicate_watcher()
+        elif kind == "clock_step":
+            for node in nodes:
+                node.store.wall_offset += fault.step
         if fault.span is None:
             return
         yield env.timeout(fault.span)
@@ -222,6 +225,9 @@ class Simulation:
         elif kind == "duplicate_watcher":
             for node in nodes:
                 node.stop_duplicate_watcher()
+        elif kind == "clock_step":  # NTP steps it back
+            for node in nodes:
+                node.store.wall_offset -= fault.step
 
     # -- running -----------------------------------------------------------------------
 

@@ -124,3 +124,32 @@ def test_the_check_names_a_run_id_executed_twice():
     sim.ledger.commands[LB].append((end + 5, end + 6, run_id))
     problems = build_report(sim).data["check"]["problems"]
     assert f"1 run(s) on {LB} executed more than once, first {run_id}" in problems
+
+
+# -- issue 21's faults -------------------------------------------------------------------
+
+
+def starts(sim, host=LB):
+    return [(t, what.split()[0]) for t, what in lines(sim, host) if " starts: serves " in what]
+
+
+def test_a_wall_clock_stepped_back_does_not_delay_a_retry():
+    """The queue refuses the run at 10.002 s, so the core retries 1 s later.
+    The host's clock steps back 10 s in between: the retry is measured on the
+    monotonic clock and still comes at 11.002 s, not at 21.002 s."""
+    faults = [{"at": 9.9, "kind": "kill_tsp", "hosts": LB, "for": 1},
+              {"at": 10.5, "kind": "clock_step", "hosts": LB, "step": -10}]
+    sim = simulate(spec(fires=[10], faults=faults))
+    assert (10.002, "mark r000001 lost: could not queue: task-spooler server is not running") in lines(sim)
+    assert starts(sim) == [(11.002, "r000002")]
+    assert served_to_the_end(sim) and build_report(sim).ok
+
+
+def test_a_wall_clock_stepped_either_way_loses_no_run_and_delays_none():
+    plain = simulate(spec(fires=[10, 40, 41, 100]))
+    for step in (-3600, 3600):
+        fault = {"at": 5, "kind": "clock_step", "hosts": LB, "step": step, "for": 100}
+        sim = simulate(spec(fires=[10, 40, 41, 100], faults=[fault]))
+        assert starts(sim) == starts(plain)
+        assert sim.nodes[LB].stats.runs_lost == plain.nodes[LB].stats.runs_lost == 0
+        assert build_report(sim).ok
