@@ -65,13 +65,16 @@ class SimDriver:
         self.start(procedure)
         return (yield self.done)
 
-    def kill(self, exit_status: int | None = None) -> None:
-        """End at once, spawned procedures and command too (a process killed)."""
+    def kill(self, exit_status: int | None = None, command: bool = True) -> None:
+        """End at once, spawned procedures and command too (a process killed);
+        with `command=False` the command is left running (its own process group)."""
         if self.killed:
             return
         self.killed = True
         self._waiting = False
         self._unwatch()
+        if not command:
+            self.command[0] = None  # no longer ours: the spawned ones must not stop it either
         for child in self.children:
             child.kill()
         process = self.command[0]

@@ -32,6 +32,7 @@ from simpy import Interrupt
 from trigger.effects import Note
 from trigger.fire import Lineage
 from trigger.layout import Layout
+from trigger.policy import RUN
 from trigger.procedures import RunAborted, RunFinished, RunStarted, SlotWaited, triggered_run
 
 from .driver import SimDriver
@@ -86,7 +87,10 @@ class Node:
         self.tsp = FakeTaskSpooler(env, lambda run_id: self.triggered_run(run_id), self.stats)
         self.watcher = self._new_watcher(processes, member_ttl)
         self.duplicate: SimWatcher | None = None  # a second `trigger watch` (duplicate_watcher)
-        self.runs: set[SimDriver] = set()  # the `trigger run` processes alive
+        self.runs: dict[SimDriver, str] = {}  # the `trigger run` processes alive, and their run ids
+        # `trigger run` starts its command's watchdog (trigger/watchdog.py); False models
+        # one that could not be started, for the tests to see what it prevents
+        self.watchdog = True
         self.scheduled: object = None  # the SimPy process of a scheduled Puppet run in progress
         self.slow_factor = 1.0
         self.puppet_busy = False
@@ -111,6 +115,20 @@ class Node:
         for driver in list(self.runs):
             self.trace("trigger run killed with its command")
             driver.kill(exit_status=137)
+        self.runs.clear()
+
+    def kill_runners(self) -> None:
+        """kill -9 of every `trigger run` but not of its command, which is in a
+        process group of its own: the run's watchdog sees the run gone and ends
+        the group, SIGTERM then SIGKILL `stop_grace` later. Puppet is taken to
+        hold on until the SIGKILL, the longest a command outlives its run."""
+        for driver in list(self.runs):
+            command = driver.command[0]
+            self.trace("trigger run killed; its command is left to the watchdog")
+            driver.kill(exit_status=137, command=False)
+            if command is not None and command.is_alive and self.watchdog:
+                self.env.timeout(RUN.stop_grace).callbacks.append(
+                    lambda _e, c=command: c.interrupt("watchdog") if c.is_alive else None)
         self.runs.clear()
 
     def go_down(self, span: float | None) -> None:
@@ -171,21 +189,24 @@ class Node:
     def triggered_run(self, run_id: str):
         """`trigger run RUN_ID -- puppet agent --test --waitforlock`: the real procedure."""
         driver = SimDriver(self.env, self.store, self._tell_run, execute=self._command)
-        self.runs.add(driver)
+        self.runs[driver] = run_id
         # The real holder is the run id, unique across hosts; here run ids are
         # per-host counters, so the host makes the slot key unique.
         yield from driver.run(triggered_run(self.layout, self.host, run_id,
                                             int(self.settings.run_history), f"{run_id}.{self.host}"))
-        self.runs.discard(driver)
+        self.runs.pop(driver, None)
 
     def _command(self, record):
         """The run's command: Puppet, its span kept to check one run at a time."""
-        start = self.env.now
+        start, before = self.env.now, self.last_span
         try:
             return (yield from self.puppet_run("triggered", Lineage(record.hop, record.chain),
                                                record.run_id))
         finally:
             self.ledger.commands.setdefault(self.host, []).append((start, self.env.now, record.run_id))
+            if self.last_span is not before:  # Puppet ran: its span counts against the limits,
+                for trigger, limit in record.limits:  # whether the run lived to record it or not
+                    self.ledger.limited_run(trigger, limit, self.host, record.run_id, *self.last_span)
 
     def _tell_run(self, note: Note) -> None:
         what, now = note.what, self.env.now
@@ -200,8 +221,6 @@ class Node:
         elif isinstance(what, RunAborted):
             self.stats.runs_aborted += 1
         if isinstance(what, RunFinished):
-            for trigger, limit in what.record.limits:
-                self.ledger.limited_run(trigger, limit, self.host, what.record.run_id, *self.last_span)
             self.stats.last_trigger_activity = now
             if what.recorded:
                 return

@@ -183,6 +183,10 @@ class Simulation:
             for node in nodes:
                 node.kill_runs()
             return
+        elif kind == "kill_runner":
+            for node in nodes:
+                node.kill_runners()
+            return
         elif kind == "reboot":
             for node in nodes:
                 node.go_down(fault.span)

@@ -153,3 +153,49 @@ def test_a_wall_clock_stepped_either_way_loses_no_run_and_delays_none():
         assert starts(sim) == starts(plain)
         assert sim.nodes[LB].stats.runs_lost == plain.nodes[LB].stats.runs_lost == 0
         assert build_report(sim).ok
+
+
+LB2 = "lb2.example.com"
+
+
+def serial_spec(faults=(), duration=60) -> dict:
+    """Two LBs refreshed by a serial trigger, a fire reaching both at 70 s
+    (after their first scheduled runs)."""
+    data = spec(fires=[70], faults=faults, duration=duration)
+    data["nodes"][LB2] = "lb"
+    data["triggers"]["refresh"] = {"hosts": [LB, LB2], "serial": True}
+    return data
+
+
+def simulate_without_watchdog(data, host=LB) -> Simulation:
+    sim = Simulation(load_scenario(data), seed=1, trace=True)
+    sim.nodes[host].watchdog = False  # `trigger run` could not start it
+    return sim.run()
+
+
+def test_a_killed_runner_s_command_dies_within_the_grace_and_its_run_is_lost_later():
+    sim = simulate(spec(fires=[25], faults=[{"at": 30, "kind": "kill_runner", "hosts": LB}]))
+    trace = lines(sim)
+    assert (30.0, "trigger run killed; its command is left to the watchdog") in trace
+    assert (32.0, "r000001 stopped before its end") in trace  # SIGKILL after stop_grace
+    # its lease, granted at 25.002 s, ends 30 s later: then the lock goes and the run is lost
+    assert (55.002, "mark r000001 lost: its run lock went while it ran: it died before its end") in trace
+    assert [run_id for _, run_id in starts(sim)] == ["r000001", "r000002"]
+    assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
+
+
+def test_without_the_watchdog_a_killed_runner_s_command_runs_beside_the_next_run():
+    data = spec(fires=[70], faults=[{"at": 75, "kind": "kill_runner", "hosts": LB}], duration=60)
+    assert build_report(simulate(data)).ok
+    problems = build_report(simulate_without_watchdog(data)).data["check"]["problems"]
+    assert f"2 triggered runs at once on {LB} at 100.002 s" in problems
+
+
+def test_a_killed_runner_keeps_its_serial_slot_until_its_command_is_gone():
+    data = serial_spec(faults=[{"at": 75, "kind": "kill_runner", "hosts": LB}])
+    sim = simulate(data)
+    (limit,) = build_report(sim).data["limits"]
+    assert limit["max_running"] == 1 and build_report(sim).ok
+    assert served_to_the_end(sim)
+    exceeded = build_report(simulate_without_watchdog(data)).data["check"]["problems"]
+    assert any("2 runs of 'refresh' at once" in p for p in exceeded)
