@@ -19,7 +19,7 @@ from collections import deque
 from typing import Callable
 
 from trigger.coordination import read_config_dir
-from trigger.effects import ELAPSED, NOW, Call, Cancel, Elapsed, Enqueue, Execute, LiveRuns, NextChange, Note, \
+from trigger.effects import ELAPSED, NOW, Call, Cancel, CommandStopped, Elapsed, Enqueue, Execute, LiveRuns, NextChange, Note, \
     Now, ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
 from trigger.queue import QueueError
 from trigger.store.base import CompactedError, StoreError, UnavailableError
@@ -29,7 +29,7 @@ class SimDriver:
     """Runs one procedure for one node, from `start` until it returns or is killed."""
 
     __slots__ = ("env", "store", "tsp", "execute", "tell", "stats", "killed", "done", "command",
-                 "process_alive", "children", "on_failure",
+                 "process_alive", "children", "on_failure", "stopped_because",
                  "_procedure", "_watch", "_buffer", "_waiting", "_deadline", "_timer_at")
 
     def __init__(self, env, store, tell: Callable[[Note], None], tsp=None,
@@ -41,6 +41,7 @@ class SimDriver:
         self.on_failure: Callable[[Exception], None] | None = None  # None: the error propagates
         self.tell, self.stats = tell, stats
         self.killed = False
+        self.stopped_because: str | None = None  # the command was stopped from outside the run
         self.command: list = [None]  # the running command's SimPy process, shared with spawned ones
         self.done = env.event()  # succeeds with the procedure's value
         self._procedure = None
@@ -84,6 +85,16 @@ class SimDriver:
             self._procedure.close()
         if not self.done.triggered:
             self.done.succeed(exit_status)
+
+    def stop_command(self, reason: str) -> bool:
+        """Stop the running command from outside the run (SIGTERM to `trigger run`):
+        its Execute returns CommandStopped with `reason`. False if none runs."""
+        process = self.command[0]
+        if self.killed or process is None or not process.is_alive:
+            return False
+        self.stopped_because = reason
+        process.interrupt("stopped")  # the fake Puppet run ends at once, as with StopCommand
+        return True
 
     # -- stepping ------------------------------------------------------------------------
 
@@ -254,6 +265,9 @@ class SimDriver:
 
         def ended(event) -> None:
             self.command[0] = None
+            if self.stopped_because is not None:
+                self._resume(CommandStopped(event.value, self.stopped_because))
+                return
             self._resume(event.value)
 
         process.callbacks.append(ended)

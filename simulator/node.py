@@ -29,6 +29,7 @@ from typing import Callable
 
 from simpy import Interrupt
 
+from trigger.driver import STOPPED_BY_SIGTERM
 from trigger.effects import Note
 from trigger.fire import Lineage
 from trigger.layout import Layout
@@ -130,6 +131,17 @@ class Node:
                 self.env.timeout(RUN.stop_grace).callbacks.append(
                     lambda _e, c=command: c.interrupt("watchdog") if c.is_alive else None)
         self.runs.clear()
+
+    def kill_job(self) -> None:
+        """`tsp -k`: SIGTERM to the running job, `trigger run`. With a command
+        running, the run stops it and gives its fires back at once; without,
+        it exits as it would have, and its lease ends the rest."""
+        job = next((d for d, run_id in self.runs.items() if run_id == self.tsp.running), None)
+        if job is None:
+            self.trace("tsp -k: no job running")
+        elif not job.stop_command(STOPPED_BY_SIGTERM):
+            self.trace(f"tsp -k: {self.runs.pop(job)} exits before its command (exit 143)")
+            job.kill(exit_status=STOPPED)
 
     def go_down(self, span: float | None) -> None:
         """A reboot: every process of the node dies; nothing reaches etcd meanwhile."""

@@ -187,6 +187,10 @@ class Simulation:
             for node in nodes:
                 node.kill_runners()
             return
+        elif kind == "kill_job":
+            for node in nodes:
+                node.kill_job()
+            return
         elif kind == "reboot":
             for node in nodes:
                 node.go_down(fault.span)

@@ -185,7 +185,10 @@ def _dismiss(watchdog: subprocess.Popen | None) -> None:
     watchdog.wait()
 
 
-def stop_on_sigterm(driver: "RealDriver", reason: str = "trigger run got SIGTERM (tsp -k?); command stopped") -> None:
+STOPPED_BY_SIGTERM = "trigger run got SIGTERM (tsp -k?); command stopped"
+
+
+def stop_on_sigterm(driver: "RealDriver", reason: str = STOPPED_BY_SIGTERM) -> None:
     """SIGTERM (`tsp -k`, an operator) stops the running command's group and gives its fires
     back; with no command running, the process ends as it would have (its lease ends the rest)."""
     def stop(signum, _frame) -> None:

@@ -199,3 +199,20 @@ def test_a_killed_runner_keeps_its_serial_slot_until_its_command_is_gone():
     assert served_to_the_end(sim)
     exceeded = build_report(simulate_without_watchdog(data)).data["check"]["problems"]
     assert any("2 runs of 'refresh' at once" in p for p in exceeded)
+
+
+def test_tsp_k_of_a_running_job_stops_its_command_and_gives_its_fires_back_at_once():
+    sim = simulate(spec(fires=[25], faults=[{"at": 30, "kind": "kill_job", "hosts": LB}]))
+    trace = lines(sim)
+    assert (30.0, "r000001 stopped before its end") in trace
+    assert (30.0, "r000001 gave its fires back: trigger run got SIGTERM (tsp -k?); command stopped") in trace
+    assert starts(sim) == [(25.002, "r000001"), (30.002, "r000002")]  # served by the next run, not lost
+    assert sim.nodes[LB].stats.runs_lost == 0
+    assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
+
+
+def test_tsp_k_of_a_job_waiting_for_its_slot_loses_no_fire():
+    data = serial_spec(faults=[{"at": 75, "kind": "kill_job", "hosts": LB2}])
+    sim = simulate(data)
+    assert (75.0, "tsp -k: r000001 exits before its command (exit 143)") in lines(sim, LB2)
+    assert served_to_the_end(sim) and build_report(sim).ok
