@@ -24,6 +24,8 @@ from trigger.effects import ELAPSED, NOW, Call, Cancel, CommandStopped, Elapsed,
 from trigger.queue import QueueError
 from trigger.store.base import CompactedError, StoreError, UnavailableError
 
+from .network import NO_ANSWER
+
 
 class SimDriver:
     """Runs one procedure for one node, from `start` until it returns or is killed."""
@@ -124,11 +126,14 @@ class SimDriver:
             if kind is NextChange and not self._buffer:
                 self._wait_for_delivery(effect.timeout)
                 return
-            if kind is Call and self.store.delay is not None:
+            if kind is Call and (self.store.delay is not None or self.store.silent_until > self.env.now):
                 delay = self.store.call_delay()
-                if effect.within is not None and delay > effect.within:  # given up on before its answer
-                    error = UnavailableError(f"no answer within {effect.within:.1f}s")
-                    self.env.timeout(effect.within).callbacks.append(lambda _e, e=error: self._resume(None, e))
+                within = effect.within
+                if within is None and delay > NO_ANSWER:  # the client's own timeouts, endpoint after endpoint
+                    within = NO_ANSWER
+                if within is not None and delay > within:  # given up on before its answer
+                    error = UnavailableError(f"no answer within {within:.1f}s")
+                    self.env.timeout(within).callbacks.append(lambda _e, e=error: self._resume(None, e))
                     return
                 if delay > 0:  # the latency fault: the call travels, then is done
                     self.env.timeout(delay).callbacks.append(lambda _e, call=effect: self._delayed(call))

@@ -38,6 +38,7 @@ from trigger.procedures import RunAborted, RunFinished, RunStarted, SlotWaited, 
 
 from .driver import SimDriver
 from .ledger import Ledger
+from .network import NO_ANSWER
 from .scenario import Role, WatcherSettings
 from .tsp import FakeTaskSpooler
 from .watcher import Processes, SimWatcher
@@ -269,6 +270,9 @@ class Node:
             self.stats.triggered_runs += 1
         try:
             yield env.timeout(self.role.agent.duration.sample(self.rng) * self.slow_factor)
+            if self.store.held() and any(resource.notify for resource in changed):
+                # `trigger fire` at Puppet's end waits for an answer that does not come
+                yield env.timeout(min(self.store.held(), NO_ANSWER))
         except Interrupt:  # stopped: Puppet did not get to its end, so it refreshes nothing
             self._record_span(kind, start)
             self.trace(f"{label} stopped before its end")

@@ -206,6 +206,9 @@ class Simulation:
         elif kind == "clock_step":
             for node in nodes:
                 node.store.wall_offset += fault.step
+        elif kind == "black_hole":
+            for node in nodes:
+                node.store.black_hole(end)
         if fault.span is None:
             return
         yield env.timeout(fault.span)
@@ -345,6 +348,8 @@ class Simulation:
                 continue
             if fault.kind == "cut_off":
                 return f"{host} cut off from etcd since {start:g} s"
+            if fault.kind == "black_hole":
+                return f"{host}'s etcd requests unanswered since {start:g} s"
             if fault.kind == "kill_watcher" and not node.watcher.alive:
                 return f"watcher of {host} killed at {start:g} s and not restarted"
             if fault.kind == "kill_tsp" and not node.tsp.up:

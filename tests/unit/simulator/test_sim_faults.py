@@ -216,3 +216,35 @@ def test_tsp_k_of_a_job_waiting_for_its_slot_loses_no_fire():
     sim = simulate(data)
     assert (75.0, "tsp -k: r000001 exits before its command (exit 143)") in lines(sim, LB2)
     assert served_to_the_end(sim) and build_report(sim).ok
+
+
+def test_a_black_holed_run_stops_its_command_before_its_lease_can_end():
+    """Renewals get no answer: each is given only the time left before
+    stop_after (27 s after the last renewal), so the command is stopped at
+    92.002 s, before etcd ends the lease at 95.002 s, and not 15 s per
+    unanswered renewal later."""
+    fault = {"at": 70, "kind": "black_hole", "hosts": LB, "for": 90}
+    sim = simulate(spec(fires=[65], faults=[fault], duration=60))
+    trace = lines(sim)
+    assert (92.002, "r000001 stopped before its end") in trace
+    first = [round(end, 3) for _, end, run_id in sim.ledger.commands[LB] if run_id == "r000001"]
+    assert first == [92.002]
+    # the watcher hears nothing either until the hole closes: then the run is lost and served again
+    assert [run_id for _, run_id in starts(sim)] == ["r000001", "r000002"] and starts(sim)[1][0] >= 160
+    assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
+
+
+def test_a_black_hole_is_not_a_refusal_calls_wait_for_their_timeout():
+    hole = simulate(spec(fires=[25], faults=[{"at": 20, "kind": "black_hole", "hosts": LB, "for": 60}]))
+    cut = simulate(spec(fires=[25], faults=[{"at": 20, "kind": "cut_off", "hosts": LB, "for": 60}]))
+    # the watcher's re-reads give up after the client's timeouts (3 endpoints x 5 s), not at once
+    assert any("no answer within 15.0s" in what for _, what in lines(hole))
+    assert not any("no answer" in what for _, what in lines(cut))
+    assert served_to_the_end(hole) and build_report(hole).ok
+
+
+def test_a_black_holed_serial_run_is_stopped_before_the_next_holder_starts():
+    data = serial_spec(faults=[{"at": 75, "kind": "black_hole", "hosts": LB, "for": 120}])
+    sim = simulate(data)
+    (limit,) = build_report(sim).data["limits"]
+    assert limit["max_running"] == 1 and build_report(sim).ok and served_to_the_end(sim)
