@@ -33,7 +33,7 @@ from trigger.driver import STOPPED_BY_SIGTERM
 from trigger.effects import Note
 from trigger.fire import Lineage
 from trigger.layout import Layout
-from trigger.policy import RUN
+from trigger.policy import OUTPUT_DRAIN_WAIT, RUN
 from trigger.procedures import RunAborted, RunFinished, RunStarted, SlotWaited, triggered_run
 
 from .driver import SimDriver
@@ -93,6 +93,7 @@ class Node:
         # `trigger run` starts its command's watchdog (trigger/watchdog.py); False models
         # one that could not be started, for the tests to see what it prevents
         self.watchdog = True
+        self.orphans_until = -1.0  # orphan_child: commands ending before this leave a child behind
         self.scheduled: object = None  # the SimPy process of a scheduled Puppet run in progress
         self.slow_factor = 1.0
         self.puppet_busy = False
@@ -213,13 +214,32 @@ class Node:
         """The run's command: Puppet, its span kept to check one run at a time."""
         start, before = self.env.now, self.last_span
         try:
-            return (yield from self.puppet_run("triggered", Lineage(record.hop, record.chain),
-                                               record.run_id))
+            exit_code = yield from self.puppet_run("triggered", Lineage(record.hop, record.chain),
+                                                   record.run_id)
         finally:
             self.ledger.commands.setdefault(self.host, []).append((start, self.env.now, record.run_id))
             if self.last_span is not before:  # Puppet ran: its span counts against the limits,
                 for trigger, limit in record.limits:  # whether the run lived to record it or not
                     self.ledger.limited_run(trigger, limit, self.host, record.run_id, *self.last_span)
+        yield from self._output_drain(record.run_id)
+        return exit_code
+
+    def _output_drain(self, run_id: str):
+        """A background child the command left (orphan_child) holds the output pipe
+        `trigger run` reads: it waits for the pipe to close, at most OUTPUT_DRAIN_WAIT,
+        then records the run. Neither the child nor its pipe is the queue's job,
+        Puppet's lock is free: the next run waits for this drain only."""
+        hold = min(self.orphans_until - self.env.now, OUTPUT_DRAIN_WAIT)
+        if hold <= 0:
+            return
+        self.trace(f"{run_id}: a background child holds the command's output; "
+                   f"recording the run {hold:g} s later")
+        drained = self.env.timeout(hold)
+        while not drained.processed:
+            try:
+                yield drained
+            except Interrupt:
+                pass  # the command has exited: a stop finds nothing to signal
 
     def _tell_run(self, note: Note) -> None:
         what, now = note.what, self.env.now

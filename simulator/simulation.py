@@ -209,6 +209,9 @@ class Simulation:
         elif kind == "black_hole":
             for node in nodes:
                 node.store.black_hole(end)
+        elif kind == "orphan_child":
+            for node in nodes:
+                node.orphans_until = max(node.orphans_until, end)
         if fault.span is None:
             return
         yield env.timeout(fault.span)

@@ -248,3 +248,17 @@ def test_a_black_holed_serial_run_is_stopped_before_the_next_holder_starts():
     sim = simulate(data)
     (limit,) = build_report(sim).data["limits"]
     assert limit["max_running"] == 1 and build_report(sim).ok and served_to_the_end(sim)
+
+
+def test_a_background_child_delays_the_next_run_by_the_output_drain_only():
+    """Runs leave a child living 200 s: `trigger run` waits at most
+    OUTPUT_DRAIN_WAIT (5 s) for the output pipe it holds, then records the run
+    and exits; the next run starts then, not when the child ends."""
+    fires = [25, 30]
+    plain = starts(simulate(spec(fires=fires)))
+    sim = simulate(spec(fires=fires, faults=[{"at": 20, "kind": "orphan_child", "hosts": LB, "for": 200}]))
+    assert plain == [(25.002, "r000001"), (45.002, "r000002")]
+    assert starts(sim) == [(25.002, "r000001"), (50.002, "r000002")]
+    assert (45.002, "r000001: a background child holds the command's output; recording the run 5 s later") \
+        in lines(sim)
+    assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
