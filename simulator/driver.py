@@ -19,8 +19,8 @@ from collections import deque
 from typing import Callable
 
 from trigger.coordination import read_config_dir
-from trigger.effects import ELAPSED, NOW, Call, Cancel, CommandStopped, Elapsed, Enqueue, Execute, LiveRuns, NextChange, Note, \
-    Now, ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
+from trigger.effects import ELAPSED, NOW, Call, Cancel, CommandStopped, Elapsed, Enqueue, Execute, LiveRuns, \
+    NextChange, Note, Now, ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
 from trigger.queue import QueueError
 from trigger.store.base import CompactedError, StoreError, UnavailableError
 

@@ -26,8 +26,8 @@ from trigger.layout import Layout
 from trigger.core import WatcherCore
 from trigger.policy import BEATS_PER_TTL, RUN, RunPolicy
 from trigger.queue import QueueError
-from trigger.procedures import EXIT_TEMPFAIL, HostTaken, follow_inbox, Registration, RunFinished, RunLease, RunStarted, \
-    SlotWaited, beat, claim_host, keep_run_lease, triggered_run
+from trigger.procedures import EXIT_TEMPFAIL, HostTaken, Registration, RunFinished, RunLease, RunStarted, \
+    SlotWaited, beat, claim_host, follow_inbox, keep_run_lease, triggered_run
 from trigger.records import RunRecord, parse_run
 from trigger.store.memory import MemoryStore
 
