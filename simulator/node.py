@@ -94,6 +94,7 @@ class Node:
         # one that could not be started, for the tests to see what it prevents
         self.watchdog = True
         self.orphans_until = -1.0  # orphan_child: commands ending before this leave a child behind
+        self.draining: set[str] = set()  # runs whose command ended, reading what a child still holds open
         self.scheduled: object = None  # the SimPy process of a scheduled Puppet run in progress
         self.slow_factor = 1.0
         self.puppet_busy = False
@@ -141,8 +142,8 @@ class Node:
         job = next((d for d, run_id in self.runs.items() if run_id == self.tsp.running), None)
         if job is None:
             self.trace("tsp -k: no job running")
-        elif not job.stop_command(STOPPED_BY_SIGTERM):
-            self.trace(f"tsp -k: {self.runs.pop(job)} exits before its command (exit 143)")
+        elif self.tsp.running in self.draining or not job.stop_command(STOPPED_BY_SIGTERM):
+            self.trace(f"tsp -k: {self.runs.pop(job)} exits, no command running (exit 143)")
             job.kill(exit_status=STOPPED)
 
     def go_down(self, span: float | None) -> None:
@@ -235,11 +236,15 @@ class Node:
         self.trace(f"{run_id}: a background child holds the command's output; "
                    f"recording the run {hold:g} s later")
         drained = self.env.timeout(hold)
-        while not drained.processed:
-            try:
-                yield drained
-            except Interrupt:
-                pass  # the command has exited: a stop finds nothing to signal
+        self.draining.add(run_id)
+        try:
+            while not drained.processed:
+                try:
+                    yield drained
+                except Interrupt:
+                    pass  # the command has exited: a stop finds nothing to signal
+        finally:
+            self.draining.discard(run_id)
 
     def _tell_run(self, note: Note) -> None:
         what, now = note.what, self.env.now

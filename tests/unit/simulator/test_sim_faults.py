@@ -214,7 +214,7 @@ def test_tsp_k_of_a_running_job_stops_its_command_and_gives_its_fires_back_at_on
 def test_tsp_k_of_a_job_waiting_for_its_slot_loses_no_fire():
     data = serial_spec(faults=[{"at": 75, "kind": "kill_job", "hosts": LB2}])
     sim = simulate(data)
-    assert (75.0, "tsp -k: r000001 exits before its command (exit 143)") in lines(sim, LB2)
+    assert (75.0, "tsp -k: r000001 exits, no command running (exit 143)") in lines(sim, LB2)
     assert served_to_the_end(sim) and build_report(sim).ok
 
 
@@ -261,4 +261,15 @@ def test_a_background_child_delays_the_next_run_by_the_output_drain_only():
     assert starts(sim) == [(25.002, "r000001"), (50.002, "r000002")]
     assert (45.002, "r000001: a background child holds the command's output; recording the run 5 s later") \
         in lines(sim)
+    assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
+
+
+def test_tsp_k_while_the_run_reads_a_background_child_s_output_ends_the_run_unrecorded():
+    """Its command has exited, so `trigger run` has none to stop: it exits on
+    the SIGTERM, and its lease ends the rest (the run is lost and runs again)."""
+    faults = [{"at": 20, "kind": "orphan_child", "hosts": LB, "for": 200},
+              {"at": 47, "kind": "kill_job", "hosts": LB}]
+    sim = simulate(spec(fires=[25], faults=faults))
+    assert (47.0, "tsp -k: r000001 exits, no command running (exit 143)") in lines(sim)
+    assert any(what.startswith("mark r000001 lost: its run lock went") for _, what in lines(sim))
     assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
