@@ -33,7 +33,8 @@ from trigger.driver import STOPPED_BY_SIGTERM
 from trigger.effects import Note
 from trigger.fire import Lineage
 from trigger.layout import Layout
-from trigger.policy import OUTPUT_DRAIN_WAIT, RUN
+from trigger.leftovers import remark
+from trigger.policy import RUN
 from trigger.procedures import RunAborted, RunFinished, RunStarted, SlotWaited, triggered_run
 
 from .driver import SimDriver
@@ -90,11 +91,10 @@ class Node:
         self.watcher = self._new_watcher(processes, member_ttl)
         self.duplicate: SimWatcher | None = None  # a second `trigger watch` (duplicate_watcher)
         self.runs: dict[SimDriver, str] = {}  # the `trigger run` processes alive, and their run ids
-        # `trigger run` starts its command's watchdog (trigger/watchdog.py); False models
+        # `trigger run` starts its command's watchdog (trigger.driver.WATCHDOG); False models
         # one that could not be started, for the tests to see what it prevents
         self.watchdog = True
         self.orphans_until = -1.0  # orphan_child: commands ending before this leave a child behind
-        self.draining: set[str] = set()  # runs whose command ended, reading what a child still holds open
         self.scheduled: object = None  # the SimPy process of a scheduled Puppet run in progress
         self.slow_factor = 1.0
         self.puppet_busy = False
@@ -123,9 +123,10 @@ class Node:
 
     def kill_runners(self) -> None:
         """kill -9 of every `trigger run` but not of its command, which is in a
-        process group of its own: the run's watchdog sees the run gone and ends
-        the group, SIGTERM then SIGKILL `stop_grace` later. Puppet is taken to
-        hold on until the SIGKILL, the longest a command outlives its run."""
+        process group of its own: the run's watchdog (trigger.driver.WATCHDOG)
+        sees the run gone and ends the group, SIGTERM then SIGKILL `stop_grace`
+        later. Puppet is taken to hold on until the SIGKILL, the longest a
+        command outlives its run."""
         for driver in list(self.runs):
             command = driver.command[0]
             self.trace("trigger run killed; its command is left to the watchdog")
@@ -142,7 +143,7 @@ class Node:
         job = next((d for d, run_id in self.runs.items() if run_id == self.tsp.running), None)
         if job is None:
             self.trace("tsp -k: no job running")
-        elif self.tsp.running in self.draining or not job.stop_command(STOPPED_BY_SIGTERM):
+        elif not job.stop_command(STOPPED_BY_SIGTERM):
             self.trace(f"tsp -k: {self.runs.pop(job)} exits, no command running (exit 143)")
             job.kill(exit_status=STOPPED)
 
@@ -222,29 +223,25 @@ class Node:
             if self.last_span is not before:  # Puppet ran: its span counts against the limits,
                 for trigger, limit in record.limits:  # whether the run lived to record it or not
                     self.ledger.limited_run(trigger, limit, self.host, record.run_id, *self.last_span)
-        yield from self._output_drain(record.run_id)
-        return exit_code
+        left = yield from self._stop_left_behind()
+        return (exit_code, "", left) if left else exit_code
 
-    def _output_drain(self, run_id: str):
-        """A background child the command left (orphan_child) holds the output pipe
-        `trigger run` reads: it waits for the pipe to close, at most OUTPUT_DRAIN_WAIT,
-        then records the run. Neither the child nor its pipe is the queue's job,
-        Puppet's lock is free: the next run waits for this drain only."""
-        hold = min(self.orphans_until - self.env.now, OUTPUT_DRAIN_WAIT)
-        if hold <= 0:
-            return
-        self.trace(f"{run_id}: a background child holds the command's output; "
-                   f"recording the run {hold:g} s later")
-        drained = self.env.timeout(hold)
-        self.draining.add(run_id)
-        try:
-            while not drained.processed:
-                try:
-                    yield drained
-                except Interrupt:
-                    pass  # the command has exited: a stop finds nothing to signal
-        finally:
-            self.draining.discard(run_id)
+    def _stop_left_behind(self):
+        """A background child the command left (orphan_child): `trigger run`, its
+        subreaper, stops it once Puppet has exited (trigger.leftovers), SIGTERM then
+        SIGKILL after stop_grace; the child is taken to hold on until the SIGKILL.
+        Only then is the run recorded and the queue's job done, but Puppet's lock
+        is free: the next run is late by that stop at most. Returns the remark."""
+        life = self.orphans_until - self.env.now
+        if life <= 0:
+            return ""
+        stopped = self.env.timeout(min(life, RUN.stop_grace))
+        while not stopped.processed:
+            try:
+                yield stopped
+            except Interrupt:
+                pass  # a stop of the run's command (tsp -k) signals the group; this child goes on
+        return remark(1, "a background child")
 
     def _tell_run(self, note: Note) -> None:
         what, now = note.what, self.env.now

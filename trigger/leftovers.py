@@ -129,6 +129,11 @@ def stop_left_behind(run_id: str, grace: float, keep: frozenset[int] = frozenset
         return ""
     named = name(pids)  # before they go
     stop(pids, grace)
-    what = "process" if len(pids) == 1 else "processes"
-    return (f"the command left {len(pids)} {what} behind ({named}): stopped with its run "
+    return remark(len(pids), named)
+
+
+def remark(count: int, named: str) -> str:
+    """What the run's record and the watcher's log say of `count` processes left behind."""
+    what = "process" if count == 1 else "processes"
+    return (f"the command left {count} {what} behind ({named}): stopped with its run "
             f"(a run command must not daemonize or leave children running)")

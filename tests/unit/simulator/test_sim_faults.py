@@ -11,6 +11,7 @@ from __future__ import annotations
 from simulator.report import build_report, max_running
 from simulator.scenario import load_scenario
 from simulator.simulation import Simulation
+from trigger.records import parse_run
 
 LB, WEB = "lb1.example.com", "web1.example.com"
 
@@ -250,26 +251,30 @@ def test_a_black_holed_serial_run_is_stopped_before_the_next_holder_starts():
     assert limit["max_running"] == 1 and build_report(sim).ok and served_to_the_end(sim)
 
 
-def test_a_background_child_delays_the_next_run_by_the_output_drain_only():
-    """Runs leave a child living 200 s: `trigger run` waits at most
-    OUTPUT_DRAIN_WAIT (5 s) for the output pipe it holds, then records the run
-    and exits; the next run starts then, not when the child ends."""
+def test_a_background_child_is_stopped_with_its_run_and_delays_the_next_by_the_stop_only():
+    """Runs leave a child that would live 200 s: `trigger run`, its subreaper,
+    stops it once Puppet has exited (SIGKILL after stop_grace at worst), records
+    the run saying so, and the next run starts then, not when the child would end."""
     fires = [25, 30]
     plain = starts(simulate(spec(fires=fires)))
     sim = simulate(spec(fires=fires, faults=[{"at": 20, "kind": "orphan_child", "hosts": LB, "for": 200}]))
     assert plain == [(25.002, "r000001"), (45.002, "r000002")]
-    assert starts(sim) == [(25.002, "r000001"), (50.002, "r000002")]
-    assert (45.002, "r000001: a background child holds the command's output; recording the run 5 s later") \
-        in lines(sim)
+    assert starts(sim) == [(25.002, "r000001"), (47.002, "r000002")]
+    assert (47.002, "r000001: the command left 1 process behind (a background child): stopped with its run "
+                    "(a run command must not daemonize or leave children running)") in lines(sim)
+    done = parse_run(sim.operator.get(sim.layout.done_key(LB, "r000001")).value)
+    assert done.reason.startswith("the command left 1 process behind") and done.exit_code == 2
     assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
 
 
-def test_tsp_k_while_the_run_reads_a_background_child_s_output_ends_the_run_unrecorded():
-    """Its command has exited, so `trigger run` has none to stop: it exits on
-    the SIGTERM, and its lease ends the rest (the run is lost and runs again)."""
+def test_tsp_k_while_the_run_stops_what_its_command_left_gives_the_fires_back():
+    """As Command.stop does for real: the command's process is still the run's
+    while its leftovers are stopped, so a SIGTERM then counts as a stop from
+    outside: the fires go back and the next run serves them."""
     faults = [{"at": 20, "kind": "orphan_child", "hosts": LB, "for": 200},
-              {"at": 47, "kind": "kill_job", "hosts": LB}]
+              {"at": 46, "kind": "kill_job", "hosts": LB}]
     sim = simulate(spec(fires=[25], faults=faults))
-    assert (47.0, "tsp -k: r000001 exits, no command running (exit 143)") in lines(sim)
-    assert any(what.startswith("mark r000001 lost: its run lock went") for _, what in lines(sim))
+    assert (47.002, "r000001 gave its fires back: trigger run got SIGTERM (tsp -k?); command stopped") \
+        in lines(sim)
+    assert [run_id for _, run_id in starts(sim)] == ["r000001", "r000002"]
     assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
