@@ -59,8 +59,13 @@ def random_faults(scenario: Scenario, rng: random.Random, kinds: tuple[str, ...]
 
 
 def check(scenario: Scenario, seed: int, faults: tuple[Fault, ...]) -> tuple[str, ...]:
-    """The check's problems with these faults ((): it passed)."""
-    sim = Simulation(replace(scenario, faults=faults), seed=seed).run()
+    """The check's problems with these faults ((): it passed). A simulation that
+    raises fails too: shrunk and written as a reproducer like any other failure,
+    rather than ending the exploration (`trigger-sim run` on it shows the traceback)."""
+    try:
+        sim = Simulation(replace(scenario, faults=faults), seed=seed).run()
+    except Exception as exc:  # noqa: BLE001 (the protocol code under test raised)
+        return (f"the simulation raised {type(exc).__name__}: {exc}",)
     report = build_report(sim)
     return tuple(report.data["check"]["problems"])
 
