@@ -432,8 +432,13 @@ def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
             held = yield from retrying(
                 lambda now: Call(take_run_lock, (layout, host, run_id, lease.id)),
                 f"{run_id} cannot take the run lock", policy)
-            if held is None and (yield Call(_lock_holder, (key,))) != ours:
-                break
+            if held is None:  # taken, or etcd stayed away: the lock says which
+                try:
+                    mine = (yield Call(_lock_holder, (key,))) == ours
+                except StoreError:  # still away: not known to be ours (our lease's end frees it if so)
+                    mine = False
+                if not mine:
+                    break
         if held is None:
             yield UNWATCH
             return True

@@ -448,3 +448,17 @@ def test_a_wall_clock_stepped_back_does_not_delay_the_retry_on_the_real_driver()
         driver.stop()
         thread.join(10)
     assert 0.9 <= queue.asked[1] - queue.asked[0] < 3  # the core's 1 s, not 11 s
+
+
+def test_a_run_that_cannot_take_the_run_lock_while_etcd_stays_away_runs_nothing_and_does_not_crash():
+    """Found by `trigger-sim explore rolling` (seed 141): the lock's take failed
+    five times, then reading who holds it failed too, and `trigger run` ended
+    in a traceback. It ends as a run that could not start: EXIT_TEMPFAIL."""
+    def cut_during_the_lock(conn):
+        conn.delay = (Duration("fixed", 1.0), None)  # each call 1 s: the lease at 1 s, the lock at 2 s
+        conn.etcd.env.timeout(1.5).callbacks.append(lambda _e: conn.cut_off())
+
+    code, notes, conn = _on_sim(lambda: triggered_run(L, HOST, "r1"), cut_during_the_lock)
+    assert code == EXIT_TEMPFAIL
+    assert _kinds(notes)[-1] == "RunAborted"
+    assert sum("cannot take the run lock" in str(n.what) for n in notes) == RUN.attempts
