@@ -682,8 +682,18 @@ def keep_membership(reg: Registration):
 def serve_host(reg: Registration, core: WatcherCore, policy: WatchPolicy = WATCH):
     """`trigger watch`: claim the host (a standby until it is free), keep the
     membership beside, follow the inbox. Ends with HostTaken when another
-    watcher took the host over."""
-    yield from claim_host(reg)
+    watcher took the host over. An unreachable etcd is waited for, as
+    `follow_inbox` waits for it, not an end: a watcher started during an
+    outage must still serve its host once etcd answers."""
+    delay = policy.reconnect_delay
+    while True:
+        try:
+            yield from claim_host(reg)
+            break
+        except UnavailableError as exc:
+            yield Note(WatchLost(f"store: {exc}; claiming {reg.host} again in {delay:.1f}s"), "warning")
+            yield Sleep(delay)
+            delay = policy.next_reconnect_delay(delay)
     yield Spawn(keep_membership(reg))
     yield from follow_inbox(core, policy)
 

@@ -278,3 +278,15 @@ def test_tsp_k_while_the_run_stops_what_its_command_left_gives_the_fires_back():
         in lines(sim)
     assert [run_id for _, run_id in starts(sim)] == ["r000001", "r000002"]
     assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
+
+
+def test_a_watcher_started_while_etcd_is_away_waits_for_it_rather_than_exiting():
+    """Found by `trigger-sim explore rolling` (seed 55, a reboot ending inside a
+    black hole): with discovery, claiming the host was the one step that let an
+    unreachable etcd end the daemon. It waits and claims once etcd answers."""
+    faults = [{"at": 5, "kind": "kill_watcher", "hosts": LB, "for": 10},
+              {"at": 10, "kind": "cut_off", "hosts": LB, "for": 30}]
+    sim = simulate(spec(fires=[20], faults=faults, discovery=True))
+    assert not any("this watcher stopped" in what for _, what in lines(sim))
+    assert starts(sim) and starts(sim)[0][0] >= 40
+    assert served_to_the_end(sim) and build_report(sim).ok
