@@ -323,10 +323,14 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
     refusal = refused_options(record, allowed)
     reason = None  # why the command was stopped before its end, if it was
     remark = refusal  # what the finished record says besides its exit code
+    started = False
     if refusal:  # nothing runs; the fires are served, the record says why
         yield Note(f"{run_id}: {refusal}", "warning")
         exit_code, output = None, ""
+    elif lease.expired:  # it ended while the start was retried: the lock and the slots may be
+        exit_code, output = None, ""  # another run's by now, so the command must not start
     else:
+        started = True
         ended = yield Execute(record)
         if isinstance(ended, CommandStopped):
             exit_code, output, reason = ended.exit_code, "", ended.reason
@@ -336,7 +340,8 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
                 remark = left[0]
                 yield Note(f"{run_id}: {remark}", "warning")
     if lease.expired:  # stopped before its end, rather than losing the lease after it
-        reason = f"lease not renewed for {policy.stop_after():g} s; command stopped"
+        reason = (f"lease not renewed for {policy.stop_after():g} s; "
+                  f"{'command stopped' if started else 'command not started'}")
     # The end is when the command returned, not when the record is written:
     # the slots go back in between, and a run recorded as ending after the
     # next one started would misreport serial order.

@@ -290,3 +290,21 @@ def test_a_watcher_started_while_etcd_is_away_waits_for_it_rather_than_exiting()
     assert not any("this watcher stopped" in what for _, what in lines(sim))
     assert starts(sim) and starts(sim)[0][0] >= 40
     assert served_to_the_end(sim) and build_report(sim).ok
+
+
+def test_a_run_whose_lease_ended_while_its_start_was_retried_does_not_start_its_command():
+    """Found by `trigger-sim explore rolling` (seed 427) once every limited run's
+    Puppet span counted: lb02's start was retried through lost answers, its lease
+    ended meanwhile (the keeper had nothing to stop yet), then the start got
+    through and Puppet ran beside lb01, which had the serial slot by then."""
+    import yaml
+
+    from simulator import SCENARIOS
+
+    data = yaml.safe_load((SCENARIOS / "rolling.yaml").read_text())
+    data["faults"] = [{"at": 139.267, "kind": "ambiguous_writes", "hosts": "lb02.example.com", "for": 96.964}]
+    sim = Simulation(load_scenario(data), seed=427, trace=True).run()
+    report = build_report(sim)
+    assert report.ok, report.data["check"]["problems"]
+    assert any("lease not renewed for 27 s; command not started" in what
+               for _, what in lines(sim, "lb02.example.com"))
