@@ -454,12 +454,15 @@ def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
             yield Note(f"{run_id} waits for run {holder} to end (one run at a time)")
             told = True
         if not watching:
-            yield Watch(key, since)
+            try:
+                yield Watch(key, since)
+            except UnavailableError:
+                continue  # etcd went away just now: ask for the lock again (that retries)
             watching = True
         try:
             yield NextChange(lease.ttl)
-        except StoreError:
-            yield Watch(key, 0)
+        except StoreError:  # the watch died: ask again, and watch anew from what is seen then
+            watching = False
     yield UNWATCH
     return False
 

@@ -308,3 +308,13 @@ def test_a_run_whose_lease_ended_while_its_start_was_retried_does_not_start_its_
     assert report.ok, report.data["check"]["problems"]
     assert any("lease not renewed for 27 s; command not started" in what
                for _, what in lines(sim, "lb02.example.com"))
+
+
+def test_a_run_waiting_for_the_run_lock_rides_out_a_cut_off():
+    """Found by `trigger-sim explore rolling` (seed 2218): a run waiting for a
+    killed runner's lock lost its watch to a cut-off, and asking for a new
+    one while still cut off ended `trigger run` in a traceback."""
+    faults = [{"at": 30, "kind": "kill_runner", "hosts": LB}, {"at": 35, "kind": "cut_off", "hosts": LB, "for": 14}]
+    sim = simulate(spec(fires=[25, 27], faults=faults))
+    assert any(what.startswith("r000002 waits for run r000001") for _, what in lines(sim))
+    assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
