@@ -303,8 +303,8 @@ class SimDriver:
         self.env.timeout(at - self.env.now).callbacks.append(expire)
 
     _instant = {
-        Call: _call, Now: _now, Elapsed: _elapsed, Watch: _start_watch, Unwatch: _unwatch, NextChange: _next_change,
-        LiveRuns: _live_runs, Enqueue: _enqueue, ReadConfig: _read_config, Spawn: _spawn,
+        Call: _call, Now: _now, Elapsed: _elapsed, Watch: _start_watch, Unwatch: _unwatch,
+        NextChange: _next_change, LiveRuns: _live_runs, Enqueue: _enqueue, ReadConfig: _read_config, Spawn: _spawn,
         Cancel: _cancel, Note: _note, StopCommand: _stop_command, ProcessAlive: _is_alive,
     }
     _waits = {Sleep: _sleep, Execute: _execute}

@@ -241,17 +241,14 @@ class NodeStore:
         if not self.etcd.up:
             raise UnavailableError("etcd is restarting")
         if self.silent_until > self.etcd.env.now:
-            self._answered()
+            # Only a call made outside a procedure gets here in a black hole (`trigger
+            # fire` at a Puppet run's end, which waited already): procedures' calls
+            # wait for their answer in the driver (`call_delay`).
+            raise UnavailableError(f"{self.host}: no answer from etcd within {NO_ANSWER:g}s")
 
     def held(self) -> float:
         """Seconds until what etcd sends this node arrives (0 unless black-holed)."""
         return max(self.silent_until - self.etcd.env.now, 0.0)
-
-    def _answered(self) -> None:
-        """A call made outside a procedure (`trigger fire` from a run): no answer, an error.
-        (Procedures' calls wait for theirs in the driver, see `call_delay`.)"""
-        if self.silent_until > self.etcd.env.now:
-            raise UnavailableError(f"{self.host}: no answer from etcd within {NO_ANSWER:g}s")
 
     def _answer(self, result):
         """A write's answer: lost on the way back while `answers_lost`."""
