@@ -350,7 +350,7 @@ class OursNode(_Node):
         return self
 
     def standby_pids(self) -> list[int]:
-        """The watcher's standby `trigger run` (trigger/standby.py), a child it does not wait for."""
+        """The watcher's standby `trigger run` (trigger/queue/standby.py), a child it does not wait for."""
         try:
             children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
         except OSError:

@@ -263,9 +263,10 @@ def lab_member_ttls(scenario: Scenario, scale: float) -> tuple[float, float] | N
     return float(scenario.discovery.member_ttl), float(LAB_MEMBER_TTL * scale)
 
 
-def compare(sim: tuple[dict, dict], lab: tuple[dict, dict], tolerance: float,
+def compare(sim: tuple[dict, dict], lab: tuple[dict, dict], tolerance: float | None,
             outcomes=None, notes: list[str] | None = None) -> list[str]:
-    """Every difference, one line each; empty when the two agree.
+    """Every difference, one line each; empty when the two agree. With `tolerance`
+    None the quiet times are not compared (real Puppet's runs take what they take).
 
     With `outcomes` (simulator.races.Outcomes), a count that differs from the
     simulation but lies within its range over the orders its races allow is
@@ -289,7 +290,7 @@ def compare(sim: tuple[dict, dict], lab: tuple[dict, dict], tolerance: float,
                                    f"{outcomes.ranges[host][key][1]} over {outcomes.orders} orders)"
                                    if outcomes is not None else ""))
         a, b = s["quiescent_at"], lab_row["quiescent_at"]
-        if (a is None) != (b is None) or (a is not None and abs(a - b) > tolerance):
+        if tolerance is not None and ((a is None) != (b is None) or (a is not None and abs(a - b) > tolerance)):
             problems.append(f"{host}: quiet at {_at(a)} in the simulation, {_at(b)} on the lab "
                             f"(tolerance {tolerance:g} s)")
     for trigger in sorted(set(sim_limits) | set(lab_limits)):
@@ -310,7 +311,7 @@ COLUMNS = (("runs\nsched", "runs_scheduled"), ("runs\ntrig", "runs_triggered"),
 
 
 def render(console, title: str, scenario: Scenario, sim, lab, problems: list[str],
-           tolerance: float, notes: tuple[str, ...] = ()) -> None:
+           tolerance: float | None, notes: tuple[str, ...] = ()) -> None:
     """The two per-node tables side by side, the limits, and each difference."""
     from rich import box
     from rich.table import Table
@@ -330,7 +331,7 @@ def render(console, title: str, scenario: Scenario, sim, lab, problems: list[str
             for _, key in COLUMNS:
                 value = row[key]
                 text = "-" if value is None else (f"{value:.1f}" if key == "quiescent_at" else str(value))
-                differs = (value != mirror[key]) if key != "quiescent_at" else (
+                differs = (value != mirror[key]) if key != "quiescent_at" else tolerance is not None and (
                     (value is None) != (mirror[key] is None)
                     or (value is not None and abs(value - mirror[key]) > tolerance))
                 cells.append(f"[bold red]{text}[/]" if differs else text)
@@ -355,8 +356,9 @@ def render(console, title: str, scenario: Scenario, sim, lab, problems: list[str
         for problem in problems:
             console.print(f"[bold red]differs:[/] {problem}", highlight=False)
     else:
-        console.print(f"[green]agree[/]: every count equal, quiet times within {tolerance:g} s",
-                      highlight=False)
+        console.print("[green]agree[/]: every count equal" + (
+            f", quiet times within {tolerance:g} s" if tolerance is not None else " (quiet times not compared)"),
+            highlight=False)
 
 
 # -- scenario time on the lab -------------------------------------------------------------

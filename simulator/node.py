@@ -41,6 +41,7 @@ from .driver import SimDriver
 from .ledger import Ledger
 from .network import NO_ANSWER
 from .scenario import Role, WatcherSettings
+from .standby import SimStandby
 from .tsp import FakeTaskSpooler
 from .watcher import Processes, SimWatcher
 
@@ -88,6 +89,7 @@ class Node:
         self.stats = NodeStats()
         self.store = store
         self.tsp = FakeTaskSpooler(env, lambda run_id: self.triggered_run(run_id), self.stats)
+        self.standby = SimStandby(env, self, self.tsp, settings.standby_linger) if settings.standby else None
         self.watcher = self._new_watcher(processes, member_ttl)
         self.duplicate: SimWatcher | None = None  # a second `trigger watch` (duplicate_watcher)
         self.runs: dict[SimDriver, str] = {}  # the `trigger run` processes alive, and their run ids
@@ -107,7 +109,7 @@ class Node:
     def _new_watcher(self, processes: Processes, member_ttl: int | None) -> SimWatcher:
         env, host, ledger = self.env, self.host, self.ledger
         return SimWatcher(
-            env, host, self.layout, self.store, self.tsp, self.settings.policy(), self.new_run_id,
+            env, host, self.layout, self.store, self.standby or self.tsp, self.settings.policy(), self.new_run_id,
             self.stats, self.trace,
             lambda event_id, run_id: ledger.coalesced.append((env.now, host, event_id, run_id)),
             processes, membership=None if member_ttl is None else ((self.role.name,), member_ttl))
@@ -120,6 +122,8 @@ class Node:
             self.trace("trigger run killed with its command")
             driver.kill(exit_status=137)
         self.runs.clear()
+        if self.standby is not None:
+            self.standby.kill()
 
     def kill_runners(self) -> None:
         """kill -9 of every `trigger run` but not of its command, which is in a
@@ -152,6 +156,8 @@ class Node:
         self.watcher.kill()
         self.stop_duplicate_watcher()
         self.kill_runs()
+        if self.standby is not None:
+            self.standby.jobs_die()
         self.tsp.kill(float("inf"))
         if self.scheduled is not None and self.scheduled.is_alive:
             self.scheduled.interrupt("reboot")

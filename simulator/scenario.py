@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from trigger.policy import MEMBER_TTL, WAIT_TIMEOUT, WATCH, WatchPolicy
+from trigger.policy import MEMBER_TTL, STANDBY_LINGER, WAIT_TIMEOUT, WATCH, WatchPolicy
 from trigger.records import MAX_LIMIT, MAX_TTL, BadRecord, check_host
 
 CHANGES = ("once", "always", "never", "until_converged")
@@ -164,6 +164,8 @@ class WatcherSettings:
     reconnect_delay: float = WATCH.reconnect_delay  # first wait after a store error; doubles
     reconnect_max: float = WATCH.reconnect_max
     run_history: float = 7 * 24 * 3600.0  # finished run records expire (trigger run --retention)
+    standby: bool = False  # trigger watch --standby (simulator/standby.py)
+    standby_linger: float = STANDBY_LINGER  # trigger watch --standby-linger
 
     def policy(self) -> WatchPolicy:
         return WatchPolicy(self.check_interval, self.idle_check, self.reconnect_delay,
@@ -391,8 +393,10 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
     watcher = WatcherSettings(**{
         name: _number(w.get(name, getattr(defaults, name)), f"watcher.{name}", 0.0,
                       strict=name != "watch_latency")
-        for name in WatcherSettings.__dataclass_fields__
-    })
+        for name in WatcherSettings.__dataclass_fields__ if name != "standby"
+    }, standby=w.get("standby", False))
+    if not isinstance(watcher.standby, bool):
+        _fail("watcher.standby", f"expected true or false, got {watcher.standby!r}")
 
     base = _agent(
         data.get("agent", {}), "agent",

@@ -18,7 +18,7 @@ _NOTHING: frozenset[str] = frozenset()
 
 
 class FakeTaskSpooler:
-    __slots__ = ("env", "start_job", "stats", "queue", "running", "down_until", "_server")
+    __slots__ = ("env", "start_job", "stats", "queue", "running", "down_until", "jobs", "_server")
 
     def __init__(self, env, start_job: Callable, stats):
         """`start_job(run_id)` is the SimPy generator of `trigger run RUN_ID`."""
@@ -28,6 +28,7 @@ class FakeTaskSpooler:
         self.queue: deque[str] = deque()
         self.running: str | None = None
         self.down_until = -1.0
+        self.jobs: dict[str, Callable] = {}  # run id -> its job, where not `start_job` (simulator/standby.py)
         self._server = 0  # which server runs the jobs: an orphan's end must not start the next
 
     @property
@@ -63,6 +64,8 @@ class FakeTaskSpooler:
         """The server dies: queued jobs vanish. Returns their run ids."""
         lost = list(self.queue)
         self.queue.clear()
+        for run_id in lost:
+            self.jobs.pop(run_id, None)
         self.running = None  # an orphan now: it runs on, unlisted
         self._server += 1
         self.down_until = self.env.now + down_for
@@ -73,6 +76,6 @@ class FakeTaskSpooler:
             self.running = None
             return
         self.running = self.queue.popleft()
-        process = self.env.process(self.start_job(self.running))
+        process = self.env.process(self.jobs.pop(self.running, self.start_job)(self.running))
         server = self._server
         process.callbacks.append(lambda _e: self._next() if self._server == server else None)

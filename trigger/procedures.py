@@ -711,3 +711,72 @@ def leave(reg: Registration):
     if reg.lease is not None:
         lease, reg.lease = reg.lease, None
         yield from revoke_quietly(lease)
+
+
+# -- the standby's decisions ------------------------------------------------------------
+#
+# A standby is a `trigger run` started ahead of its runs (trigger/queue/standby.py carries
+# them out for real, simulator/standby.py on SimPy time): the watcher queues each run as a
+# job that opens a link of the standby's FIFO named after the run, and the standby serves
+# whichever job opened it. What it decides is here, once, without IO.
+
+
+def standby_run_id(link_run_id: str | None, served, running: Callable[[], list[str]]) -> str | None:
+    """Which run a job that opened the FIFO is: the run its link names, unless this standby
+    served that one already (a job of a run served is on its way out); else the oldest of
+    the run ids of this FIFO's running jobs (`running()`, oldest first, asked only then) not
+    served yet; None: no job of ours."""
+    if link_run_id is not None and link_run_id not in served:
+        return link_run_id
+    return next((run_id for run_id in running() if run_id not in served), None)
+
+
+STANDBY, REMAKE, COLD = "standby", "remake", "cold"
+
+
+def standby_route(alive: bool, fifo_there: bool) -> str:
+    """How to queue a run: through the standby (STANDBY); make its FIFO again with a new
+    standby, then ask again (REMAKE: a /tmp cleaner or an operator removed it, and the
+    standby waits on a pipe nobody can open); or cold, starting a standby for the next
+    run (COLD)."""
+    if not alive:
+        return COLD
+    return STANDBY if fifo_there else REMAKE
+
+
+@dataclass(frozen=True)
+class LinkSweep:
+    """What a look at the queue does to run links, and whether a standby starts."""
+
+    unlink: tuple[str, ...] = ()  # run ids whose link goes: the run is neither queued nor running
+    relink: tuple[str, ...] = ()  # run ids whose link is made a link of the FIFO there is now
+    start: bool = False  # start a standby: a job of ours may wait for one
+    let_go: tuple[str, ...] = ()  # run ids of our queue waiting on another FIFO no standby serves
+
+
+def sweep_links(links: dict[str, bool], live, alive: bool,
+                foreign: dict[str, bool] | None = None) -> LinkSweep:
+    """`links`: run id -> whether its link is a link of the FIFO there is now; `live`: the
+    queue's live run ids; `alive`: a standby lives. A link is kept while its run is live
+    (its job opens it), and mended if it points at a FIFO made anew since (a job on the old
+    one would wait for ever). `foreign`: links of other FIFOs in the folder, run id -> whether
+    a standby serves that FIFO. A live run of our queue on one no standby serves (queued
+    before the FIFO's name changed: a watcher restarted with another run command, other
+    endpoints, a new version) would wait for ever: its job is let go, and the run, no longer
+    live, is judged lost and queued again."""
+    return LinkSweep(
+        unlink=tuple(r for r in links if r not in live),
+        relink=tuple(r for r, current in links.items() if r in live and not current),
+        start=bool(live) and not alive,
+        let_go=tuple(r for r, served in (foreign or {}).items() if r in live and not served))
+
+
+def standby_linger_left(now: float, used: float, linger: float, busy: Callable[[], bool]) -> float | None:
+    """Seconds until the next look at an unused standby, or None: let it go now. Not before
+    `linger` since a run last went through it (monotonic clock), and never while a run of
+    ours is queued or running (`busy()`, asked only then; True when the queue cannot tell):
+    its job may come."""
+    left = used + linger - now
+    if left > 0:
+        return left
+    return linger if busy() else None

@@ -342,8 +342,9 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 
     # -- converge --------------------------------------------------------------
 
-    def converge(self, run_cmd: str | None = None) -> None:
-        """Apply node.pp everywhere; `run_cmd` replaces the watchers' `puppet apply`."""
+    def converge(self, run_cmd: str | None = None, watch_hosts: dict[str, str] | None = None) -> None:
+        """Apply node.pp everywhere; `run_cmd` replaces the watchers' `puppet apply`, and
+        `watch_hosts` ({node: name}) the host names their watchers serve (default the node's)."""
         self._require_up()
         # Each node installs `trigger` with trigger::install from a wheel of
         # this checkout; the wheelhouse spares the nodes a package index.
@@ -361,12 +362,13 @@ Subsystem sftp /usr/lib/openssh/sftp-server
         }
         if run_cmd:
             facts["FACTER_trigger_lab_run_cmd"] = run_cmd
+        envs = {node: {**facts, **self._watch_host_fact(node, watch_hosts)} for node in self.nodes}
         apply = ["puppet", "apply", "--detailed-exitcodes", "--color=false",
                  "--modulepath", str(REPO / "puppet"), str(REPO / "lab" / "puppet" / "node.pp")]
         # A few at a time: every `puppet apply` wants a core for seconds.
         with concurrent.futures.ThreadPoolExecutor(min(len(self.nodes), 6)) as pool:
             results = dict(zip(self.nodes, pool.map(
-                lambda node: self.run(node, apply, env=facts, timeout=300), self.nodes)))
+                lambda node: self.run(node, apply, env=envs[node], timeout=300), self.nodes)))
         for node, done in results.items():
             (self.node_dir(node) / "log" / "converge.log").write_text(done.stdout + done.stderr)
             if done.returncode not in (0, 2):
@@ -385,6 +387,13 @@ Subsystem sftp /usr/lib/openssh/sftp-server
         for node in self.nodes:
             self._wait_watching(node)
         self._record(phase="converged")
+
+    def _watch_host_fact(self, node: str, watch_hosts: dict[str, str] | None) -> dict[str, str]:
+        if not watch_hosts or node not in watch_hosts:
+            return {}
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}", watch_hosts[node]):
+            raise LabError(f"watch host for {node}: {watch_hosts[node]!r} is not a host name")
+        return {"FACTER_trigger_lab_watch_host": watch_hosts[node]}
 
     def _wait_watching(self, node: str, timeout: float = 60.0) -> None:
         log = self.node_dir(node) / "log" / "trigger-watch.log"

@@ -18,6 +18,7 @@
 #   FACTER_trigger_lab_module     the project's module directory (puppet/trigger)
 #   FACTER_trigger_lab_members    optional: the etcd members (node1,node2,node3); default every node
 #   FACTER_trigger_lab_run_cmd    optional: the watcher's run command instead of `puppet apply`
+#   FACTER_trigger_lab_watch_host optional: the host name the watcher serves (default the node's)
 #
 #   puppet apply --modulepath REPO/puppet REPO/lab/puppet/node.pp
 #
@@ -53,7 +54,9 @@ if $member {
 }
 
 class { 'trigger::watch::etcd':
-  host        => $me,
+  # fact trigger_lab_watch_host: another fleet's name for this node (the
+  # plan's lab comparison runs the control repo's nodes, web01.example.com...)
+  host        => $facts['trigger_lab_watch_host'].lest || { $me },
   # fact trigger_lab_run_cmd: another run command (`trigger-sim --lab` runs a stand-in)
   run_cmd     => $facts['trigger_lab_run_cmd'].lest || { "puppet apply ${lab_dir}/manifests" },
   ts_socket   => '/run/trigger-tsp.socket',

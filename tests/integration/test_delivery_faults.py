@@ -558,6 +558,23 @@ def test_a_killed_queue_job_stops_its_command_and_gives_its_fires_back(cluster, 
         f"the killed job's fire was not served by a run that ran to its end:\n{log_tail(node)}"
 
 
+def test_the_jobs_cat_killed_alone_stops_the_command_and_gives_its_fires_back(cluster):
+    """The standby's job is `sh -c 'cat < LINK; ...'`: killing its cat (not the job's sh) must
+    still tell the standby its job went: only cat holds the FIFO."""
+    node, entry, started = one_run_started(cluster, True, 6, MEMBER_TTL)
+    job = next(j for j in parse_tsp_list(node.tsp("-l")) if j.state == "running")
+    sh = job_pid(node, str(job.id))
+    (cat,) = Path(f"/proc/{sh}/task/{sh}/children").read_text().split()
+    assert Path(f"/proc/{cat}/comm").read_text().strip() == "cat"
+    os.kill(int(cat), signal.SIGKILL)
+    killed = started["run_id"]
+    eventually(lambda: killed in stopped_run_ids(node), 10, "the command to be stopped")
+    record = eventually(lambda: next((r for r in node.run_records() if r.run_id == killed
+                                      and r.state != "started"), None), 20, "the killed run's record")
+    assert record.state == "lost" and "command stopped" in record.reason, record
+    assert wait_all_served(node, {entry.id: entry.fired_at}, 30) == [], log_tail(node)
+
+
 @PATHS
 @pytest.mark.parametrize("leaves", ["{} &", "setsid -f {}"], ids=["background child", "daemon"])
 def test_what_the_command_leaves_behind_neither_holds_the_queue_nor_outlives_its_run(cluster, standby, leaves):
@@ -579,6 +596,25 @@ def test_what_the_command_leaves_behind_neither_holds_the_queue_nor_outlives_its
     assert alive == [], f"{sleeper} outlived its run"
     eventually(lambda: "the command left 1 process behind (pid " in node.watch_log.read_text(), 10,
                lambda: f"the watcher's log does not name what was left:\n{log_tail(node)}")
+
+
+@PATHS
+def test_tsp_shows_the_runs_exit_status(cluster, standby):
+    """Through the standby the job was `cat LINK`: `tsp -l` showed cat's 0 for a run whose
+    command exited 3, hiding the failure from the operator's own tool. Now the job exits with
+    the run's status, as a cold `trigger run` does."""
+    node = cluster.node("node1.test")
+    node.standby = standby
+    node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=MEMBER_TTL, exit_code=3)
+    node.wait_in_sync()
+    entry = fire_at(node)
+    assert wait_all_served(node, {entry.id: entry.fired_at}, 30) == [], log_tail(node)
+    node.wait_idle()
+    (job,) = [j for j in parse_tsp_list(node.tsp("-l")) if j.run_id]
+    assert job.command.startswith("/bin/sh -c ") == standby, job  # the path the test means
+    assert job.exit_code == 3, node.tsp("-l")
+    (record,) = [r for r in node.run_records() if r.run_id == job.run_id]
+    assert record.exit_code == 3
 
 
 def test_a_removed_fifo_is_made_again_and_runs_go_on(cluster):

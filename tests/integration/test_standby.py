@@ -1,4 +1,4 @@
-"""The standby `trigger run` (trigger/standby.py) with a real etcd and task-spooler:
+"""The standby `trigger run` (trigger/queue/standby.py) with a real etcd and task-spooler:
 a queued run is carried out by the process the watcher keeps started, its
 output lands in task-spooler's, and when the standby is gone runs still run."""
 
@@ -15,7 +15,8 @@ import pytest
 
 from tests.eventually import eventually
 from trigger.queue.tsp import parse_tsp_list
-from trigger.standby import fifo_for
+from trigger.queue import QueueError
+from trigger.queue.standby import fifo_for
 
 pytestmark = [pytest.mark.etcd, pytest.mark.tsp]
 
@@ -50,6 +51,12 @@ def exited(pid: int) -> bool:
         return True
 
 
+def job_link(job) -> Path:
+    """The run link a standby's job opens: its command is `/bin/sh -c SCRIPT sh LINK STATUS`."""
+    assert job.command.startswith("/bin/sh -c "), job
+    return Path(job.command.split()[-2])
+
+
 def fire_behind_a_job(node, seconds: float, **options):
     """A watcher in sync with its standby (both returned: the process, the standby's pids) and a
     fire whose run queues behind a `sleep` job of `seconds` (task-spooler runs one job at a time)."""
@@ -75,7 +82,7 @@ def test_a_queued_run_is_carried_out_by_the_standby_and_its_output_kept_by_tsp(n
     (started,) = node.started()
     assert started["ppid"] == standby  # not a `trigger run` task-spooler started
     (job,) = parse_tsp_list(node.tsp("-l"))
-    assert job.command.startswith("cat ")
+    assert job.command.startswith("/bin/sh -c cat < ")  # the job of a standby's run
     assert job.run_id == started["run_id"] == node.run_records()[0].run_id
     assert node.run_records()[0].state == "finished"
     # the run's notes went through the FIFO to cat, into task-spooler's output
@@ -184,11 +191,29 @@ def test_no_standby_where_its_directory_is_not_private(tmp_path, monkeypatch):
     folder = tmp_path / f"trigger-standby-{os.getuid()}"
     folder.mkdir(mode=0o755)
     folder.chmod(0o755)
-    assert fifo_for("h", "/p") is None
+    with pytest.raises(QueueError, match="is open to others"):
+        fifo_for("h", "/p")
     folder.chmod(0o700)
     fifo = fifo_for("h", "/p")
     assert fifo is not None and fifo.parent == folder and fifo == fifo_for("h", "/p")
     assert fifo != fifo_for("h2", "/p")
+
+
+def test_a_fifo_folder_that_is_not_ours_is_one_line_in_the_log_and_every_fire_is_served_cold(node):
+    folder = node.tmp / f"trigger-standby-{os.getuid()}"
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o755)  # open to others: whoever can write there could swap the FIFO
+    node.start_watcher(run_seconds=0.1)
+    node.wait_in_sync()
+    for _ in range(2):
+        node.fire()
+        assert node.wait_served() == []
+    node.wait_idle()
+    complaints = [line for line in node.watch_log.read_text().splitlines() if "standby" in line]
+    assert len(complaints) == 1, complaints
+    assert f"no standby: {folder} is open to others (mode 755, not 700)" in complaints[0]
+    assert standbys(node) == [] and list(folder.iterdir()) == []
+    assert all(" run --host " in job.command for job in parse_tsp_list(node.tsp("-l")))  # cold
 
 
 def tsp_calls_noted(node) -> Path:
@@ -221,8 +246,8 @@ def test_a_run_queued_as_a_link_is_told_by_inotify_without_asking_tsp(node):
     assert [j.run_id for j in jobs] == [r["run_id"] for r in node.started()] and len(jobs) == 3
     assert all(r["ppid"] == standby for r in node.started())
     for job in jobs:
-        cat, link = job.command.split()
-        assert cat == "cat" and Path(link).name.endswith(f".{job.run_id}.run") and job.exit_code == 0
+        link = job_link(job)
+        assert Path(link).name.endswith(f".{job.run_id}.run") and job.exit_code == 0
         assert not Path(link).exists()  # the standby took it away once the job had opened it
     noted = calls.read_text().splitlines()
     assert any(" -L trigger:" in line for line in noted)  # the watcher's go through the stand-in
@@ -235,7 +260,7 @@ def test_links_of_runs_gone_from_the_queue_are_swept_and_nothing_is_lost(node):
     new run all the same."""
     fire_behind_a_job(node, 3)
     (job,) = eventually(lambda: [j for j in parse_tsp_list(node.tsp("-l")) if j.run_id], what="the run queued")
-    link = Path(job.command.split()[1])
+    link = job_link(job)
     assert link.exists() and job.state == "queued"
     stale = link.with_name(link.name.replace(job.run_id, "0000000000000000-dead"))
     os.link(link, stale)  # as if queued by a watcher killed with its tsp server

@@ -41,7 +41,6 @@ def run(args) -> int:
     from ..procedures import triggered_run
     from ..records import allowed_run_options
     from ..runner import option_argv, start_command
-    from ..standby import JOB_GONE, JobOutput
 
     host = check_host(args.host)
     if (args.run_id is None) == (args.standby is None):
@@ -56,8 +55,11 @@ def run(args) -> int:
     def one_run(run_id: str, out: int | None = None) -> int:
         """One run; its command's output and ours to `out` (a standby's FIFO), else inherited."""
         stream = sys.stderr if out is None else open(out, "w", buffering=1, closefd=False)
-        # the standby's command writes into a pipe copied to the FIFO; its job killed stops it
-        output = None if out is None else JobOutput(out, lambda: driver.command.stop(policy.stop_grace, JOB_GONE))
+        output = None
+        if out is not None:  # the standby's command writes into a pipe copied to the FIFO; its job killed stops it
+            from ..queue.standby_runner import JOB_GONE, JobOutput  # here: a cold run has no use for it
+
+            output = JobOutput(out, lambda: driver.command.stop(policy.stop_grace, JOB_GONE))
 
         def execute(record):
             if output is not None and output.gone:
@@ -90,10 +92,10 @@ def run(args) -> int:
             return one_run(run_id)
         from pathlib import Path
 
-        from ..queue.tsp import TspQueue
-        from ..standby import serve
+        from ..queue.standby_runner import jobs_running, serve
 
-        serve(Path(args.standby), one_run, TspQueue().running_run_ids, args.watcher or os.getppid())
+        fifo = Path(args.standby)
+        serve(fifo, one_run, jobs_running(fifo), args.watcher or os.getppid())
         return 0
     finally:
         store.close()

@@ -30,8 +30,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-options", help="what a fire may add to --run-cmd: noop (--noop), tags "
                    "(--tags), comma-separated, or none; a run asked for another is refused and runs "
                    "nothing (default: both for puppet agent/apply, else none)")
-    p.add_argument("--queue", default="tsp", choices=["tsp", "inline"],
-                   help="tsp: task-spooler ($TS_SOCKET honoured); inline: a child process (tests)")
+    p.add_argument("--queue", default="tsp", choices=["tsp", "standby", "inline"],
+                   help="tsp: task-spooler ($TS_SOCKET honoured); standby: task-spooler, runs carried "
+                   "out by a `trigger run` started ahead (what --standby picks); inline: a child "
+                   "process (tests)")
     p.add_argument("--check-interval", type=float, default=5.0,
                    help="seconds between re-reads while runs are outstanding")
     p.add_argument("--retention", type=int, default=DEFAULT_RETENTION,
@@ -98,7 +100,7 @@ def run(args) -> int:
     from ..core import WatcherCore
     from ..monitor import WatchMonitor, setup_logging
     from ..queue import open_queue
-    from ..standby import StandbyQueue, fifo_for
+    from ..queue.standby import NoStandby, StandbySettings
     from ..watch import WatchDaemon
 
     host, run_cmd = args.host, args.run_argv
@@ -106,7 +108,6 @@ def run(args) -> int:
     urls = endpoints(args.endpoints)
     store = open_store_of(args)
     check_access(store, layout, host)
-    queue = open_queue(args.queue)
     connection = pass_on(args) if args.store != "memory" else []
 
     def trigger_run(*which: str) -> list[str]:
@@ -119,12 +120,18 @@ def run(args) -> int:
     def run_argv(run_id: str) -> list[str]:
         return trigger_run("--run-id", run_id)
 
-    fifo = fifo_for(host, args.prefix) if args.queue == "tsp" and args.standby else None
-    standby = StandbyQueue(queue, fifo, trigger_run("--standby", str(fifo), "--watcher", str(os.getpid())),
-                           args.standby_linger) if fifo else None
-    queue = standby or queue
-
     setup_logging(host, args.log_format)
+    name = "standby" if args.queue == "tsp" and args.standby else args.queue
+    settings = StandbySettings(host, args.prefix, ",".join(urls), shlex.join(run_cmd), trigger_run,
+                               args.standby_linger)
+    try:
+        queue = open_queue(name, settings)
+    except NoStandby as exc:
+        logging.getLogger("trigger.watch").warning(  # one line; every fire is still served, cold
+            "no standby: %s; each run starts `trigger run` afresh", exc,
+            extra={"fields": {"event": "standby_refused"}})
+        name, queue = "tsp", open_queue("tsp")
+    standby = queue if name == "standby" else None
     core = WatcherCore(host, layout, lambda: new_event_id())
     monitor = WatchMonitor(core, metrics=bool(args.metrics_port))
     if args.metrics_port:
@@ -146,7 +153,7 @@ def run(args) -> int:
         signal.signal(sig, stop)
     logging.getLogger("trigger.watch").info(
         "watching %s on %s, queue %s, run %s", layout.host_prefix(host), ",".join(urls),
-        args.queue, shlex.join(run_cmd), extra={"fields": {"event": "start"}})
+        name, shlex.join(run_cmd), extra={"fields": {"event": "start"}})
     if standby:
         standby.start()
     try:

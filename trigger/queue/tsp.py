@@ -110,10 +110,12 @@ class TspQueue:
         """Queue `argv`; its job gets our environment (tsp passes it on), `env` added."""
         self._call(["-L", LABEL_PREFIX + run_id, *argv], {**self.env, **env} if env else None)
 
-    def running_run_ids(self) -> list[str]:
-        """Our runs whose jobs task-spooler is running now, oldest job first."""
+    def running_run_ids(self, mark: str = "") -> list[str]:
+        """Our runs whose jobs task-spooler is running now, oldest job first; only those whose
+        command contains `mark` (a standby's FIFO: a cold run beside it, `tsp -S 2`, is not
+        one of its jobs)."""
         jobs = parse_tsp_list(self._call(["-l"]), ("running",))
-        return [j.run_id for j in sorted(jobs, key=lambda j: j.id) if j.run_id]
+        return [j.run_id for j in sorted(jobs, key=lambda j: j.id) if j.run_id and mark in j.command]
 
     def live_run_ids(self) -> frozenset[str]:
         # A server that is dying, or being started by a concurrent call,

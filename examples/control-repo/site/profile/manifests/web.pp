@@ -1,7 +1,7 @@
 # A web node: its vhost reaches the load balancers through a `~>` chain
 # (file ~> refreshonly exec ~> trigger), one load balancer at a time.
 class profile::web (
-  String $release = 'r1',
+  String $release = lookup('release'),
 ) {
   trigger { 'refresh load balancers':
     hosts  => ['role:lb'],
