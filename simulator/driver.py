@@ -88,11 +88,18 @@ class SimDriver:
         if not self.done.triggered:
             self.done.succeed(exit_status)
 
-    def stop_command(self, reason: str) -> bool:
+    def stop_command(self, reason: str, before_start: bool = False) -> bool:
         """Stop the running command from outside the run (SIGTERM to `trigger run`):
-        its Execute returns CommandStopped with `reason`. False if none runs."""
+        its Execute returns CommandStopped with `reason`. False if none runs, unless
+        `before_start`: then a command not started yet is stopped as it would start
+        (trigger.driver.Command remembers a stop asked before its start)."""
         process = self.command[0]
-        if self.killed or process is None or not process.is_alive:
+        if self.killed:
+            return False
+        if process is None or not process.is_alive:
+            if before_start and process is None and self.stopped_because is None:
+                self.stopped_because = reason
+                return True
             return False
         self.stopped_because = reason
         process.interrupt("stopped")  # the fake Puppet run ends at once, as with StopCommand
@@ -266,6 +273,10 @@ class SimDriver:
         self.env.timeout(effect.seconds).callbacks.append(lambda _e: self._resume())
 
     def _execute(self, effect: Execute) -> None:
+        if self.stopped_because is not None:  # stopped before it started: it never runs
+            stopped = CommandStopped(None, self.stopped_because)
+            self.env.timeout(0).callbacks.append(lambda _e: self._resume(stopped))
+            return
         process = self.command[0] = self.env.process(self.execute(effect.record))
 
         def ended(event) -> None:

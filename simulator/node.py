@@ -139,11 +139,17 @@ class Node:
                 self.env.timeout(RUN.stop_grace).callbacks.append(
                     lambda _e, c=command: c.interrupt("watchdog") if c.is_alive else None)
         self.runs.clear()
+        if self.standby is not None:  # the standby is a `trigger run` too: the same watchdog
+            self.standby.kill()
 
     def kill_job(self) -> None:
         """`tsp -k`: SIGTERM to the running job, `trigger run`. With a command
         running, the run stops it and gives its fires back at once; without,
         it exits as it would have, and its lease ends the rest."""
+        if self.standby is not None and self.tsp.running in self.standby.jobs:
+            self.trace(f"tsp -k: the standby job of {self.tsp.running} ends")
+            self.tsp.process.interrupt("tsp -k")  # its cat goes; the standby's run is told
+            return
         job = next((d for d, run_id in self.runs.items() if run_id == self.tsp.running), None)
         if job is None:
             self.trace("tsp -k: no job running")
