@@ -110,10 +110,16 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "list":
         from . import SCENARIOS, load_scenario
 
+        broken = False
         for path in sorted(SCENARIOS.glob("*.yaml")):
-            scenario = load_scenario(path)
+            try:
+                scenario = load_scenario(path)
+            except ScenarioError as exc:  # one line for it; the others are still listed
+                print(f"trigger-sim: {exc}", file=sys.stderr)
+                broken = True
+                continue
             print(f"{path.stem:8} {len(scenario.nodes):6} nodes  {scenario.description.splitlines()[0] if scenario.description else ''}")
-        return 0
+        return 2 if broken else 0
 
     if args.command == "explore":
         return _explore(args)

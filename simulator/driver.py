@@ -19,17 +19,19 @@ from collections import deque
 from typing import Callable
 
 from trigger.coordination import read_config_dir
-from trigger.effects import ELAPSED, NOW, Call, Cancel, Enqueue, Execute, LiveRuns, NextChange, Note, \
-    Now, ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
+from trigger.effects import ELAPSED, NOW, Call, Cancel, CommandStopped, Elapsed, Enqueue, Execute, LiveRuns, \
+    NextChange, Note, Now, ProcessAlive, ReadConfig, Sleep, Spawn, StopCommand, Unwatch, Watch
 from trigger.queue import QueueError
 from trigger.store.base import CompactedError, StoreError, UnavailableError
+
+from .network import NO_ANSWER
 
 
 class SimDriver:
     """Runs one procedure for one node, from `start` until it returns or is killed."""
 
     __slots__ = ("env", "store", "tsp", "execute", "tell", "stats", "killed", "done", "command",
-                 "process_alive", "children", "on_failure",
+                 "process_alive", "children", "on_failure", "stopped_because",
                  "_procedure", "_watch", "_buffer", "_waiting", "_deadline", "_timer_at")
 
     def __init__(self, env, store, tell: Callable[[Note], None], tsp=None,
@@ -41,6 +43,7 @@ class SimDriver:
         self.on_failure: Callable[[Exception], None] | None = None  # None: the error propagates
         self.tell, self.stats = tell, stats
         self.killed = False
+        self.stopped_because: str | None = None  # the command was stopped from outside the run
         self.command: list = [None]  # the running command's SimPy process, shared with spawned ones
         self.done = env.event()  # succeeds with the procedure's value
         self._procedure = None
@@ -65,13 +68,16 @@ class SimDriver:
         self.start(procedure)
         return (yield self.done)
 
-    def kill(self, exit_status: int | None = None) -> None:
-        """End at once, spawned procedures and command too (a process killed)."""
+    def kill(self, exit_status: int | None = None, command: bool = True) -> None:
+        """End at once, spawned procedures and command too (a process killed);
+        with `command=False` the command is left running (its own process group)."""
         if self.killed:
             return
         self.killed = True
         self._waiting = False
         self._unwatch()
+        if not command:
+            self.command[0] = None  # no longer ours: the spawned ones must not stop it either
         for child in self.children:
             child.kill()
         process = self.command[0]
@@ -81,6 +87,23 @@ class SimDriver:
             self._procedure.close()
         if not self.done.triggered:
             self.done.succeed(exit_status)
+
+    def stop_command(self, reason: str, before_start: bool = False) -> bool:
+        """Stop the running command from outside the run (SIGTERM to `trigger run`):
+        its Execute returns CommandStopped with `reason`. False if none runs, unless
+        `before_start`: then a command not started yet is stopped as it would start
+        (trigger.driver.Command remembers a stop asked before its start)."""
+        process = self.command[0]
+        if self.killed:
+            return False
+        if process is None or not process.is_alive:
+            if before_start and process is None and self.stopped_because is None:
+                self.stopped_because = reason
+                return True
+            return False
+        self.stopped_because = reason
+        process.interrupt("stopped")  # the fake Puppet run ends at once, as with StopCommand
+        return True
 
     # -- stepping ------------------------------------------------------------------------
 
@@ -100,18 +123,24 @@ class SimDriver:
                 self.on_failure(exc)
                 return
             value, error = None, None
-            if effect is NOW or effect is ELAPSED:  # the most frequent effect, asked after every wait
+            if effect is ELAPSED:  # the most frequent effects, asked after every wait
                 value = self.env.now  # simulated time is monotonic
+                continue
+            if effect is NOW:  # the host's wall clock, which a clock_step moves
+                value = self.env.now + self.store.wall_offset
                 continue
             kind = type(effect)
             if kind is NextChange and not self._buffer:
                 self._wait_for_delivery(effect.timeout)
                 return
-            if kind is Call and self.store.delay is not None:
+            if kind is Call and (self.store.delay is not None or self.store.silent_until > self.env.now):
                 delay = self.store.call_delay()
-                if effect.within is not None and delay > effect.within:  # given up on before its answer
-                    error = UnavailableError(f"no answer within {effect.within:.1f}s")
-                    self.env.timeout(effect.within).callbacks.append(lambda _e, e=error: self._resume(None, e))
+                within = effect.within
+                if within is None and delay > NO_ANSWER:  # the client's own timeouts, endpoint after endpoint
+                    within = NO_ANSWER
+                if within is not None and delay > within:  # given up on before its answer
+                    error = UnavailableError(f"no answer within {within:.1f}s")
+                    self.env.timeout(within).callbacks.append(lambda _e, e=error: self._resume(None, e))
                     return
                 if delay > 0:  # the latency fault: the call travels, then is done
                     self.env.timeout(delay).callbacks.append(lambda _e, call=effect: self._delayed(call))
@@ -145,6 +174,9 @@ class SimDriver:
         return effect.fn(self.store, *effect.args)
 
     def _now(self, _effect: Now) -> float:
+        return self.env.now + self.store.wall_offset
+
+    def _elapsed(self, _effect: Elapsed) -> float:
         return self.env.now
 
     def _start_watch(self, effect: Watch) -> None:
@@ -241,10 +273,17 @@ class SimDriver:
         self.env.timeout(effect.seconds).callbacks.append(lambda _e: self._resume())
 
     def _execute(self, effect: Execute) -> None:
+        if self.stopped_because is not None:  # stopped before it started: it never runs
+            stopped = CommandStopped(None, self.stopped_because)
+            self.env.timeout(0).callbacks.append(lambda _e: self._resume(stopped))
+            return
         process = self.command[0] = self.env.process(self.execute(effect.record))
 
         def ended(event) -> None:
             self.command[0] = None
+            if self.stopped_because is not None:
+                self._resume(CommandStopped(event.value, self.stopped_because))
+                return
             self._resume(event.value)
 
         process.callbacks.append(ended)
@@ -275,8 +314,8 @@ class SimDriver:
         self.env.timeout(at - self.env.now).callbacks.append(expire)
 
     _instant = {
-        Call: _call, Now: _now, Watch: _start_watch, Unwatch: _unwatch, NextChange: _next_change,
-        LiveRuns: _live_runs, Enqueue: _enqueue, ReadConfig: _read_config, Spawn: _spawn,
+        Call: _call, Now: _now, Elapsed: _elapsed, Watch: _start_watch, Unwatch: _unwatch,
+        NextChange: _next_change, LiveRuns: _live_runs, Enqueue: _enqueue, ReadConfig: _read_config, Spawn: _spawn,
         Cancel: _cancel, Note: _note, StopCommand: _stop_command, ProcessAlive: _is_alive,
     }
     _waits = {Sleep: _sleep, Execute: _execute}

@@ -23,8 +23,11 @@ from .scenario import FAULT_KINDS, INSTANT_FAULTS, NODE_FAULTS, Duration, Fault,
 from .simulation import Simulation
 
 DEFAULT_KINDS = ("cut_off", "kill_watcher", "kill_tsp", "kill_run", "reboot", "ambiguous_writes",
-                 "latency", "restart_etcd", "compact_etcd", "slow_runs")
+                 "latency", "restart_etcd", "compact_etcd", "slow_runs", "kill_runner", "orphan_child",
+                 "kill_job", "black_hole", "clock_step")
 LATENCY = Duration("uniform", 0.05, 2.0)
+CLOCK_STEPS = (-3600.0, -10.0, 10.0, 3600.0)  # a wrong zone's hour, NTP's usual step
+DURING_RUNS = ("kill_run", "kill_runner", "kill_job", "orphan_child")  # nothing to hit on an idle host
 
 
 @dataclass(frozen=True)
@@ -40,19 +43,29 @@ def random_faults(scenario: Scenario, rng: random.Random, kinds: tuple[str, ...]
     for _ in range(rng.randint(1, 3)):
         kind = rng.choice(kinds)
         at = round(rng.uniform(0, scenario.until), 3)
+        if kind in DURING_RUNS and scenario.fires and rng.random() < 0.5:
+            # A run must be going for these to matter: half of them land within
+            # a minute after an external fire, when runs are likeliest.
+            at = round(rng.choice(scenario.fires).at + rng.uniform(0, 60), 3)
         span = None if kind in INSTANT_FAULTS else round(rng.uniform(1, 120), 3)
         if kind == "restart_etcd":
             span = round(rng.uniform(0.5, 20), 3)
         faults.append(Fault(
             at, kind, (rng.choice(hosts),) if kind in NODE_FAULTS else (), span,
             factor=4.0 if kind == "slow_runs" else 1.0,
-            delay=LATENCY if kind == "latency" else None))
+            delay=LATENCY if kind == "latency" else None,
+            step=rng.choice(CLOCK_STEPS) if kind == "clock_step" else 0.0))
     return tuple(sorted(faults, key=lambda f: f.at))
 
 
 def check(scenario: Scenario, seed: int, faults: tuple[Fault, ...]) -> tuple[str, ...]:
-    """The check's problems with these faults ((): it passed)."""
-    sim = Simulation(replace(scenario, faults=faults), seed=seed).run()
+    """The check's problems with these faults ((): it passed). A simulation that
+    raises fails too: shrunk and written as a reproducer like any other failure,
+    rather than ending the exploration (`trigger-sim run` on it shows the traceback)."""
+    try:
+        sim = Simulation(replace(scenario, faults=faults), seed=seed).run()
+    except Exception as exc:  # noqa: BLE001 (the protocol code under test raised)
+        return (f"the simulation raised {type(exc).__name__}: {exc}",)
     report = build_report(sim)
     return tuple(report.data["check"]["problems"])
 
@@ -97,6 +110,8 @@ def fault_spec(fault: Fault) -> dict:
         spec["for"] = fault.span
     if fault.kind == "slow_runs":
         spec["factor"] = fault.factor
+    if fault.kind == "clock_step":
+        spec["step"] = fault.step
     if fault.delay is not None:
         kind, a, b = fault.delay.kind, fault.delay.a, fault.delay.b
         spec["delay"] = {kind: [a, b] if kind in ("uniform", "normal") else a}

@@ -34,18 +34,23 @@ class Ledger:
     commands: dict = field(default_factory=dict)  # host -> [(start, end, run id)] of triggered commands
     reached: dict = field(default_factory=dict)  # event id -> the hosts the fire was written for
     waiters: dict = field(default_factory=dict)  # event id -> SimPy events of `wait => true` runs
+    # (host, run id) -> when it started, in true time: its record's started_at is the
+    # host's wall clock, which a clock_step moves
+    started: dict = field(default_factory=dict)
 
     def trace(self, now: float, host: str, what: str) -> None:
         if self.tracing:
             self.trace_lines.append((round(now, 3), host, what))
 
     def served(self, host: str, record, now: float) -> None:
+        self.started[(host, record.run_id)] = now
         for event_id in record.served:
             self.served_by[(host, event_id)] = (record.run_id, now)
 
     def finished(self, host: str, record, now: float) -> None:
+        started = self.started.get((host, record.run_id), record.started_at)
         for event_id in record.served:
-            self.completed.setdefault((host, event_id), []).append(record.started_at)
+            self.completed.setdefault((host, event_id), []).append(started)
             if event_id in self.waiters and self._served_everywhere(event_id):
                 for waiter in self.waiters.pop(event_id):
                     waiter.succeed()

@@ -8,6 +8,13 @@ interface, but it fails with `UnavailableError` while the node is cut off or
 etcd is restarting, and its watches deliver after a small network latency
 instead of synchronously inside the write.
 
+A black-holed node (`black_hole`) is not refused: its requests and watch
+events wait, unanswered, until the hole closes, and the procedures' calls
+give up when their own time is out (`Call.within`, else the client's
+`STORE_TIMEOUT` for each of `ENDPOINTS` endpoints in turn). An open watch
+notices the silence by gRPC's keepalive (`KEEPALIVE` s) and dies with an
+error; a watch asked for in the hole dies when its request times out.
+
 Watches are multiplexed, as an etcd client does over one gRPC stream: the
 store holds a single watch on the hosts prefix and `Etcd` routes each change
 to the node watches of its host. MemoryStore calls every watch at every
@@ -21,8 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from trigger.policy import STORE_TIMEOUT
 from trigger.store.base import CompactedError, StoreError, UnavailableError
 from trigger.store.memory import MemoryStore
+
+ENDPOINTS = 3  # a fleet's etcd cluster: a call no endpoint answers takes this many timeouts
+NO_ANSWER = STORE_TIMEOUT * ENDPOINTS  # how long a call without its own bound waits for nothing
+KEEPALIVE = 10.0 + 5.0  # trigger.store.etcd's grpc keepalive: a ping after 10 s, 5 s for its answer
 
 
 class NodeWatch:
@@ -41,7 +53,9 @@ class NodeWatch:
     def send(self, changes: list) -> None:
         """Deliver changes after the network latency, in order; one delivery per instant."""
         env = self.conn.etcd.env
-        latency = self.conn.etcd.latency + self.conn.skew
+        latency = self.conn.etcd.latency + self.conn.skew + self.conn.held()
+        if latency == float("inf"):
+            return  # a black hole that never closes: nothing arrives
         at = env.now + latency
         if self._batch is not None and self._batch_at == at:
             self._batch.extend(changes)
@@ -99,9 +113,12 @@ class PrefixWatch:
             self.die(payload)
             return
         etcd = self.conn.etcd
+        latency = etcd.latency + self.conn.skew + self.conn.held()
+        if latency == float("inf"):
+            return  # a black hole that never closes: nothing arrives
         etcd.in_flight += 1
         batch = list(payload)
-        etcd.env.timeout(etcd.latency + self.conn.skew).callbacks.append(lambda _e: self._deliver(batch))
+        etcd.env.timeout(latency).callbacks.append(lambda _e: self._deliver(batch))
 
     def _deliver(self, batch: list) -> None:
         self.conn.etcd.in_flight -= 1
@@ -199,7 +216,8 @@ class Etcd:
 class NodeStore:
     """One node's connection to etcd: the `Store` interface, failing while cut off."""
 
-    __slots__ = ("etcd", "host", "cut", "answers_lost", "delay", "skew", "watches", "_store")
+    __slots__ = ("etcd", "host", "cut", "answers_lost", "delay", "skew", "wall_offset", "silent_until",
+                 "watches", "_store")
 
     def __init__(self, etcd: Etcd, host: str):
         self.etcd = etcd
@@ -210,6 +228,10 @@ class NodeStore:
         self.cut = False
         self.answers_lost = False  # ambiguous_writes: writes are applied, their answers lost
         self.delay = None  # latency: (Duration, rng) each call of a procedure takes
+        # The host's wall clock minus true time (clock_step). Kept here because
+        # this is what the host's drivers hold; etcd's own clock is unmoved.
+        self.wall_offset = 0.0
+        self.silent_until = -1.0  # black_hole: no answer, and no watch event, before this time
         self.watches: dict[NodeWatch | PrefixWatch, None] = {}  # insertion order: deterministic
         self._store = etcd.store
 
@@ -218,6 +240,15 @@ class NodeStore:
             raise UnavailableError(f"{self.host} is cut off from etcd")
         if not self.etcd.up:
             raise UnavailableError("etcd is restarting")
+        if self.silent_until > self.etcd.env.now:
+            # Only a call made outside a procedure gets here in a black hole (`trigger
+            # fire` at a Puppet run's end, which waited already): procedures' calls
+            # wait for their answer in the driver (`call_delay`).
+            raise UnavailableError(f"{self.host}: no answer from etcd within {NO_ANSWER:g}s")
+
+    def held(self) -> float:
+        """Seconds until what etcd sends this node arrives (0 unless black-holed)."""
+        return max(self.silent_until - self.etcd.env.now, 0.0)
 
     def _answer(self, result):
         """A write's answer: lost on the way back while `answers_lost`."""
@@ -226,11 +257,13 @@ class NodeStore:
         return result
 
     def call_delay(self) -> float:
-        """How long the next call of a procedure takes (the latency fault)."""
-        if self.delay is None:
-            return 0.0
-        duration, rng = self.delay
-        return duration.sample(rng)
+        """How long the next call of a procedure takes before its answer (the
+        latency fault; a black hole: until it closes, maybe never)."""
+        delay = 0.0
+        if self.delay is not None:
+            duration, rng = self.delay
+            delay = duration.sample(rng)
+        return max(delay, self.held())
 
     def get(self, key):
         self._check()
@@ -278,7 +311,8 @@ class NodeStore:
         `start_revision`); a compaction in between fails it with
         CompactedError, as a real watch request would.
         """
-        self._check()
+        if self.cut or not self.etcd.up:
+            self._check()  # refused at once; a black-holed request only waits
         host = prefix[self.etcd._cut:-1]
         if not prefix.startswith(self.etcd._hosts_prefix) or "/" in host or not host:
             # Not a whole host prefix (slots, members, a host's run lock): few
@@ -289,15 +323,25 @@ class NodeStore:
             return other
         watch = NodeWatch(self, host, callback)
         self.watches[watch] = None
+        self._request(watch, prefix, start_revision, self.etcd.latency)
+        return watch
+
+    def _request(self, watch: NodeWatch, prefix: str, start_revision: int, delay: float) -> None:
         self.etcd.in_flight += 1
-        self.etcd.env.timeout(self.etcd.latency).callbacks.append(
+        self.etcd.env.timeout(delay).callbacks.append(
             lambda _e: self._create(watch, prefix, start_revision)
         )
-        return watch
 
     def _create(self, watch: NodeWatch, prefix: str, start_revision: int) -> None:
         self.etcd.in_flight -= 1
         if not watch.alive:
+            return
+        held = self.held()
+        if held and held <= NO_ANSWER:  # the request waits in the black hole, then is answered
+            self._request(watch, prefix, start_revision, held)
+            return
+        if held:  # ... or times out first
+            self._silenced([watch], NO_ANSWER, "the watch request")
             return
         try:
             self._check()
@@ -319,6 +363,19 @@ class NodeStore:
             watch.die(error)
 
     # -- faults ----------------------------------------------------------------------
+
+    def black_hole(self, until: float) -> None:
+        """Nothing etcd sends arrives before `until`; open watches notice by their keepalive."""
+        self.silent_until = max(self.silent_until, until)
+        self._silenced(list(self.watches), KEEPALIVE, "keepalive")
+
+    def _silenced(self, watches: list, after: float, what: str) -> None:
+        """The watches die `after` s from now if the hole is still open then."""
+        def check(_event) -> None:
+            if self.held():
+                for watch in watches:
+                    watch.die(UnavailableError(f"{self.host}: {what} got no answer within {after:g}s"))
+        self.etcd.env.timeout(after).callbacks.append(check)
 
     def cut_off(self) -> None:
         self.cut = True

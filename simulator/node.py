@@ -29,13 +29,17 @@ from typing import Callable
 
 from simpy import Interrupt
 
+from trigger.driver import STOPPED_BY_SIGTERM
 from trigger.effects import Note
 from trigger.fire import Lineage
 from trigger.layout import Layout
+from trigger.leftovers import remark
+from trigger.policy import RUN
 from trigger.procedures import RunAborted, RunFinished, RunStarted, SlotWaited, triggered_run
 
 from .driver import SimDriver
 from .ledger import Ledger
+from .network import NO_ANSWER
 from .scenario import Role, WatcherSettings
 from .standby import SimStandby
 from .tsp import FakeTaskSpooler
@@ -88,7 +92,11 @@ class Node:
         self.standby = SimStandby(env, self, self.tsp, settings.standby_linger) if settings.standby else None
         self.watcher = self._new_watcher(processes, member_ttl)
         self.duplicate: SimWatcher | None = None  # a second `trigger watch` (duplicate_watcher)
-        self.runs: set[SimDriver] = set()  # the `trigger run` processes alive
+        self.runs: dict[SimDriver, str] = {}  # the `trigger run` processes alive, and their run ids
+        # `trigger run` starts its command's watchdog (trigger.driver.WATCHDOG); False models
+        # one that could not be started, for the tests to see what it prevents
+        self.watchdog = True
+        self.orphans_until = -1.0  # orphan_child: commands ending before this leave a child behind
         self.scheduled: object = None  # the SimPy process of a scheduled Puppet run in progress
         self.slow_factor = 1.0
         self.puppet_busy = False
@@ -116,6 +124,38 @@ class Node:
         self.runs.clear()
         if self.standby is not None:
             self.standby.kill()
+
+    def kill_runners(self) -> None:
+        """kill -9 of every `trigger run` but not of its command, which is in a
+        process group of its own: the run's watchdog (trigger.driver.WATCHDOG)
+        sees the run gone and ends the group, SIGTERM then SIGKILL `stop_grace`
+        later. Puppet is taken to hold on until the SIGKILL, the longest a
+        command outlives its run."""
+        for driver in list(self.runs):
+            command = driver.command[0]
+            self.trace("trigger run killed; its command is left to the watchdog")
+            driver.kill(exit_status=137, command=False)
+            if command is not None and command.is_alive and self.watchdog:
+                self.env.timeout(RUN.stop_grace).callbacks.append(
+                    lambda _e, c=command: c.interrupt("watchdog") if c.is_alive else None)
+        self.runs.clear()
+        if self.standby is not None:  # the standby is a `trigger run` too: the same watchdog
+            self.standby.kill()
+
+    def kill_job(self) -> None:
+        """`tsp -k`: SIGTERM to the running job, `trigger run`. With a command
+        running, the run stops it and gives its fires back at once; without,
+        it exits as it would have, and its lease ends the rest."""
+        if self.standby is not None and self.tsp.running in self.standby.jobs:
+            self.trace(f"tsp -k: the standby job of {self.tsp.running} ends")
+            self.tsp.process.interrupt("tsp -k")  # its cat goes; the standby's run is told
+            return
+        job = next((d for d, run_id in self.runs.items() if run_id == self.tsp.running), None)
+        if job is None:
+            self.trace("tsp -k: no job running")
+        elif not job.stop_command(STOPPED_BY_SIGTERM):
+            self.trace(f"tsp -k: {self.runs.pop(job)} exits, no command running (exit 143)")
+            job.kill(exit_status=STOPPED)
 
     def go_down(self, span: float | None) -> None:
         """A reboot: every process of the node dies; nothing reaches etcd meanwhile."""
@@ -177,21 +217,43 @@ class Node:
     def triggered_run(self, run_id: str):
         """`trigger run RUN_ID -- puppet agent --test --waitforlock`: the real procedure."""
         driver = SimDriver(self.env, self.store, self._tell_run, execute=self._command)
-        self.runs.add(driver)
+        self.runs[driver] = run_id
         # The real holder is the run id, unique across hosts; here run ids are
         # per-host counters, so the host makes the slot key unique.
         yield from driver.run(triggered_run(self.layout, self.host, run_id,
                                             int(self.settings.run_history), f"{run_id}.{self.host}"))
-        self.runs.discard(driver)
+        self.runs.pop(driver, None)
 
     def _command(self, record):
         """The run's command: Puppet, its span kept to check one run at a time."""
-        start = self.env.now
+        start, before = self.env.now, self.last_span
         try:
-            return (yield from self.puppet_run("triggered", Lineage(record.hop, record.chain),
-                                               record.run_id))
+            exit_code = yield from self.puppet_run("triggered", Lineage(record.hop, record.chain),
+                                                   record.run_id)
         finally:
             self.ledger.commands.setdefault(self.host, []).append((start, self.env.now, record.run_id))
+            if self.last_span is not before:  # Puppet ran: its span counts against the limits,
+                for trigger, limit in record.limits:  # whether the run lived to record it or not
+                    self.ledger.limited_run(trigger, limit, self.host, record.run_id, *self.last_span)
+        left = yield from self._stop_left_behind()
+        return (exit_code, "", left) if left else exit_code
+
+    def _stop_left_behind(self):
+        """A background child the command left (orphan_child): `trigger run`, its
+        subreaper, stops it once Puppet has exited (trigger.leftovers), SIGTERM then
+        SIGKILL after stop_grace; the child is taken to hold on until the SIGKILL.
+        Only then is the run recorded and the queue's job done, but Puppet's lock
+        is free: the next run is late by that stop at most. Returns the remark."""
+        life = self.orphans_until - self.env.now
+        if life <= 0:
+            return ""
+        stopped = self.env.timeout(min(life, RUN.stop_grace))
+        while not stopped.processed:
+            try:
+                yield stopped
+            except Interrupt:
+                pass  # a stop of the run's command (tsp -k) signals the group; this child goes on
+        return remark(1, "a background child")
 
     def _tell_run(self, note: Note) -> None:
         what, now = note.what, self.env.now
@@ -206,8 +268,6 @@ class Node:
         elif isinstance(what, RunAborted):
             self.stats.runs_aborted += 1
         if isinstance(what, RunFinished):
-            for trigger, limit in what.record.limits:
-                self.ledger.limited_run(trigger, limit, self.host, what.record.run_id, *self.last_span)
             self.stats.last_trigger_activity = now
             if what.recorded:
                 return
@@ -244,6 +304,9 @@ class Node:
             self.stats.triggered_runs += 1
         try:
             yield env.timeout(self.role.agent.duration.sample(self.rng) * self.slow_factor)
+            if self.store.held() and any(resource.notify for resource in changed):
+                # `trigger fire` at Puppet's end waits for an answer that does not come
+                yield env.timeout(min(self.store.held(), NO_ANSWER))
         except Interrupt:  # stopped: Puppet did not get to its end, so it refreshes nothing
             self._record_span(kind, start)
             self.trace(f"{label} stopped before its end")

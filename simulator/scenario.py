@@ -20,11 +20,14 @@ from trigger.policy import MEMBER_TTL, STANDBY_LINGER, WAIT_TIMEOUT, WATCH, Watc
 from trigger.records import MAX_LIMIT, MAX_TTL, BadRecord, check_host
 
 CHANGES = ("once", "always", "never", "until_converged")
+# Issue 21's kinds last: a killed `trigger run` whose command survives it, a
+# command's background child, `tsp -k`, a store that never answers, a stepped clock.
+NEW_FAULTS = ("kill_runner", "orphan_child", "kill_job", "black_hole", "clock_step")
 FAULT_KINDS = ("cut_off", "kill_watcher", "restart_etcd", "compact_etcd", "slow_runs", "kill_tsp",
-               "kill_run", "reboot", "ambiguous_writes", "latency", "duplicate_watcher")
+               "kill_run", "reboot", "ambiguous_writes", "latency", "duplicate_watcher") + NEW_FAULTS
 NODE_FAULTS = ("cut_off", "kill_watcher", "slow_runs", "kill_tsp", "kill_run", "reboot",
-               "ambiguous_writes", "latency", "duplicate_watcher")
-INSTANT_FAULTS = ("compact_etcd", "kill_run")  # they happen at once: no `for`
+               "ambiguous_writes", "latency", "duplicate_watcher") + NEW_FAULTS
+INSTANT_FAULTS = ("compact_etcd", "kill_run", "kill_runner", "kill_job")  # they happen at once: no `for`
 
 
 class ScenarioError(ValueError):
@@ -132,6 +135,7 @@ class Fault:
     span: float | None = None  # `for`: None means until the end
     factor: float = 1.0
     delay: Duration | None = None  # latency: how long each store call takes
+    step: float = 0.0  # clock_step: seconds the host's wall clock jumps (back if negative)
 
     def describe(self) -> str:
         parts = [self.kind]
@@ -139,6 +143,8 @@ class Fault:
             parts.append(self.hosts[0] if len(self.hosts) == 1 else f"{len(self.hosts)} hosts")
         if self.kind == "slow_runs":
             parts.append(f"x{self.factor:g}")
+        if self.kind == "clock_step":
+            parts.append(f"{self.step:+g} s")
         if self.delay is not None:
             parts.append(self.delay.describe())
         if self.span:
@@ -187,6 +193,7 @@ class Scenario:
 
 _RANGE = re.compile(r"\[(\d+):(\d+)\]")
 MAX_NODES = 100_000  # a scenario larger than this is a typo, not a fleet
+MAX_STEP = 10 * 365 * 86400.0  # a clock step of more than ten years is a typo
 
 
 def expand_names(pattern: str) -> list[str]:
@@ -550,7 +557,7 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
     faults = []
     for i, spec in enumerate(_list(data.get("faults", []), "faults")):
         at = f"faults[{i}]"
-        spec = _mapping(spec, at, ("at", "kind", "hosts", "for", "factor", "delay"))
+        spec = _mapping(spec, at, ("at", "kind", "hosts", "for", "factor", "delay", "step"))
         for key in ("at", "kind"):
             if key not in spec:
                 _fail(f"{at}.{key}", "missing (required)")
@@ -581,10 +588,20 @@ def parse_scenario(data: dict, source: str = "scenario") -> Scenario:
             delay = _duration(spec.get("delay", {"uniform": [0.05, 0.5]}), f"{at}.delay")
         elif "delay" in spec:
             _fail(f"{at}.delay", "only latency takes a delay")
+        step = 0.0
+        if kind == "clock_step":
+            if "step" not in spec:
+                _fail(f"{at}.step", "missing (required for clock_step: seconds, negative steps back)")
+            step = _number(spec["step"], f"{at}.step", -math.inf)
+            if step == 0 or abs(step) > MAX_STEP:
+                _fail(f"{at}.step", f"expected seconds from -{MAX_STEP:g} to {MAX_STEP:g}, not 0, "
+                                    f"got {spec['step']!r}")
+        elif "step" in spec:
+            _fail(f"{at}.step", "only clock_step takes a step")
         if kind == "duplicate_watcher" and discovery is None:
             _fail(f"{at}.kind", "duplicate_watcher needs `discovery` (watchers claim their host "
                                 "through member keys)")
-        faults.append(Fault(_number(spec["at"], f"{at}.at"), kind, hosts, span, factor, delay))
+        faults.append(Fault(_number(spec["at"], f"{at}.at"), kind, hosts, span, factor, delay, step))
 
     return Scenario(
         name=name, description=description, until=until, drain=drain, seed=seed,

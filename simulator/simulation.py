@@ -108,8 +108,8 @@ class Simulation:
                     self.trace(who, f"fire {name!r} refused: no host to fire at, no live member")
                     return None
                 hosts = tuple(resolved)
-            fire(store, self.layout, name, list(hosts), lineage, origin,
-                 trigger.ttl, now, event_id, max_concurrent=trigger.max_concurrent)
+            fire(store, self.layout, name, list(hosts), lineage, origin,  # on the host's wall clock
+                 trigger.ttl, now + store.wall_offset, event_id, max_concurrent=trigger.max_concurrent)
         except LoopRefused as refusal:
             if node is not None:
                 node.stats.fires_refused += 1
@@ -183,6 +183,14 @@ class Simulation:
             for node in nodes:
                 node.kill_runs()
             return
+        elif kind == "kill_runner":
+            for node in nodes:
+                node.kill_runners()
+            return
+        elif kind == "kill_job":
+            for node in nodes:
+                node.kill_job()
+            return
         elif kind == "reboot":
             for node in nodes:
                 node.go_down(fault.span)
@@ -195,6 +203,15 @@ class Simulation:
         elif kind == "duplicate_watcher":
             for node in nodes:
                 node.start_duplicate_watcher()
+        elif kind == "clock_step":
+            for node in nodes:
+                node.store.wall_offset += fault.step
+        elif kind == "black_hole":
+            for node in nodes:
+                node.store.black_hole(end)
+        elif kind == "orphan_child":
+            for node in nodes:
+                node.orphans_until = max(node.orphans_until, end)
         if fault.span is None:
             return
         yield env.timeout(fault.span)
@@ -222,6 +239,9 @@ class Simulation:
         elif kind == "duplicate_watcher":
             for node in nodes:
                 node.stop_duplicate_watcher()
+        elif kind == "clock_step":  # NTP steps it back
+            for node in nodes:
+                node.store.wall_offset -= fault.step
 
     # -- running -----------------------------------------------------------------------
 
@@ -331,6 +351,8 @@ class Simulation:
                 continue
             if fault.kind == "cut_off":
                 return f"{host} cut off from etcd since {start:g} s"
+            if fault.kind == "black_hole":
+                return f"{host}'s etcd requests unanswered since {start:g} s"
             if fault.kind == "kill_watcher" and not node.watcher.alive:
                 return f"watcher of {host} killed at {start:g} s and not restarted"
             if fault.kind == "kill_tsp" and not node.tsp.up:

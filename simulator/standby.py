@@ -29,6 +29,7 @@ from simpy import Interrupt
 from trigger.policy import RUN
 from trigger.procedures import COLD, STANDBY, standby_linger_left, standby_route, standby_run_id, \
     sweep_links, triggered_run
+from trigger.queue.standby_runner import JOB_GONE
 
 from .driver import SimDriver
 
@@ -53,6 +54,7 @@ class SimStandby:
         self._process = None  # the standby's SimPy process
         self._driver: SimDriver | None = None  # its run in progress
         self._closing = None  # the event that ends the job it serves (its FIFO closed)
+        self._gone = False  # that job was killed (tsp -k)
         self.jobs: set[str] = set()  # run ids queued as standby jobs, until their job ends
         self._arrived = env.event()  # a job opened the FIFO
         self._leaving = False
@@ -127,8 +129,21 @@ class SimStandby:
             self._arrived.succeed()
         try:
             yield closed
+        except Interrupt:  # `tsp -k`: the job's cat goes
+            self._job_gone(run_id, closed)
         finally:
             self.jobs.discard(run_id)
+
+    def _job_gone(self, run_id: str, closed) -> None:
+        """Still in its open, the standby never sees it. Served, its run is told by the
+        FIFO (no reader: JobOutput) and stops its command, started or not: its fires go
+        back (JOB_GONE). The standby closes the FIFO after the run, as ever."""
+        if (run_id, closed) in self.waiting:
+            self.waiting.remove((run_id, closed))
+        elif self._closing is closed:
+            self._gone = True
+            if self._driver is not None:
+                self._driver.stop_command(JOB_GONE, before_start=True)
 
     # -- the standby process ------------------------------------------------------------------
 
@@ -140,7 +155,7 @@ class SimStandby:
                     self._arrived = self.env.event()
                     yield self._arrived
                 link_run_id, closed = self.waiting.popleft()
-                self._closing = closed
+                self._closing, self._gone = closed, False
                 self.links.discard(link_run_id)  # its job holds it open: the standby takes it away
                 run_id = standby_run_id(link_run_id, self.served, self._running)
                 if run_id is not None:
@@ -148,6 +163,8 @@ class SimStandby:
                     yield self.env.timeout(STANDBY_START)
                     driver = self._driver = SimDriver(self.env, self.node.store, self.node._tell_run,
                                                       execute=self.node._command)
+                    if self._gone:  # its job was killed already (tsp -k): the run is told at once
+                        driver.stop_command(JOB_GONE, before_start=True)
                     yield from driver.run(triggered_run(self.node.layout, self.node.host, run_id,
                                                         int(self.node.settings.run_history),
                                                         f"{run_id}.{self.node.host}"))

@@ -18,7 +18,7 @@ _NOTHING: frozenset[str] = frozenset()
 
 
 class FakeTaskSpooler:
-    __slots__ = ("env", "start_job", "stats", "queue", "running", "down_until", "jobs", "_server")
+    __slots__ = ("env", "start_job", "stats", "queue", "running", "process", "down_until", "jobs", "_server")
 
     def __init__(self, env, start_job: Callable, stats):
         """`start_job(run_id)` is the SimPy generator of `trigger run RUN_ID`."""
@@ -27,6 +27,7 @@ class FakeTaskSpooler:
         self.stats = stats
         self.queue: deque[str] = deque()
         self.running: str | None = None
+        self.process = None  # the running job's SimPy process (what `tsp -k` signals)
         self.down_until = -1.0
         self.jobs: dict[str, Callable] = {}  # run id -> its job, where not `start_job` (simulator/standby.py)
         self._server = 0  # which server runs the jobs: an orphan's end must not start the next
@@ -66,16 +67,16 @@ class FakeTaskSpooler:
         self.queue.clear()
         for run_id in lost:
             self.jobs.pop(run_id, None)
-        self.running = None  # an orphan now: it runs on, unlisted
+        self.running = self.process = None  # an orphan now: it runs on, unlisted
         self._server += 1
         self.down_until = self.env.now + down_for
         return lost
 
     def _next(self) -> None:
         if not self.queue:
-            self.running = None
+            self.running = self.process = None
             return
         self.running = self.queue.popleft()
-        process = self.env.process(self.jobs.pop(self.running, self.start_job)(self.running))
+        process = self.process = self.env.process(self.jobs.pop(self.running, self.start_job)(self.running))
         server = self._server
         process.callbacks.append(lambda _e: self._next() if self._server == server else None)

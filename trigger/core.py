@@ -228,31 +228,35 @@ class WatcherCore:
     queued_class: tuple[bool, tuple[str, ...]] | None = None  # the options it will serve (report only)
     lock_holder: tuple[str, str] | None = None  # (run id, execution) holding the host's run lock
     revision: int = 0
-    retry_at: float = 0.0
+    retry_at: float = 0.0  # on the monotonic clock (`elapsed`): a stepped wall clock must not move it
     failures: int = 0
     synced: bool = False
     _entries: dict[str, Entry] = field(default_factory=dict, repr=False)  # every usable entry
     fires_received: int = 0  # inbox entries seen arriving, for metrics (report only)
     _parsed: dict = field(default_factory=dict, repr=False)  # key -> (revision, record)
 
-    def handle(self, event: Event, now: float) -> list[Action]:
+    def handle(self, event: Event, now: float, elapsed: float | None = None) -> list[Action]:
+        """`now` is the wall clock (for records people read); `elapsed` the
+        monotonic one (for the retry delay), `now` if not given."""
+        clock = now if elapsed is None else elapsed
         if isinstance(event, Snapshot):
-            actions = self._snapshot(event, now)
+            actions = self._snapshot(event, clock)
         elif not self.synced:
             raise ProtocolError(f"{type(event).__name__} before the first Snapshot")
         elif isinstance(event, Changes):
-            actions = self._changes(event, now)
+            actions = self._changes(event, clock)
         elif isinstance(event, EnqueueFailed):
-            actions = self._enqueue_failed(event, now)
+            actions = self._enqueue_failed(event, clock)
         elif isinstance(event, Tick):
             actions = []
         else:
             raise ProtocolError(f"unknown event {event!r}")
-        return actions + self._decide(now)
+        return actions + self._decide(now, clock)
 
     @property
     def wake_at(self) -> float | None:
-        """When a `Tick` would queue a run that a failure delayed, if ever."""
+        """When a `Tick` would queue a run that a failure delayed, if ever
+        (on the clock given to `handle` as `elapsed`)."""
         if self.pending and self.queued_run is None:
             return self.retry_at
         return None
@@ -269,7 +273,7 @@ class WatcherCore:
 
     # -- transitions -----------------------------------------------------------
 
-    def _snapshot(self, event: Snapshot, now: float) -> list[Action]:
+    def _snapshot(self, event: Snapshot, clock: float) -> list[Action]:
         known = set(self.pending)
         self.pending.clear()
         self._entries.clear()
@@ -299,7 +303,7 @@ class WatcherCore:
         live = event.live_runs
         for run in sorted((r for r in active if r.state == "queued"), key=lambda r: r.run_id):
             if live is not None and run.run_id not in live:
-                actions.append(self._lose(run, "queued in the store but not in the queue", now))
+                actions.append(self._lose(run, "queued in the store but not in the queue", clock))
             else:
                 # With two queued runs (a race with an older watcher) entries
                 # wait for the newest; the other still runs and serves them.
@@ -307,25 +311,25 @@ class WatcherCore:
         if self.queued_run is not None:
             self.queued_class = run_class(self.pending[name] for name in sorted(self.pending))
         self.fires_received += len(self.pending.keys() - known)
-        return actions + self._judge_started(now)
+        return actions + self._judge_started(clock)
 
-    def _judge_started(self, now: float) -> list[Action]:
+    def _judge_started(self, clock: float) -> list[Action]:
         """A started run not holding the run lock died before its end."""
         dead = [run for run in self.runs.values()
                 if run.state == "started" and (run.run_id, run.execution) != self.lock_holder]
         if not dead:
             return dead
-        return [self._lose(run, "its run lock went while it ran: it died before its end", now)
+        return [self._lose(run, "its run lock went while it ran: it died before its end", clock)
                 for run in sorted(dead, key=lambda r: r.run_id)]
 
-    def _changes(self, event: Changes, now: float) -> list[Action]:
+    def _changes(self, event: Changes, clock: float) -> list[Action]:
         actions: list[Action] = []
         for change in event.changes:
             if change.revision > self.revision:
                 actions += self._apply(change, coalesce=True)
         if event.changes:
             self.revision = max(self.revision, event.changes[-1].revision)
-        return actions + self._judge_started(now)
+        return actions + self._judge_started(clock)
 
     def _apply(self, change: Change, coalesce: bool) -> list[Action]:
         kind, name = self.layout.classify(self.host, change.key)
@@ -403,35 +407,35 @@ class WatcherCore:
         self._parsed[change.key] = (change.revision, record)
         return record
 
-    def _enqueue_failed(self, event: EnqueueFailed, now: float) -> list[Action]:
+    def _enqueue_failed(self, event: EnqueueFailed, clock: float) -> list[Action]:
         actions: list[Action] = []
         run = self.runs.get(event.run_id)
         if run is not None and run.state == "queued":
-            actions.append(self._lose(run, f"could not queue: {event.reason}", now, first_delay=1.0))
+            actions.append(self._lose(run, f"could not queue: {event.reason}", clock, first_delay=1.0))
         else:
-            self._back_off(now, first_delay=1.0)
+            self._back_off(clock, first_delay=1.0)
         if self.queued_run == event.run_id:
             self.queued_run = None
         return actions
 
-    def _lose(self, run: RunRecord, reason: str, now: float, first_delay: float = 0.0) -> MarkRunLost:
+    def _lose(self, run: RunRecord, reason: str, clock: float, first_delay: float = 0.0) -> MarkRunLost:
         lost = run._replace(state="lost", reason=reason)
         self.runs[run.run_id] = lost
         self._give_back(lost)
         if self.queued_run == run.run_id:
             self.queued_run = None
-        self._back_off(now, first_delay)
+        self._back_off(clock, first_delay)
         return MarkRunLost(run.run_id, lost)
 
-    def _back_off(self, now: float, first_delay: float) -> None:
+    def _back_off(self, clock: float, first_delay: float) -> None:
         """A lost run is replaced at once the first time (a refused queue after
         `first_delay`); each further failure before a run gets through doubles it."""
         self.failures += 1
         delay = first_delay if self.failures == 1 else 2.0 ** min(self.failures - 1, 16)
-        self.retry_at = now + min(MAX_ENQUEUE_DELAY, delay)
+        self.retry_at = clock + min(MAX_ENQUEUE_DELAY, delay)
 
-    def _decide(self, now: float) -> list[Action]:
-        if not self.pending or self.queued_run is not None or now < self.retry_at:
+    def _decide(self, now: float, clock: float) -> list[Action]:
+        if not self.pending or self.queued_run is not None or clock < self.retry_at:
             return []
         run_id = self.new_run_id()
         record = RunRecord(run_id=run_id, host=self.host, state="queued", queued_at=now)

@@ -119,6 +119,9 @@ class Command:
         self.process: subprocess.Popen | None = None
         self.grace = grace
         self.stopped_because: str | None = None  # stopped from outside the run, and why
+        # A stop asked before the command started (the lease ended while the run's start
+        # was being written): the command is stopped as it starts, never left to run.
+        self._stop_asked = False
         self._lock = threading.Lock()
 
     def wait(self, process: subprocess.Popen) -> int | tuple[int, str, str] | CommandStopped:
@@ -128,8 +131,11 @@ class Command:
         watchdog = _watch_over(process.pid, self.grace)
         with self._lock:
             self.process = process
+            stop_now = self._stop_asked
         left = ""
         try:
+            if stop_now:
+                _end_group(process, self.grace)
             code = process.wait()
             run_id = getattr(process, "run_id", None)  # set by `runner.start_command`
             if run_id:
@@ -148,16 +154,21 @@ class Command:
         """End the command's process group; `reason`: stopped from outside the run (its fires go back)."""
         with self._lock:
             process = self.process
-            if process is not None and reason and self.stopped_because is None:
+            if process is None:
+                self._stop_asked = True
+            if reason and self.stopped_because is None:
                 self.stopped_because = reason
-        if process is None:
-            return
-        signal_group(process.pid, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-        signal_group(process.pid, signal.SIGKILL)  # whatever of its group is left
+        if process is not None:
+            _end_group(process, grace)
+
+
+def _end_group(process: subprocess.Popen, grace: float) -> None:
+    signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    signal_group(process.pid, signal.SIGKILL)  # whatever of its group is left
 
 
 def _watch_over(pgid: int, grace: float) -> subprocess.Popen | None:
@@ -185,7 +196,10 @@ def _dismiss(watchdog: subprocess.Popen | None) -> None:
     watchdog.wait()
 
 
-def stop_on_sigterm(driver: "RealDriver", reason: str = "trigger run got SIGTERM (tsp -k?); command stopped") -> None:
+STOPPED_BY_SIGTERM = "trigger run got SIGTERM (tsp -k?); command stopped"
+
+
+def stop_on_sigterm(driver: "RealDriver", reason: str = STOPPED_BY_SIGTERM) -> None:
     """SIGTERM (`tsp -k`, an operator) stops the running command's group and gives its fires
     back; with no command running, the process ends as it would have (its lease ends the rest)."""
     def stop(signum, _frame) -> None:

@@ -137,6 +137,11 @@ def stop_left_behind(run_id: str, grace: float, keep: frozenset[int] = frozenset
         stopped += pids
     if not stopped:
         return ""
-    what = "process" if len(stopped) == 1 else "processes"
-    return (f"the command left {len(stopped)} {what} behind ({named}): stopped with its run "
+    return remark(len(stopped), named)
+
+
+def remark(count: int, named: str) -> str:
+    """What the run's record and the watcher's log say of `count` processes left behind."""
+    what = "process" if count == 1 else "processes"
+    return (f"the command left {count} {what} behind ({named}): stopped with its run "
             f"(a run command must not daemonize or leave children running)")

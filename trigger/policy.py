@@ -49,6 +49,7 @@ class RunPolicy(NamedTuple):
         return min(self.first_delay * 2.0 ** attempt, self.max_delay)
 
 
+STORE_TIMEOUT = 5.0  # seconds etcd's client waits for one endpoint's answer; endpoints are tried in turn
 MEMBER_TTL = 10  # seconds a member, candidate or slot key outlives its holder
 BEATS_PER_TTL = 3  # leases are refreshed every ttl / 3
 RETRY_AFTER_STORE_ERROR = 1.0  # membership: how soon to register again after an error

@@ -102,7 +102,9 @@ def follow_inbox(core: WatcherCore, policy: WatchPolicy = WATCH):
                        f"{sum(r.active for r in core.runs.values())} run(s) active; watching")
             yield Watch(prefix, revision + 1)
             next_check = None
-            now = yield NOW
+            # Deadlines on the monotonic clock: a wall clock stepped back must
+            # not postpone a re-read or a delayed retry (issue 21).
+            now = yield ELAPSED
             while True:
                 # Deliveries never postpone the re-read: a run lost with its
                 # queue is noticed within check_interval, whatever the fire rate.
@@ -111,11 +113,12 @@ def follow_inbox(core: WatcherCore, policy: WatchPolicy = WATCH):
                 interval = policy.check_interval if core.busy else policy.idle_check
                 next_check = now + interval if next_check is None else min(next_check, now + interval)
                 changes = yield NextChange(_wait(core, policy, now, next_check))
-                now = yield NOW
+                now = yield ELAPSED
                 if changes is not None:
-                    yield from carry_out(core, core.handle(Changes(tuple(changes)), now), policy)
+                    actions = core.handle(Changes(tuple(changes)), (yield NOW), now)
+                    yield from carry_out(core, actions, policy)
                 if core.wake_at is not None and now >= core.wake_at:
-                    yield from carry_out(core, core.handle(Tick(), now), policy)
+                    yield from carry_out(core, core.handle(Tick(), (yield NOW), now), policy)
                 if now >= next_check:
                     yield from resync(core, prefix, policy)
                     next_check = None
@@ -143,7 +146,7 @@ def resync(core: WatcherCore, prefix: str, policy: WatchPolicy = WATCH):
         live = None
     items, revision = yield Call(_get_prefix, (prefix,))
     now = yield NOW
-    actions = core.handle(Snapshot(tuple(items), revision, live), now)
+    actions = core.handle(Snapshot(tuple(items), revision, live), now, (yield ELAPSED))
     if actions:  # most re-reads find nothing to do
         yield from carry_out(core, actions, policy)
     return revision
@@ -175,7 +178,8 @@ def carry_out(core: WatcherCore, actions: list, policy: WatchPolicy = WATCH):
             except QueueError as exc:
                 yield Note(f"queue refused {action.run_id}: {exc}", "warning")
                 now = yield NOW
-                yield from carry_out(core, core.handle(EnqueueFailed(action.run_id, str(exc)), now), policy)
+                failed = core.handle(EnqueueFailed(action.run_id, str(exc)), now, (yield ELAPSED))
+                yield from carry_out(core, failed, policy)
         elif isinstance(action, MarkRunLost):
             lease = yield Call(_grant, (policy.record_retention,))
             yield Call(_put, (layout.run_key(host, action.run_id), action.record.encode(), lease))
@@ -319,10 +323,14 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
     refusal = refused_options(record, allowed)
     reason = None  # why the command was stopped before its end, if it was
     remark = refusal  # what the finished record says besides its exit code
+    started = False
     if refusal:  # nothing runs; the fires are served, the record says why
         yield Note(f"{run_id}: {refusal}", "warning")
         exit_code, output = None, ""
+    elif lease.expired:  # it ended while the start was retried: the lock and the slots may be
+        exit_code, output = None, ""  # another run's by now, so the command must not start
     else:
+        started = True
         ended = yield Execute(record)
         if isinstance(ended, CommandStopped):
             exit_code, output, reason = ended.exit_code, "", ended.reason
@@ -332,7 +340,8 @@ def triggered_run(layout: Layout, host: str, run_id: str, retention: int = 0,
                 remark = left[0]
                 yield Note(f"{run_id}: {remark}", "warning")
     if lease.expired:  # stopped before its end, rather than losing the lease after it
-        reason = f"lease not renewed for {policy.stop_after():g} s; command stopped"
+        reason = (f"lease not renewed for {policy.stop_after():g} s; "
+                  f"{'command stopped' if started else 'command not started'}")
     # The end is when the command returned, not when the record is written:
     # the slots go back in between, and a run recorded as ending after the
     # next one started would misreport serial order.
@@ -428,8 +437,13 @@ def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
             held = yield from retrying(
                 lambda now: Call(take_run_lock, (layout, host, run_id, lease.id)),
                 f"{run_id} cannot take the run lock", policy)
-            if held is None and (yield Call(_lock_holder, (key,))) != ours:
-                break
+            if held is None:  # taken, or etcd stayed away: the lock says which
+                try:
+                    mine = (yield Call(_lock_holder, (key,))) == ours
+                except StoreError:  # still away: not known to be ours (our lease's end frees it if so)
+                    mine = False
+                if not mine:
+                    break
         if held is None:
             yield UNWATCH
             return True
@@ -440,12 +454,15 @@ def wait_for_run_lock(layout: Layout, host: str, run_id: str, lease: RunLease,
             yield Note(f"{run_id} waits for run {holder} to end (one run at a time)")
             told = True
         if not watching:
-            yield Watch(key, since)
+            try:
+                yield Watch(key, since)
+            except UnavailableError:
+                continue  # etcd went away just now: ask for the lock again (that retries)
             watching = True
         try:
             yield NextChange(lease.ttl)
-        except StoreError:
-            yield Watch(key, 0)
+        except StoreError:  # the watch died: ask again, and watch anew from what is seen then
+            watching = False
     yield UNWATCH
     return False
 
@@ -503,7 +520,7 @@ def acquire_slot(slot: HeldSlot, lease: int, ttl: int, timeout: float | None = N
 
     TimeoutError after `timeout`; SlotLost if the key goes (the lease ended).
     """
-    start = yield NOW
+    start = yield ELAPSED  # a wait and its timeout: the monotonic clock
     slot.lease = lease
     yield Call(_put, (slot.key, b"", lease))
     yield Watch(slot.prefix, 0)
@@ -513,7 +530,7 @@ def acquire_slot(slot: HeldSlot, lease: int, ttl: int, timeout: float | None = N
             yield UNWATCH
             slot.lease = None
             raise SlotLost(f"its lease ended while it waited for a slot of {slot.limit}")
-        now = yield NOW
+        now = yield ELAPSED
         if keys.index(slot.key) < slot.limit:
             yield UNWATCH
             return now - start
@@ -673,8 +690,18 @@ def keep_membership(reg: Registration):
 def serve_host(reg: Registration, core: WatcherCore, policy: WatchPolicy = WATCH):
     """`trigger watch`: claim the host (a standby until it is free), keep the
     membership beside, follow the inbox. Ends with HostTaken when another
-    watcher took the host over."""
-    yield from claim_host(reg)
+    watcher took the host over. An unreachable etcd is waited for, as
+    `follow_inbox` waits for it, not an end: a watcher started during an
+    outage must still serve its host once etcd answers."""
+    delay = policy.reconnect_delay
+    while True:
+        try:
+            yield from claim_host(reg)
+            break
+        except UnavailableError as exc:
+            yield Note(WatchLost(f"store: {exc}; claiming {reg.host} again in {delay:.1f}s"), "warning")
+            yield Sleep(delay)
+            delay = policy.next_reconnect_delay(delay)
     yield Spawn(keep_membership(reg))
     yield from follow_inbox(core, policy)
 

@@ -225,6 +225,17 @@ def test_started_run_that_died_is_lost_but_finished_runs_are_history():
     assert [(type(a), a.run_id) for a in actions] == [(MarkRunLost, "r9")]
 
 
+def test_the_retry_delay_is_on_the_monotonic_clock_not_the_wall_clock():
+    """Issue 21: a wall clock stepped back 10 s delayed the retry by 10 s."""
+    core, _ = synced()
+    core.handle(Changes((put_entry("e1", 11),)), 10.0, 500.0)
+    core.handle(EnqueueFailed("r1", "tsp not found"), 10.0, 500.0)
+    assert core.wake_at == 501.0
+    retry = core.handle(Tick(), 0.5, 501.0)  # the wall clock went back 10 s meanwhile
+    assert [(type(a), a.run_id) for a in retry] == [(EnqueueRun, "r2")]
+    assert retry[0].record.queued_at == 0.5  # records keep the wall clock
+
+
 def test_enqueue_failure_loses_the_run_and_retries_after_a_growing_delay():
     core, _ = synced()
     core.handle(Changes((put_entry("e1", 11),)), 10.0)

@@ -8,8 +8,8 @@ import threading
 import time
 
 from tests.eventually import eventually
-from trigger.driver import BOOT_ID, PID_NAMESPACE, RealDriver, process_alive
-from trigger.effects import NOW, Call, Cancel, NextChange, Note, Sleep, Spawn, Watch
+from trigger.driver import BOOT_ID, PID_NAMESPACE, Command, RealDriver, process_alive
+from trigger.effects import NOW, Call, Cancel, CommandStopped, NextChange, Note, Sleep, Spawn, Watch
 from trigger.store.base import Put, UnavailableError
 from trigger.store.memory import MemoryStore
 
@@ -150,3 +150,17 @@ def test_the_watchdog_ends_the_command_s_whole_group_when_its_run_dies_and_leave
             except ProcessLookupError:
                 pass
             group.wait()
+
+
+def test_a_stop_asked_before_the_command_started_stops_it_as_it_starts():
+    """The lease can end just before the command starts (the keeper's one stop
+    then found no process): the command must not run on without a lease."""
+    command = Command(grace=0.5)
+    command.stop(0.5)
+    started = time.monotonic()
+    code = command.wait(subprocess.Popen(["sleep", "30"], start_new_session=True))
+    assert code == 128 + 15 and time.monotonic() - started < 10
+    job_gone = Command(grace=0.5)
+    job_gone.stop(0.5, "its queue job is gone")  # a reason: the fires go back
+    ended = job_gone.wait(subprocess.Popen(["sleep", "30"], start_new_session=True))
+    assert ended == CommandStopped(128 + 15, "its queue job is gone")

@@ -23,9 +23,11 @@ from simulator.scenario import Duration
 from trigger.effects import Sleep, StopCommand
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
+from trigger.core import WatcherCore
 from trigger.policy import BEATS_PER_TTL, RUN, RunPolicy
+from trigger.queue import QueueError
 from trigger.procedures import EXIT_TEMPFAIL, HostTaken, Registration, RunFinished, RunLease, RunStarted, \
-    SlotWaited, beat, claim_host, keep_run_lease, triggered_run
+    SlotWaited, beat, claim_host, follow_inbox, keep_run_lease, triggered_run
 from trigger.records import RunRecord, parse_run
 from trigger.store.memory import MemoryStore
 
@@ -407,3 +409,56 @@ def test_a_watcher_of_another_pid_namespace_is_never_judged_dead_and_the_newcome
     driver.run(claim_host(reg))
     assert reg.lease is None and "standby" in told[0].what
     assert member_at(L, L.member_key(HOST), store.get(L.member_key(HOST)).value).process == other.process
+
+
+class RefusingOnce:
+    """A queue that refuses its first job (a task-spooler that cannot start its
+    server) and notes when each job came, on the monotonic clock."""
+
+    def __init__(self):
+        self.asked: list[float] = []
+
+    def live_run_ids(self) -> frozenset[str]:
+        return frozenset()
+
+    def enqueue(self, run_id: str, argv: list[str]) -> None:
+        self.asked.append(time.monotonic())
+        if len(self.asked) == 1:
+            raise QueueError("task-spooler server is not running")
+
+
+def test_a_wall_clock_stepped_back_does_not_delay_the_retry_on_the_real_driver():
+    """Issue 21: the retry after a refused queue came 10 s late when the wall
+    clock stepped back 10 s in between; it is timed on the monotonic clock."""
+    store = MemoryStore()
+    fire(store, L, "refresh", [HOST], Lineage(), "web1", now=1.0, event_id="e1")
+    queue = RefusingOnce()
+
+    def wall() -> float:  # steps back 10 s while the retry waits
+        stepped = queue.asked and time.monotonic() - queue.asked[0] > 0.3
+        return time.time() - (10.0 if stepped else 0.0)
+
+    driver = RealDriver(store, queue, run_argv=lambda run_id: ["true"], clock=wall, tell=lambda note: None)
+    core = WatcherCore(HOST, L, iter(f"r{i}" for i in range(1, 100)).__next__)
+    thread = threading.Thread(target=driver.run, args=(follow_inbox(core),), daemon=True)
+    thread.start()
+    try:
+        eventually(lambda: len(queue.asked) >= 2, timeout=15)
+    finally:
+        driver.stop()
+        thread.join(10)
+    assert 0.9 <= queue.asked[1] - queue.asked[0] < 3  # the core's 1 s, not 11 s
+
+
+def test_a_run_that_cannot_take_the_run_lock_while_etcd_stays_away_runs_nothing_and_does_not_crash():
+    """Found by `trigger-sim explore rolling` (seed 141): the lock's take failed
+    five times, then reading who holds it failed too, and `trigger run` ended
+    in a traceback. It ends as a run that could not start: EXIT_TEMPFAIL."""
+    def cut_during_the_lock(conn):
+        conn.delay = (Duration("fixed", 1.0), None)  # each call 1 s: the lease at 1 s, the lock at 2 s
+        conn.etcd.env.timeout(1.5).callbacks.append(lambda _e: conn.cut_off())
+
+    code, notes, conn = _on_sim(lambda: triggered_run(L, HOST, "r1"), cut_during_the_lock)
+    assert code == EXIT_TEMPFAIL
+    assert _kinds(notes)[-1] == "RunAborted"
+    assert sum("cannot take the run lock" in str(n.what) for n in notes) == RUN.attempts

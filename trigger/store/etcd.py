@@ -77,6 +77,7 @@ import grpc  # noqa: E402
 
 import pyetcd.etcdrpc as rpc  # noqa: E402
 
+from ..policy import STORE_TIMEOUT  # noqa: E402
 from .base import (  # noqa: E402
     Change,
     CompactedError,
@@ -235,7 +236,7 @@ def _details(error: grpc.RpcError) -> str:
 class EtcdStore:
     """The Store protocol (trigger.store.base) on etcd's v3 gRPC API."""
 
-    def __init__(self, endpoints: list[str], timeout: float = 5.0, *,
+    def __init__(self, endpoints: list[str], timeout: float = STORE_TIMEOUT, *,
                  cacert: str | None = None, cert: str | None = None, key: str | None = None,
                  user: str | None = None, password: str | None = None,
                  tls: TlsConfig | None = None):

@@ -42,6 +42,7 @@ import socket
 import sys
 import threading
 
+from ..policy import STORE_TIMEOUT
 from .base import (
     Change,
     CompactedError,
@@ -268,7 +269,7 @@ class _Endpoint:
 class EtcdJsonStore:
     """The Store protocol (trigger.store.base) on etcd's v3 JSON gateway."""
 
-    def __init__(self, endpoints: list[str], timeout: float = 5.0, *,
+    def __init__(self, endpoints: list[str], timeout: float = STORE_TIMEOUT, *,
                  cacert: str | None = None, cert: str | None = None, key: str | None = None,
                  user: str | None = None, password: str | None = None,
                  tls: TlsConfig | None = None):

@@ -119,3 +119,15 @@ def test_a_closed_pipe_ends_trigger_sim_quietly_with_141(tmp_path):
                 proc.kill()
                 proc.wait()
         assert proc.returncode == 141 and b"Traceback" not in err, (argv, err.decode())
+
+
+def test_list_names_a_broken_scenario_in_one_line_and_lists_the_others(monkeypatch, tmp_path, capsys):
+    import simulator
+
+    (tmp_path / "good.yaml").write_text("until: 1\nnodes: {a: r}\nroles: {r: {}}\ndescription: fine\n")
+    (tmp_path / "bad.yaml").write_text("description: a colon: here\n")
+    monkeypatch.setattr(simulator, "SCENARIOS", tmp_path)
+    assert main(["list"]) == 2
+    out, err = capsys.readouterr()
+    assert out.split() == ["good", "1", "nodes", "fine"]
+    assert err.startswith(f"trigger-sim: {tmp_path / 'bad.yaml'}: not valid YAML at line 1") and err.count("\n") == 1

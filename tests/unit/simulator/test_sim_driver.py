@@ -5,8 +5,9 @@ from __future__ import annotations
 import simpy
 
 from simulator.driver import SimDriver
-from simulator.network import Etcd
-from trigger.effects import NOW, NextChange, Note, Sleep, Watch
+from simulator.network import NO_ANSWER, Etcd
+from trigger.effects import ELAPSED, NOW, Call, NextChange, Note, Sleep, Watch
+from trigger.store.base import UnavailableError
 from trigger.layout import Layout
 
 L = Layout()
@@ -79,3 +80,47 @@ def test_kill_ends_the_procedure_where_it_waits_and_cancels_its_watch():
     env.timeout(1).callbacks.append(lambda _e: driver.kill())
     env.run(until=20)
     assert told == [] and not driver.watching and conn.watches == {}
+
+
+def test_a_black_holed_call_waits_for_its_bound_the_client_s_timeout_or_the_hole_s_end():
+    """Not refused: the call gives up at its `within`, else after the client's
+    timeouts (NO_ANSWER), and is answered if the hole closes first."""
+    env, conn = _connection(latency=0.0)
+    seen = []
+
+    def put(store, key):
+        return store.put(key, b"")
+
+    def call(key, within=None):
+        try:
+            yield Call(put, (key,), within)
+            seen.append((key, "answered", env.now))
+        except UnavailableError as exc:
+            seen.append((key, str(exc), env.now))
+
+    def procedure():
+        yield from call("/p/bounded", within=4)
+        yield from call("/p/unbounded")
+        yield from call("/p/in-time")  # at 19 s: the hole closes at 30 s, within its timeout
+
+    conn.black_hole(30)
+    env.process(SimDriver(env, conn, lambda n: None).run(procedure()))
+    env.run()
+    assert seen == [("/p/bounded", "no answer within 4.0s", 4),
+                    ("/p/unbounded", f"no answer within {NO_ANSWER:.1f}s", 4 + NO_ANSWER),
+                    ("/p/in-time", "answered", 30)]
+    assert [kv.key for kv in conn.get_prefix("/p/")[0]] == ["/p/in-time"]
+
+
+def test_clock_step_moves_the_wall_clock_not_the_monotonic_one():
+    env, conn = _connection()
+    seen = []
+
+    def procedure():
+        yield Sleep(5)
+        conn.wall_offset = -10.0
+        seen.append(((yield NOW), (yield ELAPSED)))
+
+    env.process(SimDriver(env, conn, lambda n: None).run(procedure()))
+    env.run()
+    assert seen == [(-5.0, 5)]

@@ -45,3 +45,34 @@ def test_unknown_fault_kinds_are_a_one_line_error(capsys):
         parse_kinds("cut_off,melt")
     assert main(["explore", "seed", "--faults", "melt"]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_explore_draws_issue_21s_faults_and_writes_them_back_as_they_were():
+    import random
+
+    from simulator.explore import DEFAULT_KINDS, fault_spec, random_faults
+
+    scenario = load_scenario(SCENARIOS / "faults.yaml")
+    drawn = [f for seed in range(200)
+             for f in random_faults(scenario, random.Random(f"explore/{seed}"), DEFAULT_KINDS)]
+    new = ("kill_runner", "orphan_child", "kill_job", "black_hole", "clock_step")
+    assert set(new) <= {f.kind for f in drawn}
+    for fault in drawn:
+        if fault.kind in new:  # a reproducer file holds the same fault
+            data = {"until": 1, "nodes": {fault.hosts[0]: "r"}, "roles": {"r": {}}, "faults": [fault_spec(fault)]}
+            assert load_scenario(data).faults == (fault,)
+    assert {f.step for f in drawn if f.kind == "clock_step"} >= {-10.0, 3600.0}
+
+
+def test_a_simulation_that_raises_is_a_failure_shrunk_and_reproduced(monkeypatch, tmp_path, capsys):
+    """A crash of the protocol code on one seed (the run lock's read, issue 21)
+    ended the whole exploration in a traceback; it is a failure like the others."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("finish_run broke")
+
+    monkeypatch.setattr(procedures, "finish_run", broken)
+    code = main(["explore", "seed", "--runs", "2", "--faults", "kill_job", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "the simulation raised RuntimeError: finish_run broke" in out
+    assert "reproduce: trigger-sim run " in out

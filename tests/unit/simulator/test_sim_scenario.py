@@ -74,6 +74,19 @@ BAD = [
     ({"faults": [{"at": 1, "kind": "meteor"}]}, "faults[0].kind: expected one of cut_off"),
     ({"faults": [{"at": 1, "kind": "cut_off"}]}, "faults[0].hosts: missing (required for cut_off)"),
     ({"faults": [{"at": 1, "kind": "restart_etcd", "hosts": "all"}]}, "faults[0].hosts: restart_etcd affects etcd"),
+    ({"faults": [{"at": 1, "kind": "clock_step", "hosts": "all"}]},
+     "faults[0].step: missing (required for clock_step: seconds, negative steps back)"),
+    ({"faults": [{"at": 1, "kind": "clock_step", "hosts": "all", "step": 0}]},
+     "faults[0].step: expected seconds from -3.1536e+08 to 3.1536e+08, not 0, got 0"),
+    ({"faults": [{"at": 1, "kind": "clock_step", "hosts": "all", "step": "-10s"}]},
+     "faults[0].step: expected a number, got '-10s'"),
+    ({"faults": [{"at": 1, "kind": "black_hole", "hosts": "all", "step": 5}]},
+     "faults[0].step: only clock_step takes a step"),
+    ({"faults": [{"at": 1, "kind": "kill_runner", "hosts": "all", "for": 5}]},
+     "faults[0].for: kill_runner happens at once; remove for"),
+    ({"faults": [{"at": 1, "kind": "kill_job"}]}, "faults[0].hosts: missing (required for kill_job)"),
+    ({"faults": [{"at": 1, "kind": "orphan_child", "hosts": "role:lb", "for": -1}]},
+     "faults[0].for: must be at least 0"),
     ({"fires": [{"at": 1, "trigger": "nope"}]}, "fires[0].trigger: no trigger named 'nope'"),
     ({"watcher": {"check_interval": 0}}, "watcher.check_interval: must be more than 0"),
 ]
@@ -166,7 +179,8 @@ JUNK = st.one_of(
 def test_any_damage_to_a_scenario_is_a_one_line_error_or_fine(data):
     import copy
 
-    base = minimal(faults=[{"at": 1, "kind": "slow_runs", "hosts": "role:web", "for": 5, "factor": 2}],
+    base = minimal(faults=[{"at": 1, "kind": "slow_runs", "hosts": "role:web", "for": 5, "factor": 2},
+                           {"at": 2, "kind": "clock_step", "hosts": "role:web", "for": 5, "step": -10}],
                    fires=[{"at": 3, "trigger": "t"}], agent={"duration": {"uniform": [1, 2]}})
     damaged = copy.deepcopy(base)
     path = data.draw(st.sampled_from([p for p in _paths(base) if p]))

@@ -90,3 +90,25 @@ def test_a_standby_let_go_serves_nothing_more():
     assert sum(what.startswith("standby let go") for _, what in lines(sim)) >= 2
     assert executed_twice(sim.ledger.commands[LB]) == [] and served_to_the_end(sim)
     assert build_report(sim).ok
+
+
+def test_tsp_k_of_a_standby_job_stops_its_command_and_gives_its_fires_back():
+    """Issue 21, failure 6 on simulated time: the job's cat goes, the FIFO tells the
+    run (no reader), which stops its command and gives its fires back; the next run
+    serves them, and no run id is carried out twice."""
+    faults = [{"at": 105, "kind": "kill_job", "hosts": LB}]
+    sim = simulate(with_standby(spec(until=400, fires=[10, 100], faults=faults)))
+    trace = [what for _, what in lines(sim)]
+    assert "tsp -k: the standby job of r000002 ends" in trace
+    assert ("r000002 gave its fires back: its task-spooler job ended before it (killed?); command stopped"
+            in trace)
+    assert executed_twice(sim.ledger.commands[LB]) == [] and len(sim.ledger.commands[LB]) == 3
+    assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
+
+
+def test_a_killed_runner_on_a_standby_host_kills_the_standby_and_leaves_its_command_to_the_watchdog():
+    faults = [{"at": 105, "kind": "kill_runner", "hosts": LB}]
+    sim = simulate(with_standby(spec(until=400, fires=[10, 100], faults=faults)))
+    assert "standby killed in a run; its command is the watchdog's" in [what for _, what in lines(sim)]
+    assert executed_twice(sim.ledger.commands[LB]) == []
+    assert served_to_the_end(sim) and one_at_a_time(sim) and build_report(sim).ok
