@@ -8,10 +8,10 @@ descendants' reaper (PR_SET_CHILD_SUBREAPER): an orphan becomes its child,
 not init's, even when it left the command's process group. Once the
 command's first process has exited, whatever is left of its descendants is
 named in one line and stopped like the command: SIGTERM, then SIGKILL after
-the grace. Of the orphans, only those whose environment holds the run's id
-(`TRIGGER_RUN_ID`, which every descendant inherits) are taken for the
-run's: a process that reaps more than its commands' (a test's pytest) keeps
-the rest. Linux only; elsewhere nothing is found, and the group kill of
+the grace. Of the living orphans, only those whose environment holds the
+run's id (`TRIGGER_RUN_ID`, which every descendant inherits) are taken for
+the run's: a process that reaps more than its commands' (a test's pytest)
+keeps the rest. Linux only; elsewhere nothing is found, and the group kill of
 `trigger.driver.Command` is all there is.
 """
 
@@ -69,26 +69,56 @@ def _reap(pid: int) -> None:
         pass  # not ours, or reaped already
 
 
-def _of_run(pid: int, marker: bytes) -> bool:
+def _of_run(pid: int, marker: bytes) -> bool | None:
+    """Whether the process carries `marker` in its environment; None while it is exiting
+    (its memory, environment with it, already gone; not yet a zombie)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            return marker in f.read().split(b"\0")
+            environ = f.read()
+    except PermissionError:
+        return False  # not ours to read (a setuid program): not taken for the run's
     except OSError:
-        return False  # gone, or not ours to read
+        return None  # gone, or going
+    return marker in environ.split(b"\0") if environ else None
 
 
 def left_behind(run_id: str, keep: frozenset[int] = frozenset()) -> list[int]:
-    """The living processes of run `run_id` this one reaped (its children but `keep`), and
-    their descendants. (Dead children are left alone: one may be another's to wait for.)"""
+    """The processes of run `run_id` this one reaped (its children but `keep`), and their
+    descendants. A dead child is reaped (an orphan that ended: in `trigger run` every child
+    but `keep` is one) and the children are read again: the kernel gave the dead one's
+    children to us as it died, maybe after our read (a daemon between its two forks). One
+    caught exiting is looked at again."""
     marker = f"TRIGGER_RUN_ID={run_id}".encode()
-    todo = [p for p in _children(os.getpid()) if p not in keep and _of_run(p, marker)]
-    found = []
-    while todo:
-        pid = todo.pop()
-        if pid not in found and _state(pid) not in ("", "Z"):
-            found.append(pid)
-            todo += _children(pid)
+    found, seen = [], set(keep)
+    for _ in range(200):  # 1 s at most of children caught exiting
+        again = False
+        for pid in [p for p in _children(os.getpid()) if p not in seen]:
+            if _state(pid) in ("", "Z"):  # dead: reaped, and its children, ours now, read next
+                _reap(pid)
+                seen.add(pid)
+                again = True
+                continue
+            ours = _of_run(pid, marker)
+            if ours is None:  # exiting: looked at again, as a zombie
+                again = True
+            else:
+                seen.add(pid)
+                found += _tree(pid) if ours else []
+        if not again:
+            break
+        time.sleep(0.005)
     return found
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its living descendants."""
+    tree, todo = [pid], _children(pid)
+    while todo:
+        child = todo.pop()
+        if child not in tree and _state(child) not in ("", "Z"):
+            tree.append(child)
+            todo += _children(child)
+    return tree
 
 
 def name(pids: list[int], shown: int = 3) -> str:
