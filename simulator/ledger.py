@@ -51,20 +51,13 @@ class Ledger:
         started = self.started.get((host, record.run_id), record.started_at)
         for event_id in record.served:
             self.completed.setdefault((host, event_id), []).append(started)
-            if event_id in self.waiters and self._served_everywhere(event_id):
-                for waiter in self.waiters.pop(event_id):
-                    waiter.succeed()
+            for waiter in self.waiters.pop(event_id, ()):
+                waiter.succeed()
 
-    def _served_everywhere(self, event_id: str) -> bool:
-        return all((host, event_id) in self.completed for host in self.reached.get(event_id, ()))
-
-    def when_served_everywhere(self, env, event_id: str):
-        """A SimPy event: every host the fire reached finished a run serving it (`--wait`)."""
+    def when_served(self, env, event_id: str):
+        """A SimPy event: the next run serving the fire ended (a `--wait` looks again then)."""
         event = env.event()
-        if self._served_everywhere(event_id):
-            event.succeed()
-        else:
-            self.waiters.setdefault(event_id, []).append(event)
+        self.waiters.setdefault(event_id, []).append(event)
         return event
 
     def limited_run(self, trigger: str, limit: int, host: str, run_id: str,

@@ -36,6 +36,8 @@ from trigger.layout import Layout
 from trigger.leftovers import remark
 from trigger.policy import RUN
 from trigger.procedures import RunAborted, RunFinished, RunStarted, SlotWaited, triggered_run
+from trigger.results import list_runs, serving_results, wait_over, wait_succeeded
+from trigger.store.base import StoreError
 
 from .driver import SimDriver
 from .ledger import Ledger
@@ -62,7 +64,7 @@ class NodeStats:
     fires_refused: int = 0
     fires_failed: int = 0  # etcd unreachable when the run fired
     fires_no_target: int = 0  # role:NAME had no live member: `trigger fire` refused
-    waits_timed_out: int = 0  # `wait => true` fires whose runs did not all end within wait_timeout
+    waits_failed: int = 0  # `wait => true` fires with a host's run failed, or not over within wait_timeout
     max_queue_depth: int = 0
     quarantined: int = 0
     resyncs: int = 0
@@ -317,14 +319,14 @@ class Node:
             self.ledger.versions[resource.name] = self.ledger.versions.get(resource.name, 0) + 1
             for name in resource.notify:
                 notified[name] = None
-        timed_out = False
+        wait_failed = False
         for name in notified:  # in order: a `wait => true` fire holds up the ones after it
             event_id = self.fire(name, lineage, self.host, self)
             if event_id is not None:
                 self.ledger.fired_by_run[event_id] = self.index
                 if name in self.waits:
                     try:
-                        timed_out |= not (yield from self._wait_served(name, event_id, label))
+                        wait_failed |= not (yield from self._wait_served(name, event_id, label))
                     except Interrupt:
                         self._record_span(kind, start)
                         self.trace(f"{label} stopped while waiting for {name!r}")
@@ -332,21 +334,36 @@ class Node:
                         return STOPPED
         self._record_span(kind, start)
         self.ledger.puppet_runs.append((self.host, kind, start, self.env.now, tuple(notified)))
-        # puppet agent --test --detailed-exitcodes: 2 changes, 6 changes and failures (a wait timed out)
-        exit_code = (6 if timed_out else 2) if changed else 0
+        # puppet agent --test --detailed-exitcodes: 2 changes, 6 changes and failures (a wait failed)
+        exit_code = (6 if wait_failed else 2) if changed else 0
         self.trace(f"{label} ends, exit {exit_code}")
         self._release_lock()
         return exit_code
 
     def _wait_served(self, name: str, event_id: str, label: str):
-        """`trigger fire --wait`: until every host the fire reached finished a run serving it,
-        with this run's Puppet lock held; False if `wait_timeout` came first (the resource fails)."""
-        served = self.ledger.when_served_everywhere(self.env, event_id)
-        yield served | self.env.timeout(self.waits[name])
-        if served.triggered:
-            return True
-        self.stats.waits_timed_out += 1
-        self.trace(f"{label}: waiting for {name!r} timed out after {self.waits[name]:g} s")
+        """`trigger fire --wait`, with this run's Puppet lock held: its rules (`trigger.results`)
+        on the run records, looked at again whenever a run serving the fire ends; True if every
+        host's run ended ok, False if one failed or `wait_timeout` came first (the resource fails).
+        (Not modelled: the real wait's giving up on a host without a watcher after 5 s.)"""
+        deadline = self.env.now + self.waits[name]
+        hosts = self.ledger.reached[event_id]
+        while True:
+            try:
+                results = serving_results(list_runs(self.store, self.layout)[0], event_id, hosts)
+            except StoreError:
+                results = None  # etcd away: the wait cannot tell, and waits on
+            if results is not None and wait_over(results):
+                if wait_succeeded(results):
+                    return True
+                failed = ", ".join(h for h, r in results.items() if r.state != "ok")
+                self.trace(f"{label}: waiting for {name!r}: runs not ok on {failed}")
+                break
+            left = deadline - self.env.now
+            if left <= 0:
+                self.trace(f"{label}: waiting for {name!r} timed out after {self.waits[name]:g} s")
+                break
+            yield self.ledger.when_served(self.env, event_id) | self.env.timeout(left)
+        self.stats.waits_failed += 1
         return False
 
     def _record_span(self, kind: str, start: float) -> None:

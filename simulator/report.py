@@ -186,7 +186,7 @@ def build_report(sim: Simulation) -> Report:
             "fires_refused": refused_by_origin.get(host, 0),
             "fires_failed": s.fires_failed,
             "fires_no_target": s.fires_no_target,
-            "waits_timed_out": s.waits_timed_out,
+            "waits_failed": s.waits_failed,
             "max_queue_depth": s.max_queue_depth,
             "unserved": left,
             "quiescent_at": None if left else _t(s.last_trigger_activity),
@@ -213,7 +213,7 @@ def build_report(sim: Simulation) -> Report:
         "fires_refused": len(refusals),
         "fires_failed": total("fires_failed"),
         "fires_no_target": sim.no_target_fires,
-        "waits_timed_out": total("waits_timed_out"),
+        "waits_failed": total("waits_failed"),
         "max_queue_depth": max(n["max_queue_depth"] for n in nodes),
         "unserved": total("unserved"),
         "first_fire_at": _t(sim.first_fire_at),
@@ -419,9 +419,9 @@ def render(report: Report, console, all_nodes: bool = False) -> None:
         extra.append(f"{totals['fires_failed']} fire(s) failed: etcd unreachable")
     if totals["fires_no_target"]:
         extra.append(f"{totals['fires_no_target']} fire(s) refused: their role had no live member")
-    if totals["waits_timed_out"]:
-        extra.append(f"{totals['waits_timed_out']} wait => true fire(s) timed out: a run failed waiting "
-                     f"(a wait on a loop deadlocks until its wait_timeout)")
+    if totals["waits_failed"]:
+        extra.append(f"{totals['waits_failed']} wait => true fire(s) failed: a target's run failed, "
+                     f"or wait_timeout passed")
     we = totals["watch_errors"]
     if we["unavailable"] or we["compacted"]:
         extra.append(f"watch errors: {we['unavailable']} unavailable, {we['compacted']} compacted")

@@ -59,6 +59,23 @@ def result_of(host: str, run: RunRecord | None, ok_codes=PUPPET_OK) -> HostResul
                       run.noop, output)
 
 
+def wait_over(results: dict[str, HostResult]) -> bool:
+    """`trigger fire --wait` stops waiting: every host has a finished run serving the fire
+    (a lost one gives its fires to the next), or no watcher."""
+    return all(r.done or r.state == NO_WATCHER for r in results.values())
+
+
+def wait_succeeded(results: dict[str, HostResult]) -> bool:
+    """`trigger fire --wait` exits 0: every host's run ended ok."""
+    return all(r.state == "ok" for r in results.values())
+
+
+def serving_results(runs, event_id: str, hosts, ok_codes=PUPPET_OK) -> dict[str, HostResult]:
+    """Each host's result for the fire, from the run records `runs`."""
+    serving = runs_serving(runs).get(event_id, {})
+    return {h: result_of(h, serving.get(h), ok_codes) for h in hosts}
+
+
 def without_watcher(results: dict[str, HostResult], unwatched) -> dict[str, HostResult]:
     """The results with hosts still waiting that have no live watcher marked `no watcher`."""
     return {h: replace(r, state=NO_WATCHER) if r.state == "waiting" and h in unwatched else r
@@ -186,9 +203,6 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
                 changed = True
         return changed
 
-    def finished() -> bool:
-        return all(r.done or r.state == NO_WATCHER for r in results.values())
-
     if revision is None:
         revision = read_all()
     report(results)
@@ -196,7 +210,7 @@ def wait_for_fire(store: Store, layout: Layout, event_id: str, hosts: list[str],
     changes: queue_module.Queue = queue_module.Queue()
     watch = store.watch_prefix(prefix, revision + 1, changes.put)
     try:
-        while not finished():
+        while not wait_over(results):
             left = deadline - time.monotonic()
             if left <= 0:
                 break

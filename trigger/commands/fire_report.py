@@ -18,7 +18,7 @@ def wait_and_show(args, store, layout, event_id: str, trigger: str, fired_at: fl
     """Wait for the fire's runs, showing progress on a terminal; print the
     results and a summary; on Ctrl-C, what is known and how to re-attach."""
     from ..policy import NO_WATCHER_GRACE
-    from ..results import wait_for_fire, without_watcher
+    from ..results import wait_for_fire, wait_succeeded, without_watcher
 
     started = time.monotonic()
     latest: dict = {}
@@ -47,7 +47,7 @@ def wait_and_show(args, store, layout, event_id: str, trigger: str, fired_at: fl
         return EXIT_INTERRUPTED
     results = without_watcher(results, unwatched)
     show_fire(args, event_id, trigger, fired_at, ok_codes, results, time.monotonic() - started)
-    return 0 if all(r.state == "ok" for r in results.values()) else EXIT_FAILED
+    return 0 if wait_succeeded(results) else EXIT_FAILED
 
 
 def reattach_command(args, event_id: str) -> str:

@@ -289,7 +289,7 @@ def test_a_waiting_fire_holds_its_run_until_every_target_has_run():
     data["triggers"]["refresh"]["wait"] = True
     sim = simulate(data)
     assert [line for line in lines(sim, WEB) if "ends" in line[1]][0] == (20.002, "scheduled run ends, exit 2")
-    assert sim.nodes[WEB].stats.waits_timed_out == 0
+    assert sim.nodes[WEB].stats.waits_failed == 0
 
 
 def test_a_waiting_fire_on_a_loop_deadlocks_until_its_timeout_and_the_run_fails():
@@ -305,8 +305,8 @@ def test_a_waiting_fire_on_a_loop_deadlocks_until_its_timeout_and_the_run_fails(
     sim = simulate(data)
     web_ends = [line for line in lines(sim, WEB) if line[1] == "scheduled run ends, exit 6"]
     assert web_ends and web_ends[0][0] == pytest.approx(310.0, abs=0.1), lines(sim, WEB)
-    assert sim.nodes[WEB].stats.waits_timed_out == 1 and sim.nodes[LB].stats.waits_timed_out >= 1
-    assert build_report(sim).data["totals"]["waits_timed_out"] >= 2
+    assert sim.nodes[WEB].stats.waits_failed == 1 and sim.nodes[LB].stats.waits_failed >= 1
+    assert build_report(sim).data["totals"]["waits_failed"] >= 2
 
 
 def test_wait_must_be_a_boolean_and_its_timeout_positive():
@@ -318,3 +318,17 @@ def test_wait_must_be_a_boolean_and_its_timeout_positive():
         data["triggers"]["refresh"][field] = value
         with pytest.raises(ScenarioError, match=f"triggers.refresh.{field}: {said}"):
             load_scenario(data)
+
+
+def test_a_waiting_fire_fails_its_run_when_a_target_s_run_fails_not_only_on_its_timeout():
+    """As `trigger fire --wait` exits: a host's run not ok fails the wait at once. The LB's
+    own wait (back at the web, whose lock the web's waiting run holds) times out after 30 s,
+    its run exits 6, and the web's wait ends then, failed, long before its 300 s."""
+    data = spec(until=1000)
+    data["roles"]["lb"]["resources"]["haproxy"]["notify"] = ["back"]
+    data["triggers"] = {"refresh": {"hosts": [LB], "ttl": 3, "wait": True, "wait_timeout": 300},
+                        "back": {"hosts": [WEB], "ttl": 3, "wait": True, "wait_timeout": 30}}
+    sim = simulate(data)
+    web_end = [t for t, what in lines(sim, WEB) if what == "scheduled run ends, exit 6"]
+    assert web_end and web_end[0] == pytest.approx(50.0, abs=0.1), lines(sim, WEB)
+    assert sim.nodes[WEB].stats.waits_failed == 1 and sim.nodes[LB].stats.waits_failed == 1
