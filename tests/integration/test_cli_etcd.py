@@ -16,6 +16,7 @@ from datetime import datetime
 
 import pytest
 
+from tests.closed_pipe import with_closed_stdout
 from tests.conftest import need
 from trigger.layout import Layout
 from trigger.store import open_store
@@ -194,18 +195,9 @@ def wait_member(node, timeout: float = 20.0) -> None:
 
 
 def closed_pipe(endpoint, *args) -> subprocess.CompletedProcess:
-    """Run trigger with stdout a pipe whose reader is gone, as after `| head -1` has read its line."""
+    """trigger with stdout a pipe whose reader is gone, as after `| head -1` has read its line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-    proc = subprocess.Popen([sys.executable, "-m", "trigger", *args, "--endpoints", endpoint],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
-    proc.stdout.close()  # before it writes: its first write meets a closed pipe
-    try:
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, "", err.decode())
+    return with_closed_stdout([sys.executable, "-m", "trigger", *args, "--endpoints", endpoint], env=env)
 
 
 @pytest.mark.etcd
