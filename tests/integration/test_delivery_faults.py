@@ -664,10 +664,12 @@ def test_a_second_watcher_in_another_pid_namespace_stands_by(cluster):
     second.wait(10)
 
 
-def test_jobs_that_are_not_trigger_s_in_its_queue_are_named_and_every_fire_is_still_served(cluster):
+@PATHS
+def test_jobs_that_are_not_trigger_s_in_its_queue_are_named_and_every_fire_is_still_served(cluster, standby):
     """Bad input: a TS_SOCKET shared with other work. Our runs wait behind its
     jobs (task-spooler runs one at a time); the watcher's log says which."""
     node = cluster.node("node1.test")
+    node.standby = standby
     node.start_watcher(run_seconds=0.1, check_interval=CHECK, extra=MEMBER_TTL)
     node.wait_in_sync()
     node.tsp("sleep", "3")  # somebody else's job, on the same queue
@@ -677,12 +679,14 @@ def test_jobs_that_are_not_trigger_s_in_its_queue_are_named_and_every_fire_is_st
     assert len(said) == 1 and "(sleep 3)" in said[0], log_tail(node)
 
 
-def test_a_ts_socket_of_another_user_is_not_used_and_every_fire_is_still_served(cluster):
+@PATHS
+def test_a_ts_socket_of_another_user_is_not_used_and_every_fire_is_still_served(cluster, standby):
     """Bad input: TS_SOCKET names another user's task-spooler, which would run
     our runs as that user. The watcher says so in one line and queues on a
     socket of its own."""
     need_root()
     node = cluster.node("node1.test")
+    node.standby = standby
     theirs = node.tmp / "theirs.sock"
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(theirs))
