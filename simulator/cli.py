@@ -19,6 +19,7 @@ from .scenario import ScenarioError
 
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 
 def _scenario_path(name: str) -> Path:
@@ -60,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     """`trigger-sim`; a closed pipe (`trigger-sim list | head -1`) ends it quietly with exit 141."""
     from trigger.output import closed_pipe_ends_quietly
 
-    return closed_pipe_ends_quietly(lambda: _main(argv))
+    try:
+        return closed_pipe_ends_quietly(lambda: _main(argv))
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (explore says what it found first)
+        print("trigger-sim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _main(argv: list[str] | None) -> int:
@@ -192,7 +197,7 @@ def _main(argv: list[str] | None) -> int:
 
 def _explore(args) -> int:
     from . import load_scenario
-    from .explore import explore, parse_kinds, write_reproducer
+    from .explore import Interrupted, explore, parse_kinds, write_reproducer
 
     try:
         path = _scenario_path(args.scenario)
@@ -203,7 +208,13 @@ def _explore(args) -> int:
     except (ScenarioError, ValueError) as exc:
         print(f"trigger-sim: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    failures, per_second = explore(scenario, args.runs, kinds, args.first_seed)
+    try:
+        failures, per_second = explore(scenario, args.runs, kinds, args.first_seed)
+    except Interrupted as stop:
+        failures, per_second = stop.failures, None
+        ran = f"interrupted after {stop.runs_done} of {args.runs} runs"
+    else:
+        ran = f"{args.runs} runs"
     for failure in failures:
         try:
             reproducer = write_reproducer(path, failure, args.out)
@@ -213,8 +224,10 @@ def _explore(args) -> int:
         faults = "; ".join(f.describe() for f in failure.faults)
         print(f"seed {failure.seed} fails with {faults}: {failure.problems[0]}")
         print(f"  reproduce: trigger-sim run {reproducer} --check --trace")
-    print(f"{args.runs} runs with random faults ({', '.join(kinds)}): {len(failures)} failed; "
-          f"{per_second:.1f} runs/s")
+    print(f"{ran} with random faults ({', '.join(kinds)}): {len(failures)} failed"
+          + ("" if per_second is None else f"; {per_second:.1f} runs/s"))
+    if per_second is None:
+        return EXIT_INTERRUPTED
     return EXIT_CHECK_FAILED if failures else 0
 
 

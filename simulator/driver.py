@@ -281,6 +281,8 @@ class SimDriver:
 
         def ended(event) -> None:
             self.command[0] = None
+            if not event.ok:  # the command raised (Ctrl-C in it): SimPy raises it from its step
+                return
             if self.stopped_because is not None:
                 self._resume(CommandStopped(event.value, self.stopped_because))
                 return

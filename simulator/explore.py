@@ -85,18 +85,34 @@ def shrink(scenario: Scenario, seed: int, faults: tuple[Fault, ...]) -> tuple[tu
     return faults, problems
 
 
+class Interrupted(Exception):
+    """Ctrl-C in an exploration: what it found until then (a failure being shrunk: as drawn)."""
+
+    def __init__(self, failures: list[Failure], runs_done: int):
+        super().__init__(f"interrupted after {runs_done} run(s)")
+        self.failures, self.runs_done = failures, runs_done
+
+
 def explore(scenario: Scenario, runs: int, kinds: tuple[str, ...] = DEFAULT_KINDS,
             first_seed: int = 1) -> tuple[list[Failure], float]:
-    """Run `runs` seeds with random faults; the failures (shrunk) and the runs per second."""
+    """Run `runs` seeds with random faults; the failures (shrunk) and the runs per second.
+    Interrupted (Ctrl-C) with the failures found so far."""
     if scenario.discovery is None:
         kinds = tuple(k for k in kinds if k != "duplicate_watcher")
     started = time.perf_counter()
     failures = []
     for seed in range(first_seed, first_seed + runs):
         faults = random_faults(scenario, random.Random(f"explore/{seed}"), kinds)
-        if check(scenario, seed, faults):
-            fewest, problems = shrink(scenario, seed, faults)
-            failures.append(Failure(seed, fewest, problems))
+        problems: tuple[str, ...] = ()
+        try:
+            problems = check(scenario, seed, faults)
+            if problems:
+                faults, problems = shrink(scenario, seed, faults)
+        except KeyboardInterrupt:
+            raise Interrupted(failures + ([Failure(seed, faults, problems)] if problems else []),
+                              seed - first_seed) from None
+        if problems:
+            failures.append(Failure(seed, faults, problems))
     elapsed = time.perf_counter() - started
     return failures, runs / elapsed if elapsed else 0.0
 
@@ -136,6 +152,10 @@ def parse_kinds(text: str | None) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     unknown = [k for k in kinds if k not in FAULT_KINDS]
     if unknown or not kinds:
+        import difflib
+
+        near = [m for k in unknown for m in difflib.get_close_matches(k, FAULT_KINDS, n=1)]
+        guess = f"did you mean {' or '.join(near)}? " if near else ""
         raise ValueError(f"--faults: unknown fault kind {', '.join(unknown) or '(none)'}; "
-                         f"known: {', '.join(FAULT_KINDS)}")
+                         f"{guess}known: {', '.join(FAULT_KINDS)}")
     return kinds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from simulator import SCENARIOS
@@ -105,20 +106,13 @@ def test_an_unknown_scenario_name_points_at_list_and_the_nearest_names(capsys):
 
 def test_a_closed_pipe_ends_trigger_sim_quietly_with_141(tmp_path):
     """`trigger-sim list | head -1` ends as `seq ... | head -1` does: no traceback, exit 141."""
-    import subprocess
     import sys
 
+    from tests.closed_pipe import with_closed_stdout
+
     for argv in (["list"], ["run", "seed", "--no-plot", "--out", str(tmp_path)]):
-        proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", *argv], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        proc.stdout.close()  # before it writes: its first write meets a closed pipe
-        try:
-            _, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 141 and b"Traceback" not in err, (argv, err.decode())
+        done = with_closed_stdout([sys.executable, "-m", "simulator.cli", *argv], timeout=120)
+        assert done.returncode == 141 and "Traceback" not in done.stderr, (argv, done.stderr)
 
 
 def test_list_names_a_broken_scenario_in_one_line_and_lists_the_others(monkeypatch, tmp_path, capsys):
@@ -131,3 +125,30 @@ def test_list_names_a_broken_scenario_in_one_line_and_lists_the_others(monkeypat
     out, err = capsys.readouterr()
     assert out.split() == ["good", "1", "nodes", "fine"]
     assert err.startswith(f"trigger-sim: {tmp_path / 'bad.yaml'}: not valid YAML at line 1") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["explore", "seed", "--runs", "100000"], ["run", "fleet", "--no-plot"]],
+                         ids=["explore", "run"])
+def test_ctrl_c_ends_trigger_sim_with_130_and_one_line_not_a_traceback(tmp_path, argv):
+    """An operator's Ctrl-C: exit 130, one line; explore says first how far it got. (In a
+    run, the interrupt raised inside a simulated Puppet run once became its exit code.)"""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", *argv, "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(3)  # started, and busy
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    if argv[0] == "explore":  # what it found, on stdout
+        assert err == "" and out.startswith("interrupted after ") and "of 100000 runs with random faults" in out
+    else:
+        assert err == "trigger-sim: interrupted\n", err

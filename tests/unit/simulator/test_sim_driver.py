@@ -124,3 +124,26 @@ def test_clock_step_moves_the_wall_clock_not_the_monotonic_one():
     env.process(SimDriver(env, conn, lambda n: None).run(procedure()))
     env.run()
     assert seen == [(-5.0, 5)]
+
+
+def test_an_exception_in_a_simulated_command_is_raised_not_taken_for_its_exit_code(monkeypatch):
+    """Ctrl-C lands inside a fake Puppet run: SimPy fails its process with it, and the
+    simulation raises it (the CLI then says `interrupted`); it once became the run's exit
+    code, and the record's JSON failed on it."""
+    import pytest
+
+    from simulator import SCENARIOS
+    from simulator.node import Node
+    from simulator.scenario import load_scenario
+    from simulator.simulation import Simulation
+
+    real = Node.puppet_run
+
+    def interrupted(self, kind, *args, **kwargs):
+        if kind == "triggered":
+            raise KeyboardInterrupt
+        return (yield from real(self, kind, *args, **kwargs))
+
+    monkeypatch.setattr(Node, "puppet_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Simulation(load_scenario(SCENARIOS / "seed.yaml")).run()

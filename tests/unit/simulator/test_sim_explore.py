@@ -45,6 +45,8 @@ def test_unknown_fault_kinds_are_a_one_line_error(capsys):
         parse_kinds("cut_off,melt")
     assert main(["explore", "seed", "--faults", "melt"]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+    with pytest.raises(ValueError, match="unknown fault kind kill_runer; did you mean kill_runner"):
+        parse_kinds("kill_runer")
 
 
 def test_explore_draws_issue_21s_faults_and_writes_them_back_as_they_were():
