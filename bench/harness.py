@@ -209,7 +209,7 @@ def start_etcd(session: Session, name: str, v2: bool = False):
     from tests.etcd_server import EtcdServer
 
     server = EtcdServer(session.dir(name), extra_args=("--enable-v2",) if v2 else ())
-    session.on_close(server.stop)
+    session.on_close(server.close)
     return server.start()
 
 

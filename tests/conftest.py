@@ -68,4 +68,4 @@ def etcd_server(tmp_path):
     try:
         yield server
     finally:
-        server.stop()
+        server.close()

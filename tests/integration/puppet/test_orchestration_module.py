@@ -331,7 +331,7 @@ def test_over_tls_a_trigger_waits_for_a_watcher_and_reads_the_leader(tmp_path, w
         assert "trigger::leader('db master'): trigger: error:" in refused.output
         assert not BACKTRACE.search(refused.output), refused.output
     finally:
-        etcd.stop()
+        etcd.close()
 
 
 def test_with_etcd_auth_the_unit_watcher_and_a_fire_log_in_with_passwords_from_puppet(

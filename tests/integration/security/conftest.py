@@ -105,7 +105,7 @@ def tls_etcd(tmp_path, pki):
     try:
         yield server
     finally:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture
@@ -127,4 +127,4 @@ def auth_etcd(tmp_path):
                                      "--password-file", str(server.password(user))]
         yield server
     finally:
-        server.stop()
+        server.close()

@@ -143,7 +143,7 @@ def test_a_silent_endpoint_fails_over_after_the_timeout(etcd_server, tmp_path):
     finally:
         reader.close()
         writer.close()
-        frozen.stop()
+        frozen.close()
 
 
 # -- a server that dies and comes back ---------------------------------------------
