@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import need
 from tests.eventually import eventually
+from tests.processes import kill_started_with
 from trigger.fire import Lineage, fire
 from trigger.layout import Layout
 from trigger.queue.tsp import parse_tsp_list
@@ -99,14 +100,7 @@ class Node:
         """SIGKILL every process started with this node's TS_SOCKET: the
         watchers, the tsp server and its jobs, also the jobs that outlive
         `tsp -K` (a killed server leaves its running job alive)."""
-        mark = f"TS_SOCKET={self.env['TS_SOCKET']}".encode()
-        for environ in Path("/proc").glob("[0-9]*/environ"):
-            try:
-                pid = int(environ.parent.name)
-                if pid != os.getpid() and mark in environ.read_bytes().split(b"\0"):
-                    os.kill(pid, signal.SIGKILL)
-            except (OSError, ValueError):
-                continue  # gone meanwhile, or not ours to read
+        kill_started_with("TS_SOCKET", self.env["TS_SOCKET"])
 
     def wait_served(self, timeout: float = 30.0) -> list[float]:
         """[] once every fire has a run that started after it, else the unserved ones."""

@@ -28,6 +28,7 @@ import pytest
 
 from tests.conftest import need, need_root
 from tests.eventually import eventually
+from tests.processes import kill_started_with
 from tests.integration.conftest import RECORDER, Node
 from tests.proxy import TcpProxy
 from trigger.coordination import key_part
@@ -703,3 +704,4 @@ def test_a_ts_socket_of_another_user_is_not_used_and_every_fire_is_still_served(
         finally:
             node.kill_watcher()
             subprocess.run(["tsp", "-K"], env={**node.env, "TS_SOCKET": str(ours)}, capture_output=True)
+            kill_started_with("TS_SOCKET", str(ours))

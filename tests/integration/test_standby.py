@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.eventually import eventually
+from tests.processes import started_with
 from trigger.queue.tsp import parse_tsp_list
 from trigger.queue import QueueError
 from trigger.queue.standby import fifo_for
@@ -30,16 +31,14 @@ def node(node):
 
 def standbys(node) -> list[int]:
     """Pids of this node's standby processes (its TS_SOCKET in their environment)."""
-    mark = f"TS_SOCKET={node.env['TS_SOCKET']}".encode()
     pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
+    for pid in started_with("TS_SOCKET", node.env["TS_SOCKET"]):
         try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            if b"--standby" in argv and b"run" in argv and \
-                    mark in (proc / "environ").read_bytes().split(b"\0"):
-                pids.append(int(proc.name))
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
+        if b"--standby" in argv and b"run" in argv:
+            pids.append(pid)
     return pids
 
 

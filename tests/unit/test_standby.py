@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import need
 from tests.eventually import eventually
+from tests.processes import kill_started_with
 from trigger.procedures import COLD, REMAKE, STANDBY, LinkSweep, standby_linger_left, standby_route, \
     standby_run_id, sweep_links
 from trigger.queue import QueueError
@@ -220,6 +221,7 @@ def test_the_standby_never_takes_a_cold_job_running_beside_it_for_its_own(fifo, 
     the older cold one (which the standby would then have run a second time, beside itself)."""
     need("tsp", "task-spooler")
     monkeypatch.setenv("TS_SOCKET", str(tmp_path / "tsp.sock"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where task-spooler writes its jobs' output
     log = tmp_path / "standby.jsonl"
     server = None
     try:
@@ -243,6 +245,7 @@ def test_the_standby_never_takes_a_cold_job_running_beside_it_for_its_own(fifo, 
         assert job.exit_code == 5  # the run's exit status, which the standby left for its job
     finally:
         subprocess.run(["tsp", "-K"], capture_output=True)
+        kill_started_with("TS_SOCKET", str(tmp_path / "tsp.sock"))  # the jobs outlive the server
         if server is not None:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()

@@ -7,6 +7,7 @@ import pytest
 
 from tests.eventually import eventually
 from tests.conftest import need
+from tests.processes import kill_started_with
 from trigger.queue import QueueError
 from trigger.queue.tsp import TspQueue, parse_tsp_list
 
@@ -53,6 +54,7 @@ def tsp_socket(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     yield socket
     subprocess.run(["tsp", "-K"], capture_output=True)
+    kill_started_with("TS_SOCKET", socket)  # a running job outlives the server
 
 
 def test_real_tsp_reports_live_runs_and_forgets_them_when_killed(tsp_socket, tmp_path):

@@ -15,6 +15,7 @@ has its own test below.
 from __future__ import annotations
 
 import copy
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,10 @@ SEEDS = [yaml.safe_load(p.read_text()) for p in SCENARIOS]
 
 
 FILE = Path(tempfile.mkdtemp(prefix="scenario-fuzz-")) / "scenario.yaml"
+
+
+def teardown_module():
+    shutil.rmtree(FILE.parent, ignore_errors=True)
 
 leaves = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
