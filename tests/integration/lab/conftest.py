@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from typing import Callable
 
 import pytest
 
@@ -80,20 +81,28 @@ def lab(request):
         claim = claimed_lab("pmaster", lab_class=MasterLab) if master else claimed_lab("pytest")
     else:
         claim = contextlib.nullcontext(_open(backend, master, name))
-    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the lab is destroyed.
+    with fresh_lab(claim, backend) as the_lab:
+        yield the_lab
+
+
+@contextlib.contextmanager
+def fresh_lab(claim, what: str, converge: Callable = lambda lab: lab.converge()):
+    """The claimed lab made fresh and converged (`converge(lab)`), destroyed afterwards:
+    also when a test fails, on Ctrl-C, and on SIGTERM (a CI timeout, kill), which unwinds
+    like Ctrl-C here. `what` names the lab in the failure if it does not come up."""
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with claim as the_lab:
+        with claim as lab:
             try:
-                the_lab.destroy()  # whatever an interrupted session left
+                lab.destroy()  # whatever an interrupted session left
                 try:
-                    the_lab.create()
-                    the_lab.converge()
+                    lab.create()
+                    converge(lab)
                 except LabError as exc:
-                    pytest.fail(f"the {backend} lab did not come up: {exc}", pytrace=False)
-                yield the_lab
+                    pytest.fail(f"the {what} lab did not come up: {exc}", pytrace=False)
+                yield lab
             finally:
-                the_lab.destroy()
+                lab.destroy()
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 from pathlib import Path
 
 import pytest
 
-from lab.base import LabError
 from lab.local import claimed_lab
 from simulator.lab_replay import compare, render, sim_table
 from simulator.plan.analysis import analyse
@@ -36,7 +34,7 @@ from simulator.plan.scenario_writer import Assumptions, build_scenario, parse_ch
 from simulator.races import outcome_ranges
 from simulator.scenario import parse_scenario
 from tests.conftest import need
-from tests.integration.lab.conftest import _need_backend, _raise_interrupt
+from tests.integration.lab.conftest import _need_backend, fresh_lab
 from trigger.layout import Layout
 
 pytestmark = [pytest.mark.root, pytest.mark.etcd, pytest.mark.tsp, pytest.mark.puppet, pytest.mark.slow,
@@ -77,21 +75,9 @@ def planned():
 def puppet_lab(planned):
     _need_backend("local")
     _plan, scenario = planned
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        with claimed_lab("real", nodes=len(scenario.nodes)) as lab:
-            try:
-                lab.destroy()  # whatever an interrupted session left
-                try:
-                    lab.create()
-                    lab.converge(run_cmd=run_command(lab), watch_hosts=watch_hosts(scenario))
-                except LabError as exc:
-                    pytest.fail(f"the real-Puppet lab did not come up: {exc}", pytrace=False)
-                yield lab
-            finally:
-                lab.destroy()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with fresh_lab(claimed_lab("real", nodes=len(scenario.nodes)), "real-Puppet",
+                   lambda lab: lab.converge(run_cmd=run_command(lab), watch_hosts=watch_hosts(scenario))) as lab:
+        yield lab
 
 
 def test_a_release_of_the_control_repo_on_real_puppet_matches_its_plan(planned, puppet_lab):

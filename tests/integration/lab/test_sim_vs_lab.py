@@ -9,11 +9,8 @@ also on failure and SIGTERM.
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 
-from lab.base import LabError
 from lab.local import claimed_lab
 from simulator import SCENARIOS, load_scenario
 from simulator.lab_replay import (
@@ -22,7 +19,7 @@ from simulator.lab_replay import (
 )
 from simulator.report import build_report
 from simulator.simulation import Simulation
-from tests.integration.lab.conftest import _need_backend, _raise_interrupt
+from tests.integration.lab.conftest import _need_backend, fresh_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.etcd, pytest.mark.tsp, pytest.mark.puppet, pytest.mark.slow,
               pytest.mark.backend("local")]  # it makes a local lab of its own
@@ -38,21 +35,9 @@ SCENARIOS_ON_LAB = [("seed", 10), ("loop", 8), ("storm-lab", 5), ("rolling", 3)]
 @pytest.fixture(scope="module")
 def replay_lab():
     _need_backend("local")
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        with claimed_lab("sim", nodes=NODES) as lab:
-            try:
-                lab.destroy()  # whatever an interrupted session left
-                try:
-                    lab.create()
-                    lab.converge(run_cmd=run_command(lab))
-                except LabError as exc:
-                    pytest.fail(f"the replay lab did not come up: {exc}", pytrace=False)
-                yield lab
-            finally:
-                lab.destroy()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with fresh_lab(claimed_lab("sim", nodes=NODES), "replay",
+                   lambda lab: lab.converge(run_cmd=run_command(lab))) as lab:
+        yield lab
 
 
 @pytest.mark.parametrize("name, scale", SCENARIOS_ON_LAB)
