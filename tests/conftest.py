@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 
 import pytest
 
 from tests.etcd_server import EtcdServer
+from tests.processes import kill_started_with, still_running
+from trigger.leftovers import name
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -29,6 +32,29 @@ def need_root() -> None:
         if IN_CI:
             pytest.fail("this test needs root")
         pytest.skip("this test needs root")
+
+
+# Set for the session and inherited by every process a test starts, so that
+# one still alive at the end is known for what the tests left behind.
+SESSION_MARK = "TRIGGER_TEST_SESSION"
+
+
+def pytest_configure(config):
+    os.environ[SESSION_MARK] = uuid.uuid4().hex
+
+
+@pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
+def pytest_sessionfinish(session):
+    """Every process a test started is gone by the end; one left running fails the run, named."""
+    left = still_running(SESSION_MARK, os.environ[SESSION_MARK], grace=5.0)
+    if left:
+        named = name(left)
+        kill_started_with(SESSION_MARK, os.environ[SESSION_MARK])
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")
+            reporter.write_line(f"left running by the tests (killed now): {named}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_addoption(parser):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 
@@ -30,3 +31,12 @@ def kill_started_with(name: str, value: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def still_running(name: str, value: str, grace: float) -> list[int]:
+    """The processes with name=value in their environment that are still there after `grace`
+    seconds (one being stopped is given the time to end)."""
+    deadline = time.monotonic() + grace
+    while (pids := started_with(name, value)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pids
